@@ -1,0 +1,22 @@
+//! Pigeon's wire protocol and the types server and client share.
+//!
+//! The protocol is the seed's (UTF-16LE datagrams, one .NET `BinaryWriter`
+//! string for the TCP roster), byte for byte, plus the extensions documented
+//! in `PROTOCOL.md`. This crate does no I/O: it turns bytes into typed values
+//! and back, and every decoder is total.
+
+pub mod datagram;
+pub mod endpoint;
+pub mod name;
+pub mod roster_snapshot;
+pub mod talk_time;
+pub mod utf16;
+
+pub use datagram::{
+    Accept, Datagram, DecodeError, DecodeErrorKind, Login, Logout, RefuseReason, Refused, Talk,
+    Verb, MAX_DATAGRAM_LEN,
+};
+pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
+pub use name::{NameError, UserName, MAX_NAME_CHARS};
+pub use roster_snapshot::{RosterEntry, RosterError, RosterSnapshot};
+pub use talk_time::{TalkTime, TimeOfDay};

@@ -1,0 +1,305 @@
+//! The roster the server writes on its TCP port: one .NET `BinaryWriter`
+//! string holding `n1,ip:port;n2,ip:port;...;end`.
+//!
+//! ```text
+//! 7-bit length (LEB128, 1..=5 bytes) | UTF-8 text of that many bytes
+//! 0x1C                               | "bob,127.0.0.1:5000;end"
+//! ```
+//!
+//! The reader is incremental ([`decode_frame`] says when it needs more
+//! bytes) and bounded (a length over the caller's limit is refused before
+//! anything is buffered).
+
+use bytes::BufMut;
+
+use crate::endpoint::PeerAddr;
+use crate::name::UserName;
+
+/// The text that ends every roster.
+pub const END_MARK: &str = "end";
+
+/// Most bytes a 7-bit encoded `Int32` takes.
+const MAX_VARINT_BYTES: usize = 5;
+
+/// One user in a roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterEntry {
+    pub name: UserName,
+    pub endpoint: PeerAddr,
+}
+
+/// A decoded roster. Entries this version cannot represent (a seed server
+/// accepts any name) are reported in `skipped` instead of failing the
+/// whole roster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RosterSnapshot {
+    pub entries: Vec<RosterEntry>,
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// An entry that was left out, with an excerpt and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    pub excerpt: String,
+    pub reason: String,
+}
+
+/// Why bytes are not a roster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RosterError {
+    #[error("the length prefix is not a 7-bit encoded Int32")]
+    BadLength,
+    #[error("the roster is {len} bytes, more than the limit of {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("the roster is not UTF-8")]
+    NotUtf8,
+    #[error("the roster does not end with \";end\"")]
+    NoEndMark,
+}
+
+/// Most skipped entries kept in a [`RosterSnapshot`]; more are counted in
+/// the last one's reason.
+const MAX_SKIPPED_KEPT: usize = 16;
+
+/// Appends the roster of `entries` as one `BinaryWriter` string.
+pub fn encode_roster<'a>(
+    entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr)>,
+    buf: &mut impl BufMut,
+) {
+    let text = roster_text(entries);
+    put_dotnet_string(buf, &text);
+}
+
+/// The roster text, `n1,ip:port;...;end`, without the length prefix.
+pub fn roster_text<'a>(entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr)>) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    for (name, endpoint) in entries {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{name},{endpoint};");
+    }
+    text.push_str(END_MARK);
+    text
+}
+
+/// Appends `text` the way .NET's `BinaryWriter.Write(string)` does.
+pub fn put_dotnet_string(buf: &mut impl BufMut, text: &str) {
+    let mut len = text.len();
+    loop {
+        // Truncation to the low seven bits is the encoding.
+        let low = (len & 0x7F) as u8;
+        len >>= 7;
+        if len == 0 {
+            buf.put_u8(low);
+            break;
+        }
+        buf.put_u8(low | 0x80);
+    }
+    buf.put_slice(text.as_bytes());
+}
+
+/// Reads one `BinaryWriter` string from the front of `buf`.
+///
+/// `Ok(None)`: the string is not complete yet. `Ok(Some((text, used)))`: the
+/// text and how many bytes it took. A declared length over `max_len` is an
+/// error at once.
+pub fn decode_frame(buf: &[u8], max_len: usize) -> Result<Option<(String, usize)>, RosterError> {
+    let mut len: u64 = 0;
+    let mut prefix = 0;
+    loop {
+        let Some(&byte) = buf.get(prefix) else {
+            return Ok(None);
+        };
+        if prefix == MAX_VARINT_BYTES {
+            return Err(RosterError::BadLength);
+        }
+        len |= u64::from(byte & 0x7F) << (7 * prefix);
+        prefix += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    if len > i32::MAX as u64 {
+        return Err(RosterError::BadLength);
+    }
+    let len = usize::try_from(len).map_err(|_| RosterError::BadLength)?;
+    if len > max_len {
+        return Err(RosterError::TooLong { len, max: max_len });
+    }
+    let Some(body) = buf.get(prefix..prefix + len) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(body).map_err(|_| RosterError::NotUtf8)?;
+    Ok(Some((text.to_owned(), prefix + len)))
+}
+
+impl RosterSnapshot {
+    /// Parses roster text, `n1,ip:port;...;end`.
+    pub fn parse(text: &str) -> Result<Self, RosterError> {
+        let body = if text == END_MARK {
+            ""
+        } else {
+            text.strip_suffix(END_MARK)
+                .and_then(|t| t.strip_suffix(';'))
+                .ok_or(RosterError::NoEndMark)?
+        };
+        let mut snapshot = Self::default();
+        let mut skipped_total = 0usize;
+        for item in body.split(';').filter(|_| !body.is_empty()) {
+            match parse_entry(item) {
+                Ok(entry) => snapshot.entries.push(entry),
+                Err(reason) => {
+                    skipped_total += 1;
+                    if snapshot.skipped.len() < MAX_SKIPPED_KEPT {
+                        snapshot.skipped.push(SkippedEntry {
+                            excerpt: item.chars().take(48).collect(),
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        if skipped_total > MAX_SKIPPED_KEPT {
+            if let Some(last) = snapshot.skipped.last_mut() {
+                last.reason = format!(
+                    "{} (and {} more entries skipped)",
+                    last.reason,
+                    skipped_total - MAX_SKIPPED_KEPT
+                );
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+fn parse_entry(item: &str) -> Result<RosterEntry, String> {
+    let (name, endpoint) = item
+        .split_once(',')
+        .ok_or_else(|| "no comma between name and endpoint".to_owned())?;
+    let name = UserName::parse(name).map_err(|e| e.to_string())?;
+    let endpoint = PeerAddr::parse(endpoint).map_err(|e| e.to_string())?;
+    Ok(RosterEntry { name, endpoint })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, addr: &str) -> (UserName, PeerAddr) {
+        (
+            UserName::parse(name).unwrap(),
+            PeerAddr::parse(addr).unwrap(),
+        )
+    }
+
+    #[test]
+    fn seed_roster_bytes_are_exact() {
+        let users = [entry("bob", "127.0.0.1:5000")];
+        let mut buf = Vec::new();
+        encode_roster(users.iter().map(|(n, a)| (n, a)), &mut buf);
+        let mut expected = vec![0x16];
+        expected.extend_from_slice(b"bob,127.0.0.1:5000;end");
+        assert_eq!(buf, expected);
+        let (text, used) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(used, buf.len());
+        let snapshot = RosterSnapshot::parse(&text).unwrap();
+        assert_eq!(snapshot.entries.len(), 1);
+        assert_eq!(snapshot.entries[0].name.as_str(), "bob");
+    }
+
+    #[test]
+    fn empty_roster_is_just_end() {
+        let mut buf = Vec::new();
+        encode_roster(std::iter::empty(), &mut buf);
+        assert_eq!(buf, b"\x03end");
+        assert_eq!(
+            RosterSnapshot::parse("end").unwrap(),
+            RosterSnapshot::default()
+        );
+    }
+
+    #[test]
+    fn lengths_over_127_take_more_prefix_bytes() {
+        let text = "x".repeat(300);
+        let mut buf = Vec::new();
+        put_dotnet_string(&mut buf, &text);
+        // 300 = 0b10_0101100: low seven bits with the continuation bit, then 2.
+        assert_eq!(&buf[..2], &[0xAC, 0x02]);
+        assert_eq!(decode_frame(&buf, 1000).unwrap().unwrap().0, text);
+    }
+
+    #[test]
+    fn chinese_names_count_utf8_bytes() {
+        let users = [entry("天涯", "192.168.0.2:8000"), entry("剑痴", "[::1]:9")];
+        let mut buf = Vec::new();
+        encode_roster(users.iter().map(|(n, a)| (n, a)), &mut buf);
+        let text = "天涯,192.168.0.2:8000;剑痴,[::1]:9;end";
+        assert_eq!(usize::from(buf[0]), text.len());
+        let (decoded, _) = decode_frame(&buf, 1000).unwrap().unwrap();
+        assert_eq!(decoded, text);
+        let snapshot = RosterSnapshot::parse(&decoded).unwrap();
+        assert_eq!(
+            snapshot
+                .entries
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>(),
+            ["天涯", "剑痴"]
+        );
+    }
+
+    #[test]
+    fn incomplete_frames_ask_for_more() {
+        let mut buf = Vec::new();
+        put_dotnet_string(&mut buf, &"y".repeat(200));
+        for cut in 0..buf.len() {
+            assert_eq!(decode_frame(&buf[..cut], 1000), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_prefixes_and_oversize_lengths_are_refused() {
+        assert_eq!(
+            decode_frame(&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 10),
+            Err(RosterError::BadLength)
+        );
+        assert_eq!(
+            decode_frame(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F], usize::MAX),
+            Err(RosterError::BadLength)
+        );
+        assert_eq!(
+            decode_frame(&[0x80, 0x80, 0x01], 100),
+            Err(RosterError::TooLong {
+                len: 16384,
+                max: 100
+            })
+        );
+        assert_eq!(
+            decode_frame(&[0x02, 0xC3, 0x28], 100),
+            Err(RosterError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn rosters_must_end_with_end() {
+        assert_eq!(RosterSnapshot::parse(""), Err(RosterError::NoEndMark));
+        assert_eq!(
+            RosterSnapshot::parse("bob,1.2.3.4:5;"),
+            Err(RosterError::NoEndMark)
+        );
+        assert_eq!(
+            RosterSnapshot::parse("bob,1.2.3.4:5end"),
+            Err(RosterError::NoEndMark)
+        );
+    }
+
+    #[test]
+    fn entries_this_version_cannot_hold_are_skipped_not_fatal() {
+        let snapshot =
+            RosterSnapshot::parse("Zhang San,1.2.3.4:5;bob,1.2.3.4:6;junk;eve,nowhere;end")
+                .unwrap();
+        assert_eq!(snapshot.entries.len(), 1);
+        assert_eq!(snapshot.entries[0].name.as_str(), "bob");
+        assert_eq!(snapshot.skipped.len(), 3);
+    }
+}
