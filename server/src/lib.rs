@@ -1,1 +1,34 @@
-//! placeholder
+//! Pigeon's server: it knows who is online and where each user can be
+//! reached, and tells everyone when that changes. Chat text never passes
+//! through it.
+//!
+//! Three actors, each in its own file: [`udp_gateway_actor`] owns the UDP
+//! socket, [`roster_actor`] owns who is online (deciding through the
+//! socket-free [`roster`]), and [`tcp_roster_actor`] serves roster
+//! snapshots. [`server`] binds and wires them.
+
+pub mod net;
+pub mod roster;
+pub mod roster_actor;
+pub mod server;
+pub mod tcp_roster_actor;
+pub mod udp_gateway_actor;
+
+pub use roster::{Directory, Roster, RosterConfig, RosterEvent};
+pub use server::{BindError, BoundServer, ServerConfig, ServerHandle, DEFAULT_UDP_ADDR};
+
+/// Sends `tracing` output to stderr, one line per event, filtered by
+/// `RUST_LOG` (or `default_filter` when it is unset).
+pub fn init_tracing(default_filter: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .compact()
+        .try_init();
+}

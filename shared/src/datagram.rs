@@ -88,6 +88,8 @@ pub enum RefuseReason {
     EndpointTaken,
     /// The endpoint is not the sender's address, or cannot receive.
     BadEndpoint,
+    /// The roster holds as many users as the server allows.
+    ServerFull,
     /// A reason this version does not know (kept for forward compatibility).
     Other(String),
 }
@@ -403,6 +405,7 @@ impl RefuseReason {
             Self::NameTaken => "name-taken",
             Self::EndpointTaken => "endpoint-taken",
             Self::BadEndpoint => "bad-endpoint",
+            Self::ServerFull => "server-full",
             Self::Other(token) => token,
         }
     }
@@ -413,6 +416,7 @@ impl RefuseReason {
             "name-taken" => Self::NameTaken,
             "endpoint-taken" => Self::EndpointTaken,
             "bad-endpoint" => Self::BadEndpoint,
+            "server-full" => Self::ServerFull,
             _ => {
                 let well_formed = !token.is_empty()
                     && token.len() <= MAX_REASON_CHARS
@@ -631,9 +635,9 @@ mod tests {
     #[test]
     fn unknown_refusal_reasons_are_kept() {
         assert_eq!(
-            Datagram::decode(&wide("refused,server-full")),
+            Datagram::decode(&wide("refused,too-early")),
             Ok(Datagram::Refused(Refused {
-                reason: RefuseReason::Other("server-full".into()),
+                reason: RefuseReason::Other("too-early".into()),
                 detail: String::new(),
             }))
         );

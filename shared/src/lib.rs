@@ -7,6 +7,7 @@
 
 pub mod datagram;
 pub mod endpoint;
+pub mod log_limit;
 pub mod name;
 pub mod roster_snapshot;
 pub mod talk_time;
@@ -17,6 +18,7 @@ pub use datagram::{
     Verb, MAX_DATAGRAM_LEN,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
+pub use log_limit::LogLimit;
 pub use name::{NameError, UserName, MAX_NAME_CHARS};
 pub use roster_snapshot::{RosterEntry, RosterError, RosterSnapshot};
 pub use talk_time::{TalkTime, TimeOfDay};

@@ -67,6 +67,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 Just(RefuseReason::NameTaken),
                 Just(RefuseReason::EndpointTaken),
                 Just(RefuseReason::BadEndpoint),
+                Just(RefuseReason::ServerFull),
                 "[a-z][a-z0-9-]{0,31}".prop_map(|t| RefuseReason::parse(&t).unwrap()),
             ],
             ".{0,80}"

@@ -1,0 +1,193 @@
+//! Socket plumbing shared by the server's gateway and the client's session:
+//! binding UDP sockets with large buffers, address-family fixes, and a send
+//! path that never blocks an actor.
+//!
+//! Decisions live elsewhere; this module only moves bytes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+/// Receive and send buffer asked of the kernel for busy UDP sockets. The
+/// default (about 208 KiB) overflowed once a few hundred small datagrams
+/// were in flight; the kernel caps the request at its `rmem_max`.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Largest receive buffer a datagram is read into.
+pub const RECV_BUFFER_BYTES: usize = 65_536;
+
+/// Binds a non-blocking UDP socket at `addr` with `buffer_bytes` of kernel
+/// buffer each way (best effort: a smaller grant is not an error).
+///
+/// The socket is returned as a std socket, so that binding errors surface
+/// synchronously where they can be reported; convert it with
+/// [`UdpSocket::from_std`] inside the arbiter that will own it.
+pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer_bytes > 0 {
+        // Best effort: the kernel clamps to its maximum silently, and an
+        // unprivileged process may be refused a larger one.
+        let _ = socket.set_recv_buffer_size(buffer_bytes);
+        let _ = socket.set_send_buffer_size(buffer_bytes);
+    }
+    // tokio requires non-blocking mode; without it a release build would
+    // block the arbiter's thread on every receive.
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The source of a received datagram as the protocol sees it: an
+/// IPv4-mapped IPv6 source (from a dual-stack socket) becomes IPv4.
+pub fn canonical_source(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The destination to hand the kernel for `to` on a socket bound to
+/// `local`: an IPv6 socket reaches IPv4 hosts through mapped addresses.
+pub fn outgoing_addr(to: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (to.ip(), local.ip()) {
+        (IpAddr::V4(v4), IpAddr::V6(_)) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.to_ipv6_mapped(), to.port(), 0, 0))
+        }
+        _ => to,
+    }
+}
+
+/// What happened to one datagram handed to [`UdpSender::send`].
+#[derive(Debug)]
+pub enum SendOutcome {
+    /// Handed to the kernel.
+    Sent,
+    /// The kernel's buffer is full: queued, to go out on the next flush.
+    Queued,
+    /// The queue is full too: dropped.
+    QueueFull,
+    /// The kernel refused it (unreachable network, firewall): dropped.
+    Failed(io::Error),
+}
+
+/// Sends datagrams without ever awaiting: straight to the kernel while it
+/// has room, into a bounded queue while it has not. The owner calls
+/// [`UdpSender::flush`] once the socket is writable again.
+#[derive(Debug)]
+pub struct UdpSender {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    queue: VecDeque<(Bytes, SocketAddr)>,
+    max_queue: usize,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushReport {
+    pub sent: u64,
+    pub failed: u64,
+    /// The kernel's buffer filled again: wait for writability, then flush.
+    pub blocked: bool,
+}
+
+impl UdpSender {
+    /// A sender on `socket`, queueing at most `max_queue` datagrams.
+    pub fn new(socket: Arc<UdpSocket>, max_queue: usize) -> io::Result<Self> {
+        let local = socket.local_addr()?;
+        Ok(Self {
+            socket,
+            local,
+            queue: VecDeque::new(),
+            max_queue,
+        })
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Arc<UdpSocket> {
+        &self.socket
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Whether datagrams wait for the kernel.
+    pub fn is_blocked(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Sends `bytes` to `to`, or queues it behind earlier datagrams so that
+    /// order is kept.
+    pub fn send(&mut self, bytes: &Bytes, to: SocketAddr) -> SendOutcome {
+        let to = outgoing_addr(to, self.local);
+        if !self.queue.is_empty() {
+            return self.enqueue(bytes, to);
+        }
+        match self.socket.try_send_to(bytes, to) {
+            Ok(_) => SendOutcome::Sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.enqueue(bytes, to),
+            Err(e) => SendOutcome::Failed(e),
+        }
+    }
+
+    /// Sends what is queued, until done or the kernel is full again.
+    pub fn flush(&mut self) -> FlushReport {
+        let mut report = FlushReport::default();
+        while let Some((bytes, to)) = self.queue.front() {
+            match self.socket.try_send_to(bytes, *to) {
+                Ok(_) => report.sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    report.blocked = true;
+                    return report;
+                }
+                Err(_) => report.failed += 1,
+            }
+            self.queue.pop_front();
+        }
+        report
+    }
+
+    fn enqueue(&mut self, bytes: &Bytes, to: SocketAddr) -> SendOutcome {
+        if self.queue.len() >= self.max_queue {
+            return SendOutcome::QueueFull;
+        }
+        self.queue.push_back((bytes.clone(), to));
+        SendOutcome::Queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_sources_become_ipv4() {
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:99".parse().unwrap();
+        assert_eq!(canonical_source(mapped), "10.1.2.3:99".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:99".parse().unwrap();
+        assert_eq!(canonical_source(v6), v6);
+    }
+
+    #[test]
+    fn ipv6_sockets_reach_ipv4_hosts_through_mapped_addresses() {
+        let local: SocketAddr = "[::]:7788".parse().unwrap();
+        let to: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        assert_eq!(
+            outgoing_addr(to, local),
+            "[::ffff:10.1.2.3]:5000".parse::<SocketAddr>().unwrap()
+        );
+        let local4: SocketAddr = "0.0.0.0:7788".parse().unwrap();
+        assert_eq!(outgoing_addr(to, local4), to);
+    }
+
+    #[test]
+    fn binding_a_port_in_use_is_an_error() {
+        let first = bind_udp("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+        let taken = first.local_addr().unwrap();
+        let err = bind_udp(taken, 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}

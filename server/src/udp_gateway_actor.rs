@@ -1,0 +1,271 @@
+//! `UdpGatewayActor`: owns the server's UDP socket.
+//!
+//! Inbound, a receive loop decodes each datagram and hands the roster a
+//! typed message, or drops it with a logged reason and a counter. Outbound,
+//! it sends what the roster asks, encoding each datagram once however many
+//! receivers it has. It makes no decisions.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
+use tokio::net::UdpSocket;
+use tracing::{debug, error, trace, warn};
+
+use crate::net::{canonical_source, SendOutcome, UdpSender, RECV_BUFFER_BYTES};
+use crate::roster_actor::{LoginReceived, LogoutReceived, RosterActor};
+
+/// Most datagrams queued while the kernel's send buffer is full.
+const MAX_SEND_QUEUE: usize = 65_536;
+
+/// The gateway actor. See the module documentation.
+pub struct UdpGatewayActor {
+    sender: UdpSender,
+    roster: Addr<RosterActor>,
+    stats: Arc<GatewayStats>,
+    flush_armed: bool,
+    send_log: LogLimit,
+}
+
+/// Send one datagram.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendDatagram {
+    pub to: SocketAddr,
+    pub datagram: Datagram,
+}
+
+/// Send one datagram to many receivers; it is encoded once.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct BroadcastDatagram {
+    pub to: Vec<SocketAddr>,
+    pub datagram: Datagram,
+}
+
+/// Stop the gateway and close its socket.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopGateway;
+
+/// Counters the gateway keeps, readable from any thread.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Datagrams handed to the kernel.
+    pub sent: AtomicU64,
+    /// Datagrams the kernel refused or the full send queue dropped.
+    pub send_failed: AtomicU64,
+    /// Undecodable datagrams, by [`DecodeErrorKind::index`].
+    pub undecodable: [AtomicU64; DecodeErrorKind::ALL.len()],
+    /// Well-formed datagrams the server does not take (`talk`, `Accept`,
+    /// `refused`).
+    pub unexpected: AtomicU64,
+}
+
+/// A copy of [`GatewayStats`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayStatsSnapshot {
+    pub received: u64,
+    pub sent: u64,
+    pub send_failed: u64,
+    pub undecodable: Vec<(DecodeErrorKind, u64)>,
+    pub unexpected: u64,
+}
+
+impl GatewayStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> GatewayStatsSnapshot {
+        GatewayStatsSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            send_failed: self.send_failed.load(Ordering::Relaxed),
+            undecodable: DecodeErrorKind::ALL
+                .iter()
+                .map(|&kind| (kind, self.undecodable[kind.index()].load(Ordering::Relaxed)))
+                .collect(),
+            unexpected: self.unexpected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl GatewayStatsSnapshot {
+    /// Every datagram dropped on the way in.
+    pub fn dropped(&self) -> u64 {
+        self.undecodable.iter().map(|(_, n)| n).sum::<u64>() + self.unexpected
+    }
+}
+
+impl UdpGatewayActor {
+    /// A gateway on `socket` (already converted inside this arbiter) that
+    /// feeds `roster`.
+    pub fn new(
+        socket: UdpSocket,
+        roster: Addr<RosterActor>,
+        stats: Arc<GatewayStats>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            sender: UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?,
+            roster,
+            stats,
+            flush_armed: false,
+            send_log: LogLimit::default(),
+        })
+    }
+
+    fn send(&mut self, bytes: &Bytes, to: SocketAddr, ctx: &mut Context<Self>) {
+        match self.sender.send(bytes, to) {
+            SendOutcome::Sent => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                trace!(%to, bytes = bytes.len(), "sent datagram");
+            }
+            SendOutcome::Queued => self.arm_flush(ctx),
+            SendOutcome::QueueFull => self.count_failure(to, "send queue full"),
+            SendOutcome::Failed(e) => self.count_failure(to, &e.to_string()),
+        }
+    }
+
+    fn count_failure(&mut self, to: SocketAddr, why: &str) {
+        self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.send_log.allow(Instant::now()) {
+            warn!(%to, why, held_back, "datagram not sent");
+        }
+    }
+
+    /// Waits for the socket to take datagrams again, then flushes.
+    fn arm_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_armed {
+            return;
+        }
+        self.flush_armed = true;
+        let socket = self.sender.socket().clone();
+        let writable = async move { socket.writable().await };
+        ctx.spawn(writable.into_actor(self).map(|result, act, ctx| {
+            act.flush_armed = false;
+            if let Err(e) = result {
+                error!(error = %e, "socket not writable");
+            }
+            let report = act.sender.flush();
+            act.stats.sent.fetch_add(report.sent, Ordering::Relaxed);
+            act.stats
+                .send_failed
+                .fetch_add(report.failed, Ordering::Relaxed);
+            if report.blocked {
+                act.arm_flush(ctx);
+            }
+        }));
+    }
+}
+
+impl Actor for UdpGatewayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let socket = self.sender.socket().clone();
+        let receive = receive_loop(socket, self.roster.clone(), self.stats.clone());
+        ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
+        debug!(local = %self.sender.local_addr(), "gateway started");
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        debug!(local = %self.sender.local_addr(), "gateway stopped");
+    }
+}
+
+/// Reads datagrams until the roster goes away.
+///
+/// Forwarding uses `try_send`; when the roster's mailbox is full it waits
+/// (`send().await`), so a flood backs up into the kernel's buffer, which
+/// drops the excess, instead of growing memory here.
+async fn receive_loop(socket: Arc<UdpSocket>, roster: Addr<RosterActor>, stats: Arc<GatewayStats>) {
+    let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+    let mut drop_log = LogLimit::default();
+    loop {
+        let (len, source) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // Per-datagram errors (ICMP reports surfacing on Linux) do
+                // not end the loop.
+                debug!(error = %e, "receive error");
+                continue;
+            }
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let source = canonical_source(source);
+        let bytes = buf.get(..len).unwrap_or_default();
+        let datagram = match Datagram::decode(bytes) {
+            Ok(datagram) => datagram,
+            Err(e) => {
+                stats.undecodable[e.kind().index()].fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = drop_log.allow(Instant::now()) {
+                    warn!(%source, len, reason = %e, held_back, "dropped datagram");
+                }
+                continue;
+            }
+        };
+        trace!(%source, verb = %datagram.verb(), "received datagram");
+        let delivered = match datagram {
+            Datagram::Login(login) => forward(&roster, LoginReceived { login, source }).await,
+            Datagram::Logout(logout) => forward(&roster, LogoutReceived { logout, source }).await,
+            other => {
+                stats.unexpected.fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = drop_log.allow(Instant::now()) {
+                    let verb: Verb = other.verb();
+                    warn!(%source, %verb, held_back, "dropped datagram: not for the server");
+                }
+                true
+            }
+        };
+        if !delivered {
+            debug!("roster gone; receive loop ends");
+            return;
+        }
+    }
+}
+
+/// Hands `msg` to the roster, waiting only when its mailbox is full.
+/// `false` once the roster has stopped.
+async fn forward<M>(roster: &Addr<RosterActor>, msg: M) -> bool
+where
+    M: Message<Result = ()> + Send + 'static,
+    RosterActor: Handler<M>,
+{
+    match roster.try_send(msg) {
+        Ok(()) => true,
+        Err(SendError::Full(msg)) => roster.send(msg).await.is_ok(),
+        Err(SendError::Closed(_)) => false,
+    }
+}
+
+impl Handler<SendDatagram> for UdpGatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendDatagram, ctx: &mut Context<Self>) {
+        let bytes = msg.datagram.to_bytes();
+        self.send(&bytes, msg.to, ctx);
+    }
+}
+
+impl Handler<BroadcastDatagram> for UdpGatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BroadcastDatagram, ctx: &mut Context<Self>) {
+        let bytes = msg.datagram.to_bytes();
+        for to in msg.to {
+            self.send(&bytes, to, ctx);
+        }
+    }
+}
+
+impl Handler<StopGateway> for UdpGatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopGateway, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
