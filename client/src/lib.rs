@@ -1,1 +1,23 @@
-//! placeholder
+//! Pigeon's client: logs in to a server, keeps the roster current, and
+//! talks to other users directly, peer to peer.
+//!
+//! [`session_actor`] owns the socket and runs the login flow decided by the
+//! socket-free [`session`]; each conversation is a [`peer_actor`]; the
+//! [`plain_console_actor`] is the line-mode front end. [`client`] starts it
+//! all, for the console, the tests and the load generator alike.
+
+pub mod client;
+pub mod clock;
+pub mod command;
+pub mod conversation;
+pub mod events;
+pub mod peer_actor;
+pub mod plain;
+pub mod plain_console_actor;
+pub mod roster_fetch;
+pub mod session;
+pub mod session_actor;
+
+pub use client::{ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
+pub use events::ClientEvent;
+pub use session_actor::SendTextError;

@@ -4,6 +4,7 @@
 //!
 //! Decisions live elsewhere; this module only moves bytes.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
@@ -20,6 +21,37 @@ pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 
 /// Largest receive buffer a datagram is read into.
 pub const RECV_BUFFER_BYTES: usize = 65_536;
+
+thread_local! {
+    /// One receive buffer per thread, shared by every socket polled on it:
+    /// hundreds of peers in one process need not hold 64 KiB each.
+    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; RECV_BUFFER_BYTES]);
+}
+
+/// Waits for the next datagram on `socket` and returns `read(bytes)` and
+/// the canonical source. `read` runs while the bytes sit in this thread's
+/// shared buffer, so it must turn them into an owned value (decode them)
+/// and must not receive on another socket itself.
+pub async fn recv_with<T>(
+    socket: &UdpSocket,
+    mut read: impl FnMut(&[u8]) -> T,
+) -> io::Result<(T, SocketAddr)> {
+    loop {
+        socket.readable().await?;
+        let received = RECV_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            socket
+                .try_recv_from(&mut buf)
+                .map(|(len, source)| (read(buf.get(..len).unwrap_or_default()), source))
+        });
+        match received {
+            Ok((value, source)) => return Ok((value, canonical_source(source))),
+            // Readiness can be spurious; wait again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Binds a non-blocking UDP socket at `addr` with `buffer_bytes` of kernel
 /// buffer each way (best effort: a smaller grant is not an error).

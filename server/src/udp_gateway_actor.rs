@@ -16,7 +16,7 @@ use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, error, trace, warn};
 
-use crate::net::{canonical_source, SendOutcome, UdpSender, RECV_BUFFER_BYTES};
+use crate::net::{recv_with, SendOutcome, UdpSender};
 use crate::roster_actor::{LoginReceived, LogoutReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
@@ -183,10 +183,10 @@ impl Actor for UdpGatewayActor {
 /// (`send().await`), so a flood backs up into the kernel's buffer, which
 /// drops the excess, instead of growing memory here.
 async fn receive_loop(socket: Arc<UdpSocket>, roster: Addr<RosterActor>, stats: Arc<GatewayStats>) {
-    let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     let mut drop_log = LogLimit::default();
     loop {
-        let (len, source) = match socket.recv_from(&mut buf).await {
+        let received = recv_with(&socket, |bytes| (Datagram::decode(bytes), bytes.len())).await;
+        let ((decoded, len), source) = match received {
             Ok(received) => received,
             Err(e) => {
                 // Per-datagram errors (ICMP reports surfacing on Linux) do
@@ -196,9 +196,7 @@ async fn receive_loop(socket: Arc<UdpSocket>, roster: Addr<RosterActor>, stats: 
             }
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
-        let source = canonical_source(source);
-        let bytes = buf.get(..len).unwrap_or_default();
-        let datagram = match Datagram::decode(bytes) {
+        let datagram = match decoded {
             Ok(datagram) => datagram,
             Err(e) => {
                 stats.undecodable[e.kind().index()].fetch_add(1, Ordering::Relaxed);

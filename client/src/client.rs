@@ -1,0 +1,182 @@
+//! Starting a client: bind its receive socket, work out the endpoint to
+//! announce, and start its session. The same entry point serves the
+//! console, the tests and the load generator.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use pigeon_server::net::bind_udp;
+use pigeon_shared::{PeerAddr, UserName};
+use tokio::net::UdpSocket;
+
+use crate::conversation::{ChatLine, DEFAULT_HISTORY_LINES};
+use crate::events::ClientEvent;
+use crate::session::{default_login_timeouts, Session, SessionConfig};
+use crate::session_actor::{
+    ClientStats, ConversationWith, ListUsers, Logout, SendText, SendTextError, SessionActor,
+};
+
+/// Kernel buffer for a client's socket: room for a burst of broadcasts.
+const CLIENT_UDP_BUFFER: usize = 1 << 20;
+
+/// The client's default receive address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:0";
+
+/// Everything a client can be told.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The name to log in with.
+    pub name: UserName,
+    /// The server's UDP address.
+    pub server: SocketAddr,
+    /// Where to receive. An unspecified IP (`0.0.0.0`, `::`) announces the
+    /// local address that routes to the server.
+    pub bind: SocketAddr,
+    /// Wait for `Accept` after each login attempt (one entry per attempt).
+    pub login_timeouts: Vec<Duration>,
+    /// Time allowed for the TCP roster fetch.
+    pub fetch_timeout: Duration,
+    /// Lines each conversation keeps in memory.
+    pub history_lines: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for `name` logging in to `server`.
+    pub fn new(name: UserName, server: SocketAddr) -> Self {
+        Self {
+            name,
+            server,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            login_timeouts: default_login_timeouts(),
+            fetch_timeout: Duration::from_secs(5),
+            history_lines: DEFAULT_HISTORY_LINES,
+        }
+    }
+}
+
+/// Why a client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot receive on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("no local address reaches the server {server}: {source}")]
+    NoRoute {
+        server: SocketAddr,
+        source: io::Error,
+    },
+    #[error("the server address {0} is not one host's address")]
+    BadServer(SocketAddr),
+}
+
+/// A running client.
+#[derive(Clone)]
+pub struct ClientHandle {
+    session: Addr<SessionActor>,
+    endpoint: PeerAddr,
+    stats: Arc<ClientStats>,
+}
+
+impl ClientHandle {
+    /// Binds the receive socket and starts logging in; `events` hears
+    /// everything that follows. Must run inside an actix `System`; the
+    /// client's actors run on the current arbiter.
+    pub fn start(config: ClientConfig, events: Recipient<ClientEvent>) -> Result<Self, StartError> {
+        let server_ip = config.server.ip();
+        if server_ip.is_unspecified() || server_ip.is_multicast() || config.server.port() == 0 {
+            return Err(StartError::BadServer(config.server));
+        }
+        let bind_error = |source| StartError::Bind {
+            addr: config.bind,
+            source,
+        };
+        let std_socket = bind_udp(config.bind, CLIENT_UDP_BUFFER).map_err(bind_error)?;
+        let local = std_socket.local_addr().map_err(bind_error)?;
+        let ip = if local.ip().is_unspecified() {
+            route_to(config.server).map_err(|source| StartError::NoRoute {
+                server: config.server,
+                source,
+            })?
+        } else {
+            local.ip()
+        };
+        let endpoint = PeerAddr::new(SocketAddr::new(ip.to_canonical(), local.port()));
+        let socket = UdpSocket::from_std(std_socket).map_err(bind_error)?;
+        let stats = Arc::new(ClientStats::default());
+        let session = Session::new(SessionConfig {
+            name: config.name,
+            server: config.server,
+            endpoint,
+            login_timeouts: config.login_timeouts,
+        });
+        let actor = SessionActor::new(
+            session,
+            socket,
+            events,
+            config.fetch_timeout,
+            config.history_lines,
+            stats.clone(),
+        )
+        .map_err(bind_error)?;
+        Ok(Self {
+            session: actor.start(),
+            endpoint,
+            stats,
+        })
+    }
+
+    /// The endpoint this client announced.
+    pub fn endpoint(&self) -> PeerAddr {
+        self.endpoint
+    }
+
+    /// The session actor, for front ends that talk to it directly.
+    pub fn session(&self) -> &Addr<SessionActor> {
+        &self.session
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        &self.stats
+    }
+
+    /// Sends `text` to `to`.
+    pub async fn send_text(&self, to: UserName, text: String) -> Result<(), SendTextError> {
+        self.session
+            .send(SendText { to, text })
+            .await
+            .unwrap_or(Err(SendTextError::NotOnline))
+    }
+
+    /// The users online, this one included, sorted by name.
+    pub async fn users(&self) -> Vec<(UserName, PeerAddr)> {
+        self.session.send(ListUsers).await.unwrap_or_default()
+    }
+
+    /// The conversation with `peer` so far.
+    pub async fn conversation(&self, peer: UserName) -> Vec<ChatLine> {
+        self.session
+            .send(ConversationWith { peer })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Logs out; the session ends after `ClientEvent::LoggedOut`.
+    pub fn logout(&self) {
+        self.session.do_send(Logout);
+    }
+}
+
+/// The local address the system would use to reach `server`.
+fn route_to(server: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = match server {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let probe = StdUdpSocket::bind(any)?;
+    // Connecting a UDP socket sends nothing; it only picks a route.
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}

@@ -1,0 +1,72 @@
+//! Fetching the roster snapshot over TCP: connect, read one .NET
+//! `BinaryWriter` string, parse it. Bounded in time and size.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pigeon_shared::roster_snapshot::decode_frame;
+use pigeon_shared::{RosterError, RosterSnapshot};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Largest roster accepted (bytes of text).
+pub const MAX_ROSTER_BYTES: usize = 16 << 20;
+
+/// Why a roster could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reading from {addr} failed: {source}")]
+    Read {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{addr} closed the connection before the roster was complete")]
+    Truncated { addr: SocketAddr },
+    #[error("{addr} sent a bad roster: {source}")]
+    Malformed {
+        addr: SocketAddr,
+        source: RosterError,
+    },
+    #[error("no roster from {addr} within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+}
+
+/// Fetches and parses the roster served at `addr`.
+pub async fn fetch_roster(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<RosterSnapshot, FetchError> {
+    match tokio::time::timeout(timeout, fetch(addr)).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout { addr, timeout }),
+    }
+}
+
+async fn fetch(addr: SocketAddr) -> Result<RosterSnapshot, FetchError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| FetchError::Connect { addr, source })?;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        // Stop as soon as one whole string is in; the server closes anyway.
+        if let Some((text, _)) = decode_frame(&buf, MAX_ROSTER_BYTES)
+            .map_err(|source| FetchError::Malformed { addr, source })?
+        {
+            return RosterSnapshot::parse(&text)
+                .map_err(|source| FetchError::Malformed { addr, source });
+        }
+        let read = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|source| FetchError::Read { addr, source })?;
+        if read == 0 {
+            return Err(FetchError::Truncated { addr });
+        }
+    }
+}
