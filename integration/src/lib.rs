@@ -1,4 +1,5 @@
-//! Test support for Pigeon's end-to-end tests: seed-faithful peers and
-//! helpers that start servers and clients.
+//! Test support for Pigeon's end-to-end tests: seed-faithful peers, and a
+//! harness that starts real servers and clients in-process.
 
 pub mod seed;
+pub mod harness;

@@ -1,0 +1,170 @@
+//! In-process servers and clients for end-to-end tests: the real actors on
+//! loopback sockets, with each client's events collected for assertions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::{anyhow, bail, Context as _};
+use pigeon_client::{ClientConfig, ClientEvent, ClientHandle};
+use pigeon_server::{ServerConfig, ServerHandle};
+use pigeon_shared::{PeerAddr, UserName};
+use tokio::sync::mpsc;
+
+/// How long tests wait for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a server on 127.0.0.1 with free ports.
+pub async fn start_server() -> anyhow::Result<ServerHandle> {
+    ServerHandle::start(ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))).await
+}
+
+/// A client whose events a test can wait for.
+pub struct TestClient {
+    pub name: UserName,
+    pub handle: ClientHandle,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    /// Every event received so far, in order.
+    pub seen: Vec<ClientEvent>,
+}
+
+/// Forwards a client's events into a channel.
+struct EventSink(mpsc::UnboundedSender<ClientEvent>);
+
+impl Actor for EventSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClientEvent> for EventSink {
+    type Result = ();
+
+    fn handle(&mut self, event: ClientEvent, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
+}
+
+impl TestClient {
+    /// Starts `name` on 127.0.0.1 against `server`.
+    pub fn start(name: &str, server: SocketAddr) -> anyhow::Result<Self> {
+        let name = UserName::parse(name)?;
+        Self::start_with(ClientConfig::new(name, server))
+    }
+
+    /// Starts a client with `config`.
+    pub fn start_with(config: ClientConfig) -> anyhow::Result<Self> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let sink = EventSink(tx).start();
+        let name = config.name.clone();
+        let handle = ClientHandle::start(config, sink.recipient())?;
+        Ok(Self {
+            name,
+            handle,
+            events,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Starts `name` and waits until it is ready.
+    pub async fn online(name: &str, server: SocketAddr) -> anyhow::Result<Self> {
+        let mut client = Self::start(name, server)?;
+        client.ready().await?;
+        Ok(client)
+    }
+
+    /// The endpoint this client announced.
+    pub fn endpoint(&self) -> PeerAddr {
+        self.handle.endpoint()
+    }
+
+    /// Waits for the first event (from now on) that `pred` accepts.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ClientEvent) -> bool,
+    ) -> anyhow::Result<ClientEvent> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .map_err(|_| anyhow!("{}: no {what} within {WAIT:?}; saw {:?}", self.name, self.seen))?
+                .ok_or_else(|| anyhow!("{}: events ended before {what}; saw {:?}", self.name, self.seen))?;
+            self.seen.push(event.clone());
+            if pred(&event) {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Waits for `ready` and returns the online count it reported.
+    pub async fn ready(&mut self) -> anyhow::Result<usize> {
+        match self
+            .wait_for("ready", |e| matches!(e, ClientEvent::Ready { .. } | ClientEvent::Refused { .. } | ClientEvent::LoginFailed { .. }))
+            .await?
+        {
+            ClientEvent::Ready { online, .. } => Ok(online),
+            other => bail!("{}: login ended with {other:?}", self.name),
+        }
+    }
+
+    /// Waits until `name` is reported online.
+    pub async fn sees_online(&mut self, name: &str) -> anyhow::Result<PeerAddr> {
+        let event = self
+            .wait_for(&format!("online {name}"), |e| {
+                matches!(e, ClientEvent::Online { name: n, .. } if n.as_str() == name)
+            })
+            .await?;
+        match event {
+            ClientEvent::Online { endpoint, .. } => Ok(endpoint),
+            _ => unreachable!("filtered above"),
+        }
+    }
+
+    /// Waits until `name` is reported offline.
+    pub async fn sees_offline(&mut self, name: &str) -> anyhow::Result<()> {
+        self.wait_for(&format!("offline {name}"), |e| {
+            matches!(e, ClientEvent::Offline { name: n } if n.as_str() == name)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Waits for the next message from `from` and returns its text.
+    pub async fn message_from(&mut self, from: &str) -> anyhow::Result<String> {
+        let event = self
+            .wait_for(&format!("message from {from}"), |e| {
+                matches!(e, ClientEvent::Message { from: f, .. } if f.as_str() == from)
+            })
+            .await?;
+        match event {
+            ClientEvent::Message { text, .. } => Ok(text),
+            _ => unreachable!("filtered above"),
+        }
+    }
+
+    /// Sends `text` to `to`.
+    pub async fn say(&self, to: &str, text: &str) -> anyhow::Result<()> {
+        let to = UserName::parse(to)?;
+        self.handle
+            .send_text(to, text.to_owned())
+            .await
+            .with_context(|| format!("{} could not send", self.name))
+    }
+
+    /// The names in this client's roster, sorted.
+    pub async fn roster_names(&self) -> Vec<String> {
+        self.handle
+            .users()
+            .await
+            .into_iter()
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// Events received so far without waiting, appended to `seen`.
+    pub fn drain(&mut self) -> &[ClientEvent] {
+        while let Ok(event) = self.events.try_recv() {
+            self.seen.push(event);
+        }
+        &self.seen
+    }
+}
