@@ -29,7 +29,8 @@ struct Args {
     #[arg(long, value_name = "IP:PORT")]
     bind: Option<SocketAddr>,
 
-    /// Also run a server, at --server, in this process.
+    /// Also run a server, at --server, in this process (port 0: any free
+    /// port; the address is printed on stderr).
     #[arg(long)]
     host: bool,
 
@@ -52,7 +53,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> i32 {
-    let bind = args.bind.unwrap_or_else(|| default_bind(args.server));
     let hosted = if args.host {
         let mut config = ServerConfig::new(args.server);
         config.tcp_port = args.tcp_port;
@@ -66,6 +66,9 @@ fn run(args: Args) -> i32 {
     } else {
         None
     };
+    // With --host and port 0, the client logs in wherever the server landed.
+    let server_addr = hosted.as_ref().map_or(args.server, BoundServer::udp_addr);
+    let bind = args.bind.unwrap_or_else(|| default_bind(server_addr));
 
     let system = System::new();
     let started = system.block_on(async move {
@@ -82,7 +85,7 @@ fn run(args: Args) -> i32 {
             None => None,
         };
         let console = PlainConsoleActor::new().start();
-        let mut config = ClientConfig::new(args.name, args.server);
+        let mut config = ClientConfig::new(args.name, server_addr);
         config.bind = bind;
         let client = ClientHandle::start(config, console.clone().recipient())?;
         console.do_send(Attach(client));
@@ -123,10 +126,7 @@ fn default_bind(server: SocketAddr) -> SocketAddr {
 /// First Ctrl-C or SIGTERM: log out and exit. A second: exit now.
 async fn quit_on_signal(console: Addr<PlainConsoleActor>) {
     #[cfg(unix)]
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => Some(term),
-        Err(_) => None,
-    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     for round in 0.. {
         #[cfg(unix)]
         {

@@ -86,8 +86,20 @@ impl TestClient {
         loop {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
-                .map_err(|_| anyhow!("{}: no {what} within {WAIT:?}; saw {:?}", self.name, self.seen))?
-                .ok_or_else(|| anyhow!("{}: events ended before {what}; saw {:?}", self.name, self.seen))?;
+                .map_err(|_| {
+                    anyhow!(
+                        "{}: no {what} within {WAIT:?}; saw {:?}",
+                        self.name,
+                        self.seen
+                    )
+                })?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: events ended before {what}; saw {:?}",
+                        self.name,
+                        self.seen
+                    )
+                })?;
             self.seen.push(event.clone());
             if pred(&event) {
                 return Ok(event);
@@ -98,7 +110,14 @@ impl TestClient {
     /// Waits for `ready` and returns the online count it reported.
     pub async fn ready(&mut self) -> anyhow::Result<usize> {
         match self
-            .wait_for("ready", |e| matches!(e, ClientEvent::Ready { .. } | ClientEvent::Refused { .. } | ClientEvent::LoginFailed { .. }))
+            .wait_for("ready", |e| {
+                matches!(
+                    e,
+                    ClientEvent::Ready { .. }
+                        | ClientEvent::Refused { .. }
+                        | ClientEvent::LoginFailed { .. }
+                )
+            })
             .await?
         {
             ClientEvent::Ready { online, .. } => Ok(online),
@@ -109,9 +128,10 @@ impl TestClient {
     /// Waits until `name` is reported online.
     pub async fn sees_online(&mut self, name: &str) -> anyhow::Result<PeerAddr> {
         let event = self
-            .wait_for(&format!("online {name}"), |e| {
-                matches!(e, ClientEvent::Online { name: n, .. } if n.as_str() == name)
-            })
+            .wait_for(
+                &format!("online {name}"),
+                |e| matches!(e, ClientEvent::Online { name: n, .. } if n.as_str() == name),
+            )
             .await?;
         match event {
             ClientEvent::Online { endpoint, .. } => Ok(endpoint),
@@ -121,9 +141,10 @@ impl TestClient {
 
     /// Waits until `name` is reported offline.
     pub async fn sees_offline(&mut self, name: &str) -> anyhow::Result<()> {
-        self.wait_for(&format!("offline {name}"), |e| {
-            matches!(e, ClientEvent::Offline { name: n } if n.as_str() == name)
-        })
+        self.wait_for(
+            &format!("offline {name}"),
+            |e| matches!(e, ClientEvent::Offline { name: n } if n.as_str() == name),
+        )
         .await
         .map(|_| ())
     }
@@ -131,9 +152,10 @@ impl TestClient {
     /// Waits for the next message from `from` and returns its text.
     pub async fn message_from(&mut self, from: &str) -> anyhow::Result<String> {
         let event = self
-            .wait_for(&format!("message from {from}"), |e| {
-                matches!(e, ClientEvent::Message { from: f, .. } if f.as_str() == from)
-            })
+            .wait_for(
+                &format!("message from {from}"),
+                |e| matches!(e, ClientEvent::Message { from: f, .. } if f.as_str() == from),
+            )
             .await?;
         match event {
             ClientEvent::Message { text, .. } => Ok(text),

@@ -1,5 +1,6 @@
 //! Test support for Pigeon's end-to-end tests: seed-faithful peers, and a
 //! harness that starts real servers and clients in-process.
 
-pub mod seed;
 pub mod harness;
+pub mod process;
+pub mod seed;

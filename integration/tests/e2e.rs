@@ -47,7 +47,10 @@ async fn three_clients_log_in_see_each_other_talk_and_leave() -> anyhow::Result<
     config.bind = "127.0.0.3:0".parse()?;
     let mut carol = TestClient::start_with(config)?;
     assert_eq!(carol.ready().await?, 3);
-    assert_eq!(carol.endpoint().to_string().split(':').next(), Some("127.0.0.3"));
+    assert_eq!(
+        carol.endpoint().to_string().split(':').next(),
+        Some("127.0.0.3")
+    );
     carol.sees_online("alice").await?;
     carol.sees_online("bob").await?;
     assert_eq!(alice.sees_online("carol").await?, carol.endpoint());
@@ -72,7 +75,8 @@ async fn three_clients_log_in_see_each_other_talk_and_leave() -> anyhow::Result<
 
     // bob leaves: the others are told, and the server forgets him.
     bob.handle.logout();
-    bob.wait_for("logged out", |e| *e == ClientEvent::LoggedOut).await?;
+    bob.wait_for("logged out", |e| *e == ClientEvent::LoggedOut)
+        .await?;
     alice.sees_offline("bob").await?;
     carol.sees_offline("bob").await?;
     assert_eq!(alice.roster_names().await, ["alice", "carol"]);
@@ -127,7 +131,12 @@ async fn spoofed_logouts_are_ignored() -> anyhow::Result<()> {
 
     // From another host, with alice's exact name and endpoint.
     let elsewhere = raw_socket("127.0.0.2").await;
-    send_text(&elsewhere, addr, &format!("logout,alice,{}", alice.endpoint())).await;
+    send_text(
+        &elsewhere,
+        addr,
+        &format!("logout,alice,{}", alice.endpoint()),
+    )
+    .await;
     // From alice's host, but naming an endpoint that is not hers.
     let same_host = raw_socket("127.0.0.1").await;
     let wrong = format!("logout,alice,{}", same_host.local_addr()?);
@@ -150,8 +159,8 @@ async fn spoofed_logouts_are_ignored() -> anyhow::Result<()> {
 }
 
 #[actix_rt::test]
-async fn logins_claiming_another_hosts_endpoint_are_refused_to_the_sender_only() -> anyhow::Result<()>
-{
+async fn logins_claiming_another_hosts_endpoint_are_refused_to_the_sender_only(
+) -> anyhow::Result<()> {
     let server = start_server().await?;
     let addr = server.udp_addr();
     let victim = raw_socket("127.0.0.1").await;

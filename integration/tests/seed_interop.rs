@@ -26,7 +26,11 @@ async fn eventually(what: &str, check: impl Fn() -> bool) -> anyhow::Result<()> 
 }
 
 fn seed_login(name: &str, server: SocketAddr) -> anyhow::Result<SeedClient> {
-    Ok(SeedClient::login(name, SocketAddr::new(LOCALHOST, 0), server)?)
+    Ok(SeedClient::login(
+        name,
+        SocketAddr::new(LOCALHOST, 0),
+        server,
+    )?)
 }
 
 #[actix_rt::test]
@@ -47,14 +51,14 @@ async fn a_seed_client_chats_on_a_pigeon_server() -> anyhow::Result<()> {
     assert!(seed
         .users()
         .contains(&format!("alice,{}", alice.endpoint())));
-    assert_eq!(
-        alice.sees_online("seedy").await?.to_string(),
-        seed_endpoint
-    );
+    assert_eq!(alice.sees_online("seedy").await?.to_string(), seed_endpoint);
 
     // Seed to Pigeon: the whole text arrives, commas and all.
     seed.talk("alice", "你好, alice, from the seed")?;
-    assert_eq!(alice.message_from("seedy").await?, "你好, alice, from the seed");
+    assert_eq!(
+        alice.message_from("seedy").await?,
+        "你好, alice, from the seed"
+    );
 
     // Pigeon to seed: the seed shows messages in an open chat window and
     // reads only up to the first comma (its defect, not ours).
@@ -70,7 +74,10 @@ async fn a_seed_client_chats_on_a_pigeon_server() -> anyhow::Result<()> {
     // Broadcasts reach the seed client: a Pigeon user joins, then leaves.
     let mut bob = TestClient::online("bob", addr).await?;
     bob.sees_online("seedy").await?;
-    eventually("seed sees bob", || seed.user_names().contains(&"bob".to_owned())).await?;
+    eventually("seed sees bob", || {
+        seed.user_names().contains(&"bob".to_owned())
+    })
+    .await?;
     bob.handle.logout();
     eventually("seed sees bob leave", || {
         !seed.user_names().contains(&"bob".to_owned())
@@ -92,14 +99,23 @@ async fn pigeon_clients_chat_on_a_seed_server() -> anyhow::Result<()> {
     let seed_server = SeedServer::start(LOCALHOST)?;
     let addr = seed_server.udp_addr();
     let seed = seed_login("seedy", addr)?;
-    eventually("seed logged in", || seed.user_names().contains(&"seedy".to_owned())).await?;
+    eventually("seed logged in", || {
+        seed.user_names().contains(&"seedy".to_owned())
+    })
+    .await?;
 
     // A Pigeon client logs in to the seed server: Accept and broadcasts come
     // from the seed server's throwaway sockets, the roster from its TCP port.
     let mut alice = TestClient::start("alice", addr)?;
     assert_eq!(alice.ready().await?, 2);
-    assert_eq!(alice.sees_online("seedy").await?.socket_addr(), seed.endpoint());
-    eventually("seed sees alice", || seed.user_names().contains(&"alice".to_owned())).await?;
+    assert_eq!(
+        alice.sees_online("seedy").await?.socket_addr(),
+        seed.endpoint()
+    );
+    eventually("seed sees alice", || {
+        seed.user_names().contains(&"alice".to_owned())
+    })
+    .await?;
 
     let mut bob = TestClient::online("bob", addr).await?;
     alice.sees_online("bob").await?;
@@ -107,7 +123,10 @@ async fn pigeon_clients_chat_on_a_seed_server() -> anyhow::Result<()> {
 
     // Pigeon to Pigeon through a seed server's roster.
     alice.say("bob", "hi bob, via the seed server").await?;
-    assert_eq!(bob.message_from("alice").await?, "hi bob, via the seed server");
+    assert_eq!(
+        bob.message_from("alice").await?,
+        "hi bob, via the seed server"
+    );
 
     // Seed to Pigeon, Pigeon to seed.
     seed.talk("alice", "seed says, hello")?;
@@ -115,7 +134,9 @@ async fn pigeon_clients_chat_on_a_seed_server() -> anyhow::Result<()> {
     seed.open_chat("bob");
     bob.say("seedy", "bob here").await?;
     eventually("seed shows bob's message", || {
-        seed.received().iter().any(|(from, _, text)| from == "bob" && text == "bob here")
+        seed.received()
+            .iter()
+            .any(|(from, _, text)| from == "bob" && text == "bob here")
     })
     .await?;
 
