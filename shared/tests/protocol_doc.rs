@@ -1,0 +1,62 @@
+//! Keeps PROTOCOL.md honest: every hex example in it must be what the codec
+//! writes for the text it is captioned with, and must decode back.
+
+use pigeon_shared::roster_snapshot::{decode_frame, put_dotnet_string};
+use pigeon_shared::utf16::put_utf16le;
+use pigeon_shared::{Datagram, RosterSnapshot};
+
+/// (caption text, bytes) for each "Example: `...`" followed by a hex block.
+fn examples() -> Vec<(String, Vec<u8>)> {
+    let doc = include_str!("../PROTOCOL.md");
+    let mut examples = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix("Example: `") else {
+            continue;
+        };
+        let caption = rest.split('`').next().unwrap().to_owned();
+        let mut bytes = Vec::new();
+        let mut in_block = false;
+        for line in lines.by_ref() {
+            if line.starts_with("```") {
+                if in_block {
+                    break;
+                }
+                in_block = true;
+                continue;
+            }
+            if in_block {
+                let hex = line.split_once("  ").map_or("", |(_, hex)| hex);
+                bytes.extend(
+                    hex.split_whitespace()
+                        .map(|b| u8::from_str_radix(b, 16).unwrap()),
+                );
+            }
+        }
+        examples.push((caption, bytes));
+    }
+    examples
+}
+
+#[test]
+fn every_example_in_protocol_md_matches_the_codec() {
+    let examples = examples();
+    assert_eq!(examples.len(), 6, "examples found: {examples:?}");
+    for (caption, bytes) in examples {
+        if caption.ends_with(";end") {
+            let mut expected = Vec::new();
+            put_dotnet_string(&mut expected, &caption);
+            assert_eq!(bytes, expected, "{caption}");
+            let (text, used) = decode_frame(&bytes, 1 << 20).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+            let snapshot = RosterSnapshot::parse(&text).unwrap();
+            assert!(snapshot.skipped.is_empty(), "{caption}");
+        } else {
+            let mut expected = Vec::new();
+            put_utf16le(&mut expected, &caption);
+            assert_eq!(bytes, expected, "{caption}");
+            let datagram = Datagram::decode(&bytes).unwrap_or_else(|e| panic!("{caption}: {e}"));
+            assert_eq!(datagram.to_bytes().as_ref(), bytes.as_slice(), "{caption}");
+        }
+    }
+}
