@@ -161,7 +161,6 @@ impl Session {
         &mut self,
         datagram: Datagram,
         source: SocketAddr,
-        now: Instant,
     ) -> Vec<SessionOutput> {
         match datagram {
             Datagram::Talk(talk) => match self.check_talk(&talk, source) {
@@ -172,7 +171,7 @@ impl Session {
             // listen to. A seed server sends from ephemeral ports, so only
             // the host can be checked.
             _ if !same_host(source.ip(), self.config.server.ip()) => Vec::new(),
-            Datagram::Accept(accept) => self.accepted(accept, now),
+            Datagram::Accept(accept) => self.accepted(accept),
             Datagram::Refused(refused) => self.refused(refused),
             Datagram::Login(Login { name, endpoint }) => {
                 self.roster_change(Change::Joined(name, endpoint))
@@ -322,7 +321,7 @@ impl Session {
         vec![self.send_login(next, now)]
     }
 
-    fn accepted(&mut self, accept: Accept, now: Instant) -> Vec<SessionOutput> {
+    fn accepted(&mut self, accept: Accept) -> Vec<SessionOutput> {
         let State::LoggingIn { attempt, buffered } = &mut self.state else {
             // A second Accept answers a repeated login: already handled.
             return Vec::new();
@@ -331,7 +330,6 @@ impl Session {
         let buffered = std::mem::take(buffered);
         self.state = State::FetchingRoster { attempt, buffered };
         // The fetch carries its own timeout.
-        let _ = now;
         self.deadline = None;
         // Connect to the server's configured address, not to the datagram's
         // source: a forged Accept cannot point the fetch elsewhere.
@@ -465,7 +463,6 @@ mod tests {
         s.datagram_received(
             Datagram::Accept(Accept { tcp_port: 4000 }),
             sock("10.0.0.1:61000"),
-            t,
         );
         s.roster_fetched(Ok(snapshot(users)), t)
     }
@@ -484,7 +481,6 @@ mod tests {
         let out = s.datagram_received(
             Datagram::Accept(Accept { tcp_port: 4000 }),
             sock("10.0.0.1:61000"),
-            t,
         );
         assert_eq!(
             out,
@@ -541,7 +537,7 @@ mod tests {
     fn a_failed_fetch_logs_in_again() {
         let (mut s, t) = session();
         s.start(t);
-        s.datagram_received(Datagram::Accept(Accept { tcp_port: 4000 }), sock(SERVER), t);
+        s.datagram_received(Datagram::Accept(Accept { tcp_port: 4000 }), sock(SERVER));
         let out = s.roster_fetched(Err("connection refused".into()), t);
         assert_eq!(
             out,
@@ -562,7 +558,6 @@ mod tests {
                 detail: "alice is already online".into(),
             }),
             sock(SERVER),
-            t,
         );
         assert_eq!(
             out,
@@ -581,7 +576,6 @@ mod tests {
         let out = s.datagram_received(
             Datagram::Accept(Accept { tcp_port: 4000 }),
             sock("10.6.6.6:7788"),
-            t,
         );
         assert!(out.is_empty());
         let out = s.datagram_received(
@@ -590,7 +584,6 @@ mod tests {
                 detail: String::new(),
             }),
             sock("10.6.6.6:7788"),
-            t,
         );
         assert!(out.is_empty());
         assert!(!s.is_ended());
@@ -600,7 +593,7 @@ mod tests {
     fn changes_during_the_fetch_are_replayed_on_the_snapshot() {
         let (mut s, t) = session();
         s.start(t);
-        s.datagram_received(Datagram::Accept(Accept { tcp_port: 4000 }), sock(SERVER), t);
+        s.datagram_received(Datagram::Accept(Accept { tcp_port: 4000 }), sock(SERVER));
         // carol joins and bob leaves while the snapshot is on its way; the
         // snapshot was taken before either.
         s.datagram_received(
@@ -609,7 +602,6 @@ mod tests {
                 endpoint: addr("10.0.0.4:5000"),
             }),
             sock(SERVER),
-            t,
         );
         s.datagram_received(
             Datagram::Logout(Logout {
@@ -617,7 +609,6 @@ mod tests {
                 endpoint: addr("10.0.0.3:5000"),
             }),
             sock(SERVER),
-            t,
         );
         s.roster_fetched(
             Ok(snapshot(&[
@@ -644,26 +635,26 @@ mod tests {
             endpoint: addr("10.0.0.4:5000"),
         });
         assert_eq!(
-            s.datagram_received(carol.clone(), sock(SERVER), t),
+            s.datagram_received(carol.clone(), sock(SERVER)),
             vec![SessionOutput::Emit(ClientEvent::Online {
                 name: name("carol"),
                 endpoint: addr("10.0.0.4:5000")
             })]
         );
         // The same login again changes nothing.
-        assert!(s.datagram_received(carol, sock(SERVER), t).is_empty());
+        assert!(s.datagram_received(carol, sock(SERVER)).is_empty());
         // A logout for another endpoint is stale.
         let stale = Datagram::Logout(Logout {
             name: name("carol"),
             endpoint: addr("10.0.0.4:5999"),
         });
-        assert!(s.datagram_received(stale, sock(SERVER), t).is_empty());
+        assert!(s.datagram_received(stale, sock(SERVER)).is_empty());
         let gone = Datagram::Logout(Logout {
             name: name("carol"),
             endpoint: addr("10.0.0.4:5000"),
         });
         assert_eq!(
-            s.datagram_received(gone, sock(SERVER), t),
+            s.datagram_received(gone, sock(SERVER)),
             vec![SessionOutput::Emit(ClientEvent::Offline {
                 name: name("carol")
             })]
@@ -680,7 +671,6 @@ mod tests {
                 endpoint: addr("10.0.0.2:5000"),
             }),
             sock(SERVER),
-            t,
         );
         assert!(out.is_empty());
         assert_eq!(s.endpoint_of("alice"), Some(addr("10.0.0.2:5000")));
@@ -700,9 +690,9 @@ mod tests {
             text: "hi".into(),
         };
         // A seed client sends from an ephemeral port on its host: fine.
-        let out = s.datagram_received(Datagram::Talk(talk.clone()), sock("10.0.0.3:61234"), t);
+        let out = s.datagram_received(Datagram::Talk(talk.clone()), sock("10.0.0.3:61234"));
         assert_eq!(out.len(), 1);
-        let out = s.datagram_received(Datagram::Talk(talk), sock("10.0.0.66:5000"), t);
+        let out = s.datagram_received(Datagram::Talk(talk), sock("10.0.0.66:5000"));
         assert!(out.is_empty());
     }
 

@@ -277,9 +277,7 @@ impl StreamHandler<Inbound> for SessionActor {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match decoded {
             Ok(datagram) => {
-                let outputs = self
-                    .session
-                    .datagram_received(datagram, source, Instant::now());
+                let outputs = self.session.datagram_received(datagram, source);
                 self.apply(outputs, ctx);
             }
             Err(e) => {

@@ -5,9 +5,10 @@
 //! actor rather than an edit here.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use actix::prelude::*;
-use pigeon_shared::{Login, Logout, PeerAddr, UserName};
+use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, UserName};
 use tracing::{info, warn};
 
 use crate::roster::{LoginDecision, LogoutDecision, Roster, RosterAction, RosterEvent};
@@ -22,6 +23,8 @@ pub struct RosterActor {
     gateway: Addr<UdpGatewayActor>,
     subscribers: Vec<Recipient<RosterEvent>>,
     events_dropped: u64,
+    /// Refusals are logged, but a flood of them must not flood the log.
+    refusal_log: LogLimit,
 }
 
 /// A login datagram arrived from `source`.
@@ -69,6 +72,7 @@ impl RosterActor {
             gateway,
             subscribers: Vec::new(),
             events_dropped: 0,
+            refusal_log: LogLimit::default(),
         }
     }
 
@@ -142,7 +146,9 @@ impl Handler<LoginReceived> for RosterActor {
                 info!(user = %name, %endpoint, %source, "login repeated; Accept sent again")
             }
             LoginDecision::Refused { reason, detail } => {
-                warn!(user = %name, %endpoint, %source, %reason, "login refused: {detail}")
+                if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
+                    warn!(user = %name, %endpoint, %source, %reason, held_back, "login refused: {detail}")
+                }
             }
         }
         self.dispatch(actions);
@@ -157,31 +163,30 @@ impl Handler<LogoutReceived> for RosterActor {
         let endpoint = msg.logout.endpoint;
         let source = msg.source;
         let (decision, actions) = self.roster.logout(msg.logout, source);
-        match decision {
-            LogoutDecision::Left => info!(
-                user = %name,
-                %endpoint,
-                %source,
-                online = self.roster.len(),
-                "user left; logout forwarded to the others"
-            ),
-            LogoutDecision::UnknownUser => {
-                warn!(user = %name, %endpoint, %source, "logout ignored: no such user online")
+        let ignored = match decision {
+            LogoutDecision::Left => {
+                info!(
+                    user = %name,
+                    %endpoint,
+                    %source,
+                    online = self.roster.len(),
+                    "user left; logout forwarded to the others"
+                );
+                None
             }
-            LogoutDecision::EndpointMismatch { registered } => warn!(
-                user = %name,
-                %endpoint,
-                %source,
-                %registered,
-                "logout ignored: not the user's endpoint"
-            ),
-            LogoutDecision::WrongSource { registered } => warn!(
-                user = %name,
-                %endpoint,
-                %source,
-                %registered,
-                "logout ignored: not sent from the user's address"
-            ),
+            LogoutDecision::UnknownUser => Some(("no such user online", None)),
+            LogoutDecision::EndpointMismatch { registered } => {
+                Some(("not the user's endpoint", Some(registered)))
+            }
+            LogoutDecision::WrongSource { registered } => {
+                Some(("not sent from the user's address", Some(registered)))
+            }
+        };
+        if let Some((why, registered)) = ignored {
+            if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
+                let registered = registered.map(|r| r.to_string()).unwrap_or_default();
+                warn!(user = %name, %endpoint, %source, registered, held_back, "logout ignored: {why}");
+            }
         }
         self.dispatch(actions);
     }
