@@ -8,13 +8,16 @@
 //! snapshots. [`server`] binds and wires them.
 
 pub mod net;
+pub mod rate_limit;
 pub mod roster;
 pub mod roster_actor;
 pub mod server;
 pub mod tcp_roster_actor;
 pub mod udp_gateway_actor;
 
-pub use roster::{Directory, Roster, RosterConfig, RosterEvent};
+pub use net::{FaultConfig, Faults};
+pub use rate_limit::RateLimits;
+pub use roster::{Directory, LeaveReason, Roster, RosterConfig, RosterEvent};
 pub use server::{BindError, BoundServer, ServerConfig, ServerHandle, DEFAULT_UDP_ADDR};
 
 /// Sends `tracing` output to stderr, one line per event, filtered by

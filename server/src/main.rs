@@ -3,9 +3,11 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use pigeon_server::roster::DEFAULT_MAX_USERS;
+use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
+use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST};
 use pigeon_server::{init_tracing, BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
 use tracing::{error, info};
 
@@ -22,9 +24,38 @@ struct Args {
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     tcp_port: u16,
 
+    /// TCP port for Pigeon-format roster snapshots (0: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    roster_port: u16,
+
     /// Most users online at once; later logins are refused `server-full`.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_USERS)]
     max_users: usize,
+
+    /// Most users online from one host; later logins from it are refused
+    /// `host-full`.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_USERS_PER_HOST)]
+    max_users_per_host: usize,
+
+    /// Evict a Pigeon client not heard from for this long (clients send a
+    /// keepalive four times as often). Seed-era clients are never evicted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = parse_seconds)]
+    liveness_timeout: f64,
+
+    /// Datagrams per second accepted from one address (burst: twice that).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_ADDRESS)]
+    rate_per_address: u32,
+
+    /// Datagrams per second accepted from one host (burst: twice that).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_HOST)]
+    rate_per_host: u32,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.2..=86_400.0).contains(&s) => Ok(s),
+        _ => Err("a number of seconds from 0.2 to 86400".to_owned()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -32,7 +63,12 @@ fn main() -> ExitCode {
     init_tracing("info");
     let mut config = ServerConfig::new(args.udp);
     config.tcp_port = args.tcp_port;
+    config.roster_port = args.roster_port;
     config.max_users = args.max_users;
+    config.max_users_per_host = args.max_users_per_host;
+    config.liveness_timeout = Duration::from_secs_f64(args.liveness_timeout);
+    config.rate_limits.per_address = Rate::per_second(args.rate_per_address);
+    config.rate_limits.per_host = Rate::per_second(args.rate_per_host);
 
     let bound = match BoundServer::bind(config) {
         Ok(bound) => bound,

@@ -1,6 +1,7 @@
 //! Socket plumbing shared by the server's gateway and the client's session:
-//! binding UDP sockets with large buffers, address-family fixes, and a send
-//! path that never blocks an actor.
+//! binding UDP sockets with large buffers, address-family fixes, a send
+//! path that never blocks an actor, and [`Faults`], the seeded loss,
+//! duplication, delay and reordering that tests put between peers.
 //!
 //! Decisions live elsewhere; this module only moves bytes.
 
@@ -8,9 +9,12 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
@@ -28,24 +32,25 @@ thread_local! {
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; RECV_BUFFER_BYTES]);
 }
 
-/// Waits for the next datagram on `socket` and returns `read(bytes)` and
-/// the canonical source. `read` runs while the bytes sit in this thread's
-/// shared buffer, so it must turn them into an owned value (decode them)
-/// and must not receive on another socket itself.
+/// Waits for the next datagram on `socket` and returns `read(bytes,
+/// source)` and the (canonical) source. `read` runs while the bytes sit in
+/// this thread's shared buffer, so it must turn them into an owned value
+/// (decode them) and must not receive on another socket itself.
 pub async fn recv_with<T>(
     socket: &UdpSocket,
-    mut read: impl FnMut(&[u8]) -> T,
+    mut read: impl FnMut(&[u8], SocketAddr) -> T,
 ) -> io::Result<(T, SocketAddr)> {
     loop {
         socket.readable().await?;
         let received = RECV_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            socket
-                .try_recv_from(&mut buf)
-                .map(|(len, source)| (read(buf.get(..len).unwrap_or_default()), source))
+            socket.try_recv_from(&mut buf).map(|(len, source)| {
+                let source = canonical_source(source);
+                (read(buf.get(..len).unwrap_or_default(), source), source)
+            })
         });
         match received {
-            Ok((value, source)) => return Ok((value, canonical_source(source))),
+            Ok(received) => return Ok(received),
             // Readiness can be spurious; wait again.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -91,6 +96,117 @@ pub fn outgoing_addr(to: SocketAddr, local: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How a [`Faults`] layer mistreats datagrams. Probabilities are per
+/// datagram sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultConfig {
+    /// Seed of the random generator that decides each datagram's fate.
+    pub seed: u64,
+    /// Chance a datagram is lost.
+    pub drop: f64,
+    /// Chance a datagram that is not lost arrives twice.
+    pub duplicate: f64,
+    /// Chance a datagram is held back for up to `max_delay`, so that later
+    /// ones overtake it.
+    pub delay: f64,
+    /// Longest hold-back.
+    pub max_delay: Duration,
+}
+
+impl FaultConfig {
+    /// A network that loses, duplicates and reorders `rate` of datagrams
+    /// (each), reordering by up to 50 ms.
+    pub fn lossy(seed: u64, rate: f64) -> Self {
+        Self {
+            seed,
+            drop: rate,
+            duplicate: rate,
+            delay: rate,
+            max_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A datagram's fate under [`Faults`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Lost,
+    Deliver {
+        copies: u8,
+        delay: Option<Duration>,
+    },
+}
+
+/// Counts of what a [`Faults`] layer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    pub sent: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub delayed: u64,
+}
+
+/// A fault-injection layer for tests: every datagram sent through a
+/// [`UdpSender`] that carries it has its fate drawn from one seeded
+/// generator. Clone it to share one generator (and one set of counts)
+/// between many senders.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    inner: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    config: FaultConfig,
+    rng: StdRng,
+    stats: FaultStats,
+}
+
+impl Faults {
+    /// A layer that follows `config`.
+    pub fn new(config: FaultConfig) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(FaultState {
+                config,
+                rng: StdRng::seed_from_u64(config.seed),
+                stats: FaultStats::default(),
+            })),
+        }
+    }
+
+    /// Draws the next datagram's fate.
+    pub fn fate(&self) -> Fate {
+        // A poisoned lock only means another sender panicked mid-draw; the
+        // generator's state is still usable.
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let FaultState { config, rng, stats } = &mut *state;
+        stats.sent += 1;
+        if rng.random_bool(config.drop.clamp(0.0, 1.0)) {
+            stats.lost += 1;
+            return Fate::Lost;
+        }
+        let copies = if rng.random_bool(config.duplicate.clamp(0.0, 1.0)) {
+            stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let delay = if rng.random_bool(config.delay.clamp(0.0, 1.0)) {
+            stats.delayed += 1;
+            let max = u64::try_from(config.max_delay.as_micros()).unwrap_or(u64::MAX).max(1);
+            Some(Duration::from_micros(rng.random_range(0..max)))
+        } else {
+            None
+        };
+        Fate::Deliver { copies, delay }
+    }
+
+    /// What the layer has done so far.
+    pub fn stats(&self) -> FaultStats {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).stats
+    }
+}
+
 /// What happened to one datagram handed to [`UdpSender::send`].
 #[derive(Debug)]
 pub enum SendOutcome {
@@ -113,6 +229,7 @@ pub struct UdpSender {
     local: SocketAddr,
     queue: VecDeque<(Bytes, SocketAddr)>,
     max_queue: usize,
+    faults: Option<Faults>,
 }
 
 /// What a flush achieved.
@@ -133,7 +250,14 @@ impl UdpSender {
             local,
             queue: VecDeque::new(),
             max_queue,
+            faults: None,
         })
+    }
+
+    /// Puts a fault-injection layer in front of the socket.
+    pub fn with_faults(mut self, faults: Option<Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The socket.
@@ -155,6 +279,26 @@ impl UdpSender {
     /// order is kept.
     pub fn send(&mut self, bytes: &Bytes, to: SocketAddr) -> SendOutcome {
         let to = outgoing_addr(to, self.local);
+        if let Some(faults) = &self.faults {
+            match faults.fate() {
+                // As far as the sender can tell, a lost datagram was sent.
+                Fate::Lost => return SendOutcome::Sent,
+                Fate::Deliver { copies, delay } => {
+                    for _ in 1..copies {
+                        let _ = self.socket.try_send_to(bytes, to);
+                    }
+                    if let Some(delay) = delay {
+                        let socket = self.socket.clone();
+                        let bytes = bytes.clone();
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = socket.send_to(&bytes, to).await;
+                        });
+                        return SendOutcome::Sent;
+                    }
+                }
+            }
+        }
         if !self.queue.is_empty() {
             return self.enqueue(bytes, to);
         }

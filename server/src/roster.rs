@@ -1,43 +1,176 @@
-//! `Roster`: who is online, and every decision about logins and logouts.
+//! `Roster`: who is online, and every decision about logins, logouts,
+//! keepalives and evictions.
 //!
-//! Plain state machine, no sockets and no actors: a login or logout plus
-//! the address it came from goes in; what to send and what happened comes
-//! out. [`crate::roster_actor::RosterActor`] is the thin shell around it.
+//! Plain state machine, no sockets, no clock, no entropy of its own: a
+//! datagram, the address it came from and the time go in; what to send and
+//! what happened come out. Randomness (session tokens) comes from the
+//! seeded generator it is given. [`crate::roster_actor::RosterActor`] is the
+//! thin shell around it.
+//!
+//! Two kinds of user are kept apart throughout. A *seed-era* client speaks
+//! the plain protocol: it gets one `login`/`logout` datagram per change and
+//! is checked by its host's address only. A *Pigeon* client declared
+//! `pigeon1` in its login: it gets a session token, sends keepalives (and is
+//! evicted without them), and gets roster changes as numbered `delta`s.
+//!
 //! The roster also writes through to a [`Directory`], the concurrent map
 //! from which TCP roster snapshots are served without a mailbox round trip.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pigeon_shared::{
-    same_host, Accept, Datagram, Login, Logout, PeerAddr, RefuseReason, Refused, UserName,
+    same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
+    Logout, PeerAddr, Ping, Pong, RefuseReason, Refused, Revision, RosterChange, SessionToken,
+    UserName,
 };
+use rand::rngs::StdRng;
+use rand::Rng;
 
-/// Users online by name, readable from any thread. Written only by the
-/// [`Roster`], always before the `Accept` that lets a client read it.
-pub type Directory = Arc<DashMap<UserName, PeerAddr>>;
+/// The users online, readable from any thread: what TCP roster snapshots
+/// are made of. Written only by the [`Roster`], always before the `Accept`
+/// that lets a client read it.
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: DashMap<UserName, DirectoryEntry>,
+    revision: AtomicU64,
+}
 
-/// Limits of a roster.
+/// One user in the [`Directory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub endpoint: PeerAddr,
+    /// The instance id of a Pigeon client; `None` for a seed-era client.
+    pub instance: Option<InstanceId>,
+}
+
+impl Directory {
+    /// The revision, then every user: read in that order, a snapshot never
+    /// misses a change at or below the revision it reports. (It may hold a
+    /// few later ones too; replaying them is harmless, as every change is
+    /// idempotent.)
+    pub fn snapshot(&self) -> (Revision, Vec<(UserName, DirectoryEntry)>) {
+        let revision = self.revision.load(Ordering::Acquire);
+        let users = self
+            .users
+            .iter()
+            .map(|entry| (entry.key().clone(), *entry.value()))
+            .collect();
+        (revision, users)
+    }
+
+    /// How many users are online.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Option<DirectoryEntry> {
+        self.users.get(name).map(|entry| *entry.value())
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> Revision {
+        self.revision.load(Ordering::Acquire)
+    }
+}
+
+/// Limits and settings of a roster.
 #[derive(Debug, Clone)]
 pub struct RosterConfig {
-    /// TCP port announced in `Accept`.
+    /// Seed-format roster port, announced in `Accept`.
     pub tcp_port: u16,
+    /// Pigeon-format roster port, announced in Pigeon's `Accept` extension.
+    pub roster_port: u16,
     /// Most users online at once; further logins are refused `server-full`.
     pub max_users: usize,
+    /// Most users online from one host; further logins from it are refused
+    /// `host-full`.
+    pub max_users_per_host: usize,
+    /// A Pigeon client not heard from for this long is evicted. Clients are
+    /// told to send keepalives four times as often.
+    pub liveness_timeout: Duration,
+    /// Largest `delta` datagram, in bytes of UTF-16 text.
+    pub max_delta_bytes: usize,
 }
 
 /// Default for [`RosterConfig::max_users`].
 pub const DEFAULT_MAX_USERS: usize = 10_000;
+/// Default for [`RosterConfig::max_users_per_host`].
+pub const DEFAULT_MAX_USERS_PER_HOST: usize = 256;
+/// Default for [`RosterConfig::liveness_timeout`].
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`RosterConfig::max_delta_bytes`]: well inside one Ethernet
+/// frame, so a delta is never fragmented.
+pub const DEFAULT_MAX_DELTA_BYTES: usize = 1200;
+
+impl RosterConfig {
+    /// Defaults, announcing the given ports.
+    pub fn new(tcp_port: u16, roster_port: u16) -> Self {
+        Self {
+            tcp_port,
+            roster_port,
+            max_users: DEFAULT_MAX_USERS,
+            max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
+            liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
+            max_delta_bytes: DEFAULT_MAX_DELTA_BYTES,
+        }
+    }
+
+    /// How often Pigeon clients are told to send `ping`.
+    pub fn keepalive_interval(&self) -> Duration {
+        (self.liveness_timeout / 4).max(Duration::from_millis(50))
+    }
+}
+
+/// One user online.
+#[derive(Debug, Clone)]
+struct User {
+    endpoint: PeerAddr,
+    session: Session,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Session {
+    Seed,
+    Pigeon {
+        instance: InstanceId,
+        token: SessionToken,
+    },
+}
+
+impl Session {
+    fn instance(self) -> Option<InstanceId> {
+        match self {
+            Self::Seed => None,
+            Self::Pigeon { instance, .. } => Some(instance),
+        }
+    }
+}
 
 /// The online users and the rules for changing them.
 #[derive(Debug)]
 pub struct Roster {
     config: RosterConfig,
-    users: HashMap<UserName, PeerAddr>,
+    users: HashMap<UserName, User>,
     by_endpoint: HashMap<PeerAddr, UserName>,
-    directory: Directory,
+    per_host: HashMap<IpAddr, usize>,
+    directory: Arc<Directory>,
+    revision: Revision,
+    /// Changes not yet sent to Pigeon clients, after revision `pending_from`.
+    pending: Vec<RosterChange>,
+    pending_from: Revision,
+    rng: StdRng,
 }
 
 /// Something the roster wants done.
@@ -57,8 +190,24 @@ pub enum RosterAction {
 /// A change to who is online, published to subscribing actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RosterEvent {
-    Joined { name: UserName, endpoint: PeerAddr },
-    Left { name: UserName, endpoint: PeerAddr },
+    Joined {
+        name: UserName,
+        endpoint: PeerAddr,
+    },
+    Left {
+        name: UserName,
+        endpoint: PeerAddr,
+        reason: LeaveReason,
+    },
+}
+
+/// Why a user left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// It logged out.
+    LoggedOut,
+    /// Nothing was heard from it within the liveness timeout.
+    Evicted,
 }
 
 /// What the roster decided about a login.
@@ -66,42 +215,49 @@ pub enum RosterEvent {
 pub enum LoginDecision {
     /// A new user is online.
     Joined,
-    /// The same user at the same endpoint logged in again: `Accept` is
-    /// repeated, nobody else is told.
+    /// The same session logged in again (a lost `Accept`, a reconnect):
+    /// `Accept` is repeated, nobody else is told.
     Refreshed,
     /// Refused, with the reason sent back and a sentence for the log.
-    Refused {
-        reason: RefuseReason,
-        detail: String,
-    },
+    Refused { reason: RefuseReason, detail: String },
 }
 
-/// What the roster decided about a logout.
+/// What the roster decided about a logout, keepalive or other session
+/// datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogoutDecision {
-    /// The user left.
-    Left,
+pub enum SessionDecision {
+    /// The user left (logout) or is kept alive (ping).
+    Done,
     /// Ignored: nobody is online under that name.
     UnknownUser,
     /// Ignored: the endpoint is not the one the user logged in with.
     EndpointMismatch { registered: PeerAddr },
     /// Ignored: the datagram did not come from the user's host.
     WrongSource { registered: PeerAddr },
+    /// Ignored: a Pigeon session's token was missing or wrong.
+    BadToken,
 }
 
 impl Roster {
-    /// An empty roster writing through to `directory`.
-    pub fn new(config: RosterConfig, directory: Directory) -> Self {
-        directory.clear();
+    /// An empty roster writing through to `directory`, drawing session
+    /// tokens from `rng`.
+    pub fn new(config: RosterConfig, directory: Arc<Directory>, rng: StdRng) -> Self {
+        directory.users.clear();
+        directory.revision.store(0, Ordering::Release);
         Self {
             config,
             users: HashMap::new(),
             by_endpoint: HashMap::new(),
+            per_host: HashMap::new(),
             directory,
+            revision: 0,
+            pending: Vec::new(),
+            pending_from: 0,
+            rng,
         }
     }
 
-    /// Decides a login that arrived from `source`.
+    /// Decides a login that arrived from `source` at `now`.
     ///
     /// The claimed endpoint must be on the sender's host (a seed client
     /// sends its login from a separate ephemeral socket, so only the host,
@@ -111,97 +267,242 @@ impl Roster {
         &mut self,
         login: Login,
         source: SocketAddr,
+        now: Instant,
     ) -> (LoginDecision, Vec<RosterAction>) {
-        let Login { name, endpoint } = login;
+        let Login {
+            name,
+            endpoint,
+            pigeon,
+        } = login;
         if let Err(problem) = endpoint.check_usable() {
             let detail = format!("endpoint {endpoint} cannot receive: {problem}");
-            return self.refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
+            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
         }
         if !same_host(endpoint.socket_addr().ip(), source.ip()) {
             let detail = format!(
                 "endpoint {endpoint} is not on the sender's address {}",
                 source.ip().to_canonical()
             );
-            return self.refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
+            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
         }
-        if let Some(&registered) = self.users.get(&name) {
-            if registered == endpoint {
-                let accept = self.accept(endpoint);
+        if let Some(user) = self.users.get_mut(&name) {
+            let same_session = match (user.session, pigeon) {
+                (Session::Seed, None) => true,
+                (
+                    Session::Pigeon { instance, token },
+                    Some(ext),
+                ) => ext.instance == instance && ext.token.is_none_or(|t| t == token),
+                _ => false,
+            };
+            if user.endpoint == endpoint && same_session {
+                // Only a token proves the session is alive: a repeated login
+                // without one (a retry before the first Accept arrived) gets
+                // its Accept again but no credit against eviction.
+                if pigeon.is_some_and(|ext| ext.token.is_some()) {
+                    user.last_seen = now;
+                }
+                let session = user.session;
+                let accept = self.accept(endpoint, session);
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
-            return self.refuse(RefuseReason::NameTaken, detail, endpoint, source);
+            return refuse(RefuseReason::NameTaken, detail, endpoint, source);
         }
         if let Some(holder) = self.by_endpoint.get(&endpoint) {
             let detail = format!("{holder} is already online at {endpoint}");
-            return self.refuse(RefuseReason::EndpointTaken, detail, endpoint, source);
+            return refuse(RefuseReason::EndpointTaken, detail, endpoint, source);
         }
         if self.users.len() >= self.config.max_users {
             let detail = format!("{} users are online, the most allowed", self.users.len());
-            return self.refuse(RefuseReason::ServerFull, detail, endpoint, source);
+            return refuse(RefuseReason::ServerFull, detail, endpoint, source);
+        }
+        let host = endpoint.canonical_ip();
+        let on_host = self.per_host.get(&host).copied().unwrap_or(0);
+        if on_host >= self.config.max_users_per_host {
+            let detail = format!("{on_host} users are online from {host}, the most allowed");
+            return refuse(RefuseReason::HostFull, detail, endpoint, source);
         }
 
+        let session = match pigeon {
+            Some(ext) => Session::Pigeon {
+                instance: ext.instance,
+                token: SessionToken(self.rng.random()),
+            },
+            None => Session::Seed,
+        };
         // Write through before the Accept goes out: a client fetches the
         // snapshot only after Accept, so it always finds itself and everyone
-        // who joined before it (those logins were not broadcast to it).
-        self.users.insert(name.clone(), endpoint);
-        self.by_endpoint.insert(endpoint, name.clone());
-        self.directory.insert(name.clone(), endpoint);
-
-        let others = self.addresses_except(&name);
-        let mut actions = vec![self.accept(endpoint)];
-        if !others.is_empty() {
+        // who joined before it.
+        let mut actions = Vec::with_capacity(3);
+        self.insert(name.clone(), endpoint, session, now);
+        actions.push(self.accept(endpoint, session));
+        let change = RosterChange::Joined {
+            name: name.clone(),
+            endpoint,
+            instance: session.instance(),
+        };
+        let seed_users = self.seed_addresses_except(&name);
+        if !seed_users.is_empty() {
             actions.push(RosterAction::Broadcast {
-                to: others,
+                to: seed_users,
                 datagram: Datagram::Login(Login {
                     name: name.clone(),
                     endpoint,
+                    pigeon: None,
                 }),
             });
         }
-        actions.push(RosterAction::Publish(RosterEvent::Joined {
-            name,
-            endpoint,
-        }));
+        self.record(change);
+        actions.push(RosterAction::Publish(RosterEvent::Joined { name, endpoint }));
         (LoginDecision::Joined, actions)
     }
 
     /// Decides a logout that arrived from `source`: honoured only when the
-    /// name, the endpoint and the sender's host all match the user.
+    /// name, the endpoint and the sender's host match the user, and, for a
+    /// Pigeon session, the token too.
     pub fn logout(
         &mut self,
         logout: Logout,
         source: SocketAddr,
-    ) -> (LogoutDecision, Vec<RosterAction>) {
-        let Logout { name, endpoint } = logout;
-        let Some(&registered) = self.users.get(&name) else {
-            return (LogoutDecision::UnknownUser, Vec::new());
+    ) -> (SessionDecision, Vec<RosterAction>) {
+        let Logout {
+            name,
+            endpoint,
+            pigeon,
+        } = logout;
+        // A Pigeon client retries its logout until it hears `bye`; answer
+        // even when the session is already gone.
+        let bye = pigeon.map(|_| RosterAction::Send {
+            to: source,
+            datagram: Datagram::Bye(Bye { name: name.clone() }),
+        });
+        let decision = self.check_session(&name, endpoint, source, pigeon.map(|e| e.token));
+        if decision != SessionDecision::Done {
+            let actions = match decision {
+                SessionDecision::UnknownUser => bye.into_iter().collect(),
+                _ => Vec::new(),
+            };
+            return (decision, actions);
+        }
+        let mut actions = self.remove(&name, LeaveReason::LoggedOut);
+        actions.extend(bye);
+        (SessionDecision::Done, actions)
+    }
+
+    /// Decides a keepalive: a known Pigeon session from its own endpoint
+    /// with its token is kept alive and told the roster's revision; anyone
+    /// else is told the session is unknown, so that a client whose server
+    /// restarted logs in again.
+    pub fn ping(
+        &mut self,
+        ping: Ping,
+        source: SocketAddr,
+        now: Instant,
+    ) -> (SessionDecision, Vec<RosterAction>) {
+        let Ping { name, token } = ping;
+        // A Pigeon client pings from its receive endpoint, so the source
+        // must be exactly the registered endpoint; seed-era sessions have
+        // nothing to keep alive.
+        let decision = match self.users.get(&name).map(|user| user.session) {
+            Some(Session::Seed) => SessionDecision::BadToken,
+            _ => self.check_session(&name, PeerAddr::new(source), source, Some(token)),
         };
-        if registered != endpoint {
-            return (LogoutDecision::EndpointMismatch { registered }, Vec::new());
+        match decision {
+            SessionDecision::Done => {
+                if let Some(user) = self.users.get_mut(&name) {
+                    user.last_seen = now;
+                }
+                let pong = RosterAction::Send {
+                    to: source,
+                    datagram: Datagram::Pong(Pong {
+                        revision: self.revision,
+                    }),
+                };
+                (decision, vec![pong])
+            }
+            // Whatever is wrong, the answer goes only to the sender, and is
+            // smaller than the ping: nothing to amplify.
+            _ => {
+                let expired = RosterAction::Send {
+                    to: source,
+                    datagram: Datagram::Expired(Expired { name }),
+                };
+                (decision, vec![expired])
+            }
         }
-        if !same_host(registered.socket_addr().ip(), source.ip()) {
-            return (LogoutDecision::WrongSource { registered }, Vec::new());
+    }
+
+    /// Evicts every Pigeon client not heard from within the liveness
+    /// timeout. Seed-era clients send no keepalives and are never evicted.
+    pub fn expire(&mut self, now: Instant) -> (Vec<UserName>, Vec<RosterAction>) {
+        let timeout = self.config.liveness_timeout;
+        let mut expired: Vec<UserName> = self
+            .users
+            .iter()
+            .filter(|(_, user)| {
+                matches!(user.session, Session::Pigeon { .. })
+                    && now.saturating_duration_since(user.last_seen) > timeout
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        expired.sort();
+        let mut actions = Vec::new();
+        for name in &expired {
+            actions.extend(self.remove(name, LeaveReason::Evicted));
         }
-        self.remove(&name);
-        let mut actions = Vec::with_capacity(2);
-        let remaining = self.addresses_except(&name);
-        if !remaining.is_empty() {
+        (expired, actions)
+    }
+
+    /// The roster changes not yet sent to Pigeon clients, as `delta`
+    /// datagrams of at most `max_delta_bytes` each, addressed to every
+    /// Pigeon client online now. Called after each change, or after a short
+    /// delay so that a burst of changes shares datagrams.
+    pub fn flush_deltas(&mut self) -> Vec<RosterAction> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let changes = std::mem::take(&mut self.pending);
+        let mut from = self.pending_from;
+        self.pending_from = self.revision;
+        let to = self.pigeon_addresses();
+        if to.is_empty() {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        for chunk in chunk_changes(changes, self.config.max_delta_bytes) {
+            let delta = Delta { from, changes: chunk };
+            from = delta.to();
             actions.push(RosterAction::Broadcast {
-                to: remaining,
-                datagram: Datagram::Logout(Logout {
-                    name: name.clone(),
-                    endpoint,
-                }),
+                to: to.clone(),
+                datagram: Datagram::Delta(delta),
             });
         }
-        actions.push(RosterAction::Publish(RosterEvent::Left { name, endpoint }));
-        (LogoutDecision::Left, actions)
+        actions
+    }
+
+    /// Whether changes wait for [`Roster::flush_deltas`].
+    pub fn has_pending_deltas(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// `closing` for every Pigeon client: the server is shutting down.
+    pub fn closing(&self, detail: &str) -> Option<RosterAction> {
+        let to = self.pigeon_addresses();
+        (!to.is_empty()).then(|| RosterAction::Broadcast {
+            to,
+            datagram: Datagram::Closing(Closing {
+                detail: detail.to_owned(),
+            }),
+        })
     }
 
     /// The users online, sorted by name.
     pub fn users(&self) -> Vec<(UserName, PeerAddr)> {
-        let mut users: Vec<_> = self.users.iter().map(|(n, a)| (n.clone(), *a)).collect();
+        let mut users: Vec<_> = self
+            .users
+            .iter()
+            .map(|(n, u)| (n.clone(), u.endpoint))
+            .collect();
         users.sort();
         users
     }
@@ -216,79 +517,228 @@ impl Roster {
         self.users.is_empty()
     }
 
+    /// The roster's revision.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
     /// The endpoint of `name`, if online.
     pub fn endpoint_of(&self, name: &str) -> Option<PeerAddr> {
-        self.users.get(name).copied()
+        self.users.get(name).map(|u| u.endpoint)
     }
 
-    fn remove(&mut self, name: &UserName) {
-        if let Some(endpoint) = self.users.remove(name) {
-            self.by_endpoint.remove(&endpoint);
+    fn check_session(
+        &self,
+        name: &UserName,
+        endpoint: PeerAddr,
+        source: SocketAddr,
+        token: Option<SessionToken>,
+    ) -> SessionDecision {
+        let Some(user) = self.users.get(name) else {
+            return SessionDecision::UnknownUser;
+        };
+        let registered = user.endpoint;
+        if registered != endpoint {
+            return SessionDecision::EndpointMismatch { registered };
         }
-        self.directory.remove(name);
+        if !same_host(registered.socket_addr().ip(), source.ip()) {
+            return SessionDecision::WrongSource { registered };
+        }
+        match (user.session, token) {
+            (Session::Seed, _) => SessionDecision::Done,
+            (Session::Pigeon { token: expected, .. }, Some(token)) if token == expected => {
+                SessionDecision::Done
+            }
+            (Session::Pigeon { .. }, _) => SessionDecision::BadToken,
+        }
     }
 
-    fn accept(&self, endpoint: PeerAddr) -> RosterAction {
+    fn insert(&mut self, name: UserName, endpoint: PeerAddr, session: Session, now: Instant) {
+        *self.per_host.entry(endpoint.canonical_ip()).or_insert(0) += 1;
+        self.by_endpoint.insert(endpoint, name.clone());
+        self.directory.users.insert(
+            name.clone(),
+            DirectoryEntry {
+                endpoint,
+                instance: session.instance(),
+            },
+        );
+        self.users.insert(
+            name,
+            User {
+                endpoint,
+                session,
+                last_seen: now,
+            },
+        );
+    }
+
+    fn remove(&mut self, name: &UserName, reason: LeaveReason) -> Vec<RosterAction> {
+        let Some(user) = self.users.remove(name) else {
+            return Vec::new();
+        };
+        let endpoint = user.endpoint;
+        self.by_endpoint.remove(&endpoint);
+        let host = endpoint.canonical_ip();
+        if let Some(count) = self.per_host.get_mut(&host) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_host.remove(&host);
+            }
+        }
+        self.directory.users.remove(name);
+        let mut actions = Vec::with_capacity(2);
+        let seed_users = self.seed_addresses_except(name);
+        if !seed_users.is_empty() {
+            actions.push(RosterAction::Broadcast {
+                to: seed_users,
+                datagram: Datagram::Logout(Logout {
+                    name: name.clone(),
+                    endpoint,
+                    pigeon: None,
+                }),
+            });
+        }
+        self.record(RosterChange::Left {
+            name: name.clone(),
+            endpoint,
+        });
+        actions.push(RosterAction::Publish(RosterEvent::Left {
+            name: name.clone(),
+            endpoint,
+            reason,
+        }));
+        actions
+    }
+
+    /// Counts a change: the revision grows (published to the directory
+    /// after the map was changed), and the change waits for the next
+    /// delta.
+    fn record(&mut self, change: RosterChange) {
+        if self.pending.is_empty() {
+            self.pending_from = self.revision;
+        }
+        self.revision += 1;
+        self.directory
+            .revision
+            .store(self.revision, Ordering::Release);
+        self.pending.push(change);
+    }
+
+    fn accept(&self, endpoint: PeerAddr, session: Session) -> RosterAction {
+        let pigeon = match session {
+            Session::Seed => None,
+            Session::Pigeon { token, .. } => Some(AcceptExt {
+                roster_port: self.config.roster_port,
+                token,
+                keepalive_ms: u32::try_from(self.config.keepalive_interval().as_millis())
+                    .unwrap_or(u32::MAX),
+            }),
+        };
         RosterAction::Send {
             to: endpoint.socket_addr(),
             datagram: Datagram::Accept(Accept {
                 tcp_port: self.config.tcp_port,
+                pigeon,
             }),
         }
     }
 
-    fn addresses_except(&self, name: &UserName) -> Vec<SocketAddr> {
+    fn seed_addresses_except(&self, name: &UserName) -> Vec<SocketAddr> {
         self.users
             .iter()
-            .filter(|(other, _)| *other != name)
-            .map(|(_, endpoint)| endpoint.socket_addr())
+            .filter(|(other, user)| *other != name && matches!(user.session, Session::Seed))
+            .map(|(_, user)| user.endpoint.socket_addr())
             .collect()
     }
 
-    /// A refusal goes to the claimed endpoint when that is on the sender's
-    /// host (where a Pigeon client listens), otherwise back to the sender
-    /// only: never to a third party.
-    fn refuse(
-        &self,
-        reason: RefuseReason,
-        detail: String,
-        endpoint: PeerAddr,
-        source: SocketAddr,
-    ) -> (LoginDecision, Vec<RosterAction>) {
-        let to = if endpoint.check_usable().is_ok()
-            && same_host(endpoint.socket_addr().ip(), source.ip())
-        {
-            endpoint.socket_addr()
-        } else {
-            source
-        };
-        let send = RosterAction::Send {
-            to,
-            datagram: Datagram::Refused(Refused {
-                reason: reason.clone(),
-                detail: detail.clone(),
-            }),
-        };
-        (LoginDecision::Refused { reason, detail }, vec![send])
+    fn pigeon_addresses(&self) -> Vec<SocketAddr> {
+        self.users
+            .values()
+            .filter(|user| matches!(user.session, Session::Pigeon { .. }))
+            .map(|user| user.endpoint.socket_addr())
+            .collect()
     }
+}
+
+/// Splits changes into runs whose `delta` datagram stays within
+/// `max_bytes` (a single change always goes, whatever its size).
+fn chunk_changes(changes: Vec<RosterChange>, max_bytes: usize) -> Vec<Vec<RosterChange>> {
+    // "delta," plus two revisions of up to 20 digits and their commas.
+    const HEADER_BYTES: usize = 2 * (6 + 2 * 21);
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = HEADER_BYTES;
+    for change in changes {
+        let size = 2 * (1 + change.to_string().chars().map(char::len_utf16).sum::<usize>());
+        if !chunk.is_empty() && bytes + size > max_bytes {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = HEADER_BYTES;
+        }
+        bytes += size;
+        chunk.push(change);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// A refusal goes to the claimed endpoint when that is on the sender's host
+/// (where a Pigeon client listens), otherwise back to the sender only:
+/// never to a third party.
+fn refuse(
+    reason: RefuseReason,
+    detail: String,
+    endpoint: PeerAddr,
+    source: SocketAddr,
+) -> (LoginDecision, Vec<RosterAction>) {
+    let to = if endpoint.check_usable().is_ok() && same_host(endpoint.socket_addr().ip(), source.ip())
+    {
+        endpoint.socket_addr()
+    } else {
+        source
+    };
+    let send = RosterAction::Send {
+        to,
+        datagram: Datagram::Refused(Refused {
+            reason: reason.clone(),
+            detail: detail.clone(),
+        }),
+    };
+    (LoginDecision::Refused { reason, detail }, vec![send])
 }
 
 #[cfg(test)]
 mod tests {
+    use pigeon_shared::{LoginExt, LogoutExt};
+    use rand::SeedableRng;
+
     use super::*;
 
-    fn roster() -> Roster {
-        roster_with_max(DEFAULT_MAX_USERS)
+    const IID_A: InstanceId = InstanceId(0xA);
+    const IID_B: InstanceId = InstanceId(0xB);
+
+    struct Fixture {
+        roster: Roster,
+        directory: Arc<Directory>,
+        t0: Instant,
     }
 
-    fn roster_with_max(max_users: usize) -> Roster {
-        Roster::new(
-            RosterConfig {
-                tcp_port: 4242,
-                max_users,
-            },
-            Directory::default(),
-        )
+    fn fixture() -> Fixture {
+        fixture_with(|_| {})
+    }
+
+    fn fixture_with(tune: impl FnOnce(&mut RosterConfig)) -> Fixture {
+        let mut config = RosterConfig::new(4242, 4343);
+        config.liveness_timeout = Duration::from_secs(8);
+        tune(&mut config);
+        let directory = Arc::new(Directory::default());
+        Fixture {
+            roster: Roster::new(config, directory.clone(), StdRng::seed_from_u64(7)),
+            directory,
+            t0: Instant::now(),
+        }
     }
 
     fn name(text: &str) -> UserName {
@@ -303,38 +753,67 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn login(n: &str, a: &str) -> Login {
+    fn seed_login(n: &str, a: &str) -> Login {
         Login {
             name: name(n),
             endpoint: addr(a),
+            pigeon: None,
         }
     }
 
-    fn logout(n: &str, a: &str) -> Logout {
-        Logout {
+    fn pigeon_login(n: &str, a: &str, instance: InstanceId, token: Option<SessionToken>) -> Login {
+        Login {
             name: name(n),
             endpoint: addr(a),
+            pigeon: Some(LoginExt { instance, token }),
         }
     }
 
-    fn accept_to(a: &str) -> RosterAction {
+    fn seed_accept_to(a: &str) -> RosterAction {
         RosterAction::Send {
             to: sock(a),
-            datagram: Datagram::Accept(Accept { tcp_port: 4242 }),
+            datagram: Datagram::Accept(Accept {
+                tcp_port: 4242,
+                pigeon: None,
+            }),
+        }
+    }
+
+    fn refusal(decision: &LoginDecision) -> Option<RefuseReason> {
+        match decision {
+            LoginDecision::Refused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// Logs in a Pigeon client and returns its token.
+    fn join_pigeon(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
+        let (decision, actions) = f.roster.login(pigeon_login(n, a, instance, None), sock(a), f.t0);
+        assert_eq!(decision, LoginDecision::Joined);
+        match &actions[0] {
+            RosterAction::Send {
+                datagram:
+                    Datagram::Accept(Accept {
+                        pigeon: Some(ext), ..
+                    }),
+                ..
+            } => ext.token,
+            other => panic!("no Pigeon Accept: {other:?}"),
         }
     }
 
     #[test]
-    fn first_login_is_accepted_at_the_claimed_endpoint_and_published() {
-        let mut r = roster();
-        // A seed client logs in from an ephemeral port; Accept goes to the
-        // endpoint it claimed.
-        let (decision, actions) = r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"));
+    fn a_seed_login_gets_a_plain_accept_at_its_claimed_endpoint() {
+        let mut f = fixture();
+        // A seed client logs in from an ephemeral port.
+        let (decision, actions) =
+            f.roster
+                .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"), f.t0);
         assert_eq!(decision, LoginDecision::Joined);
         assert_eq!(
             actions,
             vec![
-                accept_to("10.0.0.1:5000"),
+                seed_accept_to("10.0.0.1:5000"),
                 RosterAction::Publish(RosterEvent::Joined {
                     name: name("alice"),
                     endpoint: addr("10.0.0.1:5000")
@@ -342,151 +821,272 @@ mod tests {
             ]
         );
         assert_eq!(
-            r.directory.get("alice").map(|e| *e),
-            Some(addr("10.0.0.1:5000"))
+            f.directory.get("alice"),
+            Some(DirectoryEntry {
+                endpoint: addr("10.0.0.1:5000"),
+                instance: None
+            })
         );
+        assert_eq!(f.directory.revision(), 1);
     }
 
     #[test]
-    fn a_login_is_broadcast_to_every_other_user_only() {
-        let mut r = roster();
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        r.login(login("bob", "10.0.0.2:5000"), sock("10.0.0.2:5000"));
-        let (_, actions) = r.login(login("carol", "10.0.0.3:5000"), sock("10.0.0.3:5000"));
-        let Some(RosterAction::Broadcast { to, datagram }) = actions.get(1) else {
-            panic!("no broadcast: {actions:?}")
+    fn a_pigeon_login_gets_a_token_the_roster_port_and_the_keepalive_interval() {
+        let mut f = fixture();
+        let (_, actions) = f.roster.login(
+            pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+            sock("10.0.0.1:5000"),
+            f.t0,
+        );
+        let RosterAction::Send {
+            to,
+            datagram: Datagram::Accept(Accept {
+                tcp_port,
+                pigeon: Some(ext),
+            }),
+        } = &actions[0]
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(*to, sock("10.0.0.1:5000"));
+        assert_eq!((*tcp_port, ext.roster_port, ext.keepalive_ms), (4242, 4343, 2000));
+        assert_eq!(f.directory.get("alice").unwrap().instance, Some(IID_A));
+    }
+
+    #[test]
+    fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
+        let mut f = fixture();
+        f.roster
+            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        f.roster.flush_deltas();
+        let (_, actions) = f.roster.login(
+            pigeon_login("bob", "10.0.0.2:5000", IID_B, None),
+            sock("10.0.0.2:5000"),
+            f.t0,
+        );
+        // The seed user hears of bob at once, in the seed's form.
+        assert!(actions.contains(&RosterAction::Broadcast {
+            to: vec![sock("10.0.0.9:5000")],
+            datagram: Datagram::Login(seed_login("bob", "10.0.0.2:5000")),
+        }));
+        // Pigeon users hear of it in the next delta, bob included.
+        let deltas = f.roster.flush_deltas();
+        let [RosterAction::Broadcast { to, datagram: Datagram::Delta(delta) }] = deltas.as_slice()
+        else {
+            panic!("{deltas:?}")
         };
         let mut to = to.clone();
         to.sort();
         assert_eq!(to, vec![sock("10.0.0.1:5000"), sock("10.0.0.2:5000")]);
-        assert_eq!(datagram, &Datagram::Login(login("carol", "10.0.0.3:5000")));
+        assert_eq!((delta.from, delta.to()), (2, 3));
+        assert_eq!(
+            delta.changes,
+            vec![RosterChange::Joined {
+                name: name("bob"),
+                endpoint: addr("10.0.0.2:5000"),
+                instance: Some(IID_B)
+            }]
+        );
+        assert!(f.roster.flush_deltas().is_empty());
     }
 
     #[test]
-    fn same_name_from_same_endpoint_is_a_refresh_not_a_duplicate() {
-        let mut r = roster();
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        r.login(login("bob", "10.0.0.2:5000"), sock("10.0.0.2:5000"));
-        let (decision, actions) = r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
+    fn bursts_of_changes_share_deltas_with_contiguous_revisions() {
+        let mut f = fixture_with(|c| c.max_delta_bytes = 300);
+        join_pigeon(&mut f, "watcher", "10.0.0.1:5000", IID_A);
+        f.roster.flush_deltas();
+        for i in 0..20 {
+            let endpoint = format!("10.0.1.{i}:5000");
+            f.roster
+                .login(seed_login(&format!("user{i}"), &endpoint), sock(&endpoint), f.t0);
+        }
+        let deltas = f.roster.flush_deltas();
+        assert!(deltas.len() > 1, "one delta cannot hold 20 changes in 300 bytes");
+        let mut next = 1;
+        for action in &deltas {
+            let RosterAction::Broadcast {
+                datagram: datagram @ Datagram::Delta(delta),
+                ..
+            } = action
+            else {
+                panic!("{action:?}")
+            };
+            assert_eq!(delta.from, next);
+            assert!(datagram.encoded_len() <= 300, "{}", datagram.encoded_len());
+            next = delta.to();
+        }
+        assert_eq!(next, 21);
+        assert_eq!(f.roster.revision(), 21);
+    }
+
+    #[test]
+    fn a_repeated_login_refreshes_but_only_a_token_proves_liveness() {
+        let mut f = fixture();
+        let token = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        let later = f.t0 + Duration::from_secs(6);
+        // A retry before the first Accept arrived: no token yet.
+        let (decision, actions) = f.roster.login(
+            pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+            sock("10.0.0.1:5000"),
+            later,
+        );
         assert_eq!(decision, LoginDecision::Refreshed);
-        assert_eq!(actions, vec![accept_to("10.0.0.1:5000")]);
-        assert_eq!(r.len(), 2);
+        assert_eq!(actions.len(), 1);
+        let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(9));
+        assert_eq!(evicted, vec![name("alice")], "a login without token kept alice alive");
+
+        let token2 = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        assert_ne!(token, token2);
+        let (decision, _) = f.roster.login(
+            pigeon_login("alice", "10.0.0.1:5000", IID_A, Some(token2)),
+            sock("10.0.0.1:5000"),
+            f.t0 + Duration::from_secs(6),
+        );
+        assert_eq!(decision, LoginDecision::Refreshed);
+        let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(9));
+        assert!(evicted.is_empty());
+    }
+
+    #[test]
+    fn nobody_can_refresh_or_take_over_a_pigeon_session() {
+        let mut f = fixture();
+        join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        for login in [
+            pigeon_login("alice", "10.0.0.1:5000", IID_A, Some(SessionToken(1))),
+            pigeon_login("alice", "10.0.0.1:5000", IID_B, None),
+            seed_login("alice", "10.0.0.1:5000"),
+            pigeon_login("alice", "10.0.0.1:6000", IID_A, None),
+        ] {
+            let (decision, _) = f.roster.login(login.clone(), sock("10.0.0.1:6000"), f.t0);
+            assert_eq!(refusal(&decision), Some(RefuseReason::NameTaken), "{login:?}");
+        }
     }
 
     #[test]
     fn second_login_with_same_name_is_refused() {
-        let mut r = roster();
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        let (decision, actions) = r.login(login("alice", "10.0.0.2:6000"), sock("10.0.0.2:6000"));
-        assert!(matches!(
-            decision,
-            LoginDecision::Refused {
-                reason: RefuseReason::NameTaken,
-                ..
-            }
-        ));
-        let [RosterAction::Send {
-            to,
-            datagram: Datagram::Refused(refused),
-        }] = actions.as_slice()
+        let mut f = fixture();
+        f.roster
+            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
+        let (decision, actions) =
+            f.roster
+                .login(seed_login("alice", "10.0.0.2:6000"), sock("10.0.0.2:6000"), f.t0);
+        assert_eq!(refusal(&decision), Some(RefuseReason::NameTaken));
+        let [RosterAction::Send { to, datagram: Datagram::Refused(refused) }] = actions.as_slice()
         else {
             panic!("{actions:?}")
         };
         assert_eq!(*to, sock("10.0.0.2:6000"));
         assert_eq!(refused.reason, RefuseReason::NameTaken);
-        assert_eq!(r.endpoint_of("alice"), Some(addr("10.0.0.1:5000")));
+        assert_eq!(f.roster.endpoint_of("alice"), Some(addr("10.0.0.1:5000")));
     }
 
     #[test]
-    fn a_second_name_at_an_endpoint_in_use_is_refused() {
-        let mut r = roster();
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        let (decision, _) = r.login(login("mallory", "10.0.0.1:5000"), sock("10.0.0.1:7000"));
-        assert!(matches!(
-            decision,
-            LoginDecision::Refused {
-                reason: RefuseReason::EndpointTaken,
-                ..
-            }
-        ));
-        assert_eq!(r.len(), 1);
+    fn same_seed_login_from_same_endpoint_is_a_refresh() {
+        let mut f = fixture();
+        f.roster
+            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
+        let (decision, actions) =
+            f.roster
+                .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"), f.t0);
+        assert_eq!(decision, LoginDecision::Refreshed);
+        assert_eq!(actions, vec![seed_accept_to("10.0.0.1:5000")]);
+        assert_eq!(f.roster.revision(), 1);
+    }
+
+    #[test]
+    fn endpoint_host_and_capacity_refusals() {
+        let mut f = fixture_with(|c| {
+            c.max_users = 3;
+            c.max_users_per_host = 2;
+        });
+        f.roster
+            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
+        let cases = [
+            (seed_login("mallory", "10.0.0.1:5000"), "10.0.0.1:7000", RefuseReason::EndpointTaken),
+            (seed_login("eve", "10.9.9.9:5000"), "10.0.0.6:4444", RefuseReason::BadEndpoint),
+            (seed_login("zero", "10.0.0.1:0"), "10.0.0.1:5000", RefuseReason::BadEndpoint),
+            (seed_login("any", "0.0.0.0:5000"), "10.0.0.1:5000", RefuseReason::BadEndpoint),
+            (seed_login("multi", "224.0.0.1:5000"), "10.0.0.1:5000", RefuseReason::BadEndpoint),
+        ];
+        for (login, source, reason) in cases {
+            let (decision, _) = f.roster.login(login.clone(), sock(source), f.t0);
+            assert_eq!(refusal(&decision), Some(reason), "{login:?}");
+        }
+        f.roster
+            .login(seed_login("bob", "10.0.0.1:5001"), sock("10.0.0.1:5001"), f.t0);
+        let (decision, _) =
+            f.roster
+                .login(seed_login("carol", "10.0.0.1:5002"), sock("10.0.0.1:5002"), f.t0);
+        assert_eq!(refusal(&decision), Some(RefuseReason::HostFull));
+        f.roster
+            .login(seed_login("dave", "10.0.0.4:5000"), sock("10.0.0.4:5000"), f.t0);
+        let (decision, _) =
+            f.roster
+                .login(seed_login("erin", "10.0.0.5:5000"), sock("10.0.0.5:5000"), f.t0);
+        assert_eq!(refusal(&decision), Some(RefuseReason::ServerFull));
+        assert_eq!(f.roster.len(), 3);
     }
 
     #[test]
     fn a_login_claiming_another_hosts_endpoint_is_refused_back_to_the_sender() {
-        let mut r = roster();
-        let (decision, actions) = r.login(login("eve", "10.9.9.9:5000"), sock("10.0.0.6:4444"));
-        assert!(matches!(
-            decision,
-            LoginDecision::Refused {
-                reason: RefuseReason::BadEndpoint,
-                ..
-            }
-        ));
-        // Nothing may go to the victim 10.9.9.9.
+        let mut f = fixture();
+        let (_, actions) =
+            f.roster
+                .login(seed_login("eve", "10.9.9.9:5000"), sock("10.0.0.6:4444"), f.t0);
         let [RosterAction::Send { to, .. }] = actions.as_slice() else {
             panic!("{actions:?}")
         };
         assert_eq!(*to, sock("10.0.0.6:4444"));
-        assert!(r.is_empty());
-    }
-
-    #[test]
-    fn unusable_endpoints_are_refused() {
-        let mut r = roster();
-        for (claimed, source) in [
-            ("10.0.0.1:0", "10.0.0.1:5000"),
-            ("0.0.0.0:5000", "10.0.0.1:5000"),
-            ("224.0.0.1:5000", "10.0.0.1:5000"),
-        ] {
-            let (decision, _) = r.login(login("alice", claimed), sock(source));
-            assert!(
-                matches!(
-                    decision,
-                    LoginDecision::Refused {
-                        reason: RefuseReason::BadEndpoint,
-                        ..
-                    }
-                ),
-                "{claimed}"
-            );
-        }
+        assert!(f.roster.is_empty());
     }
 
     #[test]
     fn ipv4_mapped_sources_match_ipv4_endpoints() {
-        let mut r = roster();
-        let (decision, _) = r.login(
-            login("alice", "10.0.0.1:5000"),
+        let mut f = fixture();
+        let (decision, _) = f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
             sock("[::ffff:10.0.0.1]:5000"),
+            f.t0,
         );
         assert_eq!(decision, LoginDecision::Joined);
     }
 
     #[test]
-    fn a_full_roster_refuses_newcomers_but_refreshes_members() {
-        let mut r = roster_with_max(1);
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        let (decision, _) = r.login(login("bob", "10.0.0.2:5000"), sock("10.0.0.2:5000"));
-        assert!(matches!(
-            decision,
-            LoginDecision::Refused {
-                reason: RefuseReason::ServerFull,
-                ..
-            }
-        ));
-        let (decision, _) = r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        assert_eq!(decision, LoginDecision::Refreshed);
-    }
-
-    #[test]
-    fn logout_removes_and_tells_the_remaining_users() {
-        let mut r = roster();
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        r.login(login("bob", "10.0.0.2:5000"), sock("10.0.0.2:5000"));
+    fn seed_logout_needs_the_name_endpoint_and_host() {
+        let mut f = fixture();
+        f.roster
+            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
+        f.roster
+            .login(seed_login("bob", "10.0.0.2:5000"), sock("10.0.0.2:5000"), f.t0);
+        let logout = |n: &str, a: &str| Logout {
+            name: name(n),
+            endpoint: addr(a),
+            pigeon: None,
+        };
         let (decision, actions) =
-            r.logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"));
-        assert_eq!(decision, LogoutDecision::Left);
+            f.roster
+                .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.66:5000"));
+        assert_eq!(
+            decision,
+            SessionDecision::WrongSource {
+                registered: addr("10.0.0.1:5000")
+            }
+        );
+        assert!(actions.is_empty());
+        let (decision, _) = f
+            .roster
+            .logout(logout("alice", "10.0.0.1:5001"), sock("10.0.0.1:5001"));
+        assert!(matches!(decision, SessionDecision::EndpointMismatch { .. }));
+        let (decision, _) = f
+            .roster
+            .logout(logout("nobody", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
+        assert_eq!(decision, SessionDecision::UnknownUser);
+
+        let (decision, actions) = f
+            .roster
+            .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"));
+        assert_eq!(decision, SessionDecision::Done);
         assert_eq!(
             actions,
             vec![
@@ -496,38 +1096,145 @@ mod tests {
                 },
                 RosterAction::Publish(RosterEvent::Left {
                     name: name("alice"),
-                    endpoint: addr("10.0.0.1:5000")
+                    endpoint: addr("10.0.0.1:5000"),
+                    reason: LeaveReason::LoggedOut,
                 }),
             ]
         );
-        assert!(r.directory.get("alice").is_none());
-        // The endpoint is free for someone else now.
-        let (decision, _) = r.login(login("carol", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
+        assert!(f.directory.get("alice").is_none());
+        // The endpoint is free again.
+        let (decision, _) =
+            f.roster
+                .login(seed_login("carol", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
         assert_eq!(decision, LoginDecision::Joined);
     }
 
     #[test]
-    fn spoofed_logouts_are_ignored() {
-        let mut r = roster();
-        r.login(login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        let (decision, actions) =
-            r.logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.66:5000"));
-        assert_eq!(
-            decision,
-            LogoutDecision::WrongSource {
-                registered: addr("10.0.0.1:5000")
-            }
-        );
+    fn pigeon_logout_needs_the_token_and_is_answered_with_bye() {
+        let mut f = fixture();
+        let token = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        let logout = |token: Option<SessionToken>| Logout {
+            name: name("alice"),
+            endpoint: addr("10.0.0.1:5000"),
+            pigeon: token.map(|token| LogoutExt { token }),
+        };
+        // From alice's own host, but without her token.
+        let (decision, actions) = f.roster.logout(logout(None), sock("10.0.0.1:5000"));
+        assert_eq!(decision, SessionDecision::BadToken);
         assert!(actions.is_empty());
-        let (decision, _) = r.logout(logout("alice", "10.0.0.1:5001"), sock("10.0.0.1:5001"));
+        let (decision, _) = f
+            .roster
+            .logout(logout(Some(SessionToken(99))), sock("10.0.0.1:5000"));
+        assert_eq!(decision, SessionDecision::BadToken);
+        assert_eq!(f.roster.len(), 1);
+
+        let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
+        assert_eq!(decision, SessionDecision::Done);
+        assert!(actions.contains(&RosterAction::Send {
+            to: sock("10.0.0.1:5000"),
+            datagram: Datagram::Bye(Bye { name: name("alice") }),
+        }));
+        // A retry after the bye was lost is answered again.
+        let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
+        assert_eq!(decision, SessionDecision::UnknownUser);
+        assert_eq!(actions.len(), 1);
+    }
+
+    #[test]
+    fn pings_keep_a_session_alive_and_others_are_told_to_log_in_again() {
+        let mut f = fixture();
+        let token = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        let ping = |token| Ping {
+            name: name("alice"),
+            token,
+        };
+        let at = f.t0 + Duration::from_secs(5);
+        let (decision, actions) = f.roster.ping(ping(token), sock("10.0.0.1:5000"), at);
+        assert_eq!(decision, SessionDecision::Done);
         assert_eq!(
-            decision,
-            LogoutDecision::EndpointMismatch {
-                registered: addr("10.0.0.1:5000")
-            }
+            actions,
+            vec![RosterAction::Send {
+                to: sock("10.0.0.1:5000"),
+                datagram: Datagram::Pong(Pong { revision: 1 }),
+            }]
         );
-        let (decision, _) = r.logout(logout("nobody", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
-        assert_eq!(decision, LogoutDecision::UnknownUser);
-        assert_eq!(r.users(), vec![(name("alice"), addr("10.0.0.1:5000"))]);
+        // Wrong token, wrong port, or nobody by that name: `expired`, to the
+        // sender only, and no credit.
+        for (token, source) in [
+            (SessionToken(1), "10.0.0.1:5000"),
+            (token, "10.0.0.1:5001"),
+            (token, "10.0.0.7:5000"),
+        ] {
+            let (decision, actions) = f.roster.ping(ping(token), sock(source), at);
+            assert_ne!(decision, SessionDecision::Done, "{source}");
+            assert_eq!(
+                actions,
+                vec![RosterAction::Send {
+                    to: sock(source),
+                    datagram: Datagram::Expired(Expired { name: name("alice") }),
+                }]
+            );
+        }
+        let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(12));
+        assert!(evicted.is_empty(), "the ping at 5 s keeps alice until 13 s");
+        let (evicted, actions) = f.roster.expire(f.t0 + Duration::from_secs(14));
+        assert_eq!(evicted, vec![name("alice")]);
+        assert!(actions.contains(&RosterAction::Publish(RosterEvent::Left {
+            name: name("alice"),
+            endpoint: addr("10.0.0.1:5000"),
+            reason: LeaveReason::Evicted,
+        })));
+        let (decision, _) = f.roster.ping(ping(token), sock("10.0.0.1:5000"), at);
+        assert_eq!(decision, SessionDecision::UnknownUser);
+    }
+
+    #[test]
+    fn seed_users_are_never_evicted() {
+        let mut f = fixture();
+        f.roster
+            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(3600));
+        assert!(evicted.is_empty());
+        let (decision, _) = f.roster.ping(
+            Ping {
+                name: name("old"),
+                token: SessionToken(0),
+            },
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
+        assert_eq!(decision, SessionDecision::BadToken);
+    }
+
+    #[test]
+    fn closing_goes_to_pigeon_users_only() {
+        let mut f = fixture();
+        f.roster
+            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        assert!(f.roster.closing("bye").is_none());
+        join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        assert_eq!(
+            f.roster.closing("restarting"),
+            Some(RosterAction::Broadcast {
+                to: vec![sock("10.0.0.1:5000")],
+                datagram: Datagram::Closing(Closing {
+                    detail: "restarting".into()
+                }),
+            })
+        );
+    }
+
+    #[test]
+    fn the_directory_snapshot_reports_its_revision() {
+        let mut f = fixture();
+        join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        f.roster
+            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        let (revision, mut users) = f.directory.snapshot();
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(revision, 2);
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].1.instance, Some(IID_A));
+        assert_eq!(users[1].1.instance, None);
     }
 }

@@ -1,21 +1,25 @@
-//! `RosterActor`: the shell around [`Roster`]. It feeds the roster the
-//! logins and logouts the gateway decoded, sends what the roster decides
-//! through the gateway, logs each decision, and publishes roster events to
-//! subscribing actors, so that new behaviour (an audit log, a bot) is a new
-//! actor rather than an edit here.
+//! `RosterActor`: the shell around [`Roster`]. It feeds the roster what the
+//! gateway decoded, runs its two timers (the eviction sweep, and the short
+//! delay that lets a burst of roster changes share `delta` datagrams),
+//! sends what the roster decides through the gateway, logs each decision,
+//! and publishes roster events to subscribing actors, so that new behaviour
+//! (an audit log, a bot) is a new actor rather than an edit here.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, UserName};
-use tracing::{info, warn};
+use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, Ping, UserName};
+use tracing::{debug, info, warn};
 
-use crate::roster::{LoginDecision, LogoutDecision, Roster, RosterAction, RosterEvent};
+use crate::roster::{LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision};
 use crate::udp_gateway_actor::{BroadcastDatagram, SendDatagram, UdpGatewayActor};
 
 /// Mailbox size: room for a burst of logins while the gateway waits.
 pub const ROSTER_MAILBOX: usize = 4096;
+
+/// How often the roster looks for clients to evict.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The roster actor. See the module documentation.
 pub struct RosterActor {
@@ -23,6 +27,9 @@ pub struct RosterActor {
     gateway: Addr<UdpGatewayActor>,
     subscribers: Vec<Recipient<RosterEvent>>,
     events_dropped: u64,
+    /// How long roster changes wait to share a `delta`.
+    delta_delay: Duration,
+    delta_flush: Option<SpawnHandle>,
     /// Refusals are logged, but a flood of them must not flood the log.
     refusal_log: LogLimit,
 }
@@ -43,6 +50,14 @@ pub struct LogoutReceived {
     pub source: SocketAddr,
 }
 
+/// A keepalive arrived from `source`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PingReceived {
+    pub ping: Ping,
+    pub source: SocketAddr,
+}
+
 /// Deliver every later [`RosterEvent`] to `subscriber`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -55,34 +70,47 @@ pub struct Subscribe {
 #[rtype(result = "Vec<(UserName, PeerAddr)>")]
 pub struct OnlineUsers;
 
-/// Stop the roster.
+/// Tell Pigeon clients the server is going, then stop.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct StopRoster;
+pub struct StopRoster {
+    /// Send `closing` to Pigeon clients first.
+    pub announce: bool,
+}
 
 impl Message for RosterEvent {
     type Result = ();
 }
 
 impl RosterActor {
-    /// A roster actor sending through `gateway`.
-    pub fn new(roster: Roster, gateway: Addr<UdpGatewayActor>) -> Self {
+    /// A roster actor sending through `gateway`, coalescing roster changes
+    /// for `delta_delay` (zero: one delta per change).
+    pub fn new(roster: Roster, gateway: Addr<UdpGatewayActor>, delta_delay: Duration) -> Self {
         Self {
             roster,
             gateway,
             subscribers: Vec::new(),
             events_dropped: 0,
+            delta_delay,
+            delta_flush: None,
             refusal_log: LogLimit::default(),
         }
     }
 
-    fn dispatch(&mut self, actions: Vec<RosterAction>) {
+    fn dispatch(&mut self, actions: Vec<RosterAction>, ctx: &mut Context<Self>) {
+        self.carry_out(actions);
+        if self.roster.has_pending_deltas() {
+            self.schedule_deltas(ctx);
+        }
+    }
+
+    fn carry_out(&mut self, actions: Vec<RosterAction>) {
         for action in actions {
             match action {
                 // `do_send` does not wait for room in the gateway's mailbox.
                 // The backlog there is bounded all the same: each action
-                // answers one inbound datagram, and inbound datagrams reach
-                // this actor through a bounded mailbox.
+                // answers one inbound datagram or one timer tick, and inbound
+                // datagrams reach this actor through a bounded mailbox.
                 RosterAction::Send { to, datagram } => {
                     self.gateway.do_send(SendDatagram { to, datagram })
                 }
@@ -92,6 +120,24 @@ impl RosterActor {
                 RosterAction::Publish(event) => self.publish(event),
             }
         }
+    }
+
+    /// Sends pending roster changes after `delta_delay`, so that changes
+    /// arriving meanwhile share the datagrams.
+    fn schedule_deltas(&mut self, ctx: &mut Context<Self>) {
+        if self.delta_delay.is_zero() {
+            let deltas = self.roster.flush_deltas();
+            self.dispatch(deltas, ctx);
+            return;
+        }
+        if self.delta_flush.is_some() {
+            return;
+        }
+        self.delta_flush = Some(ctx.run_later(self.delta_delay, |act, ctx| {
+            act.delta_flush = None;
+            let deltas = act.roster.flush_deltas();
+            act.dispatch(deltas, ctx);
+        }));
     }
 
     /// Fan-out with `try_send`: a subscriber that cannot keep up loses
@@ -116,6 +162,23 @@ impl RosterActor {
             );
         }
     }
+
+    fn log_ignored(&mut self, what: &str, name: &UserName, source: SocketAddr, decision: &SessionDecision) {
+        let why = match decision {
+            SessionDecision::Done => return,
+            SessionDecision::UnknownUser => "no such user online".to_owned(),
+            SessionDecision::EndpointMismatch { registered } => {
+                format!("not the user's endpoint ({registered})")
+            }
+            SessionDecision::WrongSource { registered } => {
+                format!("not sent from the user's address ({registered})")
+            }
+            SessionDecision::BadToken => "no proof of the user's session".to_owned(),
+        };
+        if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
+            warn!(user = %name, %source, held_back, "{what} ignored: {why}");
+        }
+    }
 }
 
 impl Actor for RosterActor {
@@ -123,27 +186,37 @@ impl Actor for RosterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(ROSTER_MAILBOX);
+        ctx.run_interval(SWEEP_EVERY, |act, ctx| {
+            let (evicted, actions) = act.roster.expire(Instant::now());
+            for name in &evicted {
+                info!(user = %name, online = act.roster.len(), "user evicted: no keepalive within the liveness timeout");
+            }
+            act.dispatch(actions, ctx);
+        });
     }
 }
 
 impl Handler<LoginReceived> for RosterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LoginReceived, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LoginReceived, ctx: &mut Context<Self>) {
         let name = msg.login.name.clone();
         let endpoint = msg.login.endpoint;
+        let pigeon = msg.login.pigeon.is_some();
         let source = msg.source;
-        let (decision, actions) = self.roster.login(msg.login, source);
+        let (decision, actions) = self.roster.login(msg.login, source, Instant::now());
         match &decision {
             LoginDecision::Joined => info!(
                 user = %name,
                 %endpoint,
                 %source,
+                pigeon,
                 online = self.roster.len(),
-                "user joined; login forwarded to the others"
+                revision = self.roster.revision(),
+                "user joined; others told"
             ),
             LoginDecision::Refreshed => {
-                info!(user = %name, %endpoint, %source, "login repeated; Accept sent again")
+                debug!(user = %name, %endpoint, %source, "login repeated; Accept sent again")
             }
             LoginDecision::Refused { reason, detail } => {
                 if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
@@ -151,44 +224,47 @@ impl Handler<LoginReceived> for RosterActor {
                 }
             }
         }
-        self.dispatch(actions);
+        self.dispatch(actions, ctx);
     }
 }
 
 impl Handler<LogoutReceived> for RosterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LogoutReceived, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LogoutReceived, ctx: &mut Context<Self>) {
         let name = msg.logout.name.clone();
         let endpoint = msg.logout.endpoint;
         let source = msg.source;
         let (decision, actions) = self.roster.logout(msg.logout, source);
-        let ignored = match decision {
-            LogoutDecision::Left => {
-                info!(
-                    user = %name,
-                    %endpoint,
-                    %source,
-                    online = self.roster.len(),
-                    "user left; logout forwarded to the others"
-                );
-                None
-            }
-            LogoutDecision::UnknownUser => Some(("no such user online", None)),
-            LogoutDecision::EndpointMismatch { registered } => {
-                Some(("not the user's endpoint", Some(registered)))
-            }
-            LogoutDecision::WrongSource { registered } => {
-                Some(("not sent from the user's address", Some(registered)))
-            }
-        };
-        if let Some((why, registered)) = ignored {
-            if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
-                let registered = registered.map(|r| r.to_string()).unwrap_or_default();
-                warn!(user = %name, %endpoint, %source, registered, held_back, "logout ignored: {why}");
-            }
+        if decision == SessionDecision::Done {
+            info!(
+                user = %name,
+                %endpoint,
+                %source,
+                online = self.roster.len(),
+                revision = self.roster.revision(),
+                "user left; others told"
+            );
+        } else {
+            self.log_ignored("logout", &name, source, &decision);
         }
-        self.dispatch(actions);
+        self.dispatch(actions, ctx);
+    }
+}
+
+impl Handler<PingReceived> for RosterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PingReceived, ctx: &mut Context<Self>) {
+        let name = msg.ping.name.clone();
+        let source = msg.source;
+        let (decision, actions) = self.roster.ping(msg.ping, source, Instant::now());
+        if decision == SessionDecision::Done {
+            debug!(user = %name, %source, "keepalive");
+        } else {
+            self.log_ignored("keepalive", &name, source, &decision);
+        }
+        self.dispatch(actions, ctx);
     }
 }
 
@@ -211,7 +287,14 @@ impl Handler<OnlineUsers> for RosterActor {
 impl Handler<StopRoster> for RosterActor {
     type Result = ();
 
-    fn handle(&mut self, _: StopRoster, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StopRoster, ctx: &mut Context<Self>) {
+        // Changes still waiting go out first, then the goodbye.
+        let mut actions = self.roster.flush_deltas();
+        if msg.announce {
+            actions.extend(self.roster.closing("the server is shutting down"));
+            info!(online = self.roster.len(), "telling Pigeon clients the server is going");
+        }
+        self.carry_out(actions);
         ctx.stop();
     }
 }

@@ -5,33 +5,57 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use pigeon_shared::{PeerAddr, UserName};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
-use crate::net::{bind_udp, UDP_BUFFER_BYTES};
-use crate::roster::RosterEvent;
-use crate::roster::{Directory, Roster, RosterConfig, DEFAULT_MAX_USERS};
+use crate::net::{bind_udp, Faults, UDP_BUFFER_BYTES};
+use crate::rate_limit::RateLimits;
+use crate::roster::{
+    Directory, Roster, RosterConfig, RosterEvent, DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_USERS,
+    DEFAULT_MAX_USERS_PER_HOST,
+};
 use crate::roster_actor::{OnlineUsers, RosterActor, StopRoster, Subscribe};
-use crate::tcp_roster_actor::{StopTcpRoster, TcpRosterActor, TcpRosterConfig};
+use crate::tcp_roster_actor::{RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig};
 use crate::udp_gateway_actor::{GatewayStats, GatewayStatsSnapshot, StopGateway, UdpGatewayActor};
 
 /// The server's default UDP address, as in the seed's examples.
 pub const DEFAULT_UDP_ADDR: &str = "127.0.0.1:7788";
+
+/// Default time roster changes wait to share a `delta` datagram.
+pub const DEFAULT_DELTA_DELAY: Duration = Duration::from_millis(2);
 
 /// Everything a server can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Where datagrams are received; port 0 picks a free one.
     pub udp: SocketAddr,
-    /// TCP roster port on the same address; 0 picks a free one.
+    /// Seed-format TCP roster port on the same address; 0 picks a free one.
     pub tcp_port: u16,
+    /// Pigeon-format TCP roster port on the same address; 0 picks a free one.
+    pub roster_port: u16,
     /// Most users online at once.
     pub max_users: usize,
+    /// Most users online from one host.
+    pub max_users_per_host: usize,
+    /// Pigeon clients not heard from for this long are evicted.
+    pub liveness_timeout: Duration,
+    /// Per-source rate limits on inbound datagrams.
+    pub rate_limits: RateLimits,
+    /// How long roster changes wait to share a `delta` (zero: one each).
+    pub delta_delay: Duration,
     /// Limits of the TCP roster service.
     pub tcp: TcpRosterConfig,
+    /// Seed of the session-token generator (`None`: from the OS, which is
+    /// what anything but a reproducible test wants).
+    pub token_seed: Option<u64>,
+    /// A fault-injection layer on every datagram the server sends (tests).
+    pub faults: Option<Faults>,
 }
 
 impl ServerConfig {
@@ -40,8 +64,15 @@ impl ServerConfig {
         Self {
             udp,
             tcp_port: 0,
+            roster_port: 0,
             max_users: DEFAULT_MAX_USERS,
+            max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
+            liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
+            rate_limits: RateLimits::default(),
+            delta_delay: DEFAULT_DELTA_DELAY,
             tcp: TcpRosterConfig::default(),
+            token_seed: None,
+            faults: None,
         }
     }
 }
@@ -60,8 +91,10 @@ pub enum BindError {
 pub struct BoundServer {
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
+    roster_tcp: std::net::TcpListener,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    roster_addr: SocketAddr,
     config: ServerConfig,
 }
 
@@ -69,38 +102,42 @@ pub struct BoundServer {
 pub struct ServerHandle {
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    roster_addr: SocketAddr,
     roster: Addr<RosterActor>,
     gateway: Addr<UdpGatewayActor>,
     tcp: Addr<TcpRosterActor>,
     stats: Arc<GatewayStats>,
-    directory: Directory,
+    directory: Arc<Directory>,
     gateway_arbiter: Arbiter,
 }
 
+fn bind_tcp(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), BindError> {
+    let error = |source| BindError::Tcp { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
+}
+
 impl BoundServer {
-    /// Binds the UDP socket and the TCP listener (on the same IP).
+    /// Binds the UDP socket and the two TCP listeners (on the same IP).
     pub fn bind(config: ServerConfig) -> Result<Self, BindError> {
-        let udp = bind_udp(config.udp, UDP_BUFFER_BYTES).map_err(|source| BindError::Udp {
+        let udp_error = |source| BindError::Udp {
             addr: config.udp,
-            source,
-        })?;
-        let udp_addr = udp.local_addr().map_err(|source| BindError::Udp {
-            addr: config.udp,
-            source,
-        })?;
-        let wanted_tcp = SocketAddr::new(udp_addr.ip(), config.tcp_port);
-        let tcp_error = |source| BindError::Tcp {
-            addr: wanted_tcp,
             source,
         };
-        let tcp = std::net::TcpListener::bind(wanted_tcp).map_err(tcp_error)?;
-        tcp.set_nonblocking(true).map_err(tcp_error)?;
-        let tcp_addr = tcp.local_addr().map_err(tcp_error)?;
+        let udp = bind_udp(config.udp, UDP_BUFFER_BYTES).map_err(udp_error)?;
+        let udp_addr = udp.local_addr().map_err(udp_error)?;
+        let (tcp, tcp_addr) = bind_tcp(SocketAddr::new(udp_addr.ip(), config.tcp_port))?;
+        let (roster_tcp, roster_addr) =
+            bind_tcp(SocketAddr::new(udp_addr.ip(), config.roster_port))?;
         Ok(Self {
             udp,
             tcp,
+            roster_tcp,
             udp_addr,
             tcp_addr,
+            roster_addr,
             config,
         })
     }
@@ -110,9 +147,14 @@ impl BoundServer {
         self.udp_addr
     }
 
-    /// The bound TCP address (real port).
+    /// The bound seed-format TCP roster address (real port).
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The bound Pigeon-format TCP roster address (real port).
+    pub fn roster_addr(&self) -> SocketAddr {
+        self.roster_addr
     }
 
     /// Starts the actors. Must run inside an actix `System`.
@@ -120,25 +162,31 @@ impl BoundServer {
         let Self {
             udp,
             tcp,
+            roster_tcp,
             udp_addr,
             tcp_addr,
+            roster_addr,
             config,
         } = self;
-        let directory = Directory::default();
+        let directory = Arc::new(Directory::default());
         let stats = Arc::new(GatewayStats::default());
 
         // The roster and the gateway each need the other's address: take
         // the roster's from its context before the actor runs.
         let roster_ctx = Context::<RosterActor>::new();
-        let roster_addr = roster_ctx.address();
+        let roster_addr_actor = roster_ctx.address();
 
         let gateway_arbiter = Arbiter::new();
         let (gateway_tx, gateway_rx) = tokio::sync::oneshot::channel();
         let gateway_stats = stats.clone();
+        let limits = config.rate_limits;
+        let faults = config.faults.clone();
         // The tokio socket must be created on the thread that will poll it.
         gateway_arbiter.spawn(async move {
             let started = UdpSocket::from_std(udp)
-                .and_then(|socket| UdpGatewayActor::new(socket, roster_addr, gateway_stats))
+                .and_then(|socket| {
+                    UdpGatewayActor::new(socket, roster_addr_actor, gateway_stats, limits, faults)
+                })
                 .map(Actor::start);
             let _ = gateway_tx.send(started);
         });
@@ -146,20 +194,32 @@ impl BoundServer {
             .await
             .map_err(|_| io::Error::other("the gateway's arbiter stopped"))??;
 
-        let roster = Roster::new(
-            RosterConfig {
-                tcp_port: tcp_addr.port(),
-                max_users: config.max_users,
-            },
-            directory.clone(),
+        let mut roster_config = RosterConfig::new(tcp_addr.port(), roster_addr.port());
+        roster_config.max_users = config.max_users;
+        roster_config.max_users_per_host = config.max_users_per_host;
+        roster_config.liveness_timeout = config.liveness_timeout;
+        let rng = match config.token_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let roster = Roster::new(roster_config, directory.clone(), rng);
+        let roster = roster_ctx.run(RosterActor::new(roster, gateway.clone(), config.delta_delay));
+        let listeners = vec![
+            (TcpListener::from_std(tcp)?, RosterFormat::Seed),
+            (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),
+        ];
+        let tcp = TcpRosterActor::new(listeners, directory.clone(), config.tcp).start();
+        info!(
+            udp = %udp_addr,
+            tcp = %tcp_addr,
+            pigeon_roster = %roster_addr,
+            liveness_timeout = ?config.liveness_timeout,
+            "server started"
         );
-        let roster = roster_ctx.run(RosterActor::new(roster, gateway.clone()));
-        let tcp =
-            TcpRosterActor::new(TcpListener::from_std(tcp)?, directory.clone(), config.tcp).start();
-        info!(udp = %udp_addr, tcp = %tcp_addr, "server started");
         Ok(ServerHandle {
             udp_addr,
             tcp_addr,
+            roster_addr,
             roster,
             gateway,
             tcp,
@@ -181,14 +241,24 @@ impl ServerHandle {
         self.udp_addr
     }
 
-    /// The TCP roster address.
+    /// The seed-format TCP roster address.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The Pigeon-format TCP roster address.
+    pub fn roster_addr(&self) -> SocketAddr {
+        self.roster_addr
     }
 
     /// The roster actor.
     pub fn roster(&self) -> &Addr<RosterActor> {
         &self.roster
+    }
+
+    /// The users online, readable without a mailbox round trip.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// Subscribes `subscriber` to roster events.
@@ -211,12 +281,24 @@ impl ServerHandle {
         self.stats.snapshot()
     }
 
-    /// Stops every actor and waits until the sockets are closed.
+    /// Tells Pigeon clients the server is going, stops every actor, and
+    /// waits until the sockets are closed.
     pub async fn shutdown(self) {
+        self.stop(true).await;
+    }
+
+    /// Stops without telling anyone, as a crash would (for tests of what
+    /// clients do when their server vanishes).
+    pub async fn vanish(self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(self, announce: bool) {
         // Awaiting each stop means its socket is closed once this returns,
-        // so a new server can bind the same ports at once.
+        // so a new server can bind the same ports at once. The roster goes
+        // first: its goodbye reaches the gateway before the gateway stops.
         let _ = self.tcp.send(StopTcpRoster).await;
-        let _ = self.roster.send(StopRoster).await;
+        let _ = self.roster.send(StopRoster { announce }).await;
         let _ = self.gateway.send(StopGateway).await;
         let arbiter = self.gateway_arbiter;
         arbiter.stop();

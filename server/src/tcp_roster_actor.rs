@@ -1,6 +1,7 @@
-//! `TcpRosterActor`: owns the TCP listener whose port goes in `Accept`.
-//! Each connection gets the roster snapshot, one .NET `BinaryWriter`
-//! string, and is closed.
+//! `TcpRosterActor`: owns the TCP listeners whose ports go in `Accept`: the
+//! seed-format roster, and the Pigeon-format one (with the revision and
+//! each user's instance id). Each connection gets the roster snapshot, one
+//! .NET `BinaryWriter` string, and is closed.
 //!
 //! The snapshot is read from the [`Directory`] the roster writes through to,
 //! never through the roster's mailbox. Each connection is served by its own
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use pigeon_shared::roster_snapshot::encode_roster;
+use pigeon_shared::roster_snapshot::{encode_pigeon_roster, encode_roster};
 use pigeon_shared::LogLimit;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +23,15 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::roster::Directory;
+
+/// Which roster a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RosterFormat {
+    /// `n1,ip:port;...;end`, as the seed writes it.
+    Seed,
+    /// `pigeon1 <rev>;n1,ip:port,iid;...;end`.
+    Pigeon,
+}
 
 /// Limits of the TCP roster service.
 #[derive(Debug, Clone)]
@@ -43,8 +53,8 @@ impl Default for TcpRosterConfig {
 
 /// The TCP roster actor. See the module documentation.
 pub struct TcpRosterActor {
-    listener: Option<TcpListener>,
-    directory: Directory,
+    listeners: Vec<(TcpListener, RosterFormat)>,
+    directory: Arc<Directory>,
     config: TcpRosterConfig,
 }
 
@@ -54,10 +64,14 @@ pub struct TcpRosterActor {
 pub struct StopTcpRoster;
 
 impl TcpRosterActor {
-    /// Serves `directory` on `listener`.
-    pub fn new(listener: TcpListener, directory: Directory, config: TcpRosterConfig) -> Self {
+    /// Serves `directory` on each listener in its format.
+    pub fn new(
+        listeners: Vec<(TcpListener, RosterFormat)>,
+        directory: Arc<Directory>,
+        config: TcpRosterConfig,
+    ) -> Self {
         Self {
-            listener: Some(listener),
+            listeners,
             directory,
             config,
         }
@@ -68,11 +82,18 @@ impl Actor for TcpRosterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(listener) = self.listener.take() else {
-            return;
-        };
-        let accept = accept_loop(listener, self.directory.clone(), self.config.clone());
-        ctx.spawn(accept.into_actor(self));
+        // One budget of connection slots for both listeners.
+        let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        for (listener, format) in std::mem::take(&mut self.listeners) {
+            let accept = accept_loop(
+                listener,
+                format,
+                self.directory.clone(),
+                self.config.write_timeout,
+                slots.clone(),
+            );
+            ctx.spawn(accept.into_actor(self));
+        }
     }
 }
 
@@ -84,8 +105,13 @@ impl Handler<StopTcpRoster> for TcpRosterActor {
     }
 }
 
-async fn accept_loop(listener: TcpListener, directory: Directory, config: TcpRosterConfig) {
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+async fn accept_loop(
+    listener: TcpListener,
+    format: RosterFormat,
+    directory: Arc<Directory>,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+) {
     let mut error_log = LogLimit::default();
     loop {
         // Wait for a free slot before accepting: excess clients queue in the
@@ -96,9 +122,8 @@ async fn accept_loop(listener: TcpListener, directory: Directory, config: TcpRos
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let directory = directory.clone();
-                let timeout = config.write_timeout;
                 actix_rt::spawn(async move {
-                    serve(stream, peer, &directory, timeout).await;
+                    serve(stream, peer, format, &directory, timeout).await;
                     drop(slot);
                 });
             }
@@ -114,13 +139,23 @@ async fn accept_loop(listener: TcpListener, directory: Directory, config: TcpRos
     }
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, directory: &Directory, timeout: Duration) {
-    let entries: Vec<_> = directory
-        .iter()
-        .map(|entry| (entry.key().clone(), *entry.value()))
-        .collect();
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    format: RosterFormat,
+    directory: &Directory,
+    timeout: Duration,
+) {
+    let (revision, entries) = directory.snapshot();
     let mut buf = BytesMut::new();
-    encode_roster(entries.iter().map(|(name, addr)| (name, addr)), &mut buf);
+    match format {
+        RosterFormat::Seed => encode_roster(entries.iter().map(|(n, e)| (n, &e.endpoint)), &mut buf),
+        RosterFormat::Pigeon => encode_pigeon_roster(
+            revision,
+            entries.iter().map(|(n, e)| (n, &e.endpoint, e.instance)),
+            &mut buf,
+        ),
+    }
     let write = async {
         stream.write_all(&buf).await?;
         stream.shutdown().await
@@ -130,6 +165,8 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, directory: &Directory, t
             %peer,
             users = entries.len(),
             bytes = buf.len(),
+            ?format,
+            revision,
             "roster sent over TCP"
         ),
         Ok(Err(e)) => debug!(%peer, error = %e, "roster not sent: connection failed"),

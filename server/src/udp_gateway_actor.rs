@@ -1,9 +1,10 @@
 //! `UdpGatewayActor`: owns the server's UDP socket.
 //!
-//! Inbound, a receive loop decodes each datagram and hands the roster a
-//! typed message, or drops it with a logged reason and a counter. Outbound,
-//! it sends what the roster asks, encoding each datagram once however many
-//! receivers it has. It makes no decisions.
+//! Inbound, a receive loop holds back sources over their rate, decodes each
+//! datagram and hands the roster a typed message, or drops it with a logged
+//! reason and a counter. Outbound, it sends what the roster asks, encoding
+//! each datagram once however many receivers it has. It makes no decisions
+//! about users.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +17,9 @@ use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, error, trace, warn};
 
-use crate::net::{recv_with, SendOutcome, UdpSender};
-use crate::roster_actor::{LoginReceived, LogoutReceived, RosterActor};
+use crate::net::{recv_with, Faults, SendOutcome, UdpSender};
+use crate::rate_limit::{Limited, RateLimiter, RateLimits};
+use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
 const MAX_SEND_QUEUE: usize = 65_536;
@@ -29,6 +31,7 @@ pub struct UdpGatewayActor {
     stats: Arc<GatewayStats>,
     flush_armed: bool,
     send_log: LogLimit,
+    limits: RateLimits,
 }
 
 /// Send one datagram.
@@ -64,8 +67,12 @@ pub struct GatewayStats {
     /// Undecodable datagrams, by [`DecodeErrorKind::index`].
     pub undecodable: [AtomicU64; DecodeErrorKind::ALL.len()],
     /// Well-formed datagrams the server does not take (`talk`, `Accept`,
-    /// `refused`).
+    /// `refused`, ...).
     pub unexpected: AtomicU64,
+    /// Datagrams held back because their address sent too many.
+    pub limited_address: AtomicU64,
+    /// Datagrams held back because their host sent too many.
+    pub limited_host: AtomicU64,
 }
 
 /// A copy of [`GatewayStats`] at one moment.
@@ -76,6 +83,8 @@ pub struct GatewayStatsSnapshot {
     pub send_failed: u64,
     pub undecodable: Vec<(DecodeErrorKind, u64)>,
     pub unexpected: u64,
+    pub limited_address: u64,
+    pub limited_host: u64,
 }
 
 impl GatewayStats {
@@ -90,6 +99,8 @@ impl GatewayStats {
                 .map(|&kind| (kind, self.undecodable[kind.index()].load(Ordering::Relaxed)))
                 .collect(),
             unexpected: self.unexpected.load(Ordering::Relaxed),
+            limited_address: self.limited_address.load(Ordering::Relaxed),
+            limited_host: self.limited_host.load(Ordering::Relaxed),
         }
     }
 }
@@ -97,7 +108,10 @@ impl GatewayStats {
 impl GatewayStatsSnapshot {
     /// Every datagram dropped on the way in.
     pub fn dropped(&self) -> u64 {
-        self.undecodable.iter().map(|(_, n)| n).sum::<u64>() + self.unexpected
+        self.undecodable.iter().map(|(_, n)| n).sum::<u64>()
+            + self.unexpected
+            + self.limited_address
+            + self.limited_host
     }
 }
 
@@ -108,13 +122,16 @@ impl UdpGatewayActor {
         socket: UdpSocket,
         roster: Addr<RosterActor>,
         stats: Arc<GatewayStats>,
+        limits: RateLimits,
+        faults: Option<Faults>,
     ) -> std::io::Result<Self> {
         Ok(Self {
-            sender: UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?,
+            sender: UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?.with_faults(faults),
             roster,
             stats,
             flush_armed: false,
             send_log: LogLimit::default(),
+            limits,
         })
     }
 
@@ -167,7 +184,8 @@ impl Actor for UdpGatewayActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let socket = self.sender.socket().clone();
-        let receive = receive_loop(socket, self.roster.clone(), self.stats.clone());
+        let limiter = RateLimiter::new(self.limits, Instant::now());
+        let receive = receive_loop(socket, self.roster.clone(), self.stats.clone(), limiter);
         ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
         debug!(local = %self.sender.local_addr(), "gateway started");
     }
@@ -182,11 +200,24 @@ impl Actor for UdpGatewayActor {
 /// Forwarding uses `try_send`; when the roster's mailbox is full it waits
 /// (`send().await`), so a flood backs up into the kernel's buffer, which
 /// drops the excess, instead of growing memory here.
-async fn receive_loop(socket: Arc<UdpSocket>, roster: Addr<RosterActor>, stats: Arc<GatewayStats>) {
+async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    roster: Addr<RosterActor>,
+    stats: Arc<GatewayStats>,
+    mut limiter: RateLimiter,
+) {
     let mut drop_log = LogLimit::default();
     loop {
-        let received = recv_with(&socket, |bytes| (Datagram::decode(bytes), bytes.len())).await;
-        let ((decoded, len), source) = match received {
+        // Rate limits are checked before decoding: a flood costs a table
+        // lookup per datagram, not a parse.
+        let received = recv_with(&socket, |bytes, source| {
+            let decoded = limiter
+                .check(source, Instant::now())
+                .map(|()| Datagram::decode(bytes));
+            (decoded, bytes.len())
+        })
+        .await;
+        let ((checked, len), source) = match received {
             Ok(received) => received,
             Err(e) => {
                 // Per-datagram errors (ICMP reports surfacing on Linux) do
@@ -196,6 +227,20 @@ async fn receive_loop(socket: Arc<UdpSocket>, roster: Addr<RosterActor>, stats: 
             }
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
+        let decoded = match checked {
+            Ok(decoded) => decoded,
+            Err(limited) => {
+                let counter = match limited {
+                    Limited::Address => &stats.limited_address,
+                    Limited::Host => &stats.limited_host,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = drop_log.allow(Instant::now()) {
+                    warn!(%source, len, over = ?limited, held_back, "dropped datagram: over the rate limit");
+                }
+                continue;
+            }
+        };
         let datagram = match decoded {
             Ok(datagram) => datagram,
             Err(e) => {
@@ -210,6 +255,7 @@ async fn receive_loop(socket: Arc<UdpSocket>, roster: Addr<RosterActor>, stats: 
         let delivered = match datagram {
             Datagram::Login(login) => forward(&roster, LoginReceived { login, source }).await,
             Datagram::Logout(logout) => forward(&roster, LogoutReceived { logout, source }).await,
+            Datagram::Ping(ping) => forward(&roster, PingReceived { ping, source }).await,
             other => {
                 stats.unexpected.fetch_add(1, Ordering::Relaxed);
                 if let Some(held_back) = drop_log.allow(Instant::now()) {
@@ -264,6 +310,10 @@ impl Handler<StopGateway> for UdpGatewayActor {
     type Result = ();
 
     fn handle(&mut self, _: StopGateway, ctx: &mut Context<Self>) {
+        // Whatever waits for the kernel (a `closing` to every client, say)
+        // gets one more chance.
+        let report = self.sender.flush();
+        self.stats.sent.fetch_add(report.sent, Ordering::Relaxed);
         ctx.stop();
     }
 }

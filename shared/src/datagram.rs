@@ -1,33 +1,48 @@
-//! The UDP datagrams of the seed protocol (its section 2.2), plus Pigeon's
-//! `refused`, as typed values with a total decoder and an infallible encoder.
+//! The UDP datagrams: the seed protocol's (its section 2.2) and Pigeon's
+//! extensions, as typed values with a total decoder and an infallible
+//! encoder.
 //!
 //! Every datagram is UTF-16LE text, fields separated by `,`:
 //!
 //! ```text
-//! login,<name>,<endpoint>        client -> server, server -> every other user
-//! Accept,<tcp_port>              server -> client that logged in
-//! logout,<name>,<endpoint>       client -> server, server -> remaining users
-//! talk,<time>,<from>,<text>      client -> client; <text> is the rest, commas and all
-//! refused,<reason>[,<detail>]    server -> client whose login was refused (Pigeon)
+//! login,<name>,<endpoint>[,<ext>]     client -> server; server -> other users
+//! Accept,<tcp_port>[,<ext>]           server -> client that logged in
+//! logout,<name>,<endpoint>[,<ext>]    client -> server; server -> remaining users
+//! talk,<time>,<from>,<text>           client -> client; <text> is the rest
+//!
+//! Pigeon only (sent only to peers that declared `pigeon1`):
+//! refused,<reason>[,<detail>]         server -> client: login refused
+//! ping,<name>,<token>                 client -> server: keepalive
+//! pong,<revision>                     server -> client: keepalive answered
+//! expired,<name>                      server -> client: session unknown, log in again
+//! bye,<name>                          server -> client: logout done
+//! closing[,<detail>]                  server -> clients: shutting down
+//! delta,<from>,<to>,<change>...       server -> clients: roster changes
+//! chat,<iid>,<seq>,<base>,<part>/<parts>,<time>,<from>,<text>   client -> client
+//! ack,<from>,<iid>,<seq>              client -> client: chat received
 //! ```
 //!
-//! Fields past the last defined one are ignored on `login`, `logout`,
-//! `Accept` and `refused`, as a seed peer ignores them. Decoding never
-//! panics: any bytes give a [`Datagram`] or a [`DecodeError`]. See
-//! `PROTOCOL.md` for the byte-level description.
+//! `<ext>` is Pigeon's extension field, `pigeon1;key=value;...`: a seed peer
+//! ignores a trailing field, so it is how Pigeon peers find each other.
+//! Fields past the last defined one are ignored everywhere but in the text
+//! of `talk` and `chat`. Decoding never panics. `PROTOCOL.md` has the bytes.
 
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::endpoint::PeerAddr;
+use crate::ids::{parse_decimal, InstanceId, Revision, Seq, SessionToken};
 use crate::name::{NameError, UserName};
 use crate::talk_time::{TalkTime, TimeError};
-use crate::utf16::{decode_utf16le, put_utf16le, utf16le_len, Utf16Error};
+use crate::utf16::{decode_utf16le, put_utf16le, Utf16Error};
 
 /// Largest UDP payload over IPv4, and so the largest datagram Pigeon sends
 /// or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 65_507;
+
+/// The version tag that starts Pigeon's extension field.
+pub const PIGEON_TAG: &str = "pigeon1";
 
 /// One datagram of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,31 +52,72 @@ pub enum Datagram {
     Logout(Logout),
     Talk(Talk),
     Refused(Refused),
+    Ping(Ping),
+    Pong(Pong),
+    Expired(Expired),
+    Bye(Bye),
+    Closing(Closing),
+    Delta(Delta),
+    Chat(Chat),
+    Ack(Ack),
 }
 
-/// `login,<name>,<endpoint>`: a user announces itself and the endpoint it
-/// receives on. The server forwards the same datagram to every other user.
+/// `login,<name>,<endpoint>[,<ext>]`: a user announces itself and the
+/// endpoint it receives on. The server forwards it to every other user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
     pub name: UserName,
     pub endpoint: PeerAddr,
+    /// Present when the sender is a Pigeon client.
+    pub pigeon: Option<LoginExt>,
 }
 
-/// `logout,<name>,<endpoint>`: a user leaves; forwarded to those remaining.
+/// A Pigeon client's login extension: `pigeon1;iid=<16 hex>[;tok=<32 hex>]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginExt {
+    /// The client's instance id, kept across re-logins.
+    pub instance: InstanceId,
+    /// The session token from an earlier `Accept`, when logging in again.
+    pub token: Option<SessionToken>,
+}
+
+/// `logout,<name>,<endpoint>[,<ext>]`: a user leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logout {
     pub name: UserName,
     pub endpoint: PeerAddr,
+    /// Present when the sender is a Pigeon client: proves the session.
+    pub pigeon: Option<LogoutExt>,
 }
 
-/// `Accept,<tcp_port>`: the login is accepted; fetch the roster over TCP
-/// from this port on the server's address.
+/// A Pigeon client's logout extension: `pigeon1;tok=<32 hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogoutExt {
+    pub token: SessionToken,
+}
+
+/// `Accept,<tcp_port>[,<ext>]`: the login is accepted; fetch the roster over
+/// TCP from this port on the server's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accept {
     pub tcp_port: u16,
+    /// Present when the server is Pigeon and the client declared `pigeon1`.
+    pub pigeon: Option<AcceptExt>,
 }
 
-/// `talk,<time>,<from>,<text>`: a chat message, peer to peer.
+/// A Pigeon server's accept extension:
+/// `pigeon1;rx=<port>;tok=<32 hex>;ka=<ms>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptExt {
+    /// TCP port of the Pigeon-format roster (with revisions and instance ids).
+    pub roster_port: u16,
+    /// The session's secret.
+    pub token: SessionToken,
+    /// How often to send `ping`, in milliseconds.
+    pub keepalive_ms: u32,
+}
+
+/// `talk,<time>,<from>,<text>`: a chat message in the seed's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Talk {
     pub time: TalkTime,
@@ -70,8 +126,7 @@ pub struct Talk {
     pub text: String,
 }
 
-/// `refused,<reason>[,<detail>]`: a login is refused (Pigeon's addition;
-/// a seed client ignores a verb it does not know).
+/// `refused,<reason>[,<detail>]`: a login is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub reason: RefuseReason,
@@ -82,7 +137,8 @@ pub struct Refused {
 /// Why a login was refused, as a stable token on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RefuseReason {
-    /// Another user is online under this name at another endpoint.
+    /// Another user is online under this name at another endpoint (or
+    /// without proof of being the same session).
     NameTaken,
     /// Another user is online at this endpoint.
     EndpointTaken,
@@ -90,8 +146,96 @@ pub enum RefuseReason {
     BadEndpoint,
     /// The roster holds as many users as the server allows.
     ServerFull,
+    /// The sender's host has as many users online as the server allows one
+    /// host.
+    HostFull,
     /// A reason this version does not know (kept for forward compatibility).
     Other(String),
+}
+
+/// `ping,<name>,<token>`: a Pigeon client's keepalive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ping {
+    pub name: UserName,
+    pub token: SessionToken,
+}
+
+/// `pong,<revision>`: the keepalive is answered; the roster is at
+/// `revision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong {
+    pub revision: Revision,
+}
+
+/// `expired,<name>`: the server has no such session (it restarted, or
+/// evicted the user): log in again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub name: UserName,
+}
+
+/// `bye,<name>`: the logout is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bye {
+    pub name: UserName,
+}
+
+/// `closing[,<detail>]`: the server is shutting down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub detail: String,
+}
+
+/// `delta,<from>,<to>,<change>...`: roster changes `from + 1 ..= to`, one
+/// per revision, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// The revision before the first change.
+    pub from: Revision,
+    pub changes: Vec<RosterChange>,
+}
+
+/// One roster change in a [`Delta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RosterChange {
+    /// `+<name>;<endpoint>;<iid>` (`-` for a seed-era client's iid).
+    Joined {
+        name: UserName,
+        endpoint: PeerAddr,
+        instance: Option<InstanceId>,
+    },
+    /// `-<name>;<endpoint>`.
+    Left { name: UserName, endpoint: PeerAddr },
+}
+
+/// `chat,<iid>,<seq>,<base>,<part>/<parts>,<time>,<from>,<text>`: a chat
+/// message between Pigeon peers, acknowledged by `ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// The sender's instance id: names the stream `seq` counts in.
+    pub instance: InstanceId,
+    /// This datagram's place in the sender's stream to this receiver.
+    pub seq: Seq,
+    /// Every sequence number below `base` is delivered or given up: the
+    /// receiver need not wait for it.
+    pub base: Seq,
+    /// Which part of the message this is, from 1.
+    pub part: u16,
+    /// How many parts the message has.
+    pub parts: u16,
+    pub time: TalkTime,
+    pub from: UserName,
+    /// This part's text: everything after the seventh comma.
+    pub text: String,
+}
+
+/// `ack,<from>,<iid>,<seq>`: `from` received `seq` of the stream of the
+/// sender whose instance id is `iid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub from: UserName,
+    pub instance: InstanceId,
+    pub seq: Seq,
 }
 
 /// The first field of a datagram.
@@ -102,6 +246,14 @@ pub enum Verb {
     Logout,
     Talk,
     Refused,
+    Ping,
+    Pong,
+    Expired,
+    Bye,
+    Closing,
+    Delta,
+    Chat,
+    Ack,
 }
 
 /// Why bytes are not a datagram of the protocol.
@@ -123,10 +275,16 @@ pub enum DecodeError {
     BadEndpoint { verb: Verb, text: String },
     #[error("`Accept` has a bad TCP port {text:?}")]
     BadPort { text: String },
-    #[error("`talk` has a bad time: {0}")]
-    BadTime(TimeError),
+    #[error("`{verb}` has a bad time: {source}")]
+    BadTime { verb: Verb, source: TimeError },
     #[error("`refused` has a bad reason {text:?}")]
     BadReason { text: String },
+    #[error("`{verb}` has a bad {field} {text:?}")]
+    BadField {
+        verb: Verb,
+        field: &'static str,
+        text: String,
+    },
 }
 
 /// A `DecodeError` without its details: a key to count drops by.
@@ -142,6 +300,7 @@ pub enum DecodeErrorKind {
     BadPort,
     BadTime,
     BadReason,
+    BadField,
 }
 
 /// Longest excerpt of hostile input kept in an error (characters).
@@ -169,46 +328,140 @@ impl Datagram {
         let verb = Verb::parse(verb_text).ok_or_else(|| DecodeError::UnknownVerb {
             verb: excerpt(verb_text),
         })?;
-        let mut fields = Fields {
+        let mut f = Fields {
             verb,
             rest: rest.unwrap_or(""),
             exhausted: rest.is_none(),
         };
-        match verb {
+        Ok(match verb {
             Verb::Login => {
-                let (name, endpoint) = fields.name_and_endpoint()?;
-                Ok(Self::Login(Login { name, endpoint }))
+                let (name, endpoint) = f.name_and_endpoint()?;
+                let pigeon = match f.extension() {
+                    Some(ext) => Some(LoginExt {
+                        instance: ext.require(verb, "iid", InstanceId::parse)?,
+                        token: ext.optional(verb, "tok", SessionToken::parse)?,
+                    }),
+                    None => None,
+                };
+                Self::Login(Login {
+                    name,
+                    endpoint,
+                    pigeon,
+                })
             }
             Verb::Logout => {
-                let (name, endpoint) = fields.name_and_endpoint()?;
-                Ok(Self::Logout(Logout { name, endpoint }))
+                let (name, endpoint) = f.name_and_endpoint()?;
+                let pigeon = match f.extension() {
+                    Some(ext) => Some(LogoutExt {
+                        token: ext.require(verb, "tok", SessionToken::parse)?,
+                    }),
+                    None => None,
+                };
+                Self::Logout(Logout {
+                    name,
+                    endpoint,
+                    pigeon,
+                })
             }
             Verb::Accept => {
-                let text = fields.next("tcp port")?;
+                let text = f.next("tcp port")?;
                 let tcp_port = parse_port(text).ok_or_else(|| DecodeError::BadPort {
                     text: excerpt(text),
                 })?;
-                Ok(Self::Accept(Accept { tcp_port }))
+                let pigeon = match f.extension() {
+                    Some(ext) => Some(AcceptExt {
+                        roster_port: ext.require(verb, "rx", parse_port)?,
+                        token: ext.require(verb, "tok", SessionToken::parse)?,
+                        keepalive_ms: ext.require(verb, "ka", |t| {
+                            parse_decimal(t)
+                                .and_then(|ms| u32::try_from(ms).ok())
+                                .filter(|&ms| ms > 0)
+                        })?,
+                    }),
+                    None => None,
+                };
+                Self::Accept(Accept { tcp_port, pigeon })
             }
             Verb::Talk => {
-                let time = TalkTime::parse(fields.next("time")?).map_err(DecodeError::BadTime)?;
-                let from = fields.name("from")?;
-                let text = fields.remainder("text")?;
-                Ok(Self::Talk(Talk {
+                let time = f.time()?;
+                let from = f.name("from")?;
+                let text = f.remainder("text")?;
+                Self::Talk(Talk {
                     time,
                     from,
                     text: text.to_owned(),
-                }))
+                })
             }
             Verb::Refused => {
-                let token = fields.next("reason")?;
+                let token = f.next("reason")?;
                 let reason = RefuseReason::parse(token).ok_or_else(|| DecodeError::BadReason {
                     text: excerpt(token),
                 })?;
-                let detail = fields.remainder("detail").unwrap_or("").to_owned();
-                Ok(Self::Refused(Refused { reason, detail }))
+                let detail = f.remainder("detail").unwrap_or("").to_owned();
+                Self::Refused(Refused { reason, detail })
             }
-        }
+            Verb::Ping => Self::Ping(Ping {
+                name: f.name("name")?,
+                token: f.parsed("token", SessionToken::parse)?,
+            }),
+            Verb::Pong => Self::Pong(Pong {
+                revision: f.parsed("revision", parse_decimal)?,
+            }),
+            Verb::Expired => Self::Expired(Expired {
+                name: f.name("name")?,
+            }),
+            Verb::Bye => Self::Bye(Bye {
+                name: f.name("name")?,
+            }),
+            Verb::Closing => Self::Closing(Closing {
+                detail: f.remainder("detail").unwrap_or("").to_owned(),
+            }),
+            Verb::Delta => {
+                let from = f.parsed("from revision", parse_decimal)?;
+                let to = f.parsed("to revision", parse_decimal)?;
+                let mut changes = Vec::new();
+                while let Ok(op) = f.next("change") {
+                    changes.push(parse_change(op).ok_or_else(|| DecodeError::BadField {
+                        verb,
+                        field: "change",
+                        text: excerpt(op),
+                    })?);
+                }
+                let count = to.checked_sub(from);
+                if changes.is_empty() || count != Some(changes.len() as u64) {
+                    return Err(DecodeError::BadField {
+                        verb,
+                        field: "revision range",
+                        text: format!("{from}..{to} with {} changes", changes.len()),
+                    });
+                }
+                Self::Delta(Delta { from, changes })
+            }
+            Verb::Chat => {
+                let instance = f.parsed("iid", InstanceId::parse)?;
+                let seq = f.parsed("seq", |t| parse_decimal(t).filter(|&s| s > 0))?;
+                let base = f.parsed("base", |t| parse_decimal(t).filter(|&b| b > 0 && b <= seq))?;
+                let (part, parts) = f.parsed("part", parse_part)?;
+                let time = f.time()?;
+                let from = f.name("from")?;
+                let text = f.remainder("text")?.to_owned();
+                Self::Chat(Chat {
+                    instance,
+                    seq,
+                    base,
+                    part,
+                    parts,
+                    time,
+                    from,
+                    text,
+                })
+            }
+            Verb::Ack => Self::Ack(Ack {
+                from: f.name("from")?,
+                instance: f.parsed("iid", InstanceId::parse)?,
+                seq: f.parsed("seq", |t| parse_decimal(t).filter(|&s| s > 0))?,
+            }),
+        })
     }
 
     /// The verb this datagram starts with.
@@ -219,64 +472,226 @@ impl Datagram {
             Self::Logout(_) => Verb::Logout,
             Self::Talk(_) => Verb::Talk,
             Self::Refused(_) => Verb::Refused,
+            Self::Ping(_) => Verb::Ping,
+            Self::Pong(_) => Verb::Pong,
+            Self::Expired(_) => Verb::Expired,
+            Self::Bye(_) => Verb::Bye,
+            Self::Closing(_) => Verb::Closing,
+            Self::Delta(_) => Verb::Delta,
+            Self::Chat(_) => Verb::Chat,
+            Self::Ack(_) => Verb::Ack,
         }
     }
 
     /// Appends the encoded datagram to `buf`.
     pub fn encode(&self, buf: &mut impl BufMut) {
         put_utf16le(buf, self.verb().as_str());
+        let mut w = Writer { buf };
         match self {
-            Self::Login(Login { name, endpoint }) | Self::Logout(Logout { name, endpoint }) => {
-                put_field(buf, name.as_str());
-                put_field_display(buf, endpoint);
+            Self::Login(Login {
+                name,
+                endpoint,
+                pigeon,
+            }) => {
+                w.field(name.as_str());
+                w.display(endpoint);
+                if let Some(ext) = pigeon {
+                    let mut text = format!("{PIGEON_TAG};iid={}", ext.instance);
+                    if let Some(token) = ext.token {
+                        text.push_str(&format!(";tok={token}"));
+                    }
+                    w.field(&text);
+                }
             }
-            Self::Accept(Accept { tcp_port }) => put_field_display(buf, tcp_port),
+            Self::Logout(Logout {
+                name,
+                endpoint,
+                pigeon,
+            }) => {
+                w.field(name.as_str());
+                w.display(endpoint);
+                if let Some(ext) = pigeon {
+                    w.field(&format!("{PIGEON_TAG};tok={}", ext.token));
+                }
+            }
+            Self::Accept(Accept { tcp_port, pigeon }) => {
+                w.display(tcp_port);
+                if let Some(ext) = pigeon {
+                    w.field(&format!(
+                        "{PIGEON_TAG};rx={};tok={};ka={}",
+                        ext.roster_port, ext.token, ext.keepalive_ms
+                    ));
+                }
+            }
             Self::Talk(Talk { time, from, text }) => {
-                put_field(buf, time.as_str());
-                put_field(buf, from.as_str());
-                put_field(buf, text);
+                w.field(time.as_str());
+                w.field(from.as_str());
+                w.field(text);
             }
             Self::Refused(Refused { reason, detail }) => {
-                put_field(buf, reason.as_str());
+                w.field(reason.as_str());
                 if !detail.is_empty() {
-                    put_field(buf, detail);
+                    w.field(detail);
                 }
+            }
+            Self::Ping(Ping { name, token }) => {
+                w.field(name.as_str());
+                w.display(token);
+            }
+            Self::Pong(Pong { revision }) => w.display(revision),
+            Self::Expired(Expired { name }) | Self::Bye(Bye { name }) => w.field(name.as_str()),
+            Self::Closing(Closing { detail }) => {
+                if !detail.is_empty() {
+                    w.field(detail);
+                }
+            }
+            Self::Delta(delta) => {
+                w.display(&delta.from);
+                w.display(&delta.to());
+                for change in &delta.changes {
+                    w.field(&change.to_string());
+                }
+            }
+            Self::Chat(chat) => {
+                w.display(&chat.instance);
+                w.display(&chat.seq);
+                w.display(&chat.base);
+                w.field(&format!("{}/{}", chat.part, chat.parts));
+                w.field(chat.time.as_str());
+                w.field(chat.from.as_str());
+                w.field(&chat.text);
+            }
+            Self::Ack(Ack {
+                from,
+                instance,
+                seq,
+            }) => {
+                w.field(from.as_str());
+                w.display(instance);
+                w.display(seq);
             }
         }
     }
 
     /// The datagram's bytes.
     pub fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        let mut buf = BytesMut::with_capacity(64);
         self.encode(&mut buf);
         buf.freeze()
     }
 
     /// How many bytes [`Datagram::encode`] writes. A sender checks this
-    /// against [`MAX_DATAGRAM_LEN`] before sending user-supplied text.
+    /// against its size limit before sending user-supplied text.
     pub fn encoded_len(&self) -> usize {
-        let comma = 2;
-        let fields = match self {
-            Self::Login(Login { name, endpoint }) | Self::Logout(Logout { name, endpoint }) => {
-                comma + utf16le_len(name.as_str()) + comma + utf16le_len(&endpoint.to_string())
+        self.to_bytes().len()
+    }
+}
+
+impl Delta {
+    /// The revision after the last change.
+    pub fn to(&self) -> Revision {
+        self.from + self.changes.len() as u64
+    }
+}
+
+impl RosterChange {
+    /// The user the change is about.
+    pub fn name(&self) -> &UserName {
+        match self {
+            Self::Joined { name, .. } | Self::Left { name, .. } => name,
+        }
+    }
+}
+
+impl fmt::Display for RosterChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Joined {
+                name,
+                endpoint,
+                instance: Some(iid),
+            } => write!(f, "+{name};{endpoint};{iid}"),
+            Self::Joined {
+                name,
+                endpoint,
+                instance: None,
+            } => write!(f, "+{name};{endpoint};-"),
+            Self::Left { name, endpoint } => write!(f, "-{name};{endpoint}"),
+        }
+    }
+}
+
+fn parse_change(op: &str) -> Option<RosterChange> {
+    let mut chars = op.chars();
+    let sign = chars.next()?;
+    let mut parts = chars.as_str().split(';');
+    let name = UserName::parse(parts.next()?).ok()?;
+    let endpoint = PeerAddr::parse(parts.next()?).ok()?;
+    let change = match sign {
+        '+' => {
+            let instance = match parts.next()? {
+                "-" => None,
+                iid => Some(InstanceId::parse(iid)?),
+            };
+            RosterChange::Joined {
+                name,
+                endpoint,
+                instance,
             }
-            Self::Accept(Accept { tcp_port }) => comma + utf16le_len(&tcp_port.to_string()),
-            Self::Talk(Talk { time, from, text }) => {
-                3 * comma
-                    + utf16le_len(time.as_str())
-                    + utf16le_len(from.as_str())
-                    + utf16le_len(text)
-            }
-            Self::Refused(Refused { reason, detail }) => {
-                let detail = if detail.is_empty() {
-                    0
-                } else {
-                    comma + utf16le_len(detail)
-                };
-                comma + utf16le_len(reason.as_str()) + detail
-            }
-        };
-        utf16le_len(self.verb().as_str()) + fields
+        }
+        '-' => RosterChange::Left { name, endpoint },
+        _ => return None,
+    };
+    parts.next().is_none().then_some(change)
+}
+
+fn parse_part(text: &str) -> Option<(u16, u16)> {
+    let (part, parts) = text.split_once('/')?;
+    let part = u16::try_from(parse_decimal(part)?).ok()?;
+    let parts = u16::try_from(parse_decimal(parts)?).ok()?;
+    (part >= 1 && part <= parts).then_some((part, parts))
+}
+
+/// The `;key=value` items of an extension field after its version tag.
+struct Extension<'a> {
+    items: &'a str,
+}
+
+impl<'a> Extension<'a> {
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.items
+            .split(';')
+            .filter_map(|item| item.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    fn require<T>(
+        &self,
+        verb: Verb,
+        key: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, DecodeError> {
+        let text = self
+            .get(key)
+            .ok_or(DecodeError::MissingField { verb, field: key })?;
+        parse(text).ok_or_else(|| DecodeError::BadField {
+            verb,
+            field: key,
+            text: excerpt(text),
+        })
+    }
+
+    fn optional<T>(
+        &self,
+        verb: Verb,
+        key: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, DecodeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(_) => self.require(verb, key, parse).map(Some),
+        }
     }
 }
 
@@ -320,9 +735,40 @@ impl<'a> Fields<'a> {
         Ok(std::mem::take(&mut self.rest))
     }
 
+    /// The next field through `parse`.
+    fn parsed<T>(
+        &mut self,
+        field: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, DecodeError> {
+        let text = self.next(field)?;
+        parse(text).ok_or_else(|| DecodeError::BadField {
+            verb: self.verb,
+            field,
+            text: excerpt(text),
+        })
+    }
+
+    /// Pigeon's extension field, if the next field is one. Anything else
+    /// there (a seed peer's junk, a future version) is ignored, as a seed
+    /// peer would ignore it.
+    fn extension(&mut self) -> Option<Extension<'a>> {
+        let text = self.next("extension").ok()?;
+        let (tag, items) = text.split_once(';').unwrap_or((text, ""));
+        (tag == PIGEON_TAG).then_some(Extension { items })
+    }
+
     fn name(&mut self, field: &'static str) -> Result<UserName, DecodeError> {
         let text = self.next(field)?;
         UserName::parse(text).map_err(|source| DecodeError::BadName {
+            verb: self.verb,
+            source,
+        })
+    }
+
+    fn time(&mut self) -> Result<TalkTime, DecodeError> {
+        let text = self.next("time")?;
+        TalkTime::parse(text).map_err(|source| DecodeError::BadTime {
             verb: self.verb,
             source,
         })
@@ -343,21 +789,28 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A TCP port as the seed writes it: decimal digits, 1 to 65535.
+/// Writes fields after the verb.
+struct Writer<'b, B: BufMut> {
+    buf: &'b mut B,
+}
+
+impl<B: BufMut> Writer<'_, B> {
+    fn field(&mut self, text: &str) {
+        self.buf.put_u16_le(u16::from(b','));
+        put_utf16le(self.buf, text);
+    }
+
+    fn display(&mut self, value: &impl fmt::Display) {
+        self.field(&value.to_string());
+    }
+}
+
+/// A port as the seed writes it: decimal digits, 1 to 65535.
 fn parse_port(text: &str) -> Option<u16> {
     if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse::<u16>().ok().filter(|&port| port != 0)
-}
-
-fn put_field(buf: &mut impl BufMut, text: &str) {
-    buf.put_u16_le(u16::from(b','));
-    put_utf16le(buf, text);
-}
-
-fn put_field_display(buf: &mut impl BufMut, value: &impl fmt::Display) {
-    put_field(buf, &value.to_string());
 }
 
 /// At most [`EXCERPT_CHARS`] characters of `text`, for error messages.
@@ -366,7 +819,25 @@ fn excerpt(text: &str) -> String {
 }
 
 impl Verb {
-    /// The verb exactly as the seed spells it (its `switch` is case-sensitive).
+    /// Every verb.
+    pub const ALL: [Self; 13] = [
+        Self::Login,
+        Self::Accept,
+        Self::Logout,
+        Self::Talk,
+        Self::Refused,
+        Self::Ping,
+        Self::Pong,
+        Self::Expired,
+        Self::Bye,
+        Self::Closing,
+        Self::Delta,
+        Self::Chat,
+        Self::Ack,
+    ];
+
+    /// The verb exactly as it is spelled on the wire (the seed's `switch`
+    /// is case-sensitive: `Accept` has a capital).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Login => "login",
@@ -374,18 +845,19 @@ impl Verb {
             Self::Logout => "logout",
             Self::Talk => "talk",
             Self::Refused => "refused",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+            Self::Expired => "expired",
+            Self::Bye => "bye",
+            Self::Closing => "closing",
+            Self::Delta => "delta",
+            Self::Chat => "chat",
+            Self::Ack => "ack",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "login" => Self::Login,
-            "Accept" => Self::Accept,
-            "logout" => Self::Logout,
-            "talk" => Self::Talk,
-            "refused" => Self::Refused,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|verb| verb.as_str() == text)
     }
 }
 
@@ -406,6 +878,7 @@ impl RefuseReason {
             Self::EndpointTaken => "endpoint-taken",
             Self::BadEndpoint => "bad-endpoint",
             Self::ServerFull => "server-full",
+            Self::HostFull => "host-full",
             Self::Other(token) => token,
         }
     }
@@ -417,6 +890,7 @@ impl RefuseReason {
             "endpoint-taken" => Self::EndpointTaken,
             "bad-endpoint" => Self::BadEndpoint,
             "server-full" => Self::ServerFull,
+            "host-full" => Self::HostFull,
             _ => {
                 let well_formed = !token.is_empty()
                     && token.len() <= MAX_REASON_CHARS
@@ -450,15 +924,16 @@ impl DecodeError {
             Self::BadName { .. } => DecodeErrorKind::BadName,
             Self::BadEndpoint { .. } => DecodeErrorKind::BadEndpoint,
             Self::BadPort { .. } => DecodeErrorKind::BadPort,
-            Self::BadTime(_) => DecodeErrorKind::BadTime,
+            Self::BadTime { .. } => DecodeErrorKind::BadTime,
             Self::BadReason { .. } => DecodeErrorKind::BadReason,
+            Self::BadField { .. } => DecodeErrorKind::BadField,
         }
     }
 }
 
 impl DecodeErrorKind {
     /// Every kind, in a fixed order (for counters indexed by kind).
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Empty,
         Self::TooLong,
         Self::Text,
@@ -469,6 +944,7 @@ impl DecodeErrorKind {
         Self::BadPort,
         Self::BadTime,
         Self::BadReason,
+        Self::BadField,
     ];
 
     /// A short stable label.
@@ -484,6 +960,7 @@ impl DecodeErrorKind {
             Self::BadPort => "bad-port",
             Self::BadTime => "bad-time",
             Self::BadReason => "bad-reason",
+            Self::BadField => "bad-field",
         }
     }
 
@@ -527,6 +1004,7 @@ mod tests {
         let login = Datagram::Login(Login {
             name: name("bob"),
             endpoint: addr("1.2.3.4:5"),
+            pigeon: None,
         });
         assert_eq!(Datagram::decode(&bytes), Ok(login.clone()));
         assert_eq!(login.to_bytes().as_ref(), &bytes[..]);
@@ -535,11 +1013,15 @@ mod tests {
 
     #[test]
     fn accept_logout_and_refused_have_their_seed_shapes() {
-        let accept = Datagram::Accept(Accept { tcp_port: 50123 });
+        let accept = Datagram::Accept(Accept {
+            tcp_port: 50123,
+            pigeon: None,
+        });
         assert_eq!(accept.to_bytes().as_ref(), wide("Accept,50123").as_slice());
         let logout = Datagram::Logout(Logout {
             name: name("alice"),
             endpoint: addr("[::1]:7000"),
+            pigeon: None,
         });
         assert_eq!(
             logout.to_bytes().as_ref(),
@@ -597,7 +1079,10 @@ mod tests {
         assert_eq!(login.endpoint, addr("1.2.3.4:5"));
         assert_eq!(
             Datagram::decode(&wide("Accept,80,more")),
-            Ok(Datagram::Accept(Accept { tcp_port: 80 }))
+            Ok(Datagram::Accept(Accept {
+                tcp_port: 80,
+                pigeon: None
+            }))
         );
     }
 
@@ -630,6 +1115,155 @@ mod tests {
             Datagram::decode(&too_long).unwrap_err().kind(),
             DecodeErrorKind::TooLong
         );
+    }
+
+    const IID: &str = "0123456789abcdef";
+    const TOK: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn pigeon_extensions_ride_in_a_trailing_field() {
+        let text = format!("login,bob,1.2.3.4:5,pigeon1;iid={IID};tok={TOK}");
+        let Ok(Datagram::Login(login)) = Datagram::decode(&wide(&text)) else {
+            panic!("not a login")
+        };
+        let ext = login.pigeon.unwrap();
+        assert_eq!(ext.instance.to_string(), IID);
+        assert_eq!(ext.token.unwrap().to_string(), TOK);
+        assert_eq!(
+            Datagram::Login(login).to_bytes().as_ref(),
+            wide(&text).as_slice()
+        );
+
+        let text = format!("Accept,4000,pigeon1;rx=4001;tok={TOK};ka=2500");
+        let Ok(Datagram::Accept(accept)) = Datagram::decode(&wide(&text)) else {
+            panic!("not an Accept")
+        };
+        let ext = accept.pigeon.unwrap();
+        assert_eq!(
+            (accept.tcp_port, ext.roster_port, ext.keepalive_ms),
+            (4000, 4001, 2500)
+        );
+        assert_eq!(
+            Datagram::Accept(accept).to_bytes().as_ref(),
+            wide(&text).as_slice()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_tags_are_ignored_but_missing_keys_are_errors() {
+        let text = format!("login,bob,1.2.3.4:5,pigeon1;future=1;iid={IID}");
+        assert!(matches!(
+            Datagram::decode(&wide(&text)),
+            Ok(Datagram::Login(Login {
+                pigeon: Some(_),
+                ..
+            }))
+        ));
+        let text = "login,bob,1.2.3.4:5,pigeon9;iid=zz";
+        assert!(matches!(
+            Datagram::decode(&wide(text)),
+            Ok(Datagram::Login(Login { pigeon: None, .. }))
+        ));
+        let text = "logout,bob,1.2.3.4:5,pigeon1";
+        assert_eq!(
+            Datagram::decode(&wide(text)).unwrap_err().kind(),
+            DecodeErrorKind::MissingField
+        );
+        let text = "login,bob,1.2.3.4:5,pigeon1;iid=short";
+        assert_eq!(
+            Datagram::decode(&wide(text)).unwrap_err().kind(),
+            DecodeErrorKind::BadField
+        );
+    }
+
+    #[test]
+    fn chat_and_ack_round_trip_with_commas_in_the_text() {
+        let text = format!("chat,{IID},7,5,2/3,9:05:07,bob,part two, with commas");
+        let Ok(Datagram::Chat(chat)) = Datagram::decode(&wide(&text)) else {
+            panic!("not a chat")
+        };
+        assert_eq!((chat.seq, chat.base, chat.part, chat.parts), (7, 5, 2, 3));
+        assert_eq!(chat.text, "part two, with commas");
+        assert_eq!(
+            Datagram::Chat(chat).to_bytes().as_ref(),
+            wide(&text).as_slice()
+        );
+        let text = format!("ack,alice,{IID},7");
+        let Ok(datagram @ Datagram::Ack(_)) = Datagram::decode(&wide(&text)) else {
+            panic!("not an ack")
+        };
+        assert_eq!(datagram.to_bytes().as_ref(), wide(&text).as_slice());
+        for bad in [
+            format!("chat,{IID},0,1,1/1,9:05:07,bob,x"),
+            format!("chat,{IID},3,4,1/1,9:05:07,bob,x"),
+            format!("chat,{IID},3,1,2/1,9:05:07,bob,x"),
+            format!("chat,{IID},3,1,0/1,9:05:07,bob,x"),
+            format!("ack,alice,{IID},0"),
+        ] {
+            assert_eq!(
+                Datagram::decode(&wide(&bad)).unwrap_err().kind(),
+                DecodeErrorKind::BadField,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn deltas_carry_numbered_changes() {
+        let text = format!("delta,41,43,+carol;10.0.0.3:5000;{IID},-bob;10.0.0.2:5000");
+        let Ok(Datagram::Delta(delta)) = Datagram::decode(&wide(&text)) else {
+            panic!("not a delta")
+        };
+        assert_eq!((delta.from, delta.to()), (41, 43));
+        assert_eq!(
+            delta.changes[1],
+            RosterChange::Left {
+                name: name("bob"),
+                endpoint: addr("10.0.0.2:5000")
+            }
+        );
+        assert_eq!(
+            Datagram::Delta(delta).to_bytes().as_ref(),
+            wide(&text).as_slice()
+        );
+        let seed_user = "delta,0,1,+old;10.0.0.9:1;-";
+        assert!(matches!(
+            Datagram::decode(&wide(seed_user)),
+            Ok(Datagram::Delta(Delta { changes, .. })) if matches!(changes[0], RosterChange::Joined { instance: None, .. })
+        ));
+        for bad in [
+            "delta,1,3,-bob;10.0.0.2:5000",
+            "delta,1,1",
+            "delta,3,2,-bob;10.0.0.2:5000",
+            "delta,1,2,*bob;10.0.0.2:5000",
+            "delta,1,2,-bob;10.0.0.2:5000;extra",
+            "delta,1,2,+bob;10.0.0.2:5000",
+        ] {
+            assert_eq!(
+                Datagram::decode(&wide(bad)).unwrap_err().kind(),
+                DecodeErrorKind::BadField,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn keepalive_and_session_datagrams_round_trip() {
+        for text in [
+            format!("ping,bob,{TOK}"),
+            "pong,42".to_owned(),
+            "expired,bob".to_owned(),
+            "bye,bob".to_owned(),
+            "closing,going down".to_owned(),
+            "closing".to_owned(),
+        ] {
+            let datagram = Datagram::decode(&wide(&text)).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                datagram.to_bytes().as_ref(),
+                wide(&text).as_slice(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

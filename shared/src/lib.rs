@@ -7,6 +7,7 @@
 
 pub mod datagram;
 pub mod endpoint;
+pub mod ids;
 pub mod log_limit;
 pub mod name;
 pub mod roster_snapshot;
@@ -14,10 +15,12 @@ pub mod talk_time;
 pub mod utf16;
 
 pub use datagram::{
-    Accept, Datagram, DecodeError, DecodeErrorKind, Login, Logout, RefuseReason, Refused, Talk,
-    Verb, MAX_DATAGRAM_LEN,
+    Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, DecodeError, DecodeErrorKind, Delta,
+    Expired, Login, LoginExt, Logout, LogoutExt, Ping, Pong, RefuseReason, Refused, RosterChange,
+    Talk, Verb, MAX_DATAGRAM_LEN, PIGEON_TAG,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
+pub use ids::{InstanceId, Revision, Seq, SessionToken};
 pub use log_limit::LogLimit;
 pub use name::{NameError, UserName, MAX_NAME_CHARS};
 pub use roster_snapshot::{RosterEntry, RosterError, RosterSnapshot};

@@ -1,5 +1,7 @@
-//! The roster the server writes on its TCP port: one .NET `BinaryWriter`
-//! string holding `n1,ip:port;n2,ip:port;...;end`.
+//! The roster the server writes on its TCP ports: one .NET `BinaryWriter`
+//! string holding `n1,ip:port;n2,ip:port;...;end` (the seed's format), or,
+//! on the Pigeon roster port, the same with a revision header and each
+//! user's instance id: `pigeon1 42;n1,ip:port,iid;n2,ip:port,-;...;end`.
 //!
 //! ```text
 //! 7-bit length (LEB128, 1..=5 bytes) | UTF-8 text of that many bytes
@@ -12,7 +14,9 @@
 
 use bytes::BufMut;
 
+use crate::datagram::PIGEON_TAG;
 use crate::endpoint::PeerAddr;
+use crate::ids::{InstanceId, Revision};
 use crate::name::UserName;
 
 /// The text that ends every roster.
@@ -26,6 +30,9 @@ const MAX_VARINT_BYTES: usize = 5;
 pub struct RosterEntry {
     pub name: UserName,
     pub endpoint: PeerAddr,
+    /// The user's instance id, for a Pigeon client listed in a Pigeon-format
+    /// roster; `None` for a seed-era client or a seed-format roster.
+    pub instance: Option<InstanceId>,
 }
 
 /// A decoded roster. Entries this version cannot represent (a seed server
@@ -33,6 +40,8 @@ pub struct RosterEntry {
 /// whole roster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RosterSnapshot {
+    /// The roster's revision, in a Pigeon-format roster.
+    pub revision: Option<Revision>,
     pub entries: Vec<RosterEntry>,
     pub skipped: Vec<SkippedEntry>,
 }
@@ -55,13 +64,35 @@ pub enum RosterError {
     NotUtf8,
     #[error("the roster does not end with \";end\"")]
     NoEndMark,
+    #[error("the roster's revision is not a number")]
+    BadRevision,
 }
 
 /// Most skipped entries kept in a [`RosterSnapshot`]; more are counted in
 /// the last one's reason.
 const MAX_SKIPPED_KEPT: usize = 16;
 
-/// Appends the roster of `entries` as one `BinaryWriter` string.
+/// Appends the Pigeon-format roster at `revision` as one `BinaryWriter`
+/// string.
+pub fn encode_pigeon_roster<'a>(
+    revision: Revision,
+    entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr, Option<InstanceId>)>,
+    buf: &mut impl BufMut,
+) {
+    use std::fmt::Write;
+    let mut text = format!("{PIGEON_TAG} {revision};");
+    for (name, endpoint, instance) in entries {
+        // Writing to a String cannot fail.
+        let _ = match instance {
+            Some(iid) => write!(text, "{name},{endpoint},{iid};"),
+            None => write!(text, "{name},{endpoint},-;"),
+        };
+    }
+    text.push_str(END_MARK);
+    put_dotnet_string(buf, &text);
+}
+
+/// Appends the seed-format roster of `entries` as one `BinaryWriter` string.
 pub fn encode_roster<'a>(
     entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr)>,
     buf: &mut impl BufMut,
@@ -134,8 +165,19 @@ pub fn decode_frame(buf: &[u8], max_len: usize) -> Result<Option<(String, usize)
 }
 
 impl RosterSnapshot {
-    /// Parses roster text, `n1,ip:port;...;end`.
+    /// Parses roster text in either format.
     pub fn parse(text: &str) -> Result<Self, RosterError> {
+        let mut snapshot = Self::default();
+        let mut text = text;
+        if let Some(rest) = text
+            .strip_prefix(PIGEON_TAG)
+            .and_then(|t| t.strip_prefix(' '))
+        {
+            let (revision, rest) = rest.split_once(';').ok_or(RosterError::NoEndMark)?;
+            snapshot.revision =
+                Some(crate::ids::parse_decimal(revision).ok_or(RosterError::BadRevision)?);
+            text = rest;
+        }
         let body = if text == END_MARK {
             ""
         } else {
@@ -143,7 +185,6 @@ impl RosterSnapshot {
                 .and_then(|t| t.strip_suffix(';'))
                 .ok_or(RosterError::NoEndMark)?
         };
-        let mut snapshot = Self::default();
         let mut skipped_total = 0usize;
         for item in body.split(';').filter(|_| !body.is_empty()) {
             match parse_entry(item) {
@@ -173,12 +214,24 @@ impl RosterSnapshot {
 }
 
 fn parse_entry(item: &str) -> Result<RosterEntry, String> {
-    let (name, endpoint) = item
+    let (name, rest) = item
         .split_once(',')
         .ok_or_else(|| "no comma between name and endpoint".to_owned())?;
+    let (endpoint, instance) = match rest.split_once(',') {
+        Some((endpoint, "-")) => (endpoint, None),
+        Some((endpoint, iid)) => (
+            endpoint,
+            Some(InstanceId::parse(iid).ok_or_else(|| format!("bad instance id {iid:?}"))?),
+        ),
+        None => (rest, None),
+    };
     let name = UserName::parse(name).map_err(|e| e.to_string())?;
     let endpoint = PeerAddr::parse(endpoint).map_err(|e| e.to_string())?;
-    Ok(RosterEntry { name, endpoint })
+    Ok(RosterEntry {
+        name,
+        endpoint,
+        instance,
+    })
 }
 
 #[cfg(test)]
@@ -290,6 +343,36 @@ mod tests {
         assert_eq!(
             RosterSnapshot::parse("bob,1.2.3.4:5end"),
             Err(RosterError::NoEndMark)
+        );
+    }
+
+    #[test]
+    fn pigeon_rosters_carry_a_revision_and_instance_ids() {
+        let (alice, alice_at) = entry("alice", "127.0.0.1:5000");
+        let (old, old_at) = entry("old", "127.0.0.1:6000");
+        let iid = InstanceId(0x1234);
+        let mut buf = Vec::new();
+        encode_pigeon_roster(
+            7,
+            [(&alice, &alice_at, Some(iid)), (&old, &old_at, None)],
+            &mut buf,
+        );
+        let (text, _) = decode_frame(&buf, 1000).unwrap().unwrap();
+        assert_eq!(
+            text,
+            "pigeon1 7;alice,127.0.0.1:5000,0000000000001234;old,127.0.0.1:6000,-;end"
+        );
+        let snapshot = RosterSnapshot::parse(&text).unwrap();
+        assert_eq!(snapshot.revision, Some(7));
+        assert_eq!(snapshot.entries[0].instance, Some(iid));
+        assert_eq!(snapshot.entries[1].instance, None);
+        assert_eq!(
+            RosterSnapshot::parse("pigeon1 7;end").unwrap().revision,
+            Some(7)
+        );
+        assert_eq!(
+            RosterSnapshot::parse("pigeon1 x;end"),
+            Err(RosterError::BadRevision)
         );
     }
 

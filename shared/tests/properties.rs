@@ -3,11 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use pigeon_shared::roster_snapshot::{decode_frame, encode_roster};
+use pigeon_shared::roster_snapshot::{decode_frame, encode_pigeon_roster, encode_roster};
 use pigeon_shared::utf16::put_utf16le;
 use pigeon_shared::{
-    Accept, Datagram, Login, Logout, PeerAddr, RefuseReason, Refused, RosterSnapshot, Talk,
-    TalkTime, TimeOfDay, UserName, MAX_DATAGRAM_LEN,
+    Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, Delta, Expired, InstanceId, Login,
+    LoginExt, Logout, LogoutExt, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
+    RosterSnapshot, SessionToken, Talk, TalkTime, TimeOfDay, UserName, MAX_DATAGRAM_LEN,
 };
 use proptest::prelude::*;
 
@@ -53,13 +54,80 @@ fn talk_time() -> impl Strategy<Value = TalkTime> {
     })
 }
 
+fn instance() -> impl Strategy<Value = InstanceId> {
+    any::<u64>().prop_map(InstanceId)
+}
+
+fn token() -> impl Strategy<Value = SessionToken> {
+    any::<u128>().prop_map(SessionToken)
+}
+
+fn roster_change() -> impl Strategy<Value = RosterChange> {
+    prop_oneof![
+        (user_name(), peer_addr(), proptest::option::of(instance())).prop_map(
+            |(name, endpoint, instance)| RosterChange::Joined {
+                name,
+                endpoint,
+                instance
+            }
+        ),
+        (user_name(), peer_addr())
+            .prop_map(|(name, endpoint)| RosterChange::Left { name, endpoint }),
+    ]
+}
+
+fn chat() -> impl Strategy<Value = Chat> {
+    (
+        instance(),
+        1u64..1_000_000,
+        1u16..200,
+        talk_time(),
+        user_name(),
+        ".{0,100}",
+    )
+        .prop_flat_map(|(instance, seq, parts, time, from, text)| {
+            (1..=seq, 1..=parts).prop_map(move |(base, part)| Chat {
+                instance,
+                seq,
+                base,
+                part,
+                parts,
+                time: time.clone(),
+                from: from.clone(),
+                text: text.clone(),
+            })
+        })
+}
+
 fn datagram() -> impl Strategy<Value = Datagram> {
     prop_oneof![
-        (user_name(), peer_addr())
-            .prop_map(|(name, endpoint)| Datagram::Login(Login { name, endpoint })),
-        (user_name(), peer_addr())
-            .prop_map(|(name, endpoint)| Datagram::Logout(Logout { name, endpoint })),
-        (1u16..).prop_map(|tcp_port| Datagram::Accept(Accept { tcp_port })),
+        (
+            user_name(),
+            peer_addr(),
+            proptest::option::of((instance(), proptest::option::of(token())))
+        )
+            .prop_map(|(name, endpoint, ext)| Datagram::Login(Login {
+                name,
+                endpoint,
+                pigeon: ext.map(|(instance, token)| LoginExt { instance, token }),
+            })),
+        (user_name(), peer_addr(), proptest::option::of(token())).prop_map(
+            |(name, endpoint, token)| Datagram::Logout(Logout {
+                name,
+                endpoint,
+                pigeon: token.map(|token| LogoutExt { token }),
+            })
+        ),
+        (1u16.., proptest::option::of((1u16.., token(), 1u32..))).prop_map(|(tcp_port, ext)| {
+            Datagram::Accept(Accept {
+                tcp_port,
+                pigeon: ext.map(|(roster_port, token, keepalive_ms)| AcceptExt {
+                    roster_port,
+                    token,
+                    keepalive_ms,
+                }),
+            })
+        }),
         (talk_time(), user_name(), ".{0,200}")
             .prop_map(|(time, from, text)| Datagram::Talk(Talk { time, from, text })),
         (
@@ -68,11 +136,28 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 Just(RefuseReason::EndpointTaken),
                 Just(RefuseReason::BadEndpoint),
                 Just(RefuseReason::ServerFull),
+                Just(RefuseReason::HostFull),
                 "[a-z][a-z0-9-]{0,31}".prop_map(|t| RefuseReason::parse(&t).unwrap()),
             ],
             ".{0,80}"
         )
             .prop_map(|(reason, detail)| Datagram::Refused(Refused { reason, detail })),
+        (user_name(), token()).prop_map(|(name, token)| Datagram::Ping(Ping { name, token })),
+        any::<u64>().prop_map(|revision| Datagram::Pong(Pong { revision })),
+        user_name().prop_map(|name| Datagram::Expired(Expired { name })),
+        user_name().prop_map(|name| Datagram::Bye(Bye { name })),
+        ".{0,80}".prop_map(|detail| Datagram::Closing(Closing { detail })),
+        (
+            0u64..u64::MAX / 2,
+            proptest::collection::vec(roster_change(), 1..20)
+        )
+            .prop_map(|(from, changes)| Datagram::Delta(Delta { from, changes })),
+        chat().prop_map(Datagram::Chat),
+        (user_name(), instance(), 1u64..).prop_map(|(from, instance, seq)| Datagram::Ack(Ack {
+            from,
+            instance,
+            seq
+        })),
     ]
 }
 
@@ -93,8 +178,8 @@ proptest! {
 
     #[test]
     fn decoding_near_miss_datagrams_never_panics(
-        verb in prop_oneof![Just("login"), Just("logout"), Just("Accept"), Just("talk"), Just("refused")],
-        fields in proptest::collection::vec("[^,]{0,12}", 0..5),
+        verb in proptest::sample::select(pigeon_shared::Verb::ALL.map(|v| v.as_str()).to_vec()),
+        fields in proptest::collection::vec("[^,]{0,12}|pigeon1;[a-z]{1,4}=[0-9a-f]{0,33}|[+-][a-z]{1,3};[0-9.:]{0,16};[0-9a-f-]{0,17}", 0..8),
     ) {
         let text = std::iter::once(verb.to_owned()).chain(fields).collect::<Vec<_>>().join(",");
         let mut bytes = Vec::new();
@@ -119,6 +204,20 @@ proptest! {
         let snapshot = RosterSnapshot::parse(&text).unwrap();
         prop_assert!(snapshot.skipped.is_empty());
         let decoded: Vec<_> = snapshot.entries.into_iter().map(|e| (e.name, e.endpoint)).collect();
+        prop_assert_eq!(decoded, users);
+    }
+
+    #[test]
+    fn pigeon_roster_frames_round_trip(
+        revision in any::<u64>(),
+        users in proptest::collection::vec((user_name(), peer_addr(), proptest::option::of(instance())), 0..40),
+    ) {
+        let mut buf = Vec::new();
+        encode_pigeon_roster(revision, users.iter().map(|(n, a, i)| (n, a, *i)), &mut buf);
+        let (text, _) = decode_frame(&buf, usize::MAX).unwrap().unwrap();
+        let snapshot = RosterSnapshot::parse(&text).unwrap();
+        prop_assert_eq!(snapshot.revision, Some(revision));
+        let decoded: Vec<_> = snapshot.entries.into_iter().map(|e| (e.name, e.endpoint, e.instance)).collect();
         prop_assert_eq!(decoded, users);
     }
 

@@ -1,0 +1,19 @@
+//! `Datagram::decode` on arbitrary bytes: it must never panic, and whatever
+//! it accepts must survive an encode/decode round trip unchanged.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pigeon_shared::Datagram;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(datagram) = Datagram::decode(data) {
+        let bytes = datagram.to_bytes();
+        match Datagram::decode(&bytes) {
+            Ok(again) if again == datagram => {}
+            other => panic!(
+                "round trip changed the datagram: {datagram:?} encoded as {bytes:02x?} decoded as {other:?}"
+            ),
+        }
+    }
+});

@@ -1,0 +1,16 @@
+//! The TCP roster reader on arbitrary bytes: `decode_frame` and, on the text
+//! it yields, `RosterSnapshot::parse` must never panic, and a frame never
+//! claims more bytes than it was given.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pigeon_shared::roster_snapshot::decode_frame;
+use pigeon_shared::RosterSnapshot;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Some((text, used))) = decode_frame(data, 1 << 20) {
+        assert!(used <= data.len(), "frame used {used} of {} bytes", data.len());
+        let _ = RosterSnapshot::parse(&text);
+    }
+});

@@ -1,0 +1,247 @@
+//! `RateLimiter`: per-source token buckets, so that one address (or one
+//! host) sending a flood costs everyone else nothing but the time to drop
+//! its datagrams.
+//!
+//! Each source address (IP and port) and each source host (IP) has a
+//! bucket; a datagram passes when both have a token. Memory is bounded: at
+//! most `max_sources` buckets of each kind are kept, idle ones are swept,
+//! and when the table is full new sources share one overflow bucket.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Rate and burst of one kind of bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Datagrams per second, sustained.
+    pub per_second: f64,
+    /// Datagrams allowed at once after a quiet spell.
+    pub burst: f64,
+}
+
+impl Rate {
+    /// `per_second`, with a burst of twice that.
+    pub fn per_second(per_second: u32) -> Self {
+        let per_second = f64::from(per_second);
+        Self {
+            per_second,
+            burst: (per_second * 2.0).max(1.0),
+        }
+    }
+}
+
+/// Limits of a [`RateLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    pub per_address: Rate,
+    pub per_host: Rate,
+    /// Most buckets of each kind kept.
+    pub max_sources: usize,
+}
+
+/// Default datagrams per second from one address.
+pub const DEFAULT_RATE_PER_ADDRESS: u32 = 50;
+/// Default datagrams per second from one host.
+pub const DEFAULT_RATE_PER_HOST: u32 = 5_000;
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            per_address: Rate::per_second(DEFAULT_RATE_PER_ADDRESS),
+            per_host: Rate::per_second(DEFAULT_RATE_PER_HOST),
+            max_sources: 65_536,
+        }
+    }
+}
+
+/// Why a datagram was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Address,
+    Host,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Self {
+        Self {
+            tokens: rate.burst,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
+        self.updated = now;
+    }
+}
+
+#[derive(Debug)]
+struct Table<K> {
+    rate: Rate,
+    buckets: HashMap<K, Bucket>,
+    overflow: Bucket,
+}
+
+impl<K: Eq + Hash> Table<K> {
+    fn new(rate: Rate, now: Instant) -> Self {
+        Self {
+            rate,
+            buckets: HashMap::new(),
+            overflow: Bucket::full(rate, now),
+        }
+    }
+
+    /// The bucket for `key`, refilled to `now`.
+    fn bucket(&mut self, key: K, max: usize, now: Instant) -> &mut Bucket {
+        let rate = self.rate;
+        let bucket = if self.buckets.len() < max || self.buckets.contains_key(&key) {
+            self.buckets
+                .entry(key)
+                .or_insert_with(|| Bucket::full(rate, now))
+        } else {
+            &mut self.overflow
+        };
+        bucket.refill(rate, now);
+        bucket
+    }
+
+    /// Forgets buckets that have refilled completely: they hold no
+    /// information a fresh bucket would not.
+    fn sweep(&mut self, now: Instant) {
+        let rate = self.rate;
+        self.buckets.retain(|_, bucket| {
+            bucket.refill(rate, now);
+            bucket.tokens < rate.burst
+        });
+    }
+}
+
+/// Per-address and per-host token buckets. See the module documentation.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limits: RateLimits,
+    addresses: Table<SocketAddr>,
+    hosts: Table<IpAddr>,
+    last_sweep: Instant,
+}
+
+/// How often idle buckets are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+impl RateLimiter {
+    /// A limiter with every bucket full.
+    pub fn new(limits: RateLimits, now: Instant) -> Self {
+        Self {
+            limits,
+            addresses: Table::new(limits.per_address, now),
+            hosts: Table::new(limits.per_host, now),
+            last_sweep: now,
+        }
+    }
+
+    /// Whether a datagram from `source` may pass at `now`; takes a token
+    /// from both of its buckets if so.
+    pub fn check(&mut self, source: SocketAddr, now: Instant) -> Result<(), Limited> {
+        if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
+            self.addresses.sweep(now);
+            self.hosts.sweep(now);
+            self.last_sweep = now;
+        }
+        let max = self.limits.max_sources;
+        let address = self.addresses.bucket(source, max, now);
+        if address.tokens < 1.0 {
+            return Err(Limited::Address);
+        }
+        let host = self.hosts.bucket(source.ip().to_canonical(), max, now);
+        if host.tokens < 1.0 {
+            return Err(Limited::Host);
+        }
+        host.tokens -= 1.0;
+        address.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// How many buckets are kept (for tests and diagnostics).
+    pub fn tracked(&self) -> usize {
+        self.addresses.buckets.len() + self.hosts.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(address: u32, host: u32, max_sources: usize) -> RateLimits {
+        RateLimits {
+            per_address: Rate::per_second(address),
+            per_host: Rate::per_second(host),
+            max_sources,
+        }
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn one_address_gets_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(limits(10, 1000, 100), t0);
+        let flooder = addr("10.0.0.1:4000");
+        let passed = (0..100).filter(|_| limiter.check(flooder, t0).is_ok()).count();
+        assert_eq!(passed, 20);
+        assert_eq!(limiter.check(flooder, t0), Err(Limited::Address));
+        // A tenth of a second later, one more token.
+        assert!(limiter.check(flooder, t0 + Duration::from_millis(100)).is_ok());
+    }
+
+    #[test]
+    fn a_flooding_address_does_not_starve_its_neighbours() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(limits(10, 100, 100), t0);
+        for _ in 0..10_000 {
+            let _ = limiter.check(addr("10.0.0.1:4000"), t0);
+        }
+        // Same host, another port: the host bucket still has room, because
+        // the flooder could spend only its own address's burst.
+        assert!(limiter.check(addr("10.0.0.1:5000"), t0).is_ok());
+        assert!(limiter.check(addr("10.0.0.2:4000"), t0).is_ok());
+    }
+
+    #[test]
+    fn a_host_is_limited_across_its_ports() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(limits(10, 5, 100), t0);
+        let passed = (0..100)
+            .filter(|port| {
+                limiter
+                    .check(addr(&format!("10.0.0.1:{}", 4000 + port)), t0)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(passed, 10);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_idle_buckets_are_swept() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(limits(1, 1, 8), t0);
+        for i in 0..1000u32 {
+            let source = SocketAddr::from(([10, (i >> 8) as u8, i as u8, 1], 4000));
+            let _ = limiter.check(source, t0);
+        }
+        assert!(limiter.tracked() <= 16);
+        let later = t0 + Duration::from_secs(60);
+        let _ = limiter.check(addr("10.9.9.9:1"), later);
+        assert_eq!(limiter.tracked(), 2);
+    }
+}

@@ -1,0 +1,112 @@
+//! Identifiers of Pigeon's extensions: instance ids, session tokens, roster
+//! revisions and message sequence numbers, with their text forms.
+//!
+//! Randomness comes from the caller (this crate does no I/O); these types
+//! only say how the values look on the wire.
+
+use std::fmt;
+
+/// Identifies one running client: random, chosen at start, kept across
+/// re-logins, and published in the roster. Peers use it to tell one
+/// client's message stream from another's. 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(pub u64);
+
+/// A secret the server gives a client in `Accept`: later datagrams that
+/// change the client's session (keepalive, logout, re-login) must carry it.
+/// 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionToken(pub u128);
+
+/// The roster's revision: it grows by one with every join and leave.
+pub type Revision = u64;
+
+/// A message's place in one conversation's stream, from 1.
+pub type Seq = u64;
+
+impl InstanceId {
+    /// Reads exactly 16 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_hex(text, 16).map(|v| Self(v as u64))
+    }
+}
+
+impl SessionToken {
+    /// Reads exactly 32 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_hex(text, 32).map(Self)
+    }
+}
+
+fn parse_hex(text: &str, digits: usize) -> Option<u128> {
+    if text.len() != digits || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(text, 16).ok()
+}
+
+/// Reads a decimal number as the protocol writes it: digits only, no sign,
+/// no leading zeros (except `0` itself), at most 20 digits.
+pub fn parse_decimal(text: &str) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.len() <= 20
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    if canonical {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InstanceId({self})")
+    }
+}
+
+impl fmt::Display for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    /// Secrets stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_fixed_width_hex() {
+        let iid = InstanceId(0xAB);
+        assert_eq!(iid.to_string(), "00000000000000ab");
+        assert_eq!(InstanceId::parse("00000000000000ab"), Some(iid));
+        assert_eq!(InstanceId::parse("ab"), None);
+        assert_eq!(InstanceId::parse("00000000000000ag"), None);
+        let token = SessionToken(u128::MAX);
+        assert_eq!(SessionToken::parse(&token.to_string()), Some(token));
+        assert_eq!(format!("{token:?}"), "SessionToken(..)");
+    }
+
+    #[test]
+    fn decimals_are_canonical() {
+        assert_eq!(parse_decimal("0"), Some(0));
+        assert_eq!(parse_decimal("42"), Some(42));
+        assert_eq!(parse_decimal("042"), None);
+        assert_eq!(parse_decimal("+1"), None);
+        assert_eq!(parse_decimal(""), None);
+        assert_eq!(parse_decimal("18446744073709551616"), None);
+    }
+}
