@@ -8,19 +8,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use pigeon_server::net::bind_udp;
-use pigeon_shared::{PeerAddr, UserName};
+use pigeon_server::net::{bind_udp, Faults, LocalSender, UdpSender};
+use pigeon_shared::{InstanceId, PeerAddr, UserName};
+use rand::Rng;
 use tokio::net::UdpSocket;
 
-use crate::conversation::{ChatLine, DEFAULT_HISTORY_LINES};
-use crate::events::ClientEvent;
-use crate::session::{default_login_timeouts, Session, SessionConfig};
+use crate::conversation::{ChatLine, DeliveryConfig};
+use crate::events::{ClientEvent, MessageId};
+use crate::session::{default_login_timeouts, default_logout_timeouts, Session, SessionConfig};
 use crate::session_actor::{
     ClientStats, ConversationWith, ListUsers, Logout, SendText, SendTextError, SessionActor,
+    SessionSettings,
 };
 
 /// Kernel buffer for a client's socket: room for a burst of broadcasts.
 const CLIENT_UDP_BUFFER: usize = 1 << 20;
+
+/// Datagrams queued while the kernel's send buffer is full.
+const MAX_SEND_QUEUE: usize = 4096;
 
 /// The client's default receive address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:0";
@@ -37,10 +42,20 @@ pub struct ClientConfig {
     pub bind: SocketAddr,
     /// Wait for `Accept` after each login attempt (one entry per attempt).
     pub login_timeouts: Vec<Duration>,
+    /// Wait for `bye` after each logout attempt.
+    pub logout_timeouts: Vec<Duration>,
+    /// Longest wait between login attempts while reconnecting.
+    pub max_reconnect_delay: Duration,
     /// Time allowed for the TCP roster fetch.
     pub fetch_timeout: Duration,
-    /// Lines each conversation keeps in memory.
-    pub history_lines: usize,
+    /// How conversations deliver (retries, deadline, history kept).
+    pub delivery: DeliveryConfig,
+    /// How long a logout waits for messages still in flight.
+    pub drain_timeout: Duration,
+    /// This client's instance id (`None`: a random one).
+    pub instance: Option<InstanceId>,
+    /// A fault-injection layer on every datagram the client sends (tests).
+    pub faults: Option<Faults>,
 }
 
 impl ClientConfig {
@@ -51,8 +66,13 @@ impl ClientConfig {
             server,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             login_timeouts: default_login_timeouts(),
+            logout_timeouts: default_logout_timeouts(),
+            max_reconnect_delay: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(5),
-            history_lines: DEFAULT_HISTORY_LINES,
+            delivery: DeliveryConfig::default(),
+            drain_timeout: Duration::from_secs(5),
+            instance: None,
+            faults: None,
         }
     }
 }
@@ -105,21 +125,28 @@ impl ClientHandle {
         let endpoint = PeerAddr::new(SocketAddr::new(ip.to_canonical(), local.port()));
         let socket = UdpSocket::from_std(std_socket).map_err(bind_error)?;
         let stats = Arc::new(ClientStats::default());
+        let sender = UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)
+            .map_err(bind_error)?
+            .with_faults(config.faults);
+        let sender = LocalSender::new(sender, stats.send.clone());
+        let instance = config
+            .instance
+            .unwrap_or_else(|| InstanceId(rand::rng().random()));
         let session = Session::new(SessionConfig {
             name: config.name,
             server: config.server,
             endpoint,
+            instance,
             login_timeouts: config.login_timeouts,
+            logout_timeouts: config.logout_timeouts,
+            max_reconnect_delay: config.max_reconnect_delay,
         });
-        let actor = SessionActor::new(
-            session,
-            socket,
-            events,
-            config.fetch_timeout,
-            config.history_lines,
-            stats.clone(),
-        )
-        .map_err(bind_error)?;
+        let settings = SessionSettings {
+            fetch_timeout: config.fetch_timeout,
+            delivery: config.delivery,
+            drain_timeout: config.drain_timeout,
+        };
+        let actor = SessionActor::new(session, sender, events, settings, stats.clone());
         Ok(Self {
             session: actor.start(),
             endpoint,
@@ -142,8 +169,9 @@ impl ClientHandle {
         &self.stats
     }
 
-    /// Sends `text` to `to`.
-    pub async fn send_text(&self, to: UserName, text: String) -> Result<(), SendTextError> {
+    /// Sends `text` to `to`; the id names it in later `Delivered` and
+    /// `Failed` events.
+    pub async fn send_text(&self, to: UserName, text: String) -> Result<MessageId, SendTextError> {
         self.session
             .send(SendText { to, text })
             .await
@@ -163,7 +191,8 @@ impl ClientHandle {
             .unwrap_or_default()
     }
 
-    /// Logs out; the session ends after `ClientEvent::LoggedOut`.
+    /// Finishes delivering, logs out; the session ends after
+    /// `ClientEvent::LoggedOut`.
     pub fn logout(&self) {
         self.session.do_send(Logout);
     }

@@ -1,11 +1,43 @@
-//! `Conversation`: one chat's history, bounded, without sockets.
+//! `Conversation`: one chat's history and its delivery machinery, without
+//! sockets or timers.
+//!
+//! With a Pigeon peer every message travels as numbered `chat` parts:
+//!
+//! - **Sending.** A message is split into parts that fit a datagram
+//!   comfortably; each part gets the next sequence number of this client's
+//!   stream to the peer, is sent, and is sent again with doubling waits until
+//!   the peer acknowledges it or the message's deadline passes, when the
+//!   whole message is reported failed. At most `window` parts are in flight;
+//!   the rest queue. Each `chat` carries `base`, the oldest sequence number
+//!   still in flight, so the receiver never waits for a part that was given
+//!   up.
+//! - **Receiving.** Parts are acknowledged (again, if repeated), put in
+//!   order, duplicates dropped, and a message is shown once all its parts
+//!   are in, in the order its sender sent it.
+//!
+//! With a seed-era peer a message is one plain `talk`, sent once: the seed
+//! protocol has no acknowledgement, so nothing more can be known.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
-use pigeon_shared::{TalkTime, UserName};
+use pigeon_shared::{Ack, Chat, Datagram, InstanceId, Seq, Talk, TalkTime, UserName};
+
+use crate::events::{ClientEvent, MessageId};
 
 /// Lines a conversation keeps in memory by default.
 pub const DEFAULT_HISTORY_LINES: usize = 1000;
+
+/// Largest datagram a message part is sized for: well inside one Ethernet
+/// frame, so parts are never fragmented.
+pub const COMFORTABLE_DATAGRAM_BYTES: usize = 1200;
+
+/// Most UTF-16 code units of text in one `chat` part: what is left of
+/// [`COMFORTABLE_DATAGRAM_BYTES`] after the longest possible header.
+pub const MAX_PART_UNITS: usize = 420;
+
+/// Most parts one message may have.
+pub const MAX_PARTS: usize = 128;
 
 /// Who wrote a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +48,21 @@ pub enum Direction {
     Outgoing,
 }
 
+/// Where an outgoing message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sent, not yet acknowledged.
+    Sending,
+    /// The peer acknowledged every part.
+    Delivered,
+    /// Given up.
+    Failed,
+    /// Sent to a seed-era peer, which does not acknowledge.
+    Unconfirmed,
+    /// An incoming line.
+    Received,
+}
+
 /// One message in a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatLine {
@@ -23,24 +70,152 @@ pub struct ChatLine {
     /// The writer's local time of day, as sent.
     pub time: TalkTime,
     pub text: String,
+    pub delivery: Delivery,
+    /// This client's number for an outgoing message.
+    pub id: Option<MessageId>,
 }
 
-/// The history of a chat with one peer; the oldest lines go first once
-/// `max_lines` is reached.
+/// How hard a conversation tries.
 #[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// First wait for an acknowledgement.
+    pub initial_retry: Duration,
+    /// Longest wait between two sends of a part.
+    pub max_retry: Duration,
+    /// Time a message has to be acknowledged before it is reported failed.
+    pub deadline: Duration,
+    /// Parts in flight at once.
+    pub window: usize,
+    /// Parts waiting for room in the window.
+    pub max_queued: usize,
+    /// Parts received ahead of a gap, kept until the gap fills.
+    pub reorder_window: u64,
+    /// Lines of history kept.
+    pub history_lines: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            initial_retry: Duration::from_millis(200),
+            max_retry: Duration::from_secs(2),
+            deadline: Duration::from_secs(30),
+            window: 64,
+            max_queued: 4096,
+            reorder_window: 1024,
+            history_lines: DEFAULT_HISTORY_LINES,
+        }
+    }
+}
+
+/// Why a message was not accepted for sending.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendRefusal {
+    #[error("nothing to send")]
+    Empty,
+    #[error("the message is too long: {units} UTF-16 units in {parts} parts; at most {max} units")]
+    TooLong {
+        units: usize,
+        parts: usize,
+        max: usize,
+    },
+    #[error(
+        "the message is too long for {peer}'s older client: {bytes} bytes in one datagram; \
+         at most {max} (send it in shorter pieces)"
+    )]
+    TooLongForSeedPeer {
+        peer: UserName,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("{queued} parts are already waiting for {peer}; try again when they are through")]
+    Backlog { peer: UserName, queued: usize },
+}
+
+/// Something the conversation wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationOutput {
+    /// Send this datagram to the peer.
+    Transmit(Datagram),
+    /// Tell the front end.
+    Emit(ClientEvent),
+}
+
+/// A part waiting for, or in, flight.
+#[derive(Debug, Clone)]
+struct Part {
+    message: MessageId,
+    part: u16,
+    parts: u16,
+    time: TalkTime,
+    text: String,
+    deadline: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    part: Part,
+    next_send: Instant,
+    wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    unacked_parts: u16,
+    text: String,
+}
+
+/// The stream of `chat`s from one instance of the peer.
+#[derive(Debug, Clone)]
+struct Inbound {
+    instance: InstanceId,
+    next: Seq,
+    ahead: BTreeMap<Seq, Chat>,
+    partial: Option<Partial>,
+}
+
+#[derive(Debug, Clone)]
+struct Partial {
+    time: TalkTime,
+    parts: u16,
+    next_part: u16,
+    text: String,
+}
+
+/// One conversation. See the module documentation.
+#[derive(Debug)]
 pub struct Conversation {
     peer: UserName,
-    lines: VecDeque<ChatLine>,
-    max_lines: usize,
+    own_name: UserName,
+    own_instance: InstanceId,
+    config: DeliveryConfig,
+    history: VecDeque<ChatLine>,
+    next_seq: Seq,
+    in_flight: BTreeMap<Seq, InFlight>,
+    queued: VecDeque<Part>,
+    pending: BTreeMap<MessageId, Pending>,
+    inbound: Option<Inbound>,
 }
 
 impl Conversation {
-    /// An empty conversation with `peer`.
-    pub fn new(peer: UserName, max_lines: usize) -> Self {
+    /// An empty conversation between this user and `peer`.
+    pub fn new(
+        peer: UserName,
+        own_name: UserName,
+        own_instance: InstanceId,
+        config: DeliveryConfig,
+    ) -> Self {
         Self {
             peer,
-            lines: VecDeque::new(),
-            max_lines: max_lines.max(1),
+            own_name,
+            own_instance,
+            config,
+            history: VecDeque::new(),
+            next_seq: 1,
+            in_flight: BTreeMap::new(),
+            queued: VecDeque::new(),
+            pending: BTreeMap::new(),
+            inbound: None,
         }
     }
 
@@ -49,39 +224,382 @@ impl Conversation {
         &self.peer
     }
 
-    /// Adds a line.
-    pub fn record(&mut self, line: ChatLine) {
-        if self.lines.len() == self.max_lines {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line);
+    /// The history, oldest line first.
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = &ChatLine> {
+        self.history.iter()
     }
 
-    /// The lines, oldest first.
-    pub fn lines(&self) -> impl ExactSizeIterator<Item = &ChatLine> {
-        self.lines.iter()
+    /// Messages sent and not yet acknowledged or given up.
+    pub fn unconfirmed(&self) -> usize {
+        self.pending.len()
     }
+
+    /// Checks that `text` can be sent to a Pigeon peer (`pigeon`) or a
+    /// seed-era one, without sending anything.
+    pub fn check(&self, text: &str, pigeon: bool, time: &TalkTime) -> Result<(), SendRefusal> {
+        if text.is_empty() {
+            return Err(SendRefusal::Empty);
+        }
+        if pigeon {
+            let units: usize = text.chars().map(char::len_utf16).sum();
+            let parts = units.div_ceil(MAX_PART_UNITS);
+            if parts > MAX_PARTS {
+                return Err(SendRefusal::TooLong {
+                    units,
+                    parts,
+                    max: MAX_PARTS * MAX_PART_UNITS,
+                });
+            }
+            if self.queued.len() + parts > self.config.max_queued {
+                return Err(SendRefusal::Backlog {
+                    peer: self.peer.clone(),
+                    queued: self.queued.len(),
+                });
+            }
+        } else {
+            let bytes = self.talk(time.clone(), text.to_owned()).encoded_len();
+            if bytes > COMFORTABLE_DATAGRAM_BYTES {
+                return Err(SendRefusal::TooLongForSeedPeer {
+                    peer: self.peer.clone(),
+                    bytes,
+                    max: COMFORTABLE_DATAGRAM_BYTES,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `text` as message `id`: numbered parts to a Pigeon peer
+    /// (`pigeon`), one plain `talk` to a seed-era one.
+    pub fn send(
+        &mut self,
+        id: MessageId,
+        text: String,
+        pigeon: bool,
+        time: TalkTime,
+        now: Instant,
+    ) -> Result<Vec<ConversationOutput>, SendRefusal> {
+        self.check(&text, pigeon, &time)?;
+        if !pigeon {
+            self.record(ChatLine {
+                direction: Direction::Outgoing,
+                time: time.clone(),
+                text: text.clone(),
+                delivery: Delivery::Unconfirmed,
+                id: Some(id),
+            });
+            return Ok(vec![ConversationOutput::Transmit(self.talk(time, text))]);
+        }
+        let pieces = split(&text, MAX_PART_UNITS);
+        // Parts are at most MAX_PARTS (checked), so this fits a u16.
+        let parts = u16::try_from(pieces.len()).unwrap_or(u16::MAX);
+        let deadline = now + self.config.deadline;
+        for (index, piece) in pieces.into_iter().enumerate() {
+            self.queued.push_back(Part {
+                message: id,
+                part: u16::try_from(index + 1).unwrap_or(u16::MAX),
+                parts,
+                time: time.clone(),
+                text: piece,
+                deadline,
+            });
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                unacked_parts: parts,
+                text: text.clone(),
+            },
+        );
+        self.record(ChatLine {
+            direction: Direction::Outgoing,
+            time,
+            text,
+            delivery: Delivery::Sending,
+            id: Some(id),
+        });
+        Ok(self.pump(now))
+    }
+
+    /// A plain `talk` from a seed-era peer: shown as it is (the seed
+    /// protocol has no numbers to order or deduplicate by).
+    pub fn talk_received(&mut self, talk: Talk) -> Vec<ConversationOutput> {
+        let Talk { time, from, text } = talk;
+        self.record(ChatLine {
+            direction: Direction::Incoming,
+            time: time.clone(),
+            text: text.clone(),
+            delivery: Delivery::Received,
+            id: None,
+        });
+        vec![ConversationOutput::Emit(ClientEvent::Message {
+            from,
+            time,
+            text,
+        })]
+    }
+
+    /// A `chat` part from the peer.
+    pub fn chat_received(&mut self, chat: Chat) -> Vec<ConversationOutput> {
+        let ack = ConversationOutput::Transmit(Datagram::Ack(Ack {
+            from: self.own_name.clone(),
+            instance: chat.instance,
+            seq: chat.seq,
+        }));
+        let stream = match &mut self.inbound {
+            // A new instance of the peer (it restarted) starts a new stream.
+            Some(stream) if stream.instance == chat.instance => stream,
+            slot => slot.insert(Inbound {
+                instance: chat.instance,
+                next: chat.base,
+                ahead: BTreeMap::new(),
+                partial: None,
+            }),
+        };
+        if chat.base > stream.next {
+            // The sender gave up on everything below `base`.
+            stream.ahead = stream.ahead.split_off(&chat.base);
+            stream.partial = None;
+            stream.next = chat.base;
+        }
+        if chat.seq < stream.next {
+            // Seen before: the acknowledgement was lost. Acknowledge again.
+            return vec![ack];
+        }
+        if chat.seq >= stream.next + self.config.reorder_window {
+            // Too far ahead to hold; the sender will send it again.
+            return Vec::new();
+        }
+        stream.ahead.insert(chat.seq, chat);
+        let mut ready = Vec::new();
+        while let Some(chat) = stream.ahead.remove(&stream.next) {
+            stream.next += 1;
+            ready.push(chat);
+        }
+        let mut out = vec![ack];
+        for chat in ready {
+            if let Some(message) = self.assemble(chat) {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    /// Adds a part, in order, to the message being assembled; the whole
+    /// message once its last part is in.
+    fn assemble(&mut self, chat: Chat) -> Option<ConversationOutput> {
+        let stream = self.inbound.as_mut()?;
+        if chat.part == 1 {
+            // A message left unfinished was given up by its sender.
+            stream.partial = Some(Partial {
+                time: chat.time.clone(),
+                parts: chat.parts,
+                next_part: 1,
+                text: String::new(),
+            });
+        }
+        let partial = stream.partial.as_mut()?;
+        if chat.part != partial.next_part || chat.parts != partial.parts {
+            stream.partial = None;
+            return None;
+        }
+        partial.text.push_str(&chat.text);
+        partial.next_part += 1;
+        if chat.part < chat.parts {
+            return None;
+        }
+        let Partial { time, text, .. } = stream.partial.take()?;
+        self.record(ChatLine {
+            direction: Direction::Incoming,
+            time: time.clone(),
+            text: text.clone(),
+            delivery: Delivery::Received,
+            id: None,
+        });
+        Some(ConversationOutput::Emit(ClientEvent::Message {
+            from: chat.from,
+            time,
+            text,
+        }))
+    }
+
+    /// An acknowledgement from the peer.
+    pub fn ack_received(&mut self, ack: Ack, now: Instant) -> Vec<ConversationOutput> {
+        // An acknowledgement for an earlier instance of this client is stale.
+        if ack.instance != self.own_instance {
+            return Vec::new();
+        }
+        let Some(acked) = self.in_flight.remove(&ack.seq) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let id = acked.part.message;
+        if let Some(pending) = self.pending.get_mut(&id) {
+            pending.unacked_parts = pending.unacked_parts.saturating_sub(1);
+            if pending.unacked_parts == 0 {
+                self.pending.remove(&id);
+                self.set_delivery(id, Delivery::Delivered);
+                out.push(ConversationOutput::Emit(ClientEvent::Delivered {
+                    to: self.peer.clone(),
+                    id,
+                }));
+            }
+        }
+        out.extend(self.pump(now));
+        out
+    }
+
+    /// Sends again what waited too long for its acknowledgement, and gives
+    /// up on messages past their deadline.
+    pub fn tick(&mut self, now: Instant) -> Vec<ConversationOutput> {
+        let mut out = Vec::new();
+        let expired: Vec<MessageId> = self
+            .in_flight
+            .values()
+            .map(|f| &f.part)
+            .chain(self.queued.iter())
+            .filter(|part| now >= part.deadline)
+            .map(|part| part.message)
+            .collect();
+        for id in expired {
+            out.extend(self.fail(id));
+        }
+        let base = self.base();
+        let due: Vec<Seq> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.next_send)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in due {
+            if let Some(flight) = self.in_flight.get_mut(&seq) {
+                flight.wait = (flight.wait * 2).min(self.config.max_retry);
+                flight.next_send = now + flight.wait;
+                let part = flight.part.clone();
+                out.push(ConversationOutput::Transmit(self.chat(seq, base, &part)));
+            }
+        }
+        out.extend(self.pump(now));
+        out
+    }
+
+    /// When [`Conversation::tick`] should next be called, if at all.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let flights = self
+            .in_flight
+            .values()
+            .flat_map(|f| [f.next_send, f.part.deadline]);
+        let queued = self.queued.front().map(|p| p.deadline);
+        flights.chain(queued).min()
+    }
+
+    /// Gives up every message still unacknowledged (the user is leaving).
+    pub fn abandon(&mut self) -> Vec<ConversationOutput> {
+        let ids: Vec<MessageId> = self.pending.keys().copied().collect();
+        ids.into_iter().flat_map(|id| self.fail(id)).collect()
+    }
+
+    fn fail(&mut self, id: MessageId) -> Vec<ConversationOutput> {
+        self.in_flight.retain(|_, f| f.part.message != id);
+        self.queued.retain(|p| p.message != id);
+        let Some(pending) = self.pending.remove(&id) else {
+            return Vec::new();
+        };
+        self.set_delivery(id, Delivery::Failed);
+        vec![ConversationOutput::Emit(ClientEvent::Failed {
+            to: self.peer.clone(),
+            id,
+            text: pending.text,
+        })]
+    }
+
+    /// Moves queued parts into flight while the window has room.
+    fn pump(&mut self, now: Instant) -> Vec<ConversationOutput> {
+        let mut out = Vec::new();
+        while self.in_flight.len() < self.config.window {
+            let Some(part) = self.queued.pop_front() else {
+                break;
+            };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.in_flight.insert(
+                seq,
+                InFlight {
+                    part: part.clone(),
+                    next_send: now + self.config.initial_retry,
+                    wait: self.config.initial_retry,
+                },
+            );
+            let base = self.base();
+            out.push(ConversationOutput::Transmit(self.chat(seq, base, &part)));
+        }
+        out
+    }
+
+    /// The oldest sequence number still in flight (or the next one).
+    fn base(&self) -> Seq {
+        self.in_flight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_seq)
+    }
+
+    fn chat(&self, seq: Seq, base: Seq, part: &Part) -> Datagram {
+        Datagram::Chat(Chat {
+            instance: self.own_instance,
+            seq,
+            base: base.min(seq),
+            part: part.part,
+            parts: part.parts,
+            time: part.time.clone(),
+            from: self.own_name.clone(),
+            text: part.text.clone(),
+        })
+    }
+
+    fn talk(&self, time: TalkTime, text: String) -> Datagram {
+        Datagram::Talk(Talk {
+            time,
+            from: self.own_name.clone(),
+            text,
+        })
+    }
+
+    fn record(&mut self, line: ChatLine) {
+        if self.history.len() >= self.config.history_lines.max(1) {
+            self.history.pop_front();
+        }
+        self.history.push_back(line);
+    }
+
+    fn set_delivery(&mut self, id: MessageId, delivery: Delivery) {
+        if let Some(line) = self.history.iter_mut().rev().find(|l| l.id == Some(id)) {
+            line.delivery = delivery;
+        }
+    }
+}
+
+/// Splits `text` into pieces of at most `max_units` UTF-16 code units, at
+/// character boundaries (a surrogate pair is never cut).
+pub fn split(text: &str, max_units: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut piece = String::new();
+    let mut units = 0;
+    for ch in text.chars() {
+        let len = ch.len_utf16();
+        if units + len > max_units && !piece.is_empty() {
+            pieces.push(std::mem::take(&mut piece));
+            units = 0;
+        }
+        piece.push(ch);
+        units += len;
+    }
+    if !piece.is_empty() || pieces.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(text: &str) -> ChatLine {
-        ChatLine {
-            direction: Direction::Incoming,
-            time: TalkTime::parse("9:05:07").unwrap(),
-            text: text.into(),
-        }
-    }
-
-    #[test]
-    fn history_keeps_order_and_drops_the_oldest_past_its_bound() {
-        let mut c = Conversation::new(UserName::parse("bob").unwrap(), 2);
-        c.record(line("one"));
-        c.record(line("two"));
-        c.record(line("three"));
-        let texts: Vec<_> = c.lines().map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, ["two", "three"]);
-    }
-}
+mod tests;

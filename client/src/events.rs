@@ -1,8 +1,20 @@
 //! `ClientEvent`: what a client tells its front end (the console, a test,
 //! the load generator). One event per thing a user would want to see.
 
+use std::fmt;
+
 use actix::Message;
 use pigeon_shared::{PeerAddr, RefuseReason, TalkTime, UserName};
+
+/// A message this client sent, numbered from 1 in the order it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// Something that happened to this client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +32,22 @@ pub enum ClientEvent {
         time: TalkTime,
         text: String,
     },
+    /// A message this client sent reached its peer (Pigeon peers only:
+    /// a seed-era client does not acknowledge).
+    Delivered { to: UserName, id: MessageId },
+    /// A message could not be delivered before its deadline.
+    Failed {
+        to: UserName,
+        id: MessageId,
+        text: String,
+    },
+    /// The server went away (or forgot this session); the client keeps its
+    /// roster and its chats, and logs in again by itself.
+    ServerLost { reason: String },
+    /// Logged in again after [`ClientEvent::ServerLost`]; `online` counts
+    /// the users in the fresh roster. Differences from the old roster follow
+    /// as `Online` and `Offline` events.
+    Reconnected { online: usize },
     /// The server refused the login. The session is over.
     Refused {
         reason: RefuseReason,

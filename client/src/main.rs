@@ -37,6 +37,11 @@ struct Args {
     /// With --host: the server's TCP roster port (0: any free port).
     #[arg(long, value_name = "PORT", default_value_t = 0, requires = "host")]
     tcp_port: u16,
+
+    /// Also print `sent <to> <id>` when a message goes out and
+    /// `delivered <to> <id>` when its peer confirms it.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn parse_name(text: &str) -> Result<UserName, String> {
@@ -84,7 +89,7 @@ fn run(args: Args) -> i32 {
             }
             None => None,
         };
-        let console = PlainConsoleActor::new().start();
+        let console = PlainConsoleActor::new(args.verbose).start();
         let mut config = ClientConfig::new(args.name, server_addr);
         config.bind = bind;
         let client = ClientHandle::start(config, console.clone().recipient())?;

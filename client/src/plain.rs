@@ -8,17 +8,21 @@
 //! msg <from> <time> <text>
 //! user <name> <ip:port>
 //! refused <reason>
+//! failed <to> <text>
+//! sent <to> <id>           (--verbose)
+//! delivered <to> <id>      (--verbose)
 //! ```
 
 use std::fmt::Write;
 
 use pigeon_shared::{PeerAddr, UserName};
 
-use crate::events::ClientEvent;
+use crate::events::{ClientEvent, MessageId};
 
 /// The stdout line for `event`, if it has one. (Failures that end the
-/// session are reported on stderr instead.)
-pub fn event_line(event: &ClientEvent) -> Option<String> {
+/// session, and the server coming and going, are reported on stderr
+/// instead.) `verbose` adds delivery confirmations.
+pub fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
     Some(match event {
         ClientEvent::Ready { endpoint, online } => format!("ready {endpoint} {online}"),
         ClientEvent::Online { name, endpoint } => format!("online {name} {endpoint}"),
@@ -27,8 +31,19 @@ pub fn event_line(event: &ClientEvent) -> Option<String> {
             format!("msg {from} {} {}", time.display_token(), one_line(text))
         }
         ClientEvent::Refused { reason, .. } => format!("refused {reason}"),
-        ClientEvent::LoginFailed { .. } | ClientEvent::LoggedOut => return None,
+        ClientEvent::Failed { to, text, .. } => format!("failed {to} {}", one_line(text)),
+        ClientEvent::Delivered { to, id } if verbose => format!("delivered {to} {id}"),
+        ClientEvent::Delivered { .. }
+        | ClientEvent::LoginFailed { .. }
+        | ClientEvent::LoggedOut
+        | ClientEvent::ServerLost { .. }
+        | ClientEvent::Reconnected { .. } => return None,
     })
+}
+
+/// The `--verbose` line for a message handed to the network.
+pub fn sent_line(to: &UserName, id: MessageId) -> String {
+    format!("sent {to} {id}")
 }
 
 /// The `/list` line for one user.
@@ -102,9 +117,28 @@ mod tests {
             ),
         ];
         for (event, line) in cases {
-            assert_eq!(event_line(&event).as_deref(), Some(line));
+            assert_eq!(event_line(&event, false).as_deref(), Some(line));
         }
-        assert_eq!(event_line(&ClientEvent::LoggedOut), None);
+        assert_eq!(event_line(&ClientEvent::LoggedOut, true), None);
+        let failed = ClientEvent::Failed {
+            to: name("bob"),
+            id: MessageId(3),
+            text: "are you\nthere?".into(),
+        };
+        assert_eq!(
+            event_line(&failed, false).as_deref(),
+            Some("failed bob are you\\nthere?")
+        );
+        let delivered = ClientEvent::Delivered {
+            to: name("bob"),
+            id: MessageId(3),
+        };
+        assert_eq!(event_line(&delivered, false), None);
+        assert_eq!(
+            event_line(&delivered, true).as_deref(),
+            Some("delivered bob 3")
+        );
+        assert_eq!(sent_line(&name("bob"), MessageId(3)), "sent bob 3");
         assert_eq!(
             user_line(&name("bob"), &endpoint),
             "user bob 127.0.0.1:5000"

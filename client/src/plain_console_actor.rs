@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::client::ClientHandle;
 use crate::command::{parse_command, Command, HELP};
 use crate::events::ClientEvent;
-use crate::plain::{event_line, user_line};
+use crate::plain::{event_line, sent_line, user_line};
 
 /// Longest command line accepted (bytes); longer lines are refused whole.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
@@ -26,6 +26,7 @@ pub struct PlainConsoleActor {
     client: Option<ClientHandle>,
     reading: bool,
     quitting: bool,
+    verbose: bool,
 }
 
 /// Attach the client whose events this console receives.
@@ -49,11 +50,13 @@ enum StdinLine {
 
 impl PlainConsoleActor {
     /// A console with no client yet; send [`Attach`] once it is started.
-    pub fn new() -> Self {
+    /// `verbose` adds `sent` and `delivered` lines.
+    pub fn new(verbose: bool) -> Self {
         Self {
             client: None,
             reading: false,
             quitting: false,
+            verbose,
         }
     }
 
@@ -117,20 +120,20 @@ impl PlainConsoleActor {
                 }));
             }
             Command::Msg { to, text } => {
-                let sent = async move { client.send_text(to, text).await };
-                ctx.wait(sent.into_actor(self).map(|result, _, _| {
-                    if let Err(e) = result {
-                        eprintln!("pigeon: message not sent: {e}");
-                    }
-                }));
+                let sent = async move {
+                    let result = client.send_text(to.clone(), text).await;
+                    (to, result)
+                };
+                ctx.wait(
+                    sent.into_actor(self)
+                        .map(|(to, result), act, _| match result {
+                            Ok(id) if act.verbose => act.print(&sent_line(&to, id)),
+                            Ok(_) => {}
+                            Err(e) => eprintln!("pigeon: message not sent: {e}"),
+                        }),
+                );
             }
         }
-    }
-}
-
-impl Default for PlainConsoleActor {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -150,11 +153,17 @@ impl Handler<ClientEvent> for PlainConsoleActor {
     type Result = ();
 
     fn handle(&mut self, event: ClientEvent, ctx: &mut Context<Self>) {
-        if let Some(line) = event_line(&event) {
+        if let Some(line) = event_line(&event, self.verbose) {
             self.print(&line);
         }
         match event {
             ClientEvent::Ready { .. } => self.start_reading(ctx),
+            ClientEvent::ServerLost { reason } => {
+                eprintln!("pigeon: {reason}; logging in again (chat goes on meanwhile)");
+            }
+            ClientEvent::Reconnected { online } => {
+                eprintln!("pigeon: logged in again; {online} users online");
+            }
             ClientEvent::Refused { reason, detail } => {
                 eprintln!("pigeon: login refused ({reason}): {detail}");
                 System::current().stop_with_code(EXIT_REFUSED);

@@ -1,30 +1,45 @@
-//! `Session`: a client's login flow and its copy of the roster, as a state
-//! machine without sockets or timers.
+//! `Session`: a client's login flow, its copy of the roster, its keepalive
+//! and its reconnects, as a state machine without sockets or timers.
 //!
 //! ```text
-//! LoggingIn --Accept--> FetchingRoster --snapshot--> Online --logout--> Ended
-//!     |  ^                   |
-//!     |  +----fetch failed---+   (a new login; the server treats it as a refresh)
-//!     +--refused / out of attempts--> Ended
+//! LoggingIn --Accept--> FetchingRoster --snapshot--> Online --logout--> LoggingOut --bye--> Ended
+//!   |  ^                   |                          |   ^
+//!   |  +----fetch failed---+                          |   | Accept + snapshot
+//!   |                         expired / closing / silence  |
+//!   +--refused / out of attempts--> Ended             +-> Reconnecting
 //! ```
 //!
-//! Roster changes that arrive before the snapshot is in are kept and
-//! replayed on top of it, in order, so nothing that happened between the
-//! login and the fetch is lost. [`crate::session_actor::SessionActor`] owns
-//! the socket, the TCP fetch and the timer, and carries out the outputs.
+//! With a Pigeon server (one that answered with Pigeon's `Accept`
+//! extension) the session keeps alive with `ping`, follows the roster
+//! through numbered `delta`s (fetching a fresh snapshot when it sees a gap),
+//! and logs in again by itself when the server restarts or goes quiet. With
+//! a seed server it speaks the plain protocol only: `login`, `logout`, and
+//! nothing else a seed server could choke on.
+//!
+//! Roster changes that arrive before a snapshot is in are kept and replayed
+//! on top of it, in order. The session also decides which chat datagrams may
+//! reach a conversation: only those from the address of the user they name
+//! (and, between Pigeon clients, from its exact endpoint and instance).
+//! [`crate::session_actor::SessionActor`] owns the socket, the TCP fetch and
+//! the timer, and carries out the outputs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pigeon_shared::{
-    same_host, Accept, Datagram, Login, Logout, PeerAddr, Refused, RosterSnapshot, Talk, UserName,
+    same_host, Accept, AcceptExt, Ack, Chat, Datagram, Delta, InstanceId, Login, LoginExt, Logout,
+    LogoutExt, PeerAddr, Ping, Refused, Revision, RosterChange, RosterSnapshot, SessionToken, Talk,
+    UserName,
 };
 
 use crate::events::ClientEvent;
 
-/// Most roster changes kept while the snapshot is being fetched.
-const MAX_BUFFERED_CHANGES: usize = 100_000;
+/// Most roster changes kept while a snapshot is being fetched.
+const MAX_BUFFERED: usize = 100_000;
+
+/// Keepalives that may go unanswered before the server counts as lost.
+const MISSED_PONGS: u32 = 3;
 
 /// What a session needs to know.
 #[derive(Debug, Clone)]
@@ -35,9 +50,15 @@ pub struct SessionConfig {
     pub server: SocketAddr,
     /// This client's receive endpoint, as announced in `login`.
     pub endpoint: PeerAddr,
+    /// This client's instance id, announced to Pigeon servers and peers.
+    pub instance: InstanceId,
     /// How long to wait for `Accept` after each login attempt; the number of
     /// entries is the number of attempts.
     pub login_timeouts: Vec<Duration>,
+    /// How long to wait for `bye` after each logout attempt.
+    pub logout_timeouts: Vec<Duration>,
+    /// Longest wait between login attempts while reconnecting.
+    pub max_reconnect_delay: Duration,
 }
 
 /// Default wait after each login attempt: five attempts over 7.5 s.
@@ -46,6 +67,24 @@ pub fn default_login_timeouts() -> Vec<Duration> {
         .into_iter()
         .map(Duration::from_millis)
         .collect()
+}
+
+/// Default wait after each logout attempt: three attempts over 1.4 s.
+pub fn default_logout_timeouts() -> Vec<Duration> {
+    [200, 400, 800]
+        .into_iter()
+        .map(Duration::from_millis)
+        .collect()
+}
+
+/// What this client knows about another user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Where the user receives.
+    pub endpoint: PeerAddr,
+    /// The user's instance id if it is a Pigeon client (which takes `chat`);
+    /// `None` for a seed-era client, which takes only `talk`.
+    pub instance: Option<InstanceId>,
 }
 
 /// Something the session wants done.
@@ -58,35 +97,82 @@ pub enum SessionOutput {
     FetchRoster { from: SocketAddr },
     /// Tell the front end.
     Emit(ClientEvent),
-    /// A chat message for the conversation with `talk.from`.
-    DeliverTalk { talk: Talk, source: SocketAddr },
+    /// What is known about `name` changed (`None`: it left).
+    PeerUpdated { name: UserName, peer: Option<Peer> },
+    /// A `talk` for the conversation with `talk.from`.
+    DeliverTalk(Talk),
+    /// A `chat` for the conversation with `chat.from`.
+    DeliverChat(Chat),
+    /// An `ack` for the conversation with `ack.from`.
+    DeliverAck(Ack),
+    /// A peer datagram was dropped: it did not come from the user it names.
+    Refused {
+        from: UserName,
+        source: SocketAddr,
+        refusal: Refusal,
+    },
 }
 
-/// Why a `talk` was not delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TalkRefusal {
-    /// The sender named a user who is online at another host.
-    WrongHost { registered: PeerAddr },
+/// Why a chat datagram was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The sender names a user who is not online (yet).
+    UnknownSender,
+    /// The sender names a user online at another address.
+    WrongAddress,
+    /// The sender names a user online under another instance id.
+    WrongInstance,
+}
+
+/// What the server is, as far as this session has learnt.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    /// No `Accept` yet.
+    Unknown,
+    /// A seed-era server: plain protocol only.
+    Seed,
+    /// A Pigeon server.
+    Pigeon {
+        token: SessionToken,
+        roster_port: u16,
+        keepalive: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
 enum State {
+    /// Sending `login`; `reconnect` says whether this is a return.
     LoggingIn {
         attempt: usize,
-        buffered: Vec<Change>,
+        reconnect: bool,
     },
+    /// `Accept` came; the snapshot is on its way.
     FetchingRoster {
         attempt: usize,
-        buffered: Vec<Change>,
+        reconnect: bool,
     },
-    Online,
+    /// Live. `resyncing`: a fresh snapshot is on its way (a gap was seen).
+    Online {
+        resyncing: bool,
+    },
+    /// The server went away; logging in again until it answers.
+    Reconnecting {
+        attempt: u32,
+    },
+    /// `logout` sent; waiting for `bye`.
+    LoggingOut {
+        attempt: usize,
+    },
     Ended,
 }
 
+/// A roster change kept until a snapshot is in.
 #[derive(Debug, Clone)]
-enum Change {
-    Joined(UserName, PeerAddr),
-    Left(UserName, PeerAddr),
+enum Buffered {
+    /// From a seed server's `login`/`logout`: no revision.
+    Plain(RosterChange),
+    /// From a Pigeon server.
+    Delta(Delta),
 }
 
 /// A client's session. See the module documentation.
@@ -94,8 +180,14 @@ enum Change {
 pub struct Session {
     config: SessionConfig,
     state: State,
-    roster: BTreeMap<UserName, PeerAddr>,
+    server: Server,
+    roster: BTreeMap<UserName, Peer>,
+    revision: Option<Revision>,
+    buffered: Vec<Buffered>,
+    /// When the current state's wait ends (login, reconnect, logout retry).
     deadline: Option<Instant>,
+    next_ping: Option<Instant>,
+    last_heard: Option<Instant>,
 }
 
 impl Session {
@@ -105,30 +197,53 @@ impl Session {
             config,
             state: State::LoggingIn {
                 attempt: 0,
-                buffered: Vec::new(),
+                reconnect: false,
             },
+            server: Server::Unknown,
             roster: BTreeMap::new(),
+            revision: None,
+            buffered: Vec::new(),
             deadline: None,
+            next_ping: None,
+            last_heard: None,
         }
     }
 
     /// Sends the first login.
     pub fn start(&mut self, now: Instant) -> Vec<SessionOutput> {
-        self.state = State::LoggingIn {
-            attempt: 0,
-            buffered: Vec::new(),
-        };
         vec![self.send_login(0, now)]
     }
 
     /// When [`Session::timer_fired`] should next be called, if at all.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        let watchdog = self.watchdog();
+        [self.deadline, self.next_ping, watchdog]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the roster is fetched and the session is live.
     pub fn is_online(&self) -> bool {
-        matches!(self.state, State::Online)
+        matches!(self.state, State::Online { .. })
+    }
+
+    /// Whether the session has logged in at least once and not ended: chat
+    /// goes on while the server is away.
+    pub fn can_chat(&self) -> bool {
+        matches!(
+            self.state,
+            State::Online { .. }
+                | State::Reconnecting { .. }
+                | State::LoggingIn {
+                    reconnect: true,
+                    ..
+                }
+                | State::FetchingRoster {
+                    reconnect: true,
+                    ..
+                }
+        )
     }
 
     /// Whether the session is over.
@@ -141,6 +256,11 @@ impl Session {
         &self.config.name
     }
 
+    /// This client's instance id.
+    pub fn instance(&self) -> InstanceId {
+        self.config.instance
+    }
+
     /// This client's receive endpoint.
     pub fn endpoint(&self) -> PeerAddr {
         self.config.endpoint
@@ -148,50 +268,152 @@ impl Session {
 
     /// The users online, sorted by name, this one included.
     pub fn users(&self) -> Vec<(UserName, PeerAddr)> {
-        self.roster.iter().map(|(n, a)| (n.clone(), *a)).collect()
+        self.roster
+            .iter()
+            .map(|(n, p)| (n.clone(), p.endpoint))
+            .collect()
     }
 
-    /// Where `name` receives, if online.
-    pub fn endpoint_of(&self, name: &str) -> Option<PeerAddr> {
+    /// What is known about `name`, if online.
+    pub fn peer(&self, name: &str) -> Option<Peer> {
         self.roster.get(name).copied()
     }
 
-    /// A datagram arrived from `source`.
+    /// The roster revision this client has reached (Pigeon servers only).
+    pub fn revision(&self) -> Option<Revision> {
+        self.revision
+    }
+
+    /// A datagram arrived from `source` at `now`.
     pub fn datagram_received(
         &mut self,
         datagram: Datagram,
         source: SocketAddr,
+        now: Instant,
     ) -> Vec<SessionOutput> {
         match datagram {
+            // Peer to peer.
             Datagram::Talk(talk) => match self.check_talk(&talk, source) {
-                Ok(()) => vec![SessionOutput::DeliverTalk { talk, source }],
-                Err(_) => Vec::new(),
+                Ok(()) => vec![SessionOutput::DeliverTalk(talk)],
+                Err(refusal) => refused(talk.from, source, refusal),
+            },
+            Datagram::Chat(chat) => self.chat_received(chat, source),
+            Datagram::Ack(ack) => match self.check_exact(&ack.from, source) {
+                Ok(_) => vec![SessionOutput::DeliverAck(ack)],
+                Err(refusal) => refused(ack.from, source, refusal),
             },
             // Everything else comes from the server, or from nobody we
-            // listen to. A seed server sends from ephemeral ports, so only
-            // the host can be checked.
+            // listen to. A seed server sends from throwaway ports, so only
+            // its host can be checked.
             _ if !same_host(source.ip(), self.config.server.ip()) => Vec::new(),
-            Datagram::Accept(accept) => self.accepted(accept),
-            Datagram::Refused(refused) => self.refused(refused),
-            Datagram::Login(Login { name, endpoint }) => {
-                self.roster_change(Change::Joined(name, endpoint))
-            }
-            Datagram::Logout(Logout { name, endpoint }) => {
-                self.roster_change(Change::Left(name, endpoint))
+            other => {
+                self.last_heard = Some(now);
+                self.server_datagram(other, now)
             }
         }
     }
 
-    /// Whether a `talk` may be delivered: a sender who names a user online
-    /// must send from that user's host. A sender not (yet) in the roster is
-    /// let through: its login broadcast may simply not have arrived.
-    pub fn check_talk(&self, talk: &Talk, source: SocketAddr) -> Result<(), TalkRefusal> {
-        match self.roster.get(&talk.from) {
-            Some(registered) if !same_host(registered.socket_addr().ip(), source.ip()) => {
-                Err(TalkRefusal::WrongHost {
-                    registered: *registered,
-                })
+    fn server_datagram(&mut self, datagram: Datagram, now: Instant) -> Vec<SessionOutput> {
+        match datagram {
+            Datagram::Accept(accept) => self.accepted(accept),
+            Datagram::Refused(refused) => self.refused(refused),
+            Datagram::Login(Login {
+                name,
+                endpoint,
+                pigeon,
+            }) => self.plain_change(RosterChange::Joined {
+                name,
+                endpoint,
+                instance: pigeon.map(|ext| ext.instance),
+            }),
+            Datagram::Logout(Logout { name, endpoint, .. }) => {
+                self.plain_change(RosterChange::Left { name, endpoint })
             }
+            Datagram::Delta(delta) => self.delta(delta),
+            Datagram::Pong(pong) => match (self.revision, &self.state) {
+                // A delta went missing: the revision moved on without us.
+                (Some(mine), State::Online { resyncing: false }) if pong.revision > mine => {
+                    self.resync()
+                }
+                _ => Vec::new(),
+            },
+            Datagram::Expired(_) if self.is_online() => {
+                self.lose_server("the server no longer knows this session", true, now)
+            }
+            Datagram::Closing(closing) if self.can_chat() => {
+                let reason = if closing.detail.is_empty() {
+                    "the server is shutting down".to_owned()
+                } else {
+                    closing.detail
+                };
+                self.lose_server(&reason, false, now)
+            }
+            Datagram::Bye(_) => match self.state {
+                State::LoggingOut { .. } => self.end_logout(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a `talk` may be delivered: its sender must be online, and it
+    /// must come from that user's host (a seed client sends from throwaway
+    /// ports, so the port cannot be checked).
+    pub fn check_talk(&self, talk: &Talk, source: SocketAddr) -> Result<(), Refusal> {
+        let peer = self.roster.get(&talk.from).ok_or(Refusal::UnknownSender)?;
+        if same_host(peer.endpoint.socket_addr().ip(), source.ip()) {
+            Ok(())
+        } else {
+            Err(Refusal::WrongAddress)
+        }
+    }
+
+    /// A Pigeon peer sends from its receive endpoint: the source must be
+    /// exactly the endpoint of the user it names.
+    fn check_exact(&self, name: &UserName, source: SocketAddr) -> Result<Peer, Refusal> {
+        let peer = self.roster.get(name).ok_or(Refusal::UnknownSender)?;
+        if peer.endpoint.socket_addr() == source {
+            Ok(*peer)
+        } else {
+            Err(Refusal::WrongAddress)
+        }
+    }
+
+    fn chat_received(&mut self, chat: Chat, source: SocketAddr) -> Vec<SessionOutput> {
+        let peer = match self.check_exact(&chat.from, source) {
+            Ok(peer) => peer,
+            Err(refusal) => return refused(chat.from, source, refusal),
+        };
+        match peer.instance {
+            Some(instance) if instance == chat.instance => {
+                vec![SessionOutput::DeliverChat(chat)]
+            }
+            Some(_) => refused(chat.from, source, Refusal::WrongInstance),
+            // A roster from a seed server does not say who is a Pigeon
+            // client; a chat from the user's exact endpoint does.
+            None => {
+                let learnt = Peer {
+                    instance: Some(chat.instance),
+                    ..peer
+                };
+                self.roster.insert(chat.from.clone(), learnt);
+                vec![
+                    SessionOutput::PeerUpdated {
+                        name: chat.from.clone(),
+                        peer: Some(learnt),
+                    },
+                    SessionOutput::DeliverChat(chat),
+                ]
+            }
+        }
+    }
+
+    /// Why a `chat` would be refused, for counting (the same checks as
+    /// delivery, without learning anything).
+    pub fn check_chat(&self, chat: &Chat, source: SocketAddr) -> Result<(), Refusal> {
+        let peer = self.check_exact(&chat.from, source)?;
+        match peer.instance {
+            Some(instance) if instance != chat.instance => Err(Refusal::WrongInstance),
             _ => Ok(()),
         }
     }
@@ -202,81 +424,159 @@ impl Session {
         result: Result<RosterSnapshot, String>,
         now: Instant,
     ) -> Vec<SessionOutput> {
-        let State::FetchingRoster { attempt, buffered } = &mut self.state else {
-            return Vec::new();
-        };
-        let attempt = *attempt;
-        let snapshot = match result {
-            Ok(snapshot) => snapshot,
-            Err(reason) => {
-                return self.retry_or_fail(attempt, &format!("roster fetch failed: {reason}"), now)
-            }
-        };
-        let buffered = std::mem::take(buffered);
-        self.state = State::Online;
-        self.deadline = None;
-        self.roster.clear();
-        for entry in snapshot.entries {
-            self.roster.insert(entry.name, entry.endpoint);
-        }
-        for change in buffered {
-            self.apply(change);
-        }
-        // The roster is about this client, so it is in it, whatever the
-        // server wrote.
-        self.roster
-            .insert(self.config.name.clone(), self.config.endpoint);
-        let mut out = vec![SessionOutput::Emit(ClientEvent::Ready {
-            endpoint: self.config.endpoint,
-            online: self.roster.len(),
-        })];
-        out.extend(
-            self.roster
-                .iter()
-                .filter(|(name, _)| **name != self.config.name)
-                .map(|(name, endpoint)| {
-                    SessionOutput::Emit(ClientEvent::Online {
-                        name: name.clone(),
-                        endpoint: *endpoint,
-                    })
-                }),
-        );
-        out
-    }
-
-    /// The deadline passed.
-    pub fn timer_fired(&mut self, now: Instant) -> Vec<SessionOutput> {
-        match self.deadline {
-            Some(deadline) if now >= deadline => {}
-            _ => return Vec::new(),
-        }
-        match &self.state {
-            State::LoggingIn { attempt, .. } => {
+        match (&self.state, result) {
+            (State::FetchingRoster { attempt, .. }, Err(reason)) => {
                 let attempt = *attempt;
-                self.retry_or_fail(attempt, "no answer from the server", now)
+                self.retry_or_fail(attempt, &format!("roster fetch failed: {reason}"), now)
             }
-            // The fetch has a timeout of its own and reports through
-            // `roster_fetched`.
+            (State::Online { resyncing: true }, Err(_)) => {
+                // Try again at the next keepalive's answer.
+                self.state = State::Online { resyncing: false };
+                Vec::new()
+            }
+            (State::FetchingRoster { reconnect, .. }, Ok(snapshot)) => {
+                let reconnect = *reconnect;
+                self.state = State::Online { resyncing: false };
+                self.deadline = None;
+                if let Server::Pigeon { keepalive, .. } = self.server {
+                    self.next_ping = Some(now + keepalive);
+                    self.last_heard = Some(now);
+                }
+                let mut out = self.install(snapshot);
+                let online = self.roster.len();
+                let event = if reconnect {
+                    ClientEvent::Reconnected { online }
+                } else {
+                    ClientEvent::Ready {
+                        endpoint: self.config.endpoint,
+                        online,
+                    }
+                };
+                out.insert(0, SessionOutput::Emit(event));
+                out
+            }
+            (State::Online { resyncing: true }, Ok(snapshot)) => {
+                self.state = State::Online { resyncing: false };
+                self.install(snapshot)
+            }
             _ => Vec::new(),
         }
     }
 
-    /// The user wants to leave: a logout goes to the server if it knows us.
-    pub fn logout(&mut self) -> Vec<SessionOutput> {
-        let was = std::mem::replace(&mut self.state, State::Ended);
-        self.deadline = None;
+    /// A deadline passed (or may have).
+    pub fn timer_fired(&mut self, now: Instant) -> Vec<SessionOutput> {
         let mut out = Vec::new();
-        if !matches!(was, State::Ended) {
-            out.push(SessionOutput::Send {
-                to: self.config.server,
-                datagram: Datagram::Logout(Logout {
-                    name: self.config.name.clone(),
-                    endpoint: self.config.endpoint,
-                }),
-            });
+        if self.watchdog().is_some_and(|at| now >= at) {
+            return self.lose_server("no answer from the server", false, now);
         }
-        out.push(SessionOutput::Emit(ClientEvent::LoggedOut));
+        if self.next_ping.is_some_and(|at| now >= at) {
+            out.extend(self.ping(now));
+        }
+        if self.deadline.is_some_and(|at| now >= at) {
+            self.deadline = None;
+            match self.state.clone() {
+                State::LoggingIn { attempt, .. } => {
+                    out.extend(self.retry_or_fail(attempt, "no answer from the server", now))
+                }
+                State::Reconnecting { attempt } => out.extend(self.reconnect_attempt(attempt, now)),
+                State::LoggingOut { attempt } => out.extend(self.logout_attempt(attempt + 1, now)),
+                _ => {}
+            }
+        }
         out
+    }
+
+    /// The user wants to leave: a logout goes to the server if it knows
+    /// us; a Pigeon server is asked until it says `bye`.
+    pub fn logout(&mut self, now: Instant) -> Vec<SessionOutput> {
+        match self.state {
+            State::Ended | State::LoggingOut { .. } => Vec::new(),
+            _ => self.logout_attempt(0, now),
+        }
+    }
+
+    fn logout_attempt(&mut self, attempt: usize, now: Instant) -> Vec<SessionOutput> {
+        self.next_ping = None;
+        let pigeon = match self.server {
+            Server::Pigeon { token, .. } => Some(LogoutExt { token }),
+            _ => None,
+        };
+        let send = SessionOutput::Send {
+            to: self.config.server,
+            datagram: Datagram::Logout(Logout {
+                name: self.config.name.clone(),
+                endpoint: self.config.endpoint,
+                pigeon,
+            }),
+        };
+        let wait = self.config.logout_timeouts.get(attempt).copied();
+        match (pigeon, wait) {
+            // Only a Pigeon server answers; ask again until it does.
+            (Some(_), Some(wait)) => {
+                self.state = State::LoggingOut { attempt };
+                self.deadline = Some(now + wait);
+                vec![send]
+            }
+            (Some(_), None) => self.end_logout(),
+            (None, _) => {
+                let mut out = vec![send];
+                out.extend(self.end_logout());
+                out
+            }
+        }
+    }
+
+    fn end_logout(&mut self) -> Vec<SessionOutput> {
+        self.state = State::Ended;
+        self.deadline = None;
+        self.next_ping = None;
+        vec![SessionOutput::Emit(ClientEvent::LoggedOut)]
+    }
+
+    /// When silence from a Pigeon server means it is gone.
+    fn watchdog(&self) -> Option<Instant> {
+        match (self.server, &self.state, self.last_heard) {
+            (Server::Pigeon { keepalive, .. }, State::Online { .. }, Some(heard)) => {
+                Some(heard + keepalive * (MISSED_PONGS + 1))
+            }
+            _ => None,
+        }
+    }
+
+    fn ping(&mut self, now: Instant) -> Vec<SessionOutput> {
+        let Server::Pigeon {
+            token, keepalive, ..
+        } = self.server
+        else {
+            self.next_ping = None;
+            return Vec::new();
+        };
+        self.next_ping = Some(now + keepalive);
+        vec![SessionOutput::Send {
+            to: self.config.server,
+            datagram: Datagram::Ping(Ping {
+                name: self.config.name.clone(),
+                token,
+            }),
+        }]
+    }
+
+    fn login_datagram(&self, with_token: bool) -> Datagram {
+        let token = match self.server {
+            Server::Pigeon { token, .. } if with_token => Some(token),
+            _ => None,
+        };
+        // The extension goes to every server: a seed server ignores the
+        // field, and forwards the login verbatim, which is how Pigeon peers
+        // on a seed server find each other.
+        Datagram::Login(Login {
+            name: self.config.name.clone(),
+            endpoint: self.config.endpoint,
+            pigeon: Some(LoginExt {
+                instance: self.config.instance,
+                token,
+            }),
+        })
     }
 
     fn send_login(&mut self, attempt: usize, now: Instant) -> SessionOutput {
@@ -289,14 +589,26 @@ impl Session {
         self.deadline = Some(now + wait);
         SessionOutput::Send {
             to: self.config.server,
-            datagram: Datagram::Login(Login {
-                name: self.config.name.clone(),
-                endpoint: self.config.endpoint,
-            }),
+            datagram: self.login_datagram(false),
         }
     }
 
     fn retry_or_fail(&mut self, attempt: usize, why: &str, now: Instant) -> Vec<SessionOutput> {
+        let reconnect = matches!(
+            self.state,
+            State::LoggingIn {
+                reconnect: true,
+                ..
+            } | State::FetchingRoster {
+                reconnect: true,
+                ..
+            }
+        );
+        if reconnect {
+            // A returning client never gives up; it keeps trying, slower.
+            self.state = State::Reconnecting { attempt: 0 };
+            return self.reconnect_attempt(0, now);
+        }
         let next = attempt + 1;
         if next >= self.config.login_timeouts.len() {
             self.state = State::Ended;
@@ -308,412 +620,300 @@ impl Session {
             );
             return vec![SessionOutput::Emit(ClientEvent::LoginFailed { reason })];
         }
-        let buffered = match &mut self.state {
-            State::LoggingIn { buffered, .. } | State::FetchingRoster { buffered, .. } => {
-                std::mem::take(buffered)
-            }
-            _ => Vec::new(),
-        };
         self.state = State::LoggingIn {
             attempt: next,
-            buffered,
+            reconnect: false,
         };
         vec![self.send_login(next, now)]
     }
 
-    fn accepted(&mut self, accept: Accept) -> Vec<SessionOutput> {
-        let State::LoggingIn { attempt, buffered } = &mut self.state else {
-            // A second Accept answers a repeated login: already handled.
-            return Vec::new();
+    /// The server is gone (or forgot us): keep the roster and the chats,
+    /// and log in again until it answers.
+    fn lose_server(&mut self, reason: &str, at_once: bool, now: Instant) -> Vec<SessionOutput> {
+        self.next_ping = None;
+        self.last_heard = None;
+        self.buffered.clear();
+        let mut out = vec![SessionOutput::Emit(ClientEvent::ServerLost {
+            reason: reason.to_owned(),
+        })];
+        self.state = State::Reconnecting { attempt: 0 };
+        if at_once {
+            out.extend(self.reconnect_attempt(0, now));
+        } else {
+            self.deadline = Some(now + self.reconnect_delay(0));
+        }
+        out
+    }
+
+    fn reconnect_delay(&self, attempt: u32) -> Duration {
+        let delay = Duration::from_millis(500).saturating_mul(1 << attempt.min(10));
+        delay.min(self.config.max_reconnect_delay)
+    }
+
+    fn reconnect_attempt(&mut self, attempt: u32, now: Instant) -> Vec<SessionOutput> {
+        self.state = State::Reconnecting {
+            attempt: attempt + 1,
         };
-        let attempt = *attempt;
-        let buffered = std::mem::take(buffered);
-        self.state = State::FetchingRoster { attempt, buffered };
+        self.deadline = Some(now + self.reconnect_delay(attempt));
+        // The old token still works if the server merely went quiet; a
+        // restarted server ignores it and starts a new session.
+        vec![SessionOutput::Send {
+            to: self.config.server,
+            datagram: self.login_datagram(true),
+        }]
+    }
+
+    fn accepted(&mut self, accept: Accept) -> Vec<SessionOutput> {
+        let (attempt, reconnect) = match self.state {
+            State::LoggingIn { attempt, reconnect } => (attempt, reconnect),
+            State::Reconnecting { .. } => (0, true),
+            // A second Accept answers a repeated login: already handled.
+            _ => return Vec::new(),
+        };
+        self.server = match accept.pigeon {
+            Some(AcceptExt {
+                roster_port,
+                token,
+                keepalive_ms,
+            }) => Server::Pigeon {
+                token,
+                roster_port,
+                keepalive: Duration::from_millis(u64::from(keepalive_ms)),
+            },
+            None => Server::Seed,
+        };
+        self.state = State::FetchingRoster { attempt, reconnect };
         // The fetch carries its own timeout.
         self.deadline = None;
         // Connect to the server's configured address, not to the datagram's
         // source: a forged Accept cannot point the fetch elsewhere.
-        let from = SocketAddr::new(self.config.server.ip(), accept.tcp_port);
-        vec![SessionOutput::FetchRoster { from }]
+        let port = match self.server {
+            Server::Pigeon { roster_port, .. } => roster_port,
+            _ => accept.tcp_port,
+        };
+        vec![SessionOutput::FetchRoster {
+            from: SocketAddr::new(self.config.server.ip(), port),
+        }]
     }
 
     fn refused(&mut self, refused: Refused) -> Vec<SessionOutput> {
-        if !matches!(
+        let waiting = matches!(
             self.state,
-            State::LoggingIn { .. } | State::FetchingRoster { .. }
-        ) {
+            State::LoggingIn { .. } | State::FetchingRoster { .. } | State::Reconnecting { .. }
+        );
+        if !waiting {
             return Vec::new();
         }
         self.state = State::Ended;
         self.deadline = None;
+        self.next_ping = None;
         vec![SessionOutput::Emit(ClientEvent::Refused {
             reason: refused.reason,
             detail: refused.detail,
         })]
     }
 
-    fn roster_change(&mut self, change: Change) -> Vec<SessionOutput> {
-        let (name, endpoint) = match &change {
-            Change::Joined(name, endpoint) | Change::Left(name, endpoint) => (name, *endpoint),
-        };
-        // Our own entry is ours to keep: a broadcast cannot move or remove it.
-        if *name == self.config.name {
+    fn resync(&mut self) -> Vec<SessionOutput> {
+        let Server::Pigeon { roster_port, .. } = self.server else {
             return Vec::new();
-        }
-        match &mut self.state {
-            State::LoggingIn { buffered, .. } | State::FetchingRoster { buffered, .. } => {
-                if buffered.len() < MAX_BUFFERED_CHANGES {
-                    buffered.push(change);
-                }
+        };
+        self.state = State::Online { resyncing: true };
+        vec![SessionOutput::FetchRoster {
+            from: SocketAddr::new(self.config.server.ip(), roster_port),
+        }]
+    }
+
+    fn plain_change(&mut self, change: RosterChange) -> Vec<SessionOutput> {
+        match self.state {
+            State::LoggingIn { .. } | State::FetchingRoster { .. } => {
+                self.buffer(Buffered::Plain(change));
                 Vec::new()
             }
-            State::Ended => Vec::new(),
-            State::Online => {
-                let name = name.clone();
-                match self.apply(change) {
-                    Applied::Joined => {
-                        vec![SessionOutput::Emit(ClientEvent::Online { name, endpoint })]
-                    }
-                    Applied::Left => vec![SessionOutput::Emit(ClientEvent::Offline { name })],
-                    Applied::Nothing => Vec::new(),
-                }
-            }
+            State::Online { .. } => self.apply(change),
+            _ => Vec::new(),
         }
     }
 
-    fn apply(&mut self, change: Change) -> Applied {
-        match change {
-            Change::Joined(name, endpoint) => {
-                if self.roster.insert(name, endpoint) == Some(endpoint) {
-                    Applied::Nothing
-                } else {
-                    Applied::Joined
+    fn delta(&mut self, delta: Delta) -> Vec<SessionOutput> {
+        match self.state {
+            State::LoggingIn { .. }
+            | State::FetchingRoster { .. }
+            | State::Online { resyncing: true } => {
+                self.buffer(Buffered::Delta(delta));
+                Vec::new()
+            }
+            State::Online { resyncing: false } => match self.revision {
+                Some(mine) if delta.from > mine => {
+                    // A gap: a delta went missing. Fetch a fresh snapshot
+                    // and replay this one on top of it.
+                    self.buffer(Buffered::Delta(delta));
+                    self.resync()
+                }
+                _ => self.apply_delta(delta),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    fn buffer(&mut self, item: Buffered) {
+        if self.buffered.len() < MAX_BUFFERED {
+            self.buffered.push(item);
+        }
+    }
+
+    /// Applies the changes of `delta` newer than this client's revision.
+    fn apply_delta(&mut self, delta: Delta) -> Vec<SessionOutput> {
+        let mine = self.revision.unwrap_or(delta.from);
+        let to = delta.to();
+        if to <= mine {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (revision, change) in (delta.from + 1..).zip(delta.changes) {
+            if revision > mine {
+                out.extend(self.apply(change));
+            }
+        }
+        self.revision = Some(to);
+        out
+    }
+
+    /// Replaces the roster with `snapshot` plus the changes that arrived
+    /// meanwhile, and reports the differences.
+    fn install(&mut self, snapshot: RosterSnapshot) -> Vec<SessionOutput> {
+        let before = std::mem::take(&mut self.roster);
+        for entry in snapshot.entries {
+            self.roster.insert(
+                entry.name,
+                Peer {
+                    endpoint: entry.endpoint,
+                    instance: entry.instance,
+                },
+            );
+        }
+        // This client is in the roster whatever the server wrote.
+        self.roster.insert(
+            self.config.name.clone(),
+            Peer {
+                endpoint: self.config.endpoint,
+                instance: Some(self.config.instance),
+            },
+        );
+        // A seed server's roster does not say who is a Pigeon client; keep
+        // what chats already taught us.
+        for (name, peer) in self.roster.iter_mut() {
+            if peer.instance.is_none() {
+                if let Some(old) = before.get(name).filter(|old| old.endpoint == peer.endpoint) {
+                    peer.instance = old.instance;
                 }
             }
-            // A logout for an endpoint the user no longer has is stale.
-            Change::Left(name, endpoint) => match self.roster.get(&name) {
-                Some(current) if *current == endpoint => {
-                    self.roster.remove(&name);
-                    Applied::Left
+        }
+        self.revision = snapshot.revision;
+        let mut gap = false;
+        for item in std::mem::take(&mut self.buffered) {
+            match item {
+                Buffered::Plain(change) => {
+                    self.apply(change);
                 }
-                _ => Applied::Nothing,
+                Buffered::Delta(delta) => match self.revision {
+                    Some(mine) if delta.from > mine => gap = true,
+                    _ => {
+                        self.apply_delta(delta);
+                    }
+                },
+            }
+        }
+        let mut out = self.diff(&before);
+        if gap {
+            out.extend(self.resync());
+        }
+        out
+    }
+
+    /// Events for every difference between `before` and the roster now.
+    fn diff(&self, before: &BTreeMap<UserName, Peer>) -> Vec<SessionOutput> {
+        let me = &self.config.name;
+        let mut out = Vec::new();
+        for (name, peer) in &self.roster {
+            if name != me && before.get(name) != Some(peer) {
+                if before.get(name).map(|old| old.endpoint) != Some(peer.endpoint) {
+                    out.push(SessionOutput::Emit(ClientEvent::Online {
+                        name: name.clone(),
+                        endpoint: peer.endpoint,
+                    }));
+                }
+                out.push(SessionOutput::PeerUpdated {
+                    name: name.clone(),
+                    peer: Some(*peer),
+                });
+            }
+        }
+        for name in before.keys() {
+            if name != me && !self.roster.contains_key(name) {
+                out.push(SessionOutput::Emit(ClientEvent::Offline {
+                    name: name.clone(),
+                }));
+                out.push(SessionOutput::PeerUpdated {
+                    name: name.clone(),
+                    peer: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Applies one change; idempotent.
+    fn apply(&mut self, change: RosterChange) -> Vec<SessionOutput> {
+        // Our own entry is ours to keep: a broadcast cannot move or remove it.
+        if *change.name() == self.config.name {
+            return Vec::new();
+        }
+        match change {
+            RosterChange::Joined {
+                name,
+                endpoint,
+                instance,
+            } => {
+                let peer = Peer { endpoint, instance };
+                let old = self.roster.insert(name.clone(), peer);
+                if old == Some(peer) {
+                    return Vec::new();
+                }
+                let mut out = Vec::with_capacity(2);
+                if old.map(|o| o.endpoint) != Some(endpoint) {
+                    out.push(SessionOutput::Emit(ClientEvent::Online {
+                        name: name.clone(),
+                        endpoint,
+                    }));
+                }
+                out.push(SessionOutput::PeerUpdated {
+                    name,
+                    peer: Some(peer),
+                });
+                out
+            }
+            // A logout for an endpoint the user no longer has is stale.
+            RosterChange::Left { name, endpoint } => match self.roster.get(&name) {
+                Some(current) if current.endpoint == endpoint => {
+                    self.roster.remove(&name);
+                    vec![
+                        SessionOutput::Emit(ClientEvent::Offline { name: name.clone() }),
+                        SessionOutput::PeerUpdated { name, peer: None },
+                    ]
+                }
+                _ => Vec::new(),
             },
         }
     }
 }
 
-enum Applied {
-    Joined,
-    Left,
-    Nothing,
+fn refused(from: UserName, source: SocketAddr, refusal: Refusal) -> Vec<SessionOutput> {
+    vec![SessionOutput::Refused {
+        from,
+        source,
+        refusal,
+    }]
 }
 
 #[cfg(test)]
-mod tests {
-    use pigeon_shared::{RefuseReason, RosterEntry, TalkTime};
-
-    use super::*;
-
-    const SERVER: &str = "10.0.0.1:7788";
-
-    fn name(text: &str) -> UserName {
-        UserName::parse(text).unwrap()
-    }
-
-    fn addr(text: &str) -> PeerAddr {
-        PeerAddr::parse(text).unwrap()
-    }
-
-    fn sock(text: &str) -> SocketAddr {
-        text.parse().unwrap()
-    }
-
-    fn session() -> (Session, Instant) {
-        let config = SessionConfig {
-            name: name("alice"),
-            server: sock(SERVER),
-            endpoint: addr("10.0.0.2:5000"),
-            login_timeouts: vec![Duration::from_millis(500), Duration::from_secs(1)],
-        };
-        (Session::new(config), Instant::now())
-    }
-
-    fn snapshot(users: &[(&str, &str)]) -> RosterSnapshot {
-        RosterSnapshot {
-            entries: users
-                .iter()
-                .map(|(n, a)| RosterEntry {
-                    name: name(n),
-                    endpoint: addr(a),
-                })
-                .collect(),
-            skipped: Vec::new(),
-        }
-    }
-
-    fn login_datagram() -> Datagram {
-        Datagram::Login(Login {
-            name: name("alice"),
-            endpoint: addr("10.0.0.2:5000"),
-        })
-    }
-
-    fn online(s: &mut Session, t: Instant, users: &[(&str, &str)]) -> Vec<SessionOutput> {
-        s.start(t);
-        s.datagram_received(
-            Datagram::Accept(Accept { tcp_port: 4000 }),
-            sock("10.0.0.1:61000"),
-        );
-        s.roster_fetched(Ok(snapshot(users)), t)
-    }
-
-    #[test]
-    fn login_accept_and_fetch_make_the_session_ready() {
-        let (mut s, t) = session();
-        assert_eq!(
-            s.start(t),
-            vec![SessionOutput::Send {
-                to: sock(SERVER),
-                datagram: login_datagram()
-            }]
-        );
-        // A seed server answers from an ephemeral port.
-        let out = s.datagram_received(
-            Datagram::Accept(Accept { tcp_port: 4000 }),
-            sock("10.0.0.1:61000"),
-        );
-        assert_eq!(
-            out,
-            vec![SessionOutput::FetchRoster {
-                from: sock("10.0.0.1:4000")
-            }]
-        );
-        let out = s.roster_fetched(
-            Ok(snapshot(&[
-                ("bob", "10.0.0.3:5000"),
-                ("alice", "10.0.0.2:5000"),
-            ])),
-            t,
-        );
-        assert_eq!(
-            out,
-            vec![
-                SessionOutput::Emit(ClientEvent::Ready {
-                    endpoint: addr("10.0.0.2:5000"),
-                    online: 2
-                }),
-                SessionOutput::Emit(ClientEvent::Online {
-                    name: name("bob"),
-                    endpoint: addr("10.0.0.3:5000")
-                }),
-            ]
-        );
-        assert!(s.is_online());
-    }
-
-    #[test]
-    fn a_lost_login_is_retried_then_fails_with_a_clear_reason() {
-        let (mut s, t) = session();
-        s.start(t);
-        assert!(s.timer_fired(t + Duration::from_millis(499)).is_empty());
-        let out = s.timer_fired(t + Duration::from_millis(500));
-        assert_eq!(
-            out,
-            vec![SessionOutput::Send {
-                to: sock(SERVER),
-                datagram: login_datagram()
-            }]
-        );
-        let later = t + Duration::from_millis(1500);
-        let out = s.timer_fired(later);
-        let [SessionOutput::Emit(ClientEvent::LoginFailed { reason })] = out.as_slice() else {
-            panic!("{out:?}")
-        };
-        assert!(reason.contains("2 login attempts"), "{reason}");
-        assert!(s.is_ended());
-    }
-
-    #[test]
-    fn a_failed_fetch_logs_in_again() {
-        let (mut s, t) = session();
-        s.start(t);
-        s.datagram_received(Datagram::Accept(Accept { tcp_port: 4000 }), sock(SERVER));
-        let out = s.roster_fetched(Err("connection refused".into()), t);
-        assert_eq!(
-            out,
-            vec![SessionOutput::Send {
-                to: sock(SERVER),
-                datagram: login_datagram()
-            }]
-        );
-    }
-
-    #[test]
-    fn refusal_ends_the_session() {
-        let (mut s, t) = session();
-        s.start(t);
-        let out = s.datagram_received(
-            Datagram::Refused(Refused {
-                reason: RefuseReason::NameTaken,
-                detail: "alice is already online".into(),
-            }),
-            sock(SERVER),
-        );
-        assert_eq!(
-            out,
-            vec![SessionOutput::Emit(ClientEvent::Refused {
-                reason: RefuseReason::NameTaken,
-                detail: "alice is already online".into()
-            })]
-        );
-        assert!(s.is_ended());
-    }
-
-    #[test]
-    fn server_datagrams_from_other_hosts_are_ignored() {
-        let (mut s, t) = session();
-        s.start(t);
-        let out = s.datagram_received(
-            Datagram::Accept(Accept { tcp_port: 4000 }),
-            sock("10.6.6.6:7788"),
-        );
-        assert!(out.is_empty());
-        let out = s.datagram_received(
-            Datagram::Refused(Refused {
-                reason: RefuseReason::NameTaken,
-                detail: String::new(),
-            }),
-            sock("10.6.6.6:7788"),
-        );
-        assert!(out.is_empty());
-        assert!(!s.is_ended());
-    }
-
-    #[test]
-    fn changes_during_the_fetch_are_replayed_on_the_snapshot() {
-        let (mut s, t) = session();
-        s.start(t);
-        s.datagram_received(Datagram::Accept(Accept { tcp_port: 4000 }), sock(SERVER));
-        // carol joins and bob leaves while the snapshot is on its way; the
-        // snapshot was taken before either.
-        s.datagram_received(
-            Datagram::Login(Login {
-                name: name("carol"),
-                endpoint: addr("10.0.0.4:5000"),
-            }),
-            sock(SERVER),
-        );
-        s.datagram_received(
-            Datagram::Logout(Logout {
-                name: name("bob"),
-                endpoint: addr("10.0.0.3:5000"),
-            }),
-            sock(SERVER),
-        );
-        s.roster_fetched(
-            Ok(snapshot(&[
-                ("alice", "10.0.0.2:5000"),
-                ("bob", "10.0.0.3:5000"),
-            ])),
-            t,
-        );
-        assert_eq!(
-            s.users(),
-            vec![
-                (name("alice"), addr("10.0.0.2:5000")),
-                (name("carol"), addr("10.0.0.4:5000")),
-            ]
-        );
-    }
-
-    #[test]
-    fn broadcasts_update_the_roster_and_tell_the_front_end() {
-        let (mut s, t) = session();
-        online(&mut s, t, &[("alice", "10.0.0.2:5000")]);
-        let carol = Datagram::Login(Login {
-            name: name("carol"),
-            endpoint: addr("10.0.0.4:5000"),
-        });
-        assert_eq!(
-            s.datagram_received(carol.clone(), sock(SERVER)),
-            vec![SessionOutput::Emit(ClientEvent::Online {
-                name: name("carol"),
-                endpoint: addr("10.0.0.4:5000")
-            })]
-        );
-        // The same login again changes nothing.
-        assert!(s.datagram_received(carol, sock(SERVER)).is_empty());
-        // A logout for another endpoint is stale.
-        let stale = Datagram::Logout(Logout {
-            name: name("carol"),
-            endpoint: addr("10.0.0.4:5999"),
-        });
-        assert!(s.datagram_received(stale, sock(SERVER)).is_empty());
-        let gone = Datagram::Logout(Logout {
-            name: name("carol"),
-            endpoint: addr("10.0.0.4:5000"),
-        });
-        assert_eq!(
-            s.datagram_received(gone, sock(SERVER)),
-            vec![SessionOutput::Emit(ClientEvent::Offline {
-                name: name("carol")
-            })]
-        );
-    }
-
-    #[test]
-    fn broadcasts_about_oneself_are_ignored() {
-        let (mut s, t) = session();
-        online(&mut s, t, &[("alice", "10.0.0.2:5000")]);
-        let out = s.datagram_received(
-            Datagram::Logout(Logout {
-                name: name("alice"),
-                endpoint: addr("10.0.0.2:5000"),
-            }),
-            sock(SERVER),
-        );
-        assert!(out.is_empty());
-        assert_eq!(s.endpoint_of("alice"), Some(addr("10.0.0.2:5000")));
-    }
-
-    #[test]
-    fn talks_claiming_an_online_user_must_come_from_that_host() {
-        let (mut s, t) = session();
-        online(
-            &mut s,
-            t,
-            &[("alice", "10.0.0.2:5000"), ("bob", "10.0.0.3:5000")],
-        );
-        let talk = Talk {
-            time: TalkTime::parse("9:05:07").unwrap(),
-            from: name("bob"),
-            text: "hi".into(),
-        };
-        // A seed client sends from an ephemeral port on its host: fine.
-        let out = s.datagram_received(Datagram::Talk(talk.clone()), sock("10.0.0.3:61234"));
-        assert_eq!(out.len(), 1);
-        let out = s.datagram_received(Datagram::Talk(talk), sock("10.0.0.66:5000"));
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn logout_is_sent_once() {
-        let (mut s, t) = session();
-        online(&mut s, t, &[("alice", "10.0.0.2:5000")]);
-        let out = s.logout();
-        assert!(matches!(
-            out.as_slice(),
-            [
-                SessionOutput::Send {
-                    datagram: Datagram::Logout(_),
-                    ..
-                },
-                SessionOutput::Emit(ClientEvent::LoggedOut)
-            ]
-        ));
-        assert_eq!(
-            s.logout(),
-            vec![SessionOutput::Emit(ClientEvent::LoggedOut)]
-        );
-    }
-}
+mod tests;

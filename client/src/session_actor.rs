@@ -1,7 +1,8 @@
 //! `SessionActor`: owns a client's UDP socket, its timer and its roster
-//! fetch, and carries out what the socket-free [`Session`] decides. It
-//! routes each chat message to the [`PeerActor`] of its conversation,
-//! starting one when a message arrives from someone new.
+//! fetches, and carries out what the socket-free [`Session`] decides. It
+//! routes each peer datagram to the [`PeerActor`] of its conversation,
+//! starting one when someone new writes, and on logout lets every
+//! conversation finish delivering before it says goodbye.
 
 use std::collections::HashMap;
 use std::io;
@@ -11,32 +12,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::future::join_all;
 use futures_util::stream;
-use pigeon_server::net::{recv_with, SendOutcome, UdpSender};
-use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, Talk, UserName, MAX_DATAGRAM_LEN};
-use tokio::net::UdpSocket;
+use pigeon_server::net::{recv_with, LocalSender, SendCounters};
+use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, UserName};
 use tracing::{debug, info, warn};
 
 use crate::clock::local_talk_time;
-use crate::conversation::ChatLine;
-use crate::events::ClientEvent;
-use crate::peer_actor::{History, PeerActor, Said, TalkReceived};
+use crate::conversation::{ChatLine, Conversation, DeliveryConfig, SendRefusal};
+use crate::events::{ClientEvent, MessageId};
+use crate::peer_actor::{
+    AckReceived, ChatReceived, Drain, History, PeerActor, PeerUpdated, Say, TalkReceived,
+};
 use crate::roster_fetch::fetch_roster;
 use crate::session::{Session, SessionOutput};
-
-/// Most datagrams queued while the kernel's send buffer is full.
-const MAX_SEND_QUEUE: usize = 4096;
 
 /// The session actor. See the module documentation.
 pub struct SessionActor {
     session: Session,
-    sender: UdpSender,
+    sender: LocalSender,
     events: Recipient<ClientEvent>,
     peers: HashMap<UserName, Addr<PeerActor>>,
     timer: Option<SpawnHandle>,
     fetch_timeout: Duration,
-    history_lines: usize,
-    flush_armed: bool,
+    delivery: DeliveryConfig,
+    /// How long a logout waits for messages in flight.
+    drain_timeout: Duration,
+    next_message: u64,
+    leaving: bool,
     stats: Arc<ClientStats>,
     drop_log: LogLimit,
 }
@@ -48,15 +51,16 @@ pub struct ClientStats {
     pub received: AtomicU64,
     /// Datagrams that did not decode.
     pub undecodable: AtomicU64,
-    /// Datagrams handed to the kernel.
-    pub sent: AtomicU64,
-    /// Datagrams that could not be sent.
-    pub send_failed: AtomicU64,
+    /// Peer datagrams dropped because they did not come from the user they
+    /// name.
+    pub refused: AtomicU64,
+    /// What was sent.
+    pub send: Arc<SendCounters>,
 }
 
 /// Send a chat message to an online user.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), SendTextError>")]
+#[rtype(result = "Result<MessageId, SendTextError>")]
 pub struct SendText {
     pub to: UserName,
     pub text: String,
@@ -69,10 +73,8 @@ pub enum SendTextError {
     NotOnline,
     #[error("{0} is not online")]
     UnknownUser(UserName),
-    #[error("nothing to send")]
-    Empty,
-    #[error("the message is too long for one datagram ({bytes} bytes; at most {max})")]
-    TooLong { bytes: usize, max: usize },
+    #[error("{0}")]
+    Refused(#[from] SendRefusal),
 }
 
 /// The users online, sorted by name, this one included.
@@ -87,7 +89,7 @@ pub struct ConversationWith {
     pub peer: UserName,
 }
 
-/// Log out and end the session.
+/// Finish delivering, log out and end the session.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Logout;
@@ -97,41 +99,87 @@ pub struct Logout;
 #[rtype(result = "()")]
 struct Inbound(io::Result<(Result<Datagram, DecodeError>, SocketAddr)>);
 
+/// Settings of a session actor beyond the session's own.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Time allowed for a TCP roster fetch.
+    pub fetch_timeout: Duration,
+    /// How conversations deliver.
+    pub delivery: DeliveryConfig,
+    /// How long a logout waits for messages in flight.
+    pub drain_timeout: Duration,
+}
+
 impl SessionActor {
-    /// A session on `socket` (already converted on this arbiter).
+    /// A session sending through `sender` (bound on this arbiter).
     pub fn new(
         session: Session,
-        socket: UdpSocket,
+        sender: LocalSender,
         events: Recipient<ClientEvent>,
-        fetch_timeout: Duration,
-        history_lines: usize,
+        settings: SessionSettings,
         stats: Arc<ClientStats>,
-    ) -> io::Result<Self> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             session,
-            sender: UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?,
+            sender,
             events,
             peers: HashMap::new(),
             timer: None,
-            fetch_timeout,
-            history_lines,
-            flush_armed: false,
+            fetch_timeout: settings.fetch_timeout,
+            delivery: settings.delivery,
+            drain_timeout: settings.drain_timeout,
+            next_message: 0,
+            leaving: false,
             stats,
             drop_log: LogLimit::default(),
-        })
+        }
     }
 
     fn apply(&mut self, outputs: Vec<SessionOutput>, ctx: &mut Context<Self>) {
         let mut ended = false;
         for output in outputs {
             match output {
-                SessionOutput::Send { to, datagram } => self.transmit(to, &datagram, ctx),
+                SessionOutput::Send { to, datagram } => {
+                    if let Err(e) = self.sender.send(&datagram, to) {
+                        warn!(%to, error = %e, "datagram not sent");
+                    }
+                }
                 SessionOutput::FetchRoster { from } => self.fetch(from, ctx),
                 SessionOutput::Emit(event) => {
                     ended |= event.is_final();
+                    self.log_event(&event);
                     self.events.do_send(event);
                 }
-                SessionOutput::DeliverTalk { talk, source } => self.deliver(talk, source),
+                SessionOutput::PeerUpdated { name, peer } => {
+                    if let Some(actor) = self.peers.get(&name) {
+                        actor.do_send(PeerUpdated(peer));
+                    }
+                }
+                SessionOutput::DeliverTalk(talk) => {
+                    let from = talk.from.clone();
+                    self.peer(from).do_send(TalkReceived(talk));
+                }
+                SessionOutput::DeliverChat(chat) => {
+                    let from = chat.from.clone();
+                    self.peer(from).do_send(ChatReceived(chat));
+                }
+                SessionOutput::DeliverAck(ack) => {
+                    // An acknowledgement for a conversation never opened
+                    // answers nothing.
+                    if let Some(actor) = self.peers.get(&ack.from) {
+                        actor.do_send(AckReceived(ack));
+                    }
+                }
+                SessionOutput::Refused {
+                    from,
+                    source,
+                    refusal,
+                } => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = self.drop_log.allow(Instant::now()) {
+                        warn!(claimed = %from, %source, ?refusal, held_back, "dropped a datagram claiming to be from another user");
+                    }
+                }
             }
         }
         self.schedule(ctx);
@@ -140,42 +188,12 @@ impl SessionActor {
         }
     }
 
-    fn transmit(&mut self, to: SocketAddr, datagram: &Datagram, ctx: &mut Context<Self>) {
-        let bytes = datagram.to_bytes();
-        match self.sender.send(&bytes, to) {
-            SendOutcome::Sent => {
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            SendOutcome::Queued => self.arm_flush(ctx),
-            SendOutcome::QueueFull => {
-                self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
-                warn!(%to, "datagram not sent: send queue full");
-            }
-            SendOutcome::Failed(e) => {
-                self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
-                warn!(%to, error = %e, "datagram not sent");
-            }
+    fn log_event(&self, event: &ClientEvent) {
+        match event {
+            ClientEvent::ServerLost { reason } => warn!(%reason, "server lost; logging in again"),
+            ClientEvent::Reconnected { online } => info!(online, "logged in again"),
+            _ => {}
         }
-    }
-
-    fn arm_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_armed {
-            return;
-        }
-        self.flush_armed = true;
-        let socket = self.sender.socket().clone();
-        let writable = async move { socket.writable().await };
-        ctx.spawn(writable.into_actor(self).map(|_, act, ctx| {
-            act.flush_armed = false;
-            let report = act.sender.flush();
-            act.stats.sent.fetch_add(report.sent, Ordering::Relaxed);
-            act.stats
-                .send_failed
-                .fetch_add(report.failed, Ordering::Relaxed);
-            if report.blocked {
-                act.arm_flush(ctx);
-            }
-        }));
     }
 
     fn fetch(&mut self, from: SocketAddr, ctx: &mut Context<Self>) {
@@ -195,17 +213,8 @@ impl SessionActor {
                 }
             };
             let outputs = act.session.roster_fetched(result, Instant::now());
-            if act.session.is_online() {
-                info!(user = %act.session.name(), endpoint = %act.session.endpoint(), "online");
-            }
             act.apply(outputs, ctx);
         }));
-    }
-
-    fn deliver(&mut self, talk: Talk, source: SocketAddr) {
-        debug!(from = %talk.from, %source, "message received");
-        let peer = self.peer(talk.from.clone());
-        peer.do_send(TalkReceived { talk });
     }
 
     /// The conversation with `name`, opened if it is not yet.
@@ -215,7 +224,19 @@ impl SessionActor {
                 return peer.clone();
             }
         }
-        let peer = PeerActor::new(name.clone(), self.events.clone(), self.history_lines).start();
+        let conversation = Conversation::new(
+            name.clone(),
+            self.session.name().clone(),
+            self.session.instance(),
+            self.delivery.clone(),
+        );
+        let peer = PeerActor::new(
+            conversation,
+            self.session.peer(name.as_str()),
+            self.sender.clone(),
+            self.events.clone(),
+        )
+        .start();
         self.peers.insert(name, peer.clone());
         peer
     }
@@ -240,9 +261,9 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let socket = self.sender.socket().clone();
+        let socket = self.sender.socket();
         let datagrams = stream::unfold(socket, |socket| async move {
-            let received = recv_with(&socket, Datagram::decode).await;
+            let received = recv_with(&socket, |bytes, _| Datagram::decode(bytes)).await;
             Some((Inbound(received), socket))
         });
         ctx.add_stream(datagrams);
@@ -250,6 +271,7 @@ impl Actor for SessionActor {
         info!(
             user = %self.session.name(),
             endpoint = %self.session.endpoint(),
+            instance = %self.session.instance(),
             "logging in"
         );
         self.apply(outputs, ctx);
@@ -257,8 +279,7 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         // Datagrams still queued get one last chance (a logout, typically).
-        let report = self.sender.flush();
-        if report.blocked {
+        if self.sender.flush().blocked {
             warn!("session ended with datagrams unsent");
         }
         debug!(user = %self.session.name(), "session ended");
@@ -277,7 +298,9 @@ impl StreamHandler<Inbound> for SessionActor {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match decoded {
             Ok(datagram) => {
-                let outputs = self.session.datagram_received(datagram, source);
+                let outputs = self
+                    .session
+                    .datagram_received(datagram, source, Instant::now());
                 self.apply(outputs, ctx);
             }
             Err(e) => {
@@ -294,39 +317,30 @@ impl StreamHandler<Inbound> for SessionActor {
 }
 
 impl Handler<SendText> for SessionActor {
-    type Result = Result<(), SendTextError>;
+    type Result = ResponseFuture<Result<MessageId, SendTextError>>;
 
-    fn handle(&mut self, msg: SendText, ctx: &mut Context<Self>) -> Self::Result {
-        if !self.session.is_online() {
-            return Err(SendTextError::NotOnline);
+    fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
+        if !self.session.can_chat() || self.leaving {
+            return Box::pin(async { Err(SendTextError::NotOnline) });
         }
-        let endpoint = self
-            .session
-            .endpoint_of(msg.to.as_str())
-            .ok_or_else(|| SendTextError::UnknownUser(msg.to.clone()))?;
-        if msg.text.is_empty() {
-            return Err(SendTextError::Empty);
+        if self.session.peer(msg.to.as_str()).is_none() {
+            return Box::pin(async move { Err(SendTextError::UnknownUser(msg.to)) });
         }
-        let time = local_talk_time();
-        let talk = Datagram::Talk(Talk {
-            time: time.clone(),
-            from: self.session.name().clone(),
-            text: msg.text.clone(),
-        });
-        let bytes = talk.encoded_len();
-        if bytes > MAX_DATAGRAM_LEN {
-            return Err(SendTextError::TooLong {
-                bytes,
-                max: MAX_DATAGRAM_LEN,
-            });
-        }
-        self.transmit(endpoint.socket_addr(), &talk, ctx);
-        let peer = self.peer(msg.to);
-        peer.do_send(Said {
+        self.next_message += 1;
+        let id = MessageId(self.next_message);
+        let say = Say {
+            id,
             text: msg.text,
-            time,
-        });
-        Ok(())
+            time: local_talk_time(),
+        };
+        let peer = self.peer(msg.to);
+        Box::pin(async move {
+            match peer.send(say).await {
+                Ok(Ok(())) => Ok(id),
+                Ok(Err(refusal)) => Err(SendTextError::Refused(refusal)),
+                Err(_) => Err(SendTextError::NotOnline),
+            }
+        })
     }
 }
 
@@ -356,8 +370,26 @@ impl Handler<Logout> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, _: Logout, ctx: &mut Context<Self>) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
         info!(user = %self.session.name(), "logging out");
-        let outputs = self.session.logout();
-        self.apply(outputs, ctx);
+        // Every conversation first delivers what it can (or reports it
+        // failed); the Drain requests queue behind any message already on
+        // its way to a conversation, so nothing sent before is lost.
+        let deadline = Instant::now() + self.drain_timeout;
+        let drains: Vec<_> = self
+            .peers
+            .values()
+            .map(|peer| peer.send(Drain { deadline }))
+            .collect();
+        let drained = async move {
+            join_all(drains).await;
+        };
+        ctx.spawn(drained.into_actor(self).map(|(), act, ctx| {
+            let outputs = act.session.logout(Instant::now());
+            act.apply(outputs, ctx);
+        }));
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{anyhow, bail, Context as _};
-use pigeon_client::{ClientConfig, ClientEvent, ClientHandle};
+use pigeon_client::{ClientConfig, ClientEvent, ClientHandle, MessageId};
 use pigeon_server::{ServerConfig, ServerHandle};
 use pigeon_shared::{PeerAddr, UserName};
 use tokio::sync::mpsc;
@@ -163,8 +163,8 @@ impl TestClient {
         }
     }
 
-    /// Sends `text` to `to`.
-    pub async fn say(&self, to: &str, text: &str) -> anyhow::Result<()> {
+    /// Sends `text` to `to`; returns the message's id.
+    pub async fn say(&self, to: &str, text: &str) -> anyhow::Result<MessageId> {
         let to = UserName::parse(to)?;
         self.handle
             .send_text(to, text.to_owned())

@@ -5,14 +5,17 @@
 //!
 //! Decisions live elsewhere; this module only moves bytes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use pigeon_shared::Datagram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -131,10 +134,7 @@ impl FaultConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     Lost,
-    Deliver {
-        copies: u8,
-        delay: Option<Duration>,
-    },
+    Deliver { copies: u8, delay: Option<Duration> },
 }
 
 /// Counts of what a [`Faults`] layer did.
@@ -193,7 +193,9 @@ impl Faults {
         };
         let delay = if rng.random_bool(config.delay.clamp(0.0, 1.0)) {
             stats.delayed += 1;
-            let max = u64::try_from(config.max_delay.as_micros()).unwrap_or(u64::MAX).max(1);
+            let max = u64::try_from(config.max_delay.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
             Some(Duration::from_micros(rng.random_range(0..max)))
         } else {
             None
@@ -332,6 +334,104 @@ impl UdpSender {
         }
         self.queue.push_back((bytes.clone(), to));
         SendOutcome::Queued
+    }
+}
+
+/// Counts of what a [`LocalSender`] sent, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SendCounters {
+    /// Datagrams handed to the kernel (or to the fault layer).
+    pub sent: AtomicU64,
+    /// Datagrams the kernel refused or the full queue dropped.
+    pub failed: AtomicU64,
+}
+
+/// A [`UdpSender`] shared by the actors of one arbiter (one thread): the
+/// session and its conversations send from one socket without a mailbox
+/// hop per datagram. When the kernel's buffer is full, a task on the same
+/// thread waits for room and flushes the queue.
+#[derive(Debug, Clone)]
+pub struct LocalSender {
+    inner: Rc<RefCell<UdpSender>>,
+    flushing: Rc<Cell<bool>>,
+    counters: Arc<SendCounters>,
+}
+
+impl LocalSender {
+    /// Shares `sender`, counting into `counters`.
+    pub fn new(sender: UdpSender, counters: Arc<SendCounters>) -> Self {
+        Self {
+            inner: Rc::new(RefCell::new(sender)),
+            flushing: Rc::new(Cell::new(false)),
+            counters,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> Arc<UdpSocket> {
+        self.inner.borrow().socket().clone()
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.borrow().local_addr()
+    }
+
+    /// Encodes and sends `datagram` to `to`.
+    pub fn send(&self, datagram: &Datagram, to: SocketAddr) -> Result<(), io::Error> {
+        self.send_bytes(&datagram.to_bytes(), to)
+    }
+
+    /// Sends `bytes` to `to`; an error says why the datagram was dropped.
+    pub fn send_bytes(&self, bytes: &Bytes, to: SocketAddr) -> Result<(), io::Error> {
+        let outcome = self.inner.borrow_mut().send(bytes, to);
+        match outcome {
+            SendOutcome::Sent => {
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            SendOutcome::Queued => {
+                self.flush_later();
+                Ok(())
+            }
+            SendOutcome::QueueFull => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "send queue full"))
+            }
+            SendOutcome::Failed(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends what is queued, as far as the kernel takes it now.
+    pub fn flush(&self) -> FlushReport {
+        let report = self.inner.borrow_mut().flush();
+        self.counters.sent.fetch_add(report.sent, Ordering::Relaxed);
+        self.counters
+            .failed
+            .fetch_add(report.failed, Ordering::Relaxed);
+        report
+    }
+
+    fn flush_later(&self) {
+        if self.flushing.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let socket = this.socket();
+                if socket.writable().await.is_err() {
+                    break;
+                }
+                if !this.flush().blocked {
+                    break;
+                }
+            }
+            this.flushing.set(false);
+        });
     }
 }
 

@@ -197,11 +197,15 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = RateLimiter::new(limits(10, 1000, 100), t0);
         let flooder = addr("10.0.0.1:4000");
-        let passed = (0..100).filter(|_| limiter.check(flooder, t0).is_ok()).count();
+        let passed = (0..100)
+            .filter(|_| limiter.check(flooder, t0).is_ok())
+            .count();
         assert_eq!(passed, 20);
         assert_eq!(limiter.check(flooder, t0), Err(Limited::Address));
         // A tenth of a second later, one more token.
-        assert!(limiter.check(flooder, t0 + Duration::from_millis(100)).is_ok());
+        assert!(limiter
+            .check(flooder, t0 + Duration::from_millis(100))
+            .is_ok());
     }
 
     #[test]

@@ -219,7 +219,10 @@ pub enum LoginDecision {
     /// `Accept` is repeated, nobody else is told.
     Refreshed,
     /// Refused, with the reason sent back and a sentence for the log.
-    Refused { reason: RefuseReason, detail: String },
+    Refused {
+        reason: RefuseReason,
+        detail: String,
+    },
 }
 
 /// What the roster decided about a logout, keepalive or other session
@@ -288,10 +291,9 @@ impl Roster {
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
                 (Session::Seed, None) => true,
-                (
-                    Session::Pigeon { instance, token },
-                    Some(ext),
-                ) => ext.instance == instance && ext.token.is_none_or(|t| t == token),
+                (Session::Pigeon { instance, token }, Some(ext)) => {
+                    ext.instance == instance && ext.token.is_none_or(|t| t == token)
+                }
                 _ => false,
             };
             if user.endpoint == endpoint && same_session {
@@ -353,7 +355,10 @@ impl Roster {
             });
         }
         self.record(change);
-        actions.push(RosterAction::Publish(RosterEvent::Joined { name, endpoint }));
+        actions.push(RosterAction::Publish(RosterEvent::Joined {
+            name,
+            endpoint,
+        }));
         (LoginDecision::Joined, actions)
     }
 
@@ -470,7 +475,10 @@ impl Roster {
         }
         let mut actions = Vec::new();
         for chunk in chunk_changes(changes, self.config.max_delta_bytes) {
-            let delta = Delta { from, changes: chunk };
+            let delta = Delta {
+                from,
+                changes: chunk,
+            };
             from = delta.to();
             actions.push(RosterAction::Broadcast {
                 to: to.clone(),
@@ -546,9 +554,12 @@ impl Roster {
         }
         match (user.session, token) {
             (Session::Seed, _) => SessionDecision::Done,
-            (Session::Pigeon { token: expected, .. }, Some(token)) if token == expected => {
-                SessionDecision::Done
-            }
+            (
+                Session::Pigeon {
+                    token: expected, ..
+                },
+                Some(token),
+            ) if token == expected => SessionDecision::Done,
             (Session::Pigeon { .. }, _) => SessionDecision::BadToken,
         }
     }
@@ -670,7 +681,12 @@ fn chunk_changes(changes: Vec<RosterChange>, max_bytes: usize) -> Vec<Vec<Roster
     let mut chunk = Vec::new();
     let mut bytes = HEADER_BYTES;
     for change in changes {
-        let size = 2 * (1 + change.to_string().chars().map(char::len_utf16).sum::<usize>());
+        let size = 2
+            * (1 + change
+                .to_string()
+                .chars()
+                .map(char::len_utf16)
+                .sum::<usize>());
         if !chunk.is_empty() && bytes + size > max_bytes {
             chunks.push(std::mem::take(&mut chunk));
             bytes = HEADER_BYTES;
@@ -693,12 +709,12 @@ fn refuse(
     endpoint: PeerAddr,
     source: SocketAddr,
 ) -> (LoginDecision, Vec<RosterAction>) {
-    let to = if endpoint.check_usable().is_ok() && same_host(endpoint.socket_addr().ip(), source.ip())
-    {
-        endpoint.socket_addr()
-    } else {
-        source
-    };
+    let to =
+        if endpoint.check_usable().is_ok() && same_host(endpoint.socket_addr().ip(), source.ip()) {
+            endpoint.socket_addr()
+        } else {
+            source
+        };
     let send = RosterAction::Send {
         to,
         datagram: Datagram::Refused(Refused {
@@ -788,7 +804,9 @@ mod tests {
 
     /// Logs in a Pigeon client and returns its token.
     fn join_pigeon(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
-        let (decision, actions) = f.roster.login(pigeon_login(n, a, instance, None), sock(a), f.t0);
+        let (decision, actions) = f
+            .roster
+            .login(pigeon_login(n, a, instance, None), sock(a), f.t0);
         assert_eq!(decision, LoginDecision::Joined);
         match &actions[0] {
             RosterAction::Send {
@@ -806,9 +824,11 @@ mod tests {
     fn a_seed_login_gets_a_plain_accept_at_its_claimed_endpoint() {
         let mut f = fixture();
         // A seed client logs in from an ephemeral port.
-        let (decision, actions) =
-            f.roster
-                .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"), f.t0);
+        let (decision, actions) = f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
+            sock("10.0.0.1:61000"),
+            f.t0,
+        );
         assert_eq!(decision, LoginDecision::Joined);
         assert_eq!(
             actions,
@@ -840,24 +860,31 @@ mod tests {
         );
         let RosterAction::Send {
             to,
-            datagram: Datagram::Accept(Accept {
-                tcp_port,
-                pigeon: Some(ext),
-            }),
+            datagram:
+                Datagram::Accept(Accept {
+                    tcp_port,
+                    pigeon: Some(ext),
+                }),
         } = &actions[0]
         else {
             panic!("{actions:?}")
         };
         assert_eq!(*to, sock("10.0.0.1:5000"));
-        assert_eq!((*tcp_port, ext.roster_port, ext.keepalive_ms), (4242, 4343, 2000));
+        assert_eq!(
+            (*tcp_port, ext.roster_port, ext.keepalive_ms),
+            (4242, 4343, 2000)
+        );
         assert_eq!(f.directory.get("alice").unwrap().instance, Some(IID_A));
     }
 
     #[test]
     fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
         let mut f = fixture();
-        f.roster
-            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        f.roster.login(
+            seed_login("old", "10.0.0.9:5000"),
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
         join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
         f.roster.flush_deltas();
         let (_, actions) = f.roster.login(
@@ -872,7 +899,10 @@ mod tests {
         }));
         // Pigeon users hear of it in the next delta, bob included.
         let deltas = f.roster.flush_deltas();
-        let [RosterAction::Broadcast { to, datagram: Datagram::Delta(delta) }] = deltas.as_slice()
+        let [RosterAction::Broadcast {
+            to,
+            datagram: Datagram::Delta(delta),
+        }] = deltas.as_slice()
         else {
             panic!("{deltas:?}")
         };
@@ -898,11 +928,17 @@ mod tests {
         f.roster.flush_deltas();
         for i in 0..20 {
             let endpoint = format!("10.0.1.{i}:5000");
-            f.roster
-                .login(seed_login(&format!("user{i}"), &endpoint), sock(&endpoint), f.t0);
+            f.roster.login(
+                seed_login(&format!("user{i}"), &endpoint),
+                sock(&endpoint),
+                f.t0,
+            );
         }
         let deltas = f.roster.flush_deltas();
-        assert!(deltas.len() > 1, "one delta cannot hold 20 changes in 300 bytes");
+        assert!(
+            deltas.len() > 1,
+            "one delta cannot hold 20 changes in 300 bytes"
+        );
         let mut next = 1;
         for action in &deltas {
             let RosterAction::Broadcast {
@@ -934,7 +970,11 @@ mod tests {
         assert_eq!(decision, LoginDecision::Refreshed);
         assert_eq!(actions.len(), 1);
         let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(9));
-        assert_eq!(evicted, vec![name("alice")], "a login without token kept alice alive");
+        assert_eq!(
+            evicted,
+            vec![name("alice")],
+            "a login without token kept alice alive"
+        );
 
         let token2 = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
         assert_ne!(token, token2);
@@ -959,20 +999,32 @@ mod tests {
             pigeon_login("alice", "10.0.0.1:6000", IID_A, None),
         ] {
             let (decision, _) = f.roster.login(login.clone(), sock("10.0.0.1:6000"), f.t0);
-            assert_eq!(refusal(&decision), Some(RefuseReason::NameTaken), "{login:?}");
+            assert_eq!(
+                refusal(&decision),
+                Some(RefuseReason::NameTaken),
+                "{login:?}"
+            );
         }
     }
 
     #[test]
     fn second_login_with_same_name_is_refused() {
         let mut f = fixture();
-        f.roster
-            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
-        let (decision, actions) =
-            f.roster
-                .login(seed_login("alice", "10.0.0.2:6000"), sock("10.0.0.2:6000"), f.t0);
+        f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
+            sock("10.0.0.1:5000"),
+            f.t0,
+        );
+        let (decision, actions) = f.roster.login(
+            seed_login("alice", "10.0.0.2:6000"),
+            sock("10.0.0.2:6000"),
+            f.t0,
+        );
         assert_eq!(refusal(&decision), Some(RefuseReason::NameTaken));
-        let [RosterAction::Send { to, datagram: Datagram::Refused(refused) }] = actions.as_slice()
+        let [RosterAction::Send {
+            to,
+            datagram: Datagram::Refused(refused),
+        }] = actions.as_slice()
         else {
             panic!("{actions:?}")
         };
@@ -984,11 +1036,16 @@ mod tests {
     #[test]
     fn same_seed_login_from_same_endpoint_is_a_refresh() {
         let mut f = fixture();
-        f.roster
-            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
-        let (decision, actions) =
-            f.roster
-                .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"), f.t0);
+        f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
+            sock("10.0.0.1:5000"),
+            f.t0,
+        );
+        let (decision, actions) = f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
+            sock("10.0.0.1:61000"),
+            f.t0,
+        );
         assert_eq!(decision, LoginDecision::Refreshed);
         assert_eq!(actions, vec![seed_accept_to("10.0.0.1:5000")]);
         assert_eq!(f.roster.revision(), 1);
@@ -1000,30 +1057,63 @@ mod tests {
             c.max_users = 3;
             c.max_users_per_host = 2;
         });
-        f.roster
-            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
+        f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
+            sock("10.0.0.1:5000"),
+            f.t0,
+        );
         let cases = [
-            (seed_login("mallory", "10.0.0.1:5000"), "10.0.0.1:7000", RefuseReason::EndpointTaken),
-            (seed_login("eve", "10.9.9.9:5000"), "10.0.0.6:4444", RefuseReason::BadEndpoint),
-            (seed_login("zero", "10.0.0.1:0"), "10.0.0.1:5000", RefuseReason::BadEndpoint),
-            (seed_login("any", "0.0.0.0:5000"), "10.0.0.1:5000", RefuseReason::BadEndpoint),
-            (seed_login("multi", "224.0.0.1:5000"), "10.0.0.1:5000", RefuseReason::BadEndpoint),
+            (
+                seed_login("mallory", "10.0.0.1:5000"),
+                "10.0.0.1:7000",
+                RefuseReason::EndpointTaken,
+            ),
+            (
+                seed_login("eve", "10.9.9.9:5000"),
+                "10.0.0.6:4444",
+                RefuseReason::BadEndpoint,
+            ),
+            (
+                seed_login("zero", "10.0.0.1:0"),
+                "10.0.0.1:5000",
+                RefuseReason::BadEndpoint,
+            ),
+            (
+                seed_login("any", "0.0.0.0:5000"),
+                "10.0.0.1:5000",
+                RefuseReason::BadEndpoint,
+            ),
+            (
+                seed_login("multi", "224.0.0.1:5000"),
+                "10.0.0.1:5000",
+                RefuseReason::BadEndpoint,
+            ),
         ];
         for (login, source, reason) in cases {
             let (decision, _) = f.roster.login(login.clone(), sock(source), f.t0);
             assert_eq!(refusal(&decision), Some(reason), "{login:?}");
         }
-        f.roster
-            .login(seed_login("bob", "10.0.0.1:5001"), sock("10.0.0.1:5001"), f.t0);
-        let (decision, _) =
-            f.roster
-                .login(seed_login("carol", "10.0.0.1:5002"), sock("10.0.0.1:5002"), f.t0);
+        f.roster.login(
+            seed_login("bob", "10.0.0.1:5001"),
+            sock("10.0.0.1:5001"),
+            f.t0,
+        );
+        let (decision, _) = f.roster.login(
+            seed_login("carol", "10.0.0.1:5002"),
+            sock("10.0.0.1:5002"),
+            f.t0,
+        );
         assert_eq!(refusal(&decision), Some(RefuseReason::HostFull));
-        f.roster
-            .login(seed_login("dave", "10.0.0.4:5000"), sock("10.0.0.4:5000"), f.t0);
-        let (decision, _) =
-            f.roster
-                .login(seed_login("erin", "10.0.0.5:5000"), sock("10.0.0.5:5000"), f.t0);
+        f.roster.login(
+            seed_login("dave", "10.0.0.4:5000"),
+            sock("10.0.0.4:5000"),
+            f.t0,
+        );
+        let (decision, _) = f.roster.login(
+            seed_login("erin", "10.0.0.5:5000"),
+            sock("10.0.0.5:5000"),
+            f.t0,
+        );
         assert_eq!(refusal(&decision), Some(RefuseReason::ServerFull));
         assert_eq!(f.roster.len(), 3);
     }
@@ -1031,9 +1121,11 @@ mod tests {
     #[test]
     fn a_login_claiming_another_hosts_endpoint_is_refused_back_to_the_sender() {
         let mut f = fixture();
-        let (_, actions) =
-            f.roster
-                .login(seed_login("eve", "10.9.9.9:5000"), sock("10.0.0.6:4444"), f.t0);
+        let (_, actions) = f.roster.login(
+            seed_login("eve", "10.9.9.9:5000"),
+            sock("10.0.0.6:4444"),
+            f.t0,
+        );
         let [RosterAction::Send { to, .. }] = actions.as_slice() else {
             panic!("{actions:?}")
         };
@@ -1055,18 +1147,24 @@ mod tests {
     #[test]
     fn seed_logout_needs_the_name_endpoint_and_host() {
         let mut f = fixture();
-        f.roster
-            .login(seed_login("alice", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
-        f.roster
-            .login(seed_login("bob", "10.0.0.2:5000"), sock("10.0.0.2:5000"), f.t0);
+        f.roster.login(
+            seed_login("alice", "10.0.0.1:5000"),
+            sock("10.0.0.1:5000"),
+            f.t0,
+        );
+        f.roster.login(
+            seed_login("bob", "10.0.0.2:5000"),
+            sock("10.0.0.2:5000"),
+            f.t0,
+        );
         let logout = |n: &str, a: &str| Logout {
             name: name(n),
             endpoint: addr(a),
             pigeon: None,
         };
-        let (decision, actions) =
-            f.roster
-                .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.66:5000"));
+        let (decision, actions) = f
+            .roster
+            .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.66:5000"));
         assert_eq!(
             decision,
             SessionDecision::WrongSource {
@@ -1103,9 +1201,11 @@ mod tests {
         );
         assert!(f.directory.get("alice").is_none());
         // The endpoint is free again.
-        let (decision, _) =
-            f.roster
-                .login(seed_login("carol", "10.0.0.1:5000"), sock("10.0.0.1:5000"), f.t0);
+        let (decision, _) = f.roster.login(
+            seed_login("carol", "10.0.0.1:5000"),
+            sock("10.0.0.1:5000"),
+            f.t0,
+        );
         assert_eq!(decision, LoginDecision::Joined);
     }
 
@@ -1132,7 +1232,9 @@ mod tests {
         assert_eq!(decision, SessionDecision::Done);
         assert!(actions.contains(&RosterAction::Send {
             to: sock("10.0.0.1:5000"),
-            datagram: Datagram::Bye(Bye { name: name("alice") }),
+            datagram: Datagram::Bye(Bye {
+                name: name("alice")
+            }),
         }));
         // A retry after the bye was lost is answered again.
         let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
@@ -1171,7 +1273,9 @@ mod tests {
                 actions,
                 vec![RosterAction::Send {
                     to: sock(source),
-                    datagram: Datagram::Expired(Expired { name: name("alice") }),
+                    datagram: Datagram::Expired(Expired {
+                        name: name("alice")
+                    }),
                 }]
             );
         }
@@ -1191,8 +1295,11 @@ mod tests {
     #[test]
     fn seed_users_are_never_evicted() {
         let mut f = fixture();
-        f.roster
-            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        f.roster.login(
+            seed_login("old", "10.0.0.9:5000"),
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
         let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(3600));
         assert!(evicted.is_empty());
         let (decision, _) = f.roster.ping(
@@ -1209,8 +1316,11 @@ mod tests {
     #[test]
     fn closing_goes_to_pigeon_users_only() {
         let mut f = fixture();
-        f.roster
-            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        f.roster.login(
+            seed_login("old", "10.0.0.9:5000"),
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
         assert!(f.roster.closing("bye").is_none());
         join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
         assert_eq!(
@@ -1228,8 +1338,11 @@ mod tests {
     fn the_directory_snapshot_reports_its_revision() {
         let mut f = fixture();
         join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
-        f.roster
-            .login(seed_login("old", "10.0.0.9:5000"), sock("10.0.0.9:5000"), f.t0);
+        f.roster.login(
+            seed_login("old", "10.0.0.9:5000"),
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
         let (revision, mut users) = f.directory.snapshot();
         users.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(revision, 2);

@@ -163,7 +163,13 @@ impl RosterActor {
         }
     }
 
-    fn log_ignored(&mut self, what: &str, name: &UserName, source: SocketAddr, decision: &SessionDecision) {
+    fn log_ignored(
+        &mut self,
+        what: &str,
+        name: &UserName,
+        source: SocketAddr,
+        decision: &SessionDecision,
+    ) {
         let why = match decision {
             SessionDecision::Done => return,
             SessionDecision::UnknownUser => "no such user online".to_owned(),
@@ -292,7 +298,10 @@ impl Handler<StopRoster> for RosterActor {
         let mut actions = self.roster.flush_deltas();
         if msg.announce {
             actions.extend(self.roster.closing("the server is shutting down"));
-            info!(online = self.roster.len(), "telling Pigeon clients the server is going");
+            info!(
+                online = self.roster.len(),
+                "telling Pigeon clients the server is going"
+            );
         }
         self.carry_out(actions);
         ctx.stop();

@@ -203,7 +203,11 @@ impl BoundServer {
             None => StdRng::from_os_rng(),
         };
         let roster = Roster::new(roster_config, directory.clone(), rng);
-        let roster = roster_ctx.run(RosterActor::new(roster, gateway.clone(), config.delta_delay));
+        let roster = roster_ctx.run(RosterActor::new(
+            roster,
+            gateway.clone(),
+            config.delta_delay,
+        ));
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),

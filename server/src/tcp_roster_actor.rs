@@ -149,7 +149,9 @@ async fn serve(
     let (revision, entries) = directory.snapshot();
     let mut buf = BytesMut::new();
     match format {
-        RosterFormat::Seed => encode_roster(entries.iter().map(|(n, e)| (n, &e.endpoint)), &mut buf),
+        RosterFormat::Seed => {
+            encode_roster(entries.iter().map(|(n, e)| (n, &e.endpoint)), &mut buf)
+        }
         RosterFormat::Pigeon => encode_pigeon_roster(
             revision,
             entries.iter().map(|(n, e)| (n, &e.endpoint, e.instance)),

@@ -15,9 +15,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
-use tracing::{debug, error, trace, warn};
+use tracing::{debug, trace, warn};
 
-use crate::net::{recv_with, Faults, SendOutcome, UdpSender};
+use crate::net::{recv_with, Faults, LocalSender, SendCounters, UdpSender};
 use crate::rate_limit::{Limited, RateLimiter, RateLimits};
 use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
 
@@ -26,10 +26,9 @@ const MAX_SEND_QUEUE: usize = 65_536;
 
 /// The gateway actor. See the module documentation.
 pub struct UdpGatewayActor {
-    sender: UdpSender,
+    sender: LocalSender,
     roster: Addr<RosterActor>,
     stats: Arc<GatewayStats>,
-    flush_armed: bool,
     send_log: LogLimit,
     limits: RateLimits,
 }
@@ -60,10 +59,9 @@ pub struct StopGateway;
 pub struct GatewayStats {
     /// Datagrams received.
     pub received: AtomicU64,
-    /// Datagrams handed to the kernel.
-    pub sent: AtomicU64,
-    /// Datagrams the kernel refused or the full send queue dropped.
-    pub send_failed: AtomicU64,
+    /// Datagrams sent, and those the kernel refused or the full send queue
+    /// dropped.
+    pub send: Arc<SendCounters>,
     /// Undecodable datagrams, by [`DecodeErrorKind::index`].
     pub undecodable: [AtomicU64; DecodeErrorKind::ALL.len()],
     /// Well-formed datagrams the server does not take (`talk`, `Accept`,
@@ -92,8 +90,8 @@ impl GatewayStats {
     pub fn snapshot(&self) -> GatewayStatsSnapshot {
         GatewayStatsSnapshot {
             received: self.received.load(Ordering::Relaxed),
-            sent: self.sent.load(Ordering::Relaxed),
-            send_failed: self.send_failed.load(Ordering::Relaxed),
+            sent: self.send.sent.load(Ordering::Relaxed),
+            send_failed: self.send.failed.load(Ordering::Relaxed),
             undecodable: DecodeErrorKind::ALL
                 .iter()
                 .map(|&kind| (kind, self.undecodable[kind.index()].load(Ordering::Relaxed)))
@@ -125,57 +123,25 @@ impl UdpGatewayActor {
         limits: RateLimits,
         faults: Option<Faults>,
     ) -> std::io::Result<Self> {
+        let sender = UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?.with_faults(faults);
         Ok(Self {
-            sender: UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?.with_faults(faults),
+            sender: LocalSender::new(sender, stats.send.clone()),
             roster,
             stats,
-            flush_armed: false,
             send_log: LogLimit::default(),
             limits,
         })
     }
 
-    fn send(&mut self, bytes: &Bytes, to: SocketAddr, ctx: &mut Context<Self>) {
-        match self.sender.send(bytes, to) {
-            SendOutcome::Sent => {
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                trace!(%to, bytes = bytes.len(), "sent datagram");
+    fn send(&mut self, bytes: &Bytes, to: SocketAddr) {
+        match self.sender.send_bytes(bytes, to) {
+            Ok(()) => trace!(%to, bytes = bytes.len(), "sent datagram"),
+            Err(e) => {
+                if let Some(held_back) = self.send_log.allow(Instant::now()) {
+                    warn!(%to, error = %e, held_back, "datagram not sent");
+                }
             }
-            SendOutcome::Queued => self.arm_flush(ctx),
-            SendOutcome::QueueFull => self.count_failure(to, "send queue full"),
-            SendOutcome::Failed(e) => self.count_failure(to, &e.to_string()),
         }
-    }
-
-    fn count_failure(&mut self, to: SocketAddr, why: &str) {
-        self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
-        if let Some(held_back) = self.send_log.allow(Instant::now()) {
-            warn!(%to, why, held_back, "datagram not sent");
-        }
-    }
-
-    /// Waits for the socket to take datagrams again, then flushes.
-    fn arm_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_armed {
-            return;
-        }
-        self.flush_armed = true;
-        let socket = self.sender.socket().clone();
-        let writable = async move { socket.writable().await };
-        ctx.spawn(writable.into_actor(self).map(|result, act, ctx| {
-            act.flush_armed = false;
-            if let Err(e) = result {
-                error!(error = %e, "socket not writable");
-            }
-            let report = act.sender.flush();
-            act.stats.sent.fetch_add(report.sent, Ordering::Relaxed);
-            act.stats
-                .send_failed
-                .fetch_add(report.failed, Ordering::Relaxed);
-            if report.blocked {
-                act.arm_flush(ctx);
-            }
-        }));
     }
 }
 
@@ -183,7 +149,7 @@ impl Actor for UdpGatewayActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let socket = self.sender.socket().clone();
+        let socket = self.sender.socket();
         let limiter = RateLimiter::new(self.limits, Instant::now());
         let receive = receive_loop(socket, self.roster.clone(), self.stats.clone(), limiter);
         ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
@@ -289,19 +255,19 @@ where
 impl Handler<SendDatagram> for UdpGatewayActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SendDatagram, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SendDatagram, _: &mut Context<Self>) {
         let bytes = msg.datagram.to_bytes();
-        self.send(&bytes, msg.to, ctx);
+        self.send(&bytes, msg.to);
     }
 }
 
 impl Handler<BroadcastDatagram> for UdpGatewayActor {
     type Result = ();
 
-    fn handle(&mut self, msg: BroadcastDatagram, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: BroadcastDatagram, _: &mut Context<Self>) {
         let bytes = msg.datagram.to_bytes();
         for to in msg.to {
-            self.send(&bytes, to, ctx);
+            self.send(&bytes, to);
         }
     }
 }
@@ -312,8 +278,7 @@ impl Handler<StopGateway> for UdpGatewayActor {
     fn handle(&mut self, _: StopGateway, ctx: &mut Context<Self>) {
         // Whatever waits for the kernel (a `closing` to every client, say)
         // gets one more chance.
-        let report = self.sender.flush();
-        self.stats.sent.fetch_add(report.sent, Ordering::Relaxed);
+        self.sender.flush();
         ctx.stop();
     }
 }

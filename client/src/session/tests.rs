@@ -1,0 +1,701 @@
+use pigeon_shared::{Bye, Closing, Expired, Pong, RefuseReason, RosterEntry, TalkTime};
+
+use super::*;
+
+const SERVER: &str = "10.0.0.1:7788";
+const ME: InstanceId = InstanceId(0xA11CE);
+const BOB: InstanceId = InstanceId(0xB0B);
+const TOKEN: SessionToken = SessionToken(0x70CE);
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+fn name(text: &str) -> UserName {
+    UserName::parse(text).unwrap()
+}
+
+fn addr(text: &str) -> PeerAddr {
+    PeerAddr::parse(text).unwrap()
+}
+
+fn sock(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn session() -> (Session, Instant) {
+    let config = SessionConfig {
+        name: name("alice"),
+        server: sock(SERVER),
+        endpoint: addr("10.0.0.2:5000"),
+        instance: ME,
+        login_timeouts: vec![Duration::from_millis(500), Duration::from_secs(1)],
+        logout_timeouts: vec![Duration::from_millis(200), Duration::from_millis(400)],
+        max_reconnect_delay: Duration::from_secs(4),
+    };
+    (Session::new(config), Instant::now())
+}
+
+fn entry(n: &str, a: &str, instance: Option<InstanceId>) -> RosterEntry {
+    RosterEntry {
+        name: name(n),
+        endpoint: addr(a),
+        instance,
+    }
+}
+
+fn snapshot(revision: Option<Revision>, entries: Vec<RosterEntry>) -> RosterSnapshot {
+    RosterSnapshot {
+        revision,
+        entries,
+        skipped: Vec::new(),
+    }
+}
+
+fn my_login(token: Option<SessionToken>) -> Datagram {
+    Datagram::Login(Login {
+        name: name("alice"),
+        endpoint: addr("10.0.0.2:5000"),
+        pigeon: Some(LoginExt {
+            instance: ME,
+            token,
+        }),
+    })
+}
+
+fn seed_accept() -> Datagram {
+    Datagram::Accept(Accept {
+        tcp_port: 4000,
+        pigeon: None,
+    })
+}
+
+fn pigeon_accept() -> Datagram {
+    Datagram::Accept(Accept {
+        tcp_port: 4000,
+        pigeon: Some(AcceptExt {
+            roster_port: 4001,
+            token: TOKEN,
+            keepalive_ms: 2000,
+        }),
+    })
+}
+
+fn joined(n: &str, a: &str, instance: Option<InstanceId>) -> RosterChange {
+    RosterChange::Joined {
+        name: name(n),
+        endpoint: addr(a),
+        instance,
+    }
+}
+
+fn left(n: &str, a: &str) -> RosterChange {
+    RosterChange::Left {
+        name: name(n),
+        endpoint: addr(a),
+    }
+}
+
+fn delta(from: Revision, changes: Vec<RosterChange>) -> Datagram {
+    Datagram::Delta(Delta { from, changes })
+}
+
+fn emitted(out: &[SessionOutput]) -> Vec<ClientEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            SessionOutput::Emit(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sends(out: &[SessionOutput]) -> Vec<Datagram> {
+    out.iter()
+        .filter_map(|o| match o {
+            SessionOutput::Send { datagram, .. } => Some(datagram.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A session online with a Pigeon server at revision 3, bob online.
+fn pigeon_online() -> (Session, Instant) {
+    let (mut s, t) = session();
+    s.start(t);
+    s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    s.roster_fetched(
+        Ok(snapshot(
+            Some(3),
+            vec![
+                entry("alice", "10.0.0.2:5000", Some(ME)),
+                entry("bob", "10.0.0.3:5000", Some(BOB)),
+            ],
+        )),
+        t,
+    );
+    assert!(s.is_online());
+    (s, t)
+}
+
+#[test]
+fn a_seed_server_login_fetches_the_seed_roster_and_is_ready() {
+    let (mut s, t) = session();
+    assert_eq!(
+        s.start(t),
+        vec![SessionOutput::Send {
+            to: sock(SERVER),
+            datagram: my_login(None)
+        }]
+    );
+    // A seed server answers from a throwaway port.
+    let out = s.datagram_received(seed_accept(), sock("10.0.0.1:61000"), t);
+    assert_eq!(
+        out,
+        vec![SessionOutput::FetchRoster {
+            from: sock("10.0.0.1:4000")
+        }]
+    );
+    let out = s.roster_fetched(
+        Ok(snapshot(
+            None,
+            vec![
+                entry("bob", "10.0.0.3:5000", None),
+                entry("alice", "10.0.0.2:5000", None),
+            ],
+        )),
+        t,
+    );
+    assert_eq!(
+        emitted(&out),
+        vec![
+            ClientEvent::Ready {
+                endpoint: addr("10.0.0.2:5000"),
+                online: 2
+            },
+            ClientEvent::Online {
+                name: name("bob"),
+                endpoint: addr("10.0.0.3:5000")
+            },
+        ]
+    );
+    // No keepalives for a seed server.
+    assert_eq!(s.deadline(), None);
+}
+
+#[test]
+fn a_pigeon_accept_fetches_the_pigeon_roster_and_starts_keepalives() {
+    let (mut s, t) = session();
+    s.start(t);
+    let out = s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    assert_eq!(
+        out,
+        vec![SessionOutput::FetchRoster {
+            from: sock("10.0.0.1:4001")
+        }]
+    );
+    s.roster_fetched(
+        Ok(snapshot(
+            Some(3),
+            vec![entry("alice", "10.0.0.2:5000", Some(ME))],
+        )),
+        t,
+    );
+    assert_eq!(s.revision(), Some(3));
+    assert_eq!(s.deadline(), Some(t + KEEPALIVE));
+    let out = s.timer_fired(t + KEEPALIVE);
+    assert_eq!(
+        sends(&out),
+        vec![Datagram::Ping(Ping {
+            name: name("alice"),
+            token: TOKEN
+        })]
+    );
+}
+
+#[test]
+fn a_lost_login_is_retried_then_fails_with_a_clear_reason() {
+    let (mut s, t) = session();
+    s.start(t);
+    assert!(s.timer_fired(t + Duration::from_millis(499)).is_empty());
+    let out = s.timer_fired(t + Duration::from_millis(500));
+    assert_eq!(sends(&out), vec![my_login(None)]);
+    let out = s.timer_fired(t + Duration::from_millis(1500));
+    let events = emitted(&out);
+    let [ClientEvent::LoginFailed { reason }] = events.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert!(reason.contains("2 login attempts"), "{reason}");
+    assert!(s.is_ended());
+}
+
+#[test]
+fn a_failed_fetch_logs_in_again() {
+    let (mut s, t) = session();
+    s.start(t);
+    s.datagram_received(seed_accept(), sock(SERVER), t);
+    let out = s.roster_fetched(Err("connection refused".into()), t);
+    assert_eq!(sends(&out), vec![my_login(None)]);
+}
+
+#[test]
+fn refusal_ends_the_session() {
+    let (mut s, t) = session();
+    s.start(t);
+    let out = s.datagram_received(
+        Datagram::Refused(Refused {
+            reason: RefuseReason::NameTaken,
+            detail: "alice is already online".into(),
+        }),
+        sock(SERVER),
+        t,
+    );
+    assert_eq!(
+        emitted(&out),
+        vec![ClientEvent::Refused {
+            reason: RefuseReason::NameTaken,
+            detail: "alice is already online".into()
+        }]
+    );
+    assert!(s.is_ended());
+}
+
+#[test]
+fn server_datagrams_from_other_hosts_are_ignored() {
+    let (mut s, t) = session();
+    s.start(t);
+    assert!(s
+        .datagram_received(pigeon_accept(), sock("10.6.6.6:7788"), t)
+        .is_empty());
+    let refused = Datagram::Refused(Refused {
+        reason: RefuseReason::NameTaken,
+        detail: String::new(),
+    });
+    assert!(s
+        .datagram_received(refused, sock("10.6.6.6:7788"), t)
+        .is_empty());
+    assert!(!s.is_ended());
+}
+
+#[test]
+fn seed_broadcasts_during_the_fetch_are_replayed_on_the_snapshot() {
+    let (mut s, t) = session();
+    s.start(t);
+    s.datagram_received(seed_accept(), sock(SERVER), t);
+    let carol = Datagram::Login(Login {
+        name: name("carol"),
+        endpoint: addr("10.0.0.4:5000"),
+        pigeon: None,
+    });
+    let bob_leaves = Datagram::Logout(Logout {
+        name: name("bob"),
+        endpoint: addr("10.0.0.3:5000"),
+        pigeon: None,
+    });
+    s.datagram_received(carol, sock(SERVER), t);
+    s.datagram_received(bob_leaves, sock(SERVER), t);
+    s.roster_fetched(
+        Ok(snapshot(
+            None,
+            vec![
+                entry("alice", "10.0.0.2:5000", None),
+                entry("bob", "10.0.0.3:5000", None),
+            ],
+        )),
+        t,
+    );
+    let names: Vec<_> = s.users().into_iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names, ["alice", "carol"]);
+}
+
+#[test]
+fn deltas_during_the_fetch_apply_only_past_the_snapshot_revision() {
+    let (mut s, t) = session();
+    s.start(t);
+    s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    // Revisions 3..5: bob joins (3), carol joins (4), bob leaves (5).
+    s.datagram_received(
+        delta(2, vec![joined("bob", "10.0.0.3:5000", Some(BOB))]),
+        sock(SERVER),
+        t,
+    );
+    s.datagram_received(
+        delta(
+            3,
+            vec![
+                joined("carol", "10.0.0.4:5000", None),
+                left("bob", "10.0.0.3:5000"),
+            ],
+        ),
+        sock(SERVER),
+        t,
+    );
+    // The snapshot was taken at revision 4: bob and carol in it.
+    let out = s.roster_fetched(
+        Ok(snapshot(
+            Some(4),
+            vec![
+                entry("alice", "10.0.0.2:5000", Some(ME)),
+                entry("bob", "10.0.0.3:5000", Some(BOB)),
+                entry("carol", "10.0.0.4:5000", None),
+            ],
+        )),
+        t,
+    );
+    assert_eq!(s.revision(), Some(5));
+    let names: Vec<_> = s.users().into_iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names, ["alice", "carol"]);
+    assert_eq!(
+        emitted(&out),
+        vec![
+            ClientEvent::Ready {
+                endpoint: addr("10.0.0.2:5000"),
+                online: 2
+            },
+            ClientEvent::Online {
+                name: name("carol"),
+                endpoint: addr("10.0.0.4:5000")
+            },
+        ]
+    );
+}
+
+#[test]
+fn deltas_online_apply_once_and_a_gap_fetches_a_fresh_snapshot() {
+    let (mut s, t) = pigeon_online();
+    let carol = delta(3, vec![joined("carol", "10.0.0.4:5000", None)]);
+    let out = s.datagram_received(carol.clone(), sock(SERVER), t);
+    assert_eq!(
+        emitted(&out),
+        vec![ClientEvent::Online {
+            name: name("carol"),
+            endpoint: addr("10.0.0.4:5000")
+        }]
+    );
+    // A duplicate changes nothing.
+    assert!(s.datagram_received(carol, sock(SERVER), t).is_empty());
+    assert_eq!(s.revision(), Some(4));
+    // Revision 5 was lost; 6 shows the gap.
+    let out = s.datagram_received(
+        delta(5, vec![left("carol", "10.0.0.4:5000")]),
+        sock(SERVER),
+        t,
+    );
+    assert_eq!(
+        out,
+        vec![SessionOutput::FetchRoster {
+            from: sock("10.0.0.1:4001")
+        }]
+    );
+    let out = s.roster_fetched(
+        Ok(snapshot(
+            Some(5),
+            vec![
+                entry("alice", "10.0.0.2:5000", Some(ME)),
+                entry("bob", "10.0.0.3:5000", Some(BOB)),
+                entry("carol", "10.0.0.4:5000", None),
+                entry("dave", "10.0.0.5:5000", None),
+            ],
+        )),
+        t,
+    );
+    // dave came with the snapshot; carol's leaving (6) was replayed.
+    assert_eq!(
+        emitted(&out),
+        vec![
+            ClientEvent::Online {
+                name: name("dave"),
+                endpoint: addr("10.0.0.5:5000")
+            },
+            ClientEvent::Offline {
+                name: name("carol")
+            },
+        ]
+    );
+    assert_eq!(s.revision(), Some(6));
+}
+
+#[test]
+fn a_pong_ahead_of_the_roster_means_a_lost_delta() {
+    let (mut s, t) = pigeon_online();
+    assert!(s
+        .datagram_received(Datagram::Pong(Pong { revision: 3 }), sock(SERVER), t)
+        .is_empty());
+    let out = s.datagram_received(Datagram::Pong(Pong { revision: 4 }), sock(SERVER), t);
+    assert!(matches!(
+        out.as_slice(),
+        [SessionOutput::FetchRoster { .. }]
+    ));
+}
+
+#[test]
+fn silence_from_the_server_means_reconnecting_with_the_old_token() {
+    let (mut s, t) = pigeon_online();
+    // Pings at 2, 4, 6 s go unanswered; at 8 s the server counts as lost.
+    for at in [2, 4, 6] {
+        let out = s.timer_fired(t + Duration::from_secs(at));
+        assert_eq!(sends(&out).len(), 1, "ping at {at}s");
+    }
+    let out = s.timer_fired(t + Duration::from_secs(8));
+    assert!(matches!(
+        emitted(&out).as_slice(),
+        [ClientEvent::ServerLost { .. }]
+    ));
+    assert!(s.can_chat());
+    let out = s.timer_fired(t + Duration::from_millis(8500));
+    assert_eq!(sends(&out), vec![my_login(Some(TOKEN))]);
+    // It keeps trying, further apart each time.
+    let out = s.timer_fired(t + Duration::from_millis(9500));
+    assert_eq!(sends(&out), vec![my_login(Some(TOKEN))]);
+    assert_eq!(s.deadline(), Some(t + Duration::from_millis(10_500)));
+}
+
+#[test]
+fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
+    let (mut s, t) = pigeon_online();
+    let out = s.datagram_received(
+        Datagram::Expired(Expired {
+            name: name("alice"),
+        }),
+        sock(SERVER),
+        t,
+    );
+    assert!(matches!(
+        emitted(&out).as_slice(),
+        [ClientEvent::ServerLost { .. }]
+    ));
+    assert_eq!(sends(&out), vec![my_login(Some(TOKEN))]);
+    let new_accept = Datagram::Accept(Accept {
+        tcp_port: 5000,
+        pigeon: Some(AcceptExt {
+            roster_port: 5001,
+            token: SessionToken(0xBEEF),
+            keepalive_ms: 2000,
+        }),
+    });
+    let out = s.datagram_received(new_accept, sock(SERVER), t);
+    assert_eq!(
+        out,
+        vec![SessionOutput::FetchRoster {
+            from: sock("10.0.0.1:5001")
+        }]
+    );
+    // bob has not come back yet; carol has.
+    let out = s.roster_fetched(
+        Ok(snapshot(
+            Some(2),
+            vec![
+                entry("alice", "10.0.0.2:5000", Some(ME)),
+                entry("carol", "10.0.0.4:5000", None),
+            ],
+        )),
+        t,
+    );
+    assert_eq!(
+        emitted(&out),
+        vec![
+            ClientEvent::Reconnected { online: 2 },
+            ClientEvent::Online {
+                name: name("carol"),
+                endpoint: addr("10.0.0.4:5000")
+            },
+            ClientEvent::Offline { name: name("bob") },
+        ]
+    );
+    assert_eq!(s.revision(), Some(2));
+    let out = s.timer_fired(t + KEEPALIVE);
+    assert_eq!(
+        sends(&out),
+        vec![Datagram::Ping(Ping {
+            name: name("alice"),
+            token: SessionToken(0xBEEF)
+        })]
+    );
+}
+
+#[test]
+fn closing_waits_a_moment_before_logging_in_again() {
+    let (mut s, t) = pigeon_online();
+    let out = s.datagram_received(
+        Datagram::Closing(Closing {
+            detail: String::new(),
+        }),
+        sock(SERVER),
+        t,
+    );
+    assert_eq!(
+        emitted(&out),
+        vec![ClientEvent::ServerLost {
+            reason: "the server is shutting down".into()
+        }]
+    );
+    assert!(sends(&out).is_empty());
+    assert_eq!(s.deadline(), Some(t + Duration::from_millis(500)));
+}
+
+#[test]
+fn pigeon_logout_is_repeated_until_bye() {
+    let (mut s, t) = pigeon_online();
+    let logout = Datagram::Logout(Logout {
+        name: name("alice"),
+        endpoint: addr("10.0.0.2:5000"),
+        pigeon: Some(LogoutExt { token: TOKEN }),
+    });
+    assert_eq!(sends(&s.logout(t)), vec![logout.clone()]);
+    let out = s.timer_fired(t + Duration::from_millis(200));
+    assert_eq!(sends(&out), vec![logout]);
+    let out = s.datagram_received(
+        Datagram::Bye(Bye {
+            name: name("alice"),
+        }),
+        sock(SERVER),
+        t,
+    );
+    assert_eq!(emitted(&out), vec![ClientEvent::LoggedOut]);
+    assert!(s.is_ended());
+}
+
+#[test]
+fn logout_gives_up_waiting_for_bye_after_its_attempts() {
+    let (mut s, t) = pigeon_online();
+    s.logout(t);
+    s.timer_fired(t + Duration::from_millis(200));
+    let out = s.timer_fired(t + Duration::from_millis(600));
+    assert_eq!(emitted(&out), vec![ClientEvent::LoggedOut]);
+}
+
+#[test]
+fn seed_server_logout_is_one_plain_datagram() {
+    let (mut s, t) = session();
+    s.start(t);
+    s.datagram_received(seed_accept(), sock(SERVER), t);
+    s.roster_fetched(Ok(snapshot(None, vec![])), t);
+    let out = s.logout(t);
+    assert_eq!(
+        sends(&out),
+        vec![Datagram::Logout(Logout {
+            name: name("alice"),
+            endpoint: addr("10.0.0.2:5000"),
+            pigeon: None
+        })]
+    );
+    assert_eq!(emitted(&out), vec![ClientEvent::LoggedOut]);
+}
+
+#[test]
+fn broadcasts_about_oneself_are_ignored() {
+    let (mut s, t) = pigeon_online();
+    let out = s.datagram_received(
+        delta(3, vec![left("alice", "10.0.0.2:5000")]),
+        sock(SERVER),
+        t,
+    );
+    assert!(emitted(&out).is_empty());
+    assert_eq!(
+        s.peer("alice").map(|p| p.endpoint),
+        Some(addr("10.0.0.2:5000"))
+    );
+}
+
+fn talk(from: &str) -> Talk {
+    Talk {
+        time: TalkTime::parse("9:05:07").unwrap(),
+        from: name(from),
+        text: "hi".into(),
+    }
+}
+
+fn chat(from: &str, instance: InstanceId) -> Chat {
+    Chat {
+        instance,
+        seq: 1,
+        base: 1,
+        part: 1,
+        parts: 1,
+        time: TalkTime::parse("9:05:07").unwrap(),
+        from: name(from),
+        text: "hi".into(),
+    }
+}
+
+#[test]
+fn talks_are_taken_only_from_the_named_users_host() {
+    let (mut s, t) = pigeon_online();
+    // A seed client sends from a throwaway port on its host: fine.
+    let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:61234"), t);
+    assert_eq!(out, vec![SessionOutput::DeliverTalk(talk("bob"))]);
+    assert_eq!(
+        s.check_talk(&talk("bob"), sock("10.0.0.66:5000")),
+        Err(Refusal::WrongAddress)
+    );
+    assert!(matches!(
+        s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.66:5000"), t)
+            .as_slice(),
+        [SessionOutput::Refused {
+            refusal: Refusal::WrongAddress,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        s.datagram_received(Datagram::Talk(talk("nobody")), sock("10.0.0.3:5000"), t)
+            .as_slice(),
+        [SessionOutput::Refused {
+            refusal: Refusal::UnknownSender,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn chats_and_acks_must_come_from_the_exact_endpoint_and_instance() {
+    let (mut s, t) = pigeon_online();
+    let good = chat("bob", BOB);
+    assert_eq!(
+        s.datagram_received(Datagram::Chat(good.clone()), sock("10.0.0.3:5000"), t),
+        vec![SessionOutput::DeliverChat(good.clone())]
+    );
+    assert_eq!(
+        s.check_chat(&good, sock("10.0.0.3:5001")),
+        Err(Refusal::WrongAddress)
+    );
+    assert_eq!(
+        s.check_chat(&chat("bob", InstanceId(1)), sock("10.0.0.3:5000")),
+        Err(Refusal::WrongInstance)
+    );
+    assert!(matches!(
+        s.datagram_received(
+            Datagram::Chat(chat("bob", InstanceId(1))),
+            sock("10.0.0.3:5000"),
+            t
+        )
+        .as_slice(),
+        [SessionOutput::Refused {
+            refusal: Refusal::WrongInstance,
+            ..
+        }]
+    ));
+    let ack = Ack {
+        from: name("bob"),
+        instance: ME,
+        seq: 1,
+    };
+    assert_eq!(
+        s.datagram_received(Datagram::Ack(ack.clone()), sock("10.0.0.3:5000"), t),
+        vec![SessionOutput::DeliverAck(ack.clone())]
+    );
+    assert!(matches!(
+        s.datagram_received(Datagram::Ack(ack), sock("10.0.0.9:5000"), t)
+            .as_slice(),
+        [SessionOutput::Refused { .. }]
+    ));
+}
+
+#[test]
+fn a_chat_from_a_user_of_unknown_kind_teaches_its_instance() {
+    let (mut s, t) = session();
+    s.start(t);
+    s.datagram_received(seed_accept(), sock(SERVER), t);
+    s.roster_fetched(
+        Ok(snapshot(None, vec![entry("bob", "10.0.0.3:5000", None)])),
+        t,
+    );
+    let out = s.datagram_received(Datagram::Chat(chat("bob", BOB)), sock("10.0.0.3:5000"), t);
+    assert_eq!(out.len(), 2);
+    assert_eq!(s.peer("bob").and_then(|p| p.instance), Some(BOB));
+}

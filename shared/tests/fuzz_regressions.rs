@@ -1,0 +1,69 @@
+//! Replays every input in `tests/fuzz-regressions/` through the wire
+//! decoders the way the cargo-fuzz targets in `fuzz/` do: crashers the
+//! fuzzer found (and the seed corpus) stay fixed without the fuzzer.
+//!
+//! A file is named `<target>-<short-name>`, but every file goes through both
+//! targets: an input that is harmless to one is a cheap test of the other.
+
+use std::fs;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use pigeon_shared::roster_snapshot::decode_frame;
+use pigeon_shared::{Datagram, RosterSnapshot};
+
+/// What `fuzz/fuzz_targets/decode_datagram.rs` checks.
+fn decode_datagram(data: &[u8]) {
+    if let Ok(datagram) = Datagram::decode(data) {
+        let bytes = datagram.to_bytes();
+        assert_eq!(
+            Datagram::decode(&bytes),
+            Ok(datagram),
+            "round trip through {bytes:02x?}"
+        );
+    }
+}
+
+/// What `fuzz/fuzz_targets/decode_roster.rs` checks.
+fn decode_roster(data: &[u8]) {
+    if let Ok(Some((text, used))) = decode_frame(data, 1 << 20) {
+        assert!(
+            used <= data.len(),
+            "frame used {used} of {} bytes",
+            data.len()
+        );
+        let _ = RosterSnapshot::parse(&text);
+    }
+}
+
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "{} holds no inputs", dir.display());
+
+    let mut failures = Vec::new();
+    for path in &paths {
+        let data = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (target, check) in [
+            ("decode_datagram", decode_datagram as fn(&[u8])),
+            ("decode_roster", decode_roster),
+        ] {
+            if panic::catch_unwind(AssertUnwindSafe(|| check(&data))).is_err() {
+                failures.push(format!("{target} on {}", path.display()));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} inputs panic (messages above):\n{}",
+        failures.len(),
+        paths.len(),
+        failures.join("\n")
+    );
+}
