@@ -97,8 +97,8 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            initial_retry: Duration::from_millis(200),
-            max_retry: Duration::from_secs(2),
+            initial_retry: Duration::from_millis(150),
+            max_retry: Duration::from_secs(1),
             deadline: Duration::from_secs(30),
             window: 64,
             max_queued: 4096,

@@ -303,13 +303,30 @@ impl Session {
                 Err(refusal) => refused(ack.from, source, refusal),
             },
             // Everything else comes from the server, or from nobody we
-            // listen to. A seed server sends from throwaway ports, so only
-            // its host can be checked.
-            _ if !same_host(source.ip(), self.config.server.ip()) => Vec::new(),
+            // listen to.
+            other if !self.from_server(&other, source) => Vec::new(),
             other => {
                 self.last_heard = Some(now);
                 self.server_datagram(other, now)
             }
+        }
+    }
+
+    /// Whether `datagram` may come from the server. A Pigeon server sends
+    /// from its own socket, so once the server is known to be one (and for
+    /// everything only a Pigeon server sends) the source must be exactly the
+    /// server's address; a seed server sends from throwaway ports, so for
+    /// the plain protocol only its host can be checked.
+    fn from_server(&self, datagram: &Datagram, source: SocketAddr) -> bool {
+        let pigeon_only = match datagram {
+            Datagram::Accept(accept) => accept.pigeon.is_some(),
+            Datagram::Login(_) | Datagram::Logout(_) | Datagram::Refused(_) => false,
+            _ => true,
+        };
+        if pigeon_only || matches!(self.server, Server::Pigeon { .. }) {
+            source == self.config.server
+        } else {
+            same_host(source.ip(), self.config.server.ip())
         }
     }
 

@@ -12,11 +12,40 @@ use pigeon_shared::{PeerAddr, UserName};
 use tokio::sync::mpsc;
 
 /// How long tests wait for something that should happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Sends `tracing` output to the test's captured output when `RUST_LOG`
+/// is set (`RUST_LOG=info cargo test ... -- --nocapture` shows it).
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
 
 /// Starts a server on 127.0.0.1 with free ports.
 pub async fn start_server() -> anyhow::Result<ServerHandle> {
-    ServerHandle::start(ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))).await
+    init_tracing();
+    ServerHandle::start(local_server_config()).await
+}
+
+/// A server configuration on 127.0.0.1 with free ports.
+pub fn local_server_config() -> ServerConfig {
+    ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Polls `check` without blocking the actors that share this thread.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("{what}: not within {WAIT:?}")
 }
 
 /// A client whose events a test can wait for.
@@ -76,11 +105,12 @@ impl TestClient {
         self.handle.endpoint()
     }
 
-    /// Waits for the first event (from now on) that `pred` accepts.
+    /// Waits for the first event (from now on) that `pred` accepts; `pred`
+    /// sees every event on the way, so it may also collect them.
     pub async fn wait_for(
         &mut self,
         what: &str,
-        pred: impl Fn(&ClientEvent) -> bool,
+        mut pred: impl FnMut(&ClientEvent) -> bool,
     ) -> anyhow::Result<ClientEvent> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {

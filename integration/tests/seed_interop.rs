@@ -4,26 +4,12 @@
 //! client. The seed peers reproduce the seed's code, defects included.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
-use anyhow::bail;
-use integration::harness::{start_server, TestClient, WAIT};
+use integration::harness::{eventually, start_server, TestClient};
 use integration::seed::client::SeedClient;
 use integration::seed::server::SeedServer;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// Polls `check` without blocking the actors that share this thread.
-async fn eventually(what: &str, check: impl Fn() -> bool) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bail!("{what}: not within {WAIT:?}")
-}
 
 fn seed_login(name: &str, server: SocketAddr) -> anyhow::Result<SeedClient> {
     Ok(SeedClient::login(

@@ -130,6 +130,12 @@ impl RosterConfig {
     pub fn keepalive_interval(&self) -> Duration {
         (self.liveness_timeout / 4).max(Duration::from_millis(50))
     }
+
+    /// How often to look for clients to evict: often enough that an
+    /// eviction is late by at most a twentieth of the timeout.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.liveness_timeout / 20).clamp(Duration::from_millis(10), Duration::from_millis(250))
+    }
 }
 
 /// One user online.
@@ -523,6 +529,11 @@ impl Roster {
     /// Whether nobody is online.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// The roster's settings.
+    pub fn config(&self) -> &RosterConfig {
+        &self.config
     }
 
     /// The roster's revision.

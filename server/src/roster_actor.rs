@@ -18,9 +18,6 @@ use crate::udp_gateway_actor::{BroadcastDatagram, SendDatagram, UdpGatewayActor}
 /// Mailbox size: room for a burst of logins while the gateway waits.
 pub const ROSTER_MAILBOX: usize = 4096;
 
-/// How often the roster looks for clients to evict.
-const SWEEP_EVERY: Duration = Duration::from_millis(250);
-
 /// The roster actor. See the module documentation.
 pub struct RosterActor {
     roster: Roster,
@@ -192,7 +189,7 @@ impl Actor for RosterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(ROSTER_MAILBOX);
-        ctx.run_interval(SWEEP_EVERY, |act, ctx| {
+        ctx.run_interval(self.roster.config().sweep_interval(), |act, ctx| {
             let (evicted, actions) = act.roster.expire(Instant::now());
             for name in &evicted {
                 info!(user = %name, online = act.roster.len(), "user evicted: no keepalive within the liveness timeout");

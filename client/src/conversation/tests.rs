@@ -158,7 +158,7 @@ fn unacknowledged_parts_are_sent_again_with_doubling_waits_then_fail() {
             .into_iter()
             .find(|e| matches!(e, ClientEvent::Failed { .. }));
     }
-    assert_eq!(&sends[..6], &[0, 200, 600, 1400, 3000, 5000]);
+    assert_eq!(&sends[..6], &[0, 150, 450, 1050, 2050, 3050]);
     assert_eq!(now.duration_since(t), Duration::from_secs(30));
     assert_eq!(
         failed,

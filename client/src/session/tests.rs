@@ -274,6 +274,40 @@ fn server_datagrams_from_other_hosts_are_ignored() {
 }
 
 #[test]
+fn pigeon_server_datagrams_must_come_from_the_servers_own_address() {
+    let (mut s, t) = session();
+    s.start(t);
+    // Another process on the server's host cannot pose as the server.
+    assert!(s
+        .datagram_received(pigeon_accept(), sock("10.0.0.1:61000"), t)
+        .is_empty());
+    s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    s.roster_fetched(Ok(snapshot(Some(3), vec![])), t);
+    for forged in [
+        Datagram::Closing(Closing {
+            detail: String::new(),
+        }),
+        Datagram::Expired(Expired {
+            name: name("alice"),
+        }),
+        delta(3, vec![joined("mallory", "10.0.0.1:9", None)]),
+        Datagram::Login(Login {
+            name: name("mallory"),
+            endpoint: addr("10.0.0.1:9"),
+            pigeon: None,
+        }),
+    ] {
+        assert!(
+            s.datagram_received(forged.clone(), sock("10.0.0.1:61000"), t)
+                .is_empty(),
+            "{forged:?}"
+        );
+    }
+    assert!(s.is_online());
+    assert!(s.peer("mallory").is_none());
+}
+
+#[test]
 fn seed_broadcasts_during_the_fetch_are_replayed_on_the_snapshot() {
     let (mut s, t) = session();
     s.start(t);
