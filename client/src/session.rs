@@ -304,7 +304,7 @@ impl Session {
             },
             // Everything else comes from the server, or from nobody we
             // listen to.
-            other if !self.from_server(&other, source) => Vec::new(),
+            other if !self.is_from_server(&other, source) => Vec::new(),
             other => {
                 self.last_heard = Some(now);
                 self.server_datagram(other, now)
@@ -317,7 +317,7 @@ impl Session {
     /// everything only a Pigeon server sends) the source must be exactly the
     /// server's address; a seed server sends from throwaway ports, so for
     /// the plain protocol only its host can be checked.
-    fn from_server(&self, datagram: &Datagram, source: SocketAddr) -> bool {
+    fn is_from_server(&self, datagram: &Datagram, source: SocketAddr) -> bool {
         let pigeon_only = match datagram {
             Datagram::Accept(accept) => accept.pigeon.is_some(),
             Datagram::Login(_) | Datagram::Logout(_) | Datagram::Refused(_) => false,
