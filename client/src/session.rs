@@ -374,11 +374,16 @@ impl Session {
     }
 
     /// Whether a `talk` may be delivered: its sender must be online, and it
-    /// must come from that user's host (a seed client sends from throwaway
-    /// ports, so the port cannot be checked).
+    /// must come from that user's address: the exact endpoint for a Pigeon
+    /// client (which sends from it), the host for a seed-era client (which
+    /// sends from throwaway ports, so its port cannot be checked).
     pub fn check_talk(&self, talk: &Talk, source: SocketAddr) -> Result<(), Refusal> {
         let peer = self.roster.get(&talk.from).ok_or(Refusal::UnknownSender)?;
-        if same_host(peer.endpoint.socket_addr().ip(), source.ip()) {
+        let genuine = match peer.instance {
+            Some(_) => peer.endpoint.socket_addr() == source,
+            None => same_host(peer.endpoint.socket_addr().ip(), source.ip()),
+        };
+        if genuine {
             Ok(())
         } else {
             Err(Refusal::WrongAddress)

@@ -649,11 +649,23 @@ fn chat(from: &str, instance: InstanceId) -> Chat {
 }
 
 #[test]
-fn talks_are_taken_only_from_the_named_users_host() {
+fn talks_are_taken_only_from_the_named_users_address() {
     let (mut s, t) = pigeon_online();
+    s.datagram_received(
+        delta(3, vec![joined("old", "10.0.0.9:5000", None)]),
+        sock(SERVER),
+        t,
+    );
     // A seed client sends from a throwaway port on its host: fine.
-    let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:61234"), t);
+    let out = s.datagram_received(Datagram::Talk(talk("old")), sock("10.0.0.9:61234"), t);
+    assert_eq!(out, vec![SessionOutput::DeliverTalk(talk("old"))]);
+    // A Pigeon client sends from its endpoint, so nothing else passes for it.
+    let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:5000"), t);
     assert_eq!(out, vec![SessionOutput::DeliverTalk(talk("bob"))]);
+    assert_eq!(
+        s.check_talk(&talk("bob"), sock("10.0.0.3:61234")),
+        Err(Refusal::WrongAddress)
+    );
     assert_eq!(
         s.check_talk(&talk("bob"), sock("10.0.0.66:5000")),
         Err(Refusal::WrongAddress)
