@@ -55,8 +55,8 @@ fn hostile_datagrams(
         format!("login,alice,{alice_at},pigeon1;iid={alice_iid};tok={token}"),
         format!("login,mallory,{alice_at}"),
         format!("login,mallory,{alice_at},pigeon1;iid=00000000000000aa"),
-        format!("login,alice,127.0.0.1:9,pigeon1;iid=00000000000000aa"),
-        format!("talk,9:00:00,alice,hello server"),
+        "login,alice,127.0.0.1:9,pigeon1;iid=00000000000000aa".to_owned(),
+        "talk,9:00:00,alice,hello server".to_owned(),
         format!("chat,{alice_iid},1,1,1/1,9:00:00,alice,hello server"),
     ] {
         for _ in 0..20 {
@@ -65,7 +65,7 @@ fn hostile_datagrams(
     }
     // Spoofed peer and server datagrams for bob.
     for text in [
-        format!("talk,9:00:00,alice,I am alice (not)"),
+        "talk,9:00:00,alice,I am alice (not)".to_owned(),
         format!("chat,{alice_iid},1,1,1/1,9:00:00,alice,I am alice (not)"),
         format!("chat,{alice_iid},999,999,1/1,9:00:00,alice,I am alice (not)"),
         format!("ack,alice,{alice_iid},1"),
@@ -75,7 +75,7 @@ fn hostile_datagrams(
         "pong,999999".to_owned(),
         format!("delta,0,1,-alice;{alice_at}"),
         "Accept,1,pigeon1;rx=1;tok=0123456789abcdef0123456789abcdef;ka=1".to_owned(),
-        format!("refused,name-taken,go away"),
+        "refused,name-taken,go away".to_owned(),
         format!("logout,alice,{alice_at}"),
     ] {
         for _ in 0..20 {
