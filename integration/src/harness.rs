@@ -212,6 +212,24 @@ impl TestClient {
             .collect()
     }
 
+    /// Waits until this client's roster holds exactly `names` (sorted).
+    pub async fn roster_becomes(&self, names: &[&str]) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.roster_names().await;
+            if now == names {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{}: roster is {now:?}, not {names:?}, after {WAIT:?}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Events received so far without waiting, appended to `seen`.
     pub fn drain(&mut self) -> &[ClientEvent] {
         while let Ok(event) = self.events.try_recv() {

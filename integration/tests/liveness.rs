@@ -182,7 +182,7 @@ async fn restart_test(announce: bool) -> anyhow::Result<()> {
     integration::harness::eventually("both in the new roster", || second.online_count() == 2)
         .await?;
     for client in [&alice, &bob] {
-        assert_eq!(client.roster_names().await, ["alice", "bob"]);
+        client.roster_becomes(&["alice", "bob"]).await?;
     }
     println!("announced {announce}: loss noticed after {noticed:?}, both back after {back:?}");
     bob.say("alice", "back again").await?;

@@ -97,7 +97,9 @@ pub struct RosterConfig {
     /// `host-full`.
     pub max_users_per_host: usize,
     /// A Pigeon client not heard from for this long is evicted. Clients are
-    /// told to send keepalives four times as often.
+    /// told to send keepalives six times as often, so that even at 20% loss
+    /// a live client is evicted only if six keepalives in a row are lost
+    /// (odds of 1 in 15,000).
     pub liveness_timeout: Duration,
     /// Largest `delta` datagram, in bytes of UTF-16 text.
     pub max_delta_bytes: usize,
@@ -128,7 +130,7 @@ impl RosterConfig {
 
     /// How often Pigeon clients are told to send `ping`.
     pub fn keepalive_interval(&self) -> Duration {
-        (self.liveness_timeout / 4).max(Duration::from_millis(50))
+        (self.liveness_timeout / 6).max(Duration::from_millis(50))
     }
 
     /// How often to look for clients to evict: often enough that an
@@ -883,7 +885,7 @@ mod tests {
         assert_eq!(*to, sock("10.0.0.1:5000"));
         assert_eq!(
             (*tcp_port, ext.roster_port, ext.keepalive_ms),
-            (4242, 4343, 2000)
+            (4242, 4343, 1333)
         );
         assert_eq!(f.directory.get("alice").unwrap().instance, Some(IID_A));
     }
