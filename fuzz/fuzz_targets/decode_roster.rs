@@ -10,7 +10,11 @@ use pigeon_shared::RosterSnapshot;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((text, used))) = decode_frame(data, 1 << 20) {
-        assert!(used <= data.len(), "frame used {used} of {} bytes", data.len());
+        assert!(
+            used <= data.len(),
+            "frame used {used} of {} bytes",
+            data.len()
+        );
         let _ = RosterSnapshot::parse(&text);
     }
 });

@@ -2,5 +2,6 @@
 //! harness that starts real servers and clients in-process.
 
 pub mod harness;
+pub mod netns;
 pub mod process;
 pub mod seed;

@@ -43,14 +43,20 @@ pub struct Proc {
 impl Proc {
     /// Starts binary `name` with `args`, `RUST_LOG` from `log`.
     pub fn spawn(label: &str, name: &str, args: &[&str], log: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary(name)?)
-            .args(args)
+        let mut command = Command::new(binary(name)?);
+        command.args(args);
+        Self::start(label, command, log)
+    }
+
+    /// Starts `command` with piped stdio, `RUST_LOG` from `log`.
+    pub fn start(label: &str, mut command: Command, log: &str) -> anyhow::Result<Self> {
+        let mut child = command
             .env("RUST_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {name}"))?;
+            .with_context(|| format!("starting {label}: {command:?}"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         Ok(Self {

@@ -5,6 +5,7 @@
 //! A file is named `<target>-<short-name>`, but every file goes through both
 //! targets: an input that is harmless to one is a cheap test of the other.
 
+use std::fmt::Debug;
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -16,11 +17,26 @@ use pigeon_shared::{Datagram, RosterSnapshot};
 fn decode_datagram(data: &[u8]) {
     if let Ok(datagram) = Datagram::decode(data) {
         let bytes = datagram.to_bytes();
-        assert_eq!(
-            Datagram::decode(&bytes),
-            Ok(datagram),
-            "round trip through {bytes:02x?}"
-        );
+        match Datagram::decode(&bytes) {
+            Ok(again) if again == datagram => {}
+            again => panic!(
+                "round trip failed: its {}-byte encoding decodes as {}, not as {}",
+                bytes.len(),
+                excerpt(&again),
+                excerpt(&datagram)
+            ),
+        }
+    }
+}
+
+/// The start of a value's `Debug` text: a crasher can be 64 KiB.
+fn excerpt(value: &impl Debug) -> String {
+    const CHARS: usize = 200;
+    let text = format!("{value:?}");
+    if text.chars().count() <= CHARS {
+        text
+    } else {
+        format!("{}...", text.chars().take(CHARS).collect::<String>())
     }
 }
 
