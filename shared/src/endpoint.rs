@@ -34,14 +34,19 @@ impl PeerAddr {
         Self(addr)
     }
 
-    /// Parses the .NET text form.
+    /// Parses the .NET text form, and only its canonical spelling.
     pub fn parse(text: &str) -> Result<Self, EndpointSyntaxError> {
-        // `SocketAddr::from_str` accepts exactly the two .NET forms (dotted
-        // quad with port; bracketed IPv6 with optional `%scope` and port) and
-        // nothing looser: no spaces, no host names, no octal octets.
-        SocketAddr::from_str(text)
-            .map(Self)
-            .map_err(|_| EndpointSyntaxError)
+        // `SocketAddr::from_str` accepts the two .NET forms (dotted quad with
+        // port; bracketed IPv6 with optional `%scope` and port) and nothing
+        // looser: no spaces, no host names, no octal octets. IPv6 has many
+        // spellings of one address; only the one .NET (and Rust) prints is
+        // taken, so that every endpoint has exactly one form on the wire and
+        // re-encoding a datagram never changes its length.
+        let addr = SocketAddr::from_str(text).map_err(|_| EndpointSyntaxError)?;
+        if matches!(addr, SocketAddr::V6(_)) && addr.to_string() != text {
+            return Err(EndpointSyntaxError);
+        }
+        Ok(Self(addr))
     }
 
     /// The socket address.
@@ -148,6 +153,12 @@ mod tests {
             "[::1]",
             "1.2.3:4",
             "01.2.3.4:5",
+            // Other spellings of IPv6 addresses than the canonical one.
+            "[1::1:1:1:1:1:1]:1",
+            "[0:0:0:0:0:0:0:1]:5000",
+            "[::FFFF:10.0.0.1]:9",
+            "[::ffff:a00:1]:9",
+            "[2001:DB8::7]:1",
         ] {
             assert_eq!(PeerAddr::parse(text), Err(EndpointSyntaxError), "{text:?}");
         }
