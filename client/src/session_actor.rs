@@ -71,6 +71,8 @@ pub struct SendText {
 pub enum SendTextError {
     #[error("not logged in yet")]
     NotOnline,
+    #[error("logging out")]
+    LoggingOut,
     #[error("{0} is not online")]
     UnknownUser(UserName),
     #[error("{0}")]
@@ -320,7 +322,10 @@ impl Handler<SendText> for SessionActor {
     type Result = ResponseFuture<Result<MessageId, SendTextError>>;
 
     fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
-        if !self.session.can_chat() || self.leaving {
+        if self.leaving {
+            return Box::pin(async { Err(SendTextError::LoggingOut) });
+        }
+        if !self.session.can_chat() {
             return Box::pin(async { Err(SendTextError::NotOnline) });
         }
         if self.session.peer(msg.to.as_str()).is_none() {

@@ -296,6 +296,14 @@ impl Roster {
             );
             return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
         }
+        // A Pigeon client logs in from its receive endpoint, so nobody else
+        // on its host can claim that endpoint in its name.
+        let exact = SocketAddr::new(endpoint.canonical_ip(), endpoint.socket_addr().port());
+        if pigeon.is_some() && exact != source {
+            let detail =
+                format!("a Pigeon login for {endpoint} must come from {endpoint}, not {source}");
+            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
+        }
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
                 (Session::Seed, None) => true,
@@ -1005,19 +1013,39 @@ mod tests {
     fn nobody_can_refresh_or_take_over_a_pigeon_session() {
         let mut f = fixture();
         join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
-        for login in [
-            pigeon_login("alice", "10.0.0.1:5000", IID_A, Some(SessionToken(1))),
-            pigeon_login("alice", "10.0.0.1:5000", IID_B, None),
-            seed_login("alice", "10.0.0.1:5000"),
-            pigeon_login("alice", "10.0.0.1:6000", IID_A, None),
+        for (login, source) in [
+            (
+                pigeon_login("alice", "10.0.0.1:5000", IID_A, Some(SessionToken(1))),
+                "10.0.0.1:5000",
+            ),
+            (
+                pigeon_login("alice", "10.0.0.1:5000", IID_B, None),
+                "10.0.0.1:5000",
+            ),
+            (seed_login("alice", "10.0.0.1:5000"), "10.0.0.1:6000"),
+            (
+                pigeon_login("alice", "10.0.0.1:6000", IID_A, None),
+                "10.0.0.1:6000",
+            ),
         ] {
-            let (decision, _) = f.roster.login(login.clone(), sock("10.0.0.1:6000"), f.t0);
+            let (decision, _) = f.roster.login(login.clone(), sock(source), f.t0);
             assert_eq!(
                 refusal(&decision),
                 Some(RefuseReason::NameTaken),
                 "{login:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_pigeon_login_must_come_from_its_own_endpoint() {
+        let mut f = fixture();
+        let (decision, _) = f.roster.login(
+            pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+            sock("10.0.0.1:6000"),
+            f.t0,
+        );
+        assert_eq!(refusal(&decision), Some(RefuseReason::BadEndpoint));
     }
 
     #[test]
