@@ -54,6 +54,10 @@ pub struct ClientConfig {
     pub drain_timeout: Duration,
     /// This client's instance id (`None`: a random one).
     pub instance: Option<InstanceId>,
+    /// Speak only the seed's plain protocol, as a seed-era client does (for
+    /// mixed crowds in load tests, and for servers that must not see the
+    /// extension).
+    pub plain_protocol: bool,
     /// A fault-injection layer on every datagram the client sends (tests).
     pub faults: Option<Faults>,
 }
@@ -72,6 +76,7 @@ impl ClientConfig {
             delivery: DeliveryConfig::default(),
             drain_timeout: Duration::from_secs(5),
             instance: None,
+            plain_protocol: false,
             faults: None,
         }
     }
@@ -140,6 +145,7 @@ impl ClientHandle {
             login_timeouts: config.login_timeouts,
             logout_timeouts: config.logout_timeouts,
             max_reconnect_delay: config.max_reconnect_delay,
+            plain_protocol: config.plain_protocol,
         });
         let settings = SessionSettings {
             fetch_timeout: config.fetch_timeout,

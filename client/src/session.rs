@@ -61,6 +61,9 @@ pub struct SessionConfig {
     pub logout_timeouts: Vec<Duration>,
     /// Longest wait between login attempts while reconnecting.
     pub max_reconnect_delay: Duration,
+    /// Speak the seed's plain protocol only, as a seed-era client would:
+    /// no extension in `login`, so the server treats this client as one.
+    pub plain_protocol: bool,
 }
 
 /// Default wait after each login attempt: eight attempts over 13.5 s (at
@@ -594,13 +597,14 @@ impl Session {
         // The extension goes to every server: a seed server ignores the
         // field, and forwards the login verbatim, which is how Pigeon peers
         // on a seed server find each other.
+        let pigeon = (!self.config.plain_protocol).then_some(LoginExt {
+            instance: self.config.instance,
+            token,
+        });
         Datagram::Login(Login {
             name: self.config.name.clone(),
             endpoint: self.config.endpoint,
-            pigeon: Some(LoginExt {
-                instance: self.config.instance,
-                token,
-            }),
+            pigeon,
         })
     }
 
@@ -817,11 +821,12 @@ impl Session {
             );
         }
         // This client is in the roster whatever the server wrote.
+        let instance = (!self.config.plain_protocol).then_some(self.config.instance);
         self.roster.insert(
             self.config.name.clone(),
             Peer {
                 endpoint: self.config.endpoint,
-                instance: Some(self.config.instance),
+                instance,
             },
         );
         // A seed server's roster does not say who is a Pigeon client; keep

@@ -2,6 +2,7 @@
 //! harness that starts real servers and clients in-process.
 
 pub mod harness;
+pub mod load;
 pub mod netns;
 pub mod process;
 pub mod seed;

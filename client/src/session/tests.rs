@@ -29,6 +29,7 @@ fn session() -> (Session, Instant) {
         login_timeouts: vec![Duration::from_millis(500), Duration::from_secs(1)],
         logout_timeouts: vec![Duration::from_millis(200), Duration::from_millis(400)],
         max_reconnect_delay: Duration::from_secs(4),
+        plain_protocol: false,
     };
     (Session::new(config), Instant::now())
 }

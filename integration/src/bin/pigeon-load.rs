@@ -1,0 +1,286 @@
+//! `pigeon-load`: a server and a crowd of simulated peers in one process,
+//! measured against this machine's raw UDP ceiling.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use integration::load::{self, ceiling, LoadConfig, LoadReport, Watcher};
+
+/// The system allocator, counting the bytes in use: the memory figures
+/// per user and per roster entry are read from it.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed straight to the system allocator; only a
+// counter is updated beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Load-test Pigeon: a login storm, a chat and a logout storm by N
+/// simulated peers (real clients, one UDP socket each) in one process,
+/// measured against this machine's raw UDP ceiling.
+#[derive(Parser, Debug)]
+#[command(name = "pigeon-load", version, about)]
+struct Args {
+    /// Simulated peers.
+    #[arg(long, default_value_t = 500)]
+    peers: usize,
+
+    /// Messages each peer sends to random other peers.
+    #[arg(long, default_value_t = 10)]
+    messages: usize,
+
+    /// How many of the peers behave as seed-era clients (plain protocol).
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    legacy: usize,
+
+    /// Use this server instead of starting one in this process.
+    #[arg(long, value_name = "IP:PORT")]
+    server: Option<SocketAddr>,
+
+    /// Only measure the raw UDP ceiling, and exit.
+    #[arg(long)]
+    ceiling: bool,
+
+    /// Write every figure to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+
+    /// Threads the peers are spread over.
+    #[arg(long, default_value_t = 1)]
+    arbiters: usize,
+
+    /// Seed for the choice of message targets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Longest wait for each phase, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+/// Progress bars on stderr.
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Watcher for Bars {
+    fn phase(&mut self, name: &str, total: u64) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+        let bar = if total == 0 {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::new(total)
+        };
+        let style =
+            ProgressStyle::with_template("{prefix:>13} [{elapsed_precise}] {bar:40} {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(name.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        self.bar = Some(bar);
+    }
+
+    fn progress(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    pigeon_server::init_tracing("warn");
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pigeon-load: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<bool> {
+    if args.ceiling {
+        let ceiling = ceiling::measure(500, 54, Duration::from_secs(1))?;
+        println!(
+            "raw UDP ceiling ({}-byte datagrams, one socket to {}): {:.0} sent/s, {:.0} received/s",
+            ceiling.payload_bytes, ceiling.receivers, ceiling.sent_per_s, ceiling.received_per_s
+        );
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&ceiling)?)?;
+        }
+        return Ok(true);
+    }
+    let limit = load::raise_fd_limit(args.peers)?;
+    let config = LoadConfig {
+        peers: args.peers,
+        messages: args.messages,
+        legacy: args.legacy,
+        server: args.server,
+        seed: args.seed,
+        arbiters: args.arbiters,
+        phase_timeout: Duration::from_secs(args.timeout),
+        ..LoadConfig::default()
+    };
+    eprintln!(
+        "pigeon-load: {} peers ({} seed-era), {} messages each, {} build, open-file limit {limit}",
+        config.peers,
+        config.legacy,
+        config.messages,
+        load::profile()
+    );
+    let system = actix::System::new();
+    let report = system.block_on(async move {
+        let mut bars = Bars { bar: None };
+        load::run(config, &mut bars, Some(live_bytes)).await
+    })?;
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    for failure in &report.failures {
+        eprintln!("pigeon-load: FAILED: {failure}");
+    }
+    Ok(report.ok)
+}
+
+fn print_table(r: &LoadReport) {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_owned(), |v| format!("{v:.0}{unit}"));
+    let ratio = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}x"));
+    let rows = [
+        (
+            "peers (seed-era)",
+            format!("{} ({})", r.peers, r.legacy_peers),
+        ),
+        ("build", r.profile.to_owned()),
+        (
+            "raw UDP ceiling",
+            format!("{:.0} datagrams/s", r.ceiling_datagrams_per_s),
+        ),
+        (
+            "naive floor",
+            format!(
+                "{:.3} s  (N(N-1)/2 datagrams at the ceiling)",
+                r.naive_floor_s
+            ),
+        ),
+        (
+            "login storm converged",
+            format!(
+                "{:.3} s  ({:.2}x the naive floor)",
+                r.converge_s, r.converge_vs_floor
+            ),
+        ),
+        (
+            "server datagrams sent",
+            opt(r.server_datagrams.map(|d| d as f64), ""),
+        ),
+        (
+            "server datagrams/s",
+            format!(
+                "{}  ({} of the ceiling)",
+                opt(r.server_datagrams_per_s, ""),
+                ratio(r.server_vs_ceiling)
+            ),
+        ),
+        (
+            "roster events/s",
+            format!(
+                "{:.0}  ({:.2}x the ceiling)",
+                r.roster_events_per_s, r.events_vs_ceiling
+            ),
+        ),
+        ("messages sent", r.messages_sent.to_string()),
+        (
+            "delivered / lost",
+            format!("{} / {}", r.messages_delivered, r.messages_lost),
+        ),
+        (
+            "duplicated / reordered / failed",
+            format!(
+                "{} / {} / {}",
+                r.messages_duplicated, r.messages_reordered, r.messages_failed
+            ),
+        ),
+        ("chat phase", format!("{:.3} s", r.chat_s)),
+        (
+            "latency p50 / p99 / max",
+            format!(
+                "{} / {} / {} µs",
+                r.latency_p50_us, r.latency_p99_us, r.latency_max_us
+            ),
+        ),
+        ("logout storm", format!("{:.3} s", r.logout_s)),
+        ("server bytes per user", opt(r.server_bytes_per_user, " B")),
+        (
+            "client bytes per roster entry",
+            opt(r.client_bytes_per_roster_entry, " B"),
+        ),
+        (
+            "peak RSS",
+            r.peak_rss_bytes.map_or("n/a".to_owned(), |b| {
+                format!("{:.1} MiB", b as f64 / 1048576.0)
+            }),
+        ),
+        (
+            "result",
+            if r.ok {
+                "ok".to_owned()
+            } else {
+                "FAILED".to_owned()
+            },
+        ),
+    ];
+    for (label, value) in rows {
+        println!("{label:>32}  {value}");
+    }
+}
