@@ -758,7 +758,11 @@ impl Session {
                 self.buffer(Buffered::Plain(change));
                 Vec::new()
             }
-            State::Online { .. } => self.apply(change),
+            State::Online { .. } => {
+                let mut out = Vec::new();
+                self.apply(change, &mut out);
+                out
+            }
             _ => Vec::new(),
         }
     }
@@ -778,7 +782,11 @@ impl Session {
                     self.buffer(Buffered::Delta(delta));
                     self.resync()
                 }
-                _ => self.apply_delta(delta),
+                _ => {
+                    let mut out = Vec::new();
+                    self.apply_delta(delta, &mut out);
+                    out
+                }
             },
             _ => Vec::new(),
         }
@@ -791,20 +799,18 @@ impl Session {
     }
 
     /// Applies the changes of `delta` newer than this client's revision.
-    fn apply_delta(&mut self, delta: Delta) -> Vec<SessionOutput> {
+    fn apply_delta(&mut self, delta: Delta, out: &mut Vec<SessionOutput>) {
         let mine = self.revision.unwrap_or(delta.from);
         let to = delta.to();
         if to <= mine {
-            return Vec::new();
+            return;
         }
-        let mut out = Vec::new();
         for (revision, change) in (delta.from + 1..).zip(delta.changes) {
             if revision > mine {
-                out.extend(self.apply(change));
+                self.apply(change, out);
             }
         }
         self.revision = Some(to);
-        out
     }
 
     /// Replaces the roster with `snapshot` plus the changes that arrived
@@ -840,19 +846,18 @@ impl Session {
         }
         self.revision = snapshot.revision;
         let mut gap = false;
+        // What replaying says is covered by the difference reported below.
+        let mut replayed = Vec::new();
         for item in std::mem::take(&mut self.buffered) {
             match item {
-                Buffered::Plain(change) => {
-                    self.apply(change);
-                }
+                Buffered::Plain(change) => self.apply(change, &mut replayed),
                 Buffered::Delta(delta) => match self.revision {
                     Some(mine) if delta.from > mine => gap = true,
-                    _ => {
-                        self.apply_delta(delta);
-                    }
+                    _ => self.apply_delta(delta, &mut replayed),
                 },
             }
         }
+        drop(replayed);
         let mut out = self.diff(&before);
         if gap {
             out.extend(self.resync());
@@ -892,11 +897,11 @@ impl Session {
         out
     }
 
-    /// Applies one change; idempotent.
-    fn apply(&mut self, change: RosterChange) -> Vec<SessionOutput> {
+    /// Applies one change, idempotently, adding what it means to `out`.
+    fn apply(&mut self, change: RosterChange, out: &mut Vec<SessionOutput>) {
         // Our own entry is ours to keep: a broadcast cannot move or remove it.
         if *change.name() == self.config.name {
-            return Vec::new();
+            return;
         }
         match change {
             RosterChange::Joined {
@@ -907,9 +912,8 @@ impl Session {
                 let peer = Peer { endpoint, instance };
                 let old = self.roster.insert(name.clone(), peer);
                 if old == Some(peer) {
-                    return Vec::new();
+                    return;
                 }
-                let mut out = Vec::with_capacity(2);
                 if old.map(|o| o.endpoint) != Some(endpoint) {
                     out.push(SessionOutput::Emit(ClientEvent::Online {
                         name: name.clone(),
@@ -920,18 +924,15 @@ impl Session {
                     name,
                     peer: Some(peer),
                 });
-                out
             }
             // A logout for an endpoint the user no longer has is stale.
             RosterChange::Left { name, endpoint } => match self.roster.get(&name) {
                 Some(current) if current.endpoint == endpoint => {
                     self.roster.remove(&name);
-                    vec![
-                        SessionOutput::Emit(ClientEvent::Offline { name: name.clone() }),
-                        SessionOutput::PeerUpdated { name, peer: None },
-                    ]
+                    out.push(SessionOutput::Emit(ClientEvent::Offline { name: name.clone() }));
+                    out.push(SessionOutput::PeerUpdated { name, peer: None });
                 }
-                _ => Vec::new(),
+                _ => {}
             },
         }
     }

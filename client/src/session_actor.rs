@@ -150,6 +150,13 @@ impl SessionActor {
                 SessionOutput::Emit(event) => {
                     ended |= event.is_final();
                     self.log_event(&event);
+                    // An open conversation follows its peer.
+                    if let ClientEvent::Online { name, .. } | ClientEvent::Offline { name } = &event
+                    {
+                        if let Some(actor) = self.peers.get(name) {
+                            actor.do_send(PeerUpdated(self.session.peer(name.as_str())));
+                        }
+                    }
                     self.events.do_send(event);
                 }
                 SessionOutput::PeerUpdated { name, peer } => {

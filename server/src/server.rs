@@ -11,6 +11,7 @@ use actix::prelude::*;
 use pigeon_shared::{PeerAddr, UserName};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
@@ -111,10 +112,22 @@ pub struct ServerHandle {
     gateway_arbiter: Arbiter,
 }
 
+/// Connections the kernel queues for the roster listeners: a login storm
+/// fetches thousands of rosters at once, and a full queue makes clients
+/// wait a second or more for a retransmitted SYN. (The kernel caps this at
+/// `net.core.somaxconn`.)
+const TCP_BACKLOG: i32 = 4096;
+
 fn bind_tcp(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), BindError> {
     let error = |source| BindError::Tcp { addr, source };
-    let listener = std::net::TcpListener::bind(addr).map_err(error)?;
-    listener.set_nonblocking(true).map_err(error)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(error)?;
+    // As std does: a restarted server can listen again at once.
+    socket.set_reuse_address(true).map_err(error)?;
+    socket.bind(&addr.into()).map_err(error)?;
+    socket.listen(TCP_BACKLOG).map_err(error)?;
+    socket.set_nonblocking(true).map_err(error)?;
+    let listener: std::net::TcpListener = socket.into();
     let bound = listener.local_addr().map_err(error)?;
     Ok((listener, bound))
 }

@@ -39,10 +39,18 @@ impl SessionToken {
 }
 
 fn parse_hex(text: &str, digits: usize) -> Option<u128> {
-    if text.len() != digits || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len() != digits {
         return None;
     }
-    u128::from_str_radix(text, 16).ok()
+    text.bytes().try_fold(0u128, |value, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u128::from(digit))
+    })
 }
 
 /// Reads a decimal number as the protocol writes it: digits only, no sign,

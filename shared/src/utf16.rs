@@ -31,6 +31,15 @@ pub fn decode_utf16le(bytes: &[u8]) -> Result<String, Utf16Error> {
     if bytes.len() % 2 != 0 {
         return Err(Utf16Error::OddLength { len: bytes.len() });
     }
+    // Nearly every datagram is ASCII: every high byte zero, every low byte
+    // below 0x80. Then the text is the low bytes, and is valid UTF-8.
+    if bytes.chunks_exact(2).all(|pair| pair[1] == 0 && pair[0] < 0x80) {
+        let ascii: Vec<u8> = bytes.iter().step_by(2).copied().collect();
+        // ASCII is UTF-8, so this always succeeds.
+        if let Ok(text) = String::from_utf8(ascii) {
+            return Ok(text);
+        }
+    }
     let units = bytes
         .chunks_exact(2)
         .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));

@@ -94,6 +94,10 @@ struct Args {
     /// Longest wait for each phase, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+
+    /// How long the ceiling is measured, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    ceiling_ms: u64,
 }
 
 /// Progress bars on stderr.
@@ -150,7 +154,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<bool> {
     if args.ceiling {
-        let ceiling = ceiling::measure(500, 54, Duration::from_secs(1))?;
+        let ceiling = ceiling::measure(500, 54, Duration::from_millis(args.ceiling_ms))?;
         println!(
             "raw UDP ceiling ({}-byte datagrams, one socket to {}): {:.0} sent/s, {:.0} received/s",
             ceiling.payload_bytes, ceiling.receivers, ceiling.sent_per_s, ceiling.received_per_s
@@ -169,6 +173,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         seed: args.seed,
         arbiters: args.arbiters,
         phase_timeout: Duration::from_secs(args.timeout),
+        ceiling_duration: Duration::from_millis(args.ceiling_ms),
         ..LoadConfig::default()
     };
     eprintln!(

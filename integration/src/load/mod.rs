@@ -65,7 +65,7 @@ impl Default for LoadConfig {
             seed: 1,
             arbiters: 1,
             ceiling_receivers: 500,
-            ceiling_duration: Duration::from_millis(500),
+            ceiling_duration: Duration::from_secs(1),
             phase_timeout: Duration::from_secs(120),
         }
     }
@@ -343,12 +343,19 @@ pub async fn run(
     watcher.phase("login storm", n as u64);
     let storm_start = Instant::now();
     let crowd = start_crowd(&config, server_addr, &progress).await?;
+    let started_s = storm_start.elapsed().as_secs_f64();
+    let mut ready_at = Vec::new();
     let converged = wait_until(config.phase_timeout, watcher, || {
         let done = progress.converged.load(Ordering::Relaxed);
         let refused = progress.refused.load(Ordering::Relaxed);
+        let ready = progress.ready.load(Ordering::Relaxed);
+        while ready_at.len() < 4 && ready * 4 >= n * (ready_at.len() + 1) {
+            ready_at.push(storm_start.elapsed().as_secs_f64());
+        }
         (done as u64, done == n || refused > 0)
     })
     .await;
+    info!(started_s, ?ready_at, "login storm: peers started; a quarter, half, three quarters, all ready");
     let converge_s = storm_start.elapsed().as_secs_f64();
     let server_datagrams = match (&server, sent_before) {
         (Some(server), Some(before)) => Some(server.stats().sent - before),
