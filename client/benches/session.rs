@@ -17,7 +17,10 @@ use pigeon_shared::{
 const SERVER: ([u8; 4], u16) = ([127, 0, 0, 1], 7788);
 
 fn addr(i: usize) -> PeerAddr {
-    PeerAddr::new(SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 5000)))
+    PeerAddr::new(SocketAddr::from((
+        [10, 0, (i / 250) as u8, (i % 250) as u8],
+        5000,
+    )))
 }
 
 fn name(i: usize) -> UserName {

@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::net::UdpSocket;
 
 use crate::conversation::{ChatLine, DeliveryConfig};
-use crate::events::{ClientEvent, MessageId};
+use crate::events::{ClientEvents, MessageId};
 use crate::session::{default_login_timeouts, default_logout_timeouts, Session, SessionConfig};
 use crate::session_actor::{
     ClientStats, ConversationWith, ListUsers, Logout, SendText, SendTextError, SessionActor,
@@ -108,7 +108,10 @@ impl ClientHandle {
     /// Binds the receive socket and starts logging in; `events` hears
     /// everything that follows. Must run inside an actix `System`; the
     /// client's actors run on the current arbiter.
-    pub fn start(config: ClientConfig, events: Recipient<ClientEvent>) -> Result<Self, StartError> {
+    pub fn start(
+        config: ClientConfig,
+        events: Recipient<ClientEvents>,
+    ) -> Result<Self, StartError> {
         let server_ip = config.server.ip();
         if server_ip.is_unspecified() || server_ip.is_multicast() || config.server.port() == 0 {
             return Err(StartError::BadServer(config.server));

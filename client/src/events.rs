@@ -1,5 +1,7 @@
 //! `ClientEvent`: what a client tells its front end (the console, a test,
-//! the load generator). One event per thing a user would want to see.
+//! the load generator). One event per thing a user would want to see; they
+//! travel in [`ClientEvents`], a batch per datagram handled, so that a
+//! roster of thousands costs one message, not thousands.
 
 use std::fmt;
 
@@ -59,7 +61,12 @@ pub enum ClientEvent {
     LoggedOut,
 }
 
-impl Message for ClientEvent {
+/// The events one step of a client produced, in order. A front end is
+/// any actor that handles this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEvents(pub Vec<ClientEvent>);
+
+impl Message for ClientEvents {
     type Result = ();
 }
 

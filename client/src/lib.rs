@@ -19,5 +19,5 @@ pub mod session;
 pub mod session_actor;
 
 pub use client::{ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
-pub use events::{ClientEvent, MessageId};
+pub use events::{ClientEvent, ClientEvents, MessageId};
 pub use session_actor::SendTextError;

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::conversation::{ChatLine, Conversation, ConversationOutput, SendRefusal};
-use crate::events::{ClientEvent, MessageId};
+use crate::events::{ClientEvents, MessageId};
 use crate::session::Peer;
 
 /// The actor for one conversation. See the module documentation.
@@ -27,7 +27,7 @@ pub struct PeerActor {
     /// it is offline, in case it comes back before the deadline.
     last_endpoint: Option<PeerAddr>,
     sender: LocalSender,
-    events: Recipient<ClientEvent>,
+    events: Recipient<ClientEvents>,
     timer: Option<SpawnHandle>,
     drained: Vec<oneshot::Sender<()>>,
 }
@@ -80,7 +80,7 @@ impl PeerActor {
         conversation: Conversation,
         peer: Option<Peer>,
         sender: LocalSender,
-        events: Recipient<ClientEvent>,
+        events: Recipient<ClientEvents>,
     ) -> Self {
         Self {
             last_endpoint: peer.map(|p| p.endpoint),
@@ -94,11 +94,15 @@ impl PeerActor {
     }
 
     fn apply(&mut self, outputs: Vec<ConversationOutput>, ctx: &mut Context<Self>) {
+        let mut events = Vec::new();
         for output in outputs {
             match output {
                 ConversationOutput::Transmit(datagram) => self.transmit(&datagram),
-                ConversationOutput::Emit(event) => self.events.do_send(event),
+                ConversationOutput::Emit(event) => events.push(event),
             }
+        }
+        if !events.is_empty() {
+            self.events.do_send(ClientEvents(events));
         }
         if self.conversation.unconfirmed() == 0 {
             for waiting in self.drained.drain(..) {

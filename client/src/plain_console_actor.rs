@@ -12,7 +12,7 @@ use tracing::debug;
 
 use crate::client::ClientHandle;
 use crate::command::{parse_command, Command, HELP};
-use crate::events::ClientEvent;
+use crate::events::{ClientEvent, ClientEvents};
 use crate::plain::{event_line, sent_line, user_line};
 
 /// Longest command line accepted (bytes); longer lines are refused whole.
@@ -149,10 +149,18 @@ impl Handler<Attach> for PlainConsoleActor {
     }
 }
 
-impl Handler<ClientEvent> for PlainConsoleActor {
+impl Handler<ClientEvents> for PlainConsoleActor {
     type Result = ();
 
-    fn handle(&mut self, event: ClientEvent, ctx: &mut Context<Self>) {
+    fn handle(&mut self, ClientEvents(events): ClientEvents, ctx: &mut Context<Self>) {
+        for event in events {
+            self.event(event, ctx);
+        }
+    }
+}
+
+impl PlainConsoleActor {
+    fn event(&mut self, event: ClientEvent, ctx: &mut Context<Self>) {
         if let Some(line) = event_line(&event, self.verbose) {
             self.print(&line);
         }

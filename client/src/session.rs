@@ -929,7 +929,9 @@ impl Session {
             RosterChange::Left { name, endpoint } => match self.roster.get(&name) {
                 Some(current) if current.endpoint == endpoint => {
                     self.roster.remove(&name);
-                    out.push(SessionOutput::Emit(ClientEvent::Offline { name: name.clone() }));
+                    out.push(SessionOutput::Emit(ClientEvent::Offline {
+                        name: name.clone(),
+                    }));
                     out.push(SessionOutput::PeerUpdated { name, peer: None });
                 }
                 _ => {}

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::local_talk_time;
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig, SendRefusal};
-use crate::events::{ClientEvent, MessageId};
+use crate::events::{ClientEvent, ClientEvents, MessageId};
 use crate::peer_actor::{
     AckReceived, ChatReceived, Drain, History, PeerActor, PeerUpdated, Say, TalkReceived,
 };
@@ -31,7 +31,7 @@ use crate::session::{Session, SessionOutput};
 pub struct SessionActor {
     session: Session,
     sender: LocalSender,
-    events: Recipient<ClientEvent>,
+    events: Recipient<ClientEvents>,
     peers: HashMap<UserName, Addr<PeerActor>>,
     timer: Option<SpawnHandle>,
     fetch_timeout: Duration,
@@ -117,7 +117,7 @@ impl SessionActor {
     pub fn new(
         session: Session,
         sender: LocalSender,
-        events: Recipient<ClientEvent>,
+        events: Recipient<ClientEvents>,
         settings: SessionSettings,
         stats: Arc<ClientStats>,
     ) -> Self {
@@ -139,6 +139,7 @@ impl SessionActor {
 
     fn apply(&mut self, outputs: Vec<SessionOutput>, ctx: &mut Context<Self>) {
         let mut ended = false;
+        let mut events = Vec::new();
         for output in outputs {
             match output {
                 SessionOutput::Send { to, datagram } => {
@@ -157,7 +158,7 @@ impl SessionActor {
                             actor.do_send(PeerUpdated(self.session.peer(name.as_str())));
                         }
                     }
-                    self.events.do_send(event);
+                    events.push(event);
                 }
                 SessionOutput::PeerUpdated { name, peer } => {
                     if let Some(actor) = self.peers.get(&name) {
@@ -191,6 +192,9 @@ impl SessionActor {
                 }
             }
         }
+        if !events.is_empty() {
+            self.events.do_send(ClientEvents(events));
+        }
         self.schedule(ctx);
         if ended {
             ctx.stop();
@@ -208,9 +212,10 @@ impl SessionActor {
     fn fetch(&mut self, from: SocketAddr, ctx: &mut Context<Self>) {
         debug!(%from, "fetching roster");
         let fetch = fetch_roster(from, self.fetch_timeout);
-        ctx.spawn(fetch.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
             let result = match result {
                 Ok(snapshot) => {
+                    debug!(%from, users = snapshot.entries.len(), "roster fetched");
                     for skipped in &snapshot.skipped {
                         warn!(entry = %skipped.excerpt, reason = %skipped.reason, "roster entry skipped");
                     }

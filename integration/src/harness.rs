@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{anyhow, bail, Context as _};
-use pigeon_client::{ClientConfig, ClientEvent, ClientHandle, MessageId};
+use pigeon_client::{ClientConfig, ClientEvent, ClientEvents, ClientHandle, MessageId};
 use pigeon_server::{ServerConfig, ServerHandle};
 use pigeon_shared::{PeerAddr, UserName};
 use tokio::sync::mpsc;
@@ -64,11 +64,13 @@ impl Actor for EventSink {
     type Context = Context<Self>;
 }
 
-impl Handler<ClientEvent> for EventSink {
+impl Handler<ClientEvents> for EventSink {
     type Result = ();
 
-    fn handle(&mut self, event: ClientEvent, _: &mut Context<Self>) {
-        let _ = self.0.send(event);
+    fn handle(&mut self, ClientEvents(events): ClientEvents, _: &mut Context<Self>) {
+        for event in events {
+            let _ = self.0.send(event);
+        }
     }
 }
 

@@ -34,7 +34,11 @@ fn roster(users: usize) -> Roster {
     let mut config = RosterConfig::new(1, 2);
     config.max_users = users + 1;
     config.max_users_per_host = users + 1;
-    Roster::new(config, Arc::new(Directory::default()), StdRng::seed_from_u64(1))
+    Roster::new(
+        config,
+        Arc::new(Directory::default()),
+        StdRng::seed_from_u64(1),
+    )
 }
 
 fn storm(c: &mut Criterion) {

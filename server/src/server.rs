@@ -120,8 +120,8 @@ const TCP_BACKLOG: i32 = 4096;
 
 fn bind_tcp(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), BindError> {
     let error = |source| BindError::Tcp { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(error)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(error)?;
     // As std does: a restarted server can listen again at once.
     socket.set_reuse_address(true).map_err(error)?;
     socket.bind(&addr.into()).map_err(error)?;

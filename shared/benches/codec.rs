@@ -18,7 +18,10 @@ fn name(i: usize) -> UserName {
 }
 
 fn addr(i: usize) -> PeerAddr {
-    PeerAddr::new(SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 5000 + i as u16)))
+    PeerAddr::new(SocketAddr::from((
+        [10, 0, (i / 250) as u8, (i % 250) as u8],
+        5000 + i as u16,
+    )))
 }
 
 fn datagrams() -> Vec<(&'static str, Datagram)> {

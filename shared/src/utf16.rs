@@ -33,7 +33,10 @@ pub fn decode_utf16le(bytes: &[u8]) -> Result<String, Utf16Error> {
     }
     // Nearly every datagram is ASCII: every high byte zero, every low byte
     // below 0x80. Then the text is the low bytes, and is valid UTF-8.
-    if bytes.chunks_exact(2).all(|pair| pair[1] == 0 && pair[0] < 0x80) {
+    if bytes
+        .chunks_exact(2)
+        .all(|pair| pair[1] == 0 && pair[0] < 0x80)
+    {
         let ascii: Vec<u8> = bytes.iter().step_by(2).copied().collect();
         // ASCII is UTF-8, so this always succeeds.
         if let Ok(text) = String::from_utf8(ascii) {

@@ -355,7 +355,11 @@ pub async fn run(
         (done as u64, done == n || refused > 0)
     })
     .await;
-    info!(started_s, ?ready_at, "login storm: peers started; a quarter, half, three quarters, all ready");
+    info!(
+        started_s,
+        ?ready_at,
+        "login storm: peers started; a quarter, half, three quarters, all ready"
+    );
     let converge_s = storm_start.elapsed().as_secs_f64();
     let server_datagrams = match (&server, sent_before) {
         (Some(server), Some(before)) => Some(server.stats().sent - before),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use pigeon_client::ClientEvent;
+use pigeon_client::{ClientEvent, ClientEvents};
 
 /// Counters every sink adds to, read by the driver to follow progress.
 #[derive(Debug)]
@@ -201,10 +201,18 @@ impl Actor for SinkActor {
     type Context = Context<Self>;
 }
 
-impl Handler<ClientEvent> for SinkActor {
+impl Handler<ClientEvents> for SinkActor {
     type Result = ();
 
-    fn handle(&mut self, event: ClientEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, ClientEvents(events): ClientEvents, _: &mut Context<Self>) {
+        for event in events {
+            self.event(event);
+        }
+    }
+}
+
+impl SinkActor {
+    fn event(&mut self, event: ClientEvent) {
         let progress = self.progress.clone();
         match event {
             ClientEvent::Ready { .. } => {
