@@ -83,20 +83,17 @@ fn roster_work(c: &mut Criterion) {
     // 1000 joins in 40 deltas of 25, as encoded datagrams off the wire.
     let deltas: Vec<_> = (0..40)
         .map(|d| {
-            Datagram::Delta(Delta {
-                from: d * 25,
-                changes: (0..25)
-                    .map(|j| {
-                        let i = (d * 25 + j) as usize;
-                        RosterChange::Joined {
-                            name: name(i),
-                            endpoint: addr(i),
-                            instance: Some(InstanceId(i as u64)),
-                        }
-                    })
-                    .collect(),
-            })
-            .to_bytes()
+            let changes: Vec<_> = (0..25)
+                .map(|j| {
+                    let i = (d * 25 + j) as usize;
+                    RosterChange::Joined {
+                        name: name(i),
+                        endpoint: addr(i),
+                        instance: Some(InstanceId(i as u64)),
+                    }
+                })
+                .collect();
+            Datagram::Delta(Delta::new(d * 25, &changes)).to_bytes()
         })
         .collect();
     group.bench_function("decode and apply 1000 joins in 40 deltas", |b| {

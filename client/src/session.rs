@@ -784,7 +784,9 @@ impl Session {
                 }
                 _ => {
                     let mut out = Vec::new();
-                    self.apply_delta(delta, &mut out);
+                    if !self.apply_delta(delta, &mut out) {
+                        out.extend(self.resync());
+                    }
                     out
                 }
             },
@@ -799,18 +801,21 @@ impl Session {
     }
 
     /// Applies the changes of `delta` newer than this client's revision.
-    fn apply_delta(&mut self, delta: Delta, out: &mut Vec<SessionOutput>) {
+    /// Changes this client already has are skipped without being parsed.
+    /// `false`: a change did not parse, and this client's roster is no
+    /// longer known to be right (it stops at the change before).
+    fn apply_delta(&mut self, delta: Delta, out: &mut Vec<SessionOutput>) -> bool {
         let mine = self.revision.unwrap_or(delta.from);
-        let to = delta.to();
-        if to <= mine {
-            return;
-        }
-        for (revision, change) in (delta.from + 1..).zip(delta.changes) {
-            if revision > mine {
-                self.apply(change, out);
+        for (revision, change) in delta.changes_after(mine) {
+            match change {
+                Ok(change) => {
+                    self.apply(change, out);
+                    self.revision = Some(revision);
+                }
+                Err(_) => return false,
             }
         }
-        self.revision = Some(to);
+        true
     }
 
     /// Replaces the roster with `snapshot` plus the changes that arrived
@@ -853,7 +858,7 @@ impl Session {
                 Buffered::Plain(change) => self.apply(change, &mut replayed),
                 Buffered::Delta(delta) => match self.revision {
                     Some(mine) if delta.from > mine => gap = true,
-                    _ => self.apply_delta(delta, &mut replayed),
+                    _ => gap |= !self.apply_delta(delta, &mut replayed),
                 },
             }
         }

@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use pigeon_shared::roster_snapshot::{
+    pigeon_roster_header, put_dotnet_string, RosterFormat, END_MARK,
+};
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
     Logout, PeerAddr, Ping, Pong, RefuseReason, Refused, Revision, RosterChange, SessionToken,
@@ -33,10 +36,12 @@ use rand::Rng;
 
 /// The users online, readable from any thread: what TCP roster snapshots
 /// are made of. Written only by the [`Roster`], always before the `Accept`
-/// that lets a client read it.
+/// that lets a client read it. Each user's roster line is rendered once,
+/// when it joins, so that a snapshot is a run of copies: a login storm asks
+/// for thousands of them.
 #[derive(Debug, Default)]
 pub struct Directory {
-    users: DashMap<UserName, DirectoryEntry>,
+    users: DashMap<UserName, Listing>,
     revision: AtomicU64,
 }
 
@@ -46,6 +51,38 @@ pub struct DirectoryEntry {
     pub endpoint: PeerAddr,
     /// The instance id of a Pigeon client; `None` for a seed-era client.
     pub instance: Option<InstanceId>,
+}
+
+/// A [`DirectoryEntry`] and its roster line, `name,ip:port,iid` (`-` for no
+/// instance id); the seed format's line is the part before the last comma.
+#[derive(Debug)]
+struct Listing {
+    entry: DirectoryEntry,
+    line: Box<str>,
+    seed_len: usize,
+}
+
+impl Listing {
+    fn new(name: &UserName, entry: DirectoryEntry) -> Self {
+        let seed = format!("{name},{}", entry.endpoint);
+        let seed_len = seed.len();
+        let line = match entry.instance {
+            Some(iid) => format!("{seed},{iid}"),
+            None => format!("{seed},-"),
+        };
+        Self {
+            entry,
+            line: line.into_boxed_str(),
+            seed_len,
+        }
+    }
+
+    fn line(&self, format: RosterFormat) -> &str {
+        match format {
+            RosterFormat::Seed => self.line.get(..self.seed_len).unwrap_or_default(),
+            RosterFormat::Pigeon => &self.line,
+        }
+    }
 }
 
 impl Directory {
@@ -58,9 +95,30 @@ impl Directory {
         let users = self
             .users
             .iter()
-            .map(|entry| (entry.key().clone(), *entry.value()))
+            .map(|listing| (listing.key().clone(), listing.value().entry))
             .collect();
         (revision, users)
+    }
+
+    /// The roster in `format`, as one .NET `BinaryWriter` string, with the
+    /// number of users in it and its revision (read first, as in
+    /// [`Directory::snapshot`]).
+    pub fn encode(&self, format: RosterFormat) -> (Revision, usize, Vec<u8>) {
+        let revision = self.revision.load(Ordering::Acquire);
+        let mut text = String::with_capacity(64 * self.users.len() + 32);
+        if format == RosterFormat::Pigeon {
+            text.push_str(&pigeon_roster_header(revision));
+        }
+        let mut users = 0;
+        for listing in self.users.iter() {
+            text.push_str(listing.value().line(format));
+            text.push(';');
+            users += 1;
+        }
+        text.push_str(END_MARK);
+        let mut buf = Vec::with_capacity(text.len() + 5);
+        put_dotnet_string(&mut buf, &text);
+        (revision, users, buf)
     }
 
     /// How many users are online.
@@ -75,7 +133,7 @@ impl Directory {
 
     /// The entry for `name`.
     pub fn get(&self, name: &str) -> Option<DirectoryEntry> {
-        self.users.get(name).map(|entry| *entry.value())
+        self.users.get(name).map(|listing| listing.value().entry)
     }
 
     /// The current revision.
@@ -483,25 +541,19 @@ impl Roster {
             return Vec::new();
         }
         let changes = std::mem::take(&mut self.pending);
-        let mut from = self.pending_from;
+        let from = self.pending_from;
         self.pending_from = self.revision;
         let to = self.pigeon_addresses();
         if to.is_empty() {
             return Vec::new();
         }
-        let mut actions = Vec::new();
-        for chunk in chunk_changes(changes, self.config.max_delta_bytes) {
-            let delta = Delta {
-                from,
-                changes: chunk,
-            };
-            from = delta.to();
-            actions.push(RosterAction::Broadcast {
+        chunk_changes(from, &changes, self.config.max_delta_bytes)
+            .into_iter()
+            .map(|delta| RosterAction::Broadcast {
                 to: to.clone(),
                 datagram: Datagram::Delta(delta),
-            });
-        }
-        actions
+            })
+            .collect()
     }
 
     /// Whether changes wait for [`Roster::flush_deltas`].
@@ -588,13 +640,13 @@ impl Roster {
     fn insert(&mut self, name: UserName, endpoint: PeerAddr, session: Session, now: Instant) {
         *self.per_host.entry(endpoint.canonical_ip()).or_insert(0) += 1;
         self.by_endpoint.insert(endpoint, name.clone());
-        self.directory.users.insert(
-            name.clone(),
-            DirectoryEntry {
-                endpoint,
-                instance: session.instance(),
-            },
-        );
+        let entry = DirectoryEntry {
+            endpoint,
+            instance: session.instance(),
+        };
+        self.directory
+            .users
+            .insert(name.clone(), Listing::new(&name, entry));
         self.users.insert(
             name,
             User {
@@ -693,32 +745,32 @@ impl Roster {
     }
 }
 
-/// Splits changes into runs whose `delta` datagram stays within
-/// `max_bytes` (a single change always goes, whatever its size).
-fn chunk_changes(changes: Vec<RosterChange>, max_bytes: usize) -> Vec<Vec<RosterChange>> {
+/// Splits changes into `delta`s of at most `max_bytes` on the wire, each
+/// change rendered once (a single change always goes, whatever its size).
+fn chunk_changes(from: Revision, changes: &[RosterChange], max_bytes: usize) -> Vec<Delta> {
     // "delta," plus two revisions of up to 20 digits and their commas.
     const HEADER_BYTES: usize = 2 * (6 + 2 * 21);
-    let mut chunks = Vec::new();
-    let mut chunk = Vec::new();
+    let mut deltas = Vec::new();
+    let mut start = 0;
     let mut bytes = HEADER_BYTES;
-    for change in changes {
+    for (i, change) in changes.iter().enumerate() {
         let size = 2
             * (1 + change
                 .to_string()
                 .chars()
                 .map(char::len_utf16)
                 .sum::<usize>());
-        if !chunk.is_empty() && bytes + size > max_bytes {
-            chunks.push(std::mem::take(&mut chunk));
+        if i > start && bytes + size > max_bytes {
+            deltas.push(Delta::new(from + start as u64, &changes[start..i]));
+            start = i;
             bytes = HEADER_BYTES;
         }
         bytes += size;
-        chunk.push(change);
     }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
+    if start < changes.len() {
+        deltas.push(Delta::new(from + start as u64, &changes[start..]));
     }
-    chunks
+    deltas
 }
 
 /// A refusal goes to the claimed endpoint when that is on the sender's host
@@ -931,8 +983,9 @@ mod tests {
         to.sort();
         assert_eq!(to, vec![sock("10.0.0.1:5000"), sock("10.0.0.2:5000")]);
         assert_eq!((delta.from, delta.to()), (2, 3));
+        let changes: Vec<_> = delta.changes().map(|(_, c)| c.unwrap()).collect();
         assert_eq!(
-            delta.changes,
+            changes,
             vec![RosterChange::Joined {
                 name: name("bob"),
                 endpoint: addr("10.0.0.2:5000"),
@@ -1373,6 +1426,43 @@ mod tests {
                 }),
             })
         );
+    }
+
+    #[test]
+    fn the_directory_encodes_both_roster_formats() {
+        use pigeon_shared::roster_snapshot::decode_frame;
+        use pigeon_shared::RosterSnapshot;
+        let mut f = fixture();
+        join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        f.roster.login(
+            seed_login("old", "10.0.0.9:5000"),
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
+        let (revision, users, bytes) = f.directory.encode(RosterFormat::Pigeon);
+        assert_eq!((revision, users), (2, 2));
+        let (text, _) = decode_frame(&bytes, 1 << 20).unwrap().unwrap();
+        let snapshot = RosterSnapshot::parse(&text).unwrap();
+        assert_eq!(snapshot.revision, Some(2));
+        let mut entries: Vec<_> = snapshot
+            .entries
+            .iter()
+            .map(|e| (e.name.to_string(), e.endpoint.to_string(), e.instance))
+            .collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            vec![
+                ("alice".into(), "10.0.0.1:5000".into(), Some(IID_A)),
+                ("old".into(), "10.0.0.9:5000".into(), None),
+            ]
+        );
+        let (_, _, bytes) = f.directory.encode(RosterFormat::Seed);
+        let (text, _) = decode_frame(&bytes, 1 << 20).unwrap().unwrap();
+        assert!(!text.contains("pigeon1"), "{text}");
+        let mut parts: Vec<_> = text.split(';').collect();
+        parts.sort();
+        assert_eq!(parts, ["alice,10.0.0.1:5000", "end", "old,10.0.0.9:5000"]);
     }
 
     #[test]

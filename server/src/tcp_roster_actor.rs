@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::BytesMut;
-use pigeon_shared::roster_snapshot::{encode_pigeon_roster, encode_roster};
+pub use pigeon_shared::roster_snapshot::RosterFormat;
 use pigeon_shared::LogLimit;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,15 +22,6 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::roster::Directory;
-
-/// Which roster a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RosterFormat {
-    /// `n1,ip:port;...;end`, as the seed writes it.
-    Seed,
-    /// `pigeon1 <rev>;n1,ip:port,iid;...;end`.
-    Pigeon,
-}
 
 /// Limits of the TCP roster service.
 #[derive(Debug, Clone)]
@@ -146,18 +136,7 @@ async fn serve(
     directory: &Directory,
     timeout: Duration,
 ) {
-    let (revision, entries) = directory.snapshot();
-    let mut buf = BytesMut::new();
-    match format {
-        RosterFormat::Seed => {
-            encode_roster(entries.iter().map(|(n, e)| (n, &e.endpoint)), &mut buf)
-        }
-        RosterFormat::Pigeon => encode_pigeon_roster(
-            revision,
-            entries.iter().map(|(n, e)| (n, &e.endpoint, e.instance)),
-            &mut buf,
-        ),
-    }
+    let (revision, users, buf) = directory.encode(format);
     let write = async {
         stream.write_all(&buf).await?;
         stream.shutdown().await
@@ -165,7 +144,7 @@ async fn serve(
     match tokio::time::timeout(timeout, write).await {
         Ok(Ok(())) => info!(
             %peer,
-            users = entries.len(),
+            users,
             bytes = buf.len(),
             ?format,
             revision,

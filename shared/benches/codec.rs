@@ -96,16 +96,16 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
         ("pong", Datagram::Pong(Pong { revision: 123_456 })),
         (
             "delta/25",
-            Datagram::Delta(Delta {
-                from: 1000,
-                changes: (0..25)
+            Datagram::Delta(Delta::new(
+                1000,
+                &(0..25)
                     .map(|i| RosterChange::Joined {
                         name: name(i),
                         endpoint: addr(i),
                         instance: Some(InstanceId(i as u64)),
                     })
-                    .collect(),
-            }),
+                    .collect::<Vec<_>>(),
+            )),
         ),
     ]
 }

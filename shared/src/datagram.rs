@@ -188,11 +188,19 @@ pub struct Closing {
 
 /// `delta,<from>,<to>,<change>...`: roster changes `from + 1 ..= to`, one
 /// per revision, in order.
+///
+/// The changes are kept as they stand on the wire and parsed on demand:
+/// a client that already has most of them (they overlap the snapshot it
+/// just fetched) skips those without parsing them. Decoding checks the
+/// revision range against the number of changes; each change is checked
+/// when it is read ([`Delta::changes`]), and a bad one is an error then.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delta {
     /// The revision before the first change.
     pub from: Revision,
-    pub changes: Vec<RosterChange>,
+    /// The changes, comma-separated.
+    text: String,
+    count: u64,
 }
 
 /// One roster change in a [`Delta`].
@@ -419,23 +427,20 @@ impl Datagram {
             Verb::Delta => {
                 let from = f.parsed("from revision", parse_decimal)?;
                 let to = f.parsed("to revision", parse_decimal)?;
-                let mut changes = Vec::new();
-                while let Ok(op) = f.next("change") {
-                    changes.push(parse_change(op).ok_or_else(|| DecodeError::BadField {
-                        verb,
-                        field: "change",
-                        text: excerpt(op),
-                    })?);
-                }
-                let count = to.checked_sub(from);
-                if changes.is_empty() || count != Some(changes.len() as u64) {
+                let text = f.remainder("change")?;
+                let count = text.split(',').count() as u64;
+                if text.is_empty() || to.checked_sub(from) != Some(count) {
                     return Err(DecodeError::BadField {
                         verb,
                         field: "revision range",
-                        text: format!("{from}..{to} with {} changes", changes.len()),
+                        text: format!("{from}..{to} with {count} changes"),
                     });
                 }
-                Self::Delta(Delta { from, changes })
+                Self::Delta(Delta {
+                    from,
+                    text: text.to_owned(),
+                    count,
+                })
             }
             Verb::Chat => {
                 let instance = f.parsed("iid", InstanceId::parse)?;
@@ -548,9 +553,7 @@ impl Datagram {
             Self::Delta(delta) => {
                 w.display(&delta.from);
                 w.display(&delta.to());
-                for change in &delta.changes {
-                    w.field(&change.to_string());
-                }
+                w.field(&delta.text);
             }
             Self::Chat(chat) => {
                 w.display(&chat.instance);
@@ -588,9 +591,69 @@ impl Datagram {
 }
 
 impl Delta {
+    /// The changes `from + 1 ..=` in order (at least one).
+    pub fn new(from: Revision, changes: &[RosterChange]) -> Self {
+        use std::fmt::Write;
+        let mut text = String::new();
+        for (i, change) in changes.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{change}");
+        }
+        Self {
+            from,
+            text,
+            count: changes.len() as u64,
+        }
+    }
+
     /// The revision after the last change.
     pub fn to(&self) -> Revision {
-        self.from + self.changes.len() as u64
+        self.from + self.count
+    }
+
+    /// How many changes.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.count).unwrap_or(usize::MAX)
+    }
+
+    /// Whether there are no changes (never, for a decoded delta).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the changes take on the wire (UTF-16).
+    pub fn wire_len(&self) -> usize {
+        crate::utf16::utf16le_len(&self.text)
+    }
+
+    /// Every change with its revision, parsed now.
+    pub fn changes(
+        &self,
+    ) -> impl Iterator<Item = (Revision, Result<RosterChange, DecodeError>)> + '_ {
+        self.changes_after(self.from)
+    }
+
+    /// The changes after `revision` with their revisions; those at or before
+    /// it are skipped without being parsed.
+    pub fn changes_after(
+        &self,
+        revision: Revision,
+    ) -> impl Iterator<Item = (Revision, Result<RosterChange, DecodeError>)> + '_ {
+        let skip = revision.saturating_sub(self.from);
+        (self.from + 1..)
+            .zip(self.text.split(','))
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .map(|(revision, op)| {
+                let change = parse_change(op).ok_or_else(|| DecodeError::BadField {
+                    verb: Verb::Delta,
+                    field: "change",
+                    text: excerpt(op),
+                });
+                (revision, change)
+            })
     }
 }
 
@@ -1214,36 +1277,58 @@ mod tests {
         let Ok(Datagram::Delta(delta)) = Datagram::decode(&wide(&text)) else {
             panic!("not a delta")
         };
-        assert_eq!((delta.from, delta.to()), (41, 43));
+        assert_eq!((delta.from, delta.to(), delta.len()), (41, 43, 2));
+        let changes: Vec<_> = delta.changes().map(|(r, c)| (r, c.unwrap())).collect();
         assert_eq!(
-            delta.changes[1],
-            RosterChange::Left {
-                name: name("bob"),
-                endpoint: addr("10.0.0.2:5000")
-            }
+            changes[1],
+            (
+                43,
+                RosterChange::Left {
+                    name: name("bob"),
+                    endpoint: addr("10.0.0.2:5000")
+                }
+            )
         );
+        // Changes already had are skipped unparsed.
+        let after: Vec<_> = delta.changes_after(42).map(|(r, _)| r).collect();
+        assert_eq!(after, [43]);
+        assert_eq!(delta.changes_after(43).count(), 0);
         assert_eq!(
             Datagram::Delta(delta).to_bytes().as_ref(),
             wide(&text).as_slice()
         );
-        let seed_user = "delta,0,1,+old;10.0.0.9:1;-";
+        let Ok(Datagram::Delta(seed_user)) = Datagram::decode(&wide("delta,0,1,+old;10.0.0.9:1;-"))
+        else {
+            panic!("not a delta")
+        };
         assert!(matches!(
-            Datagram::decode(&wide(seed_user)),
-            Ok(Datagram::Delta(Delta { changes, .. })) if matches!(changes[0], RosterChange::Joined { instance: None, .. })
+            seed_user.changes().next(),
+            Some((1, Ok(RosterChange::Joined { instance: None, .. })))
         ));
         for bad in [
             "delta,1,3,-bob;10.0.0.2:5000",
-            "delta,1,1",
             "delta,3,2,-bob;10.0.0.2:5000",
-            "delta,1,2,*bob;10.0.0.2:5000",
-            "delta,1,2,-bob;10.0.0.2:5000;extra",
-            "delta,1,2,+bob;10.0.0.2:5000",
         ] {
             assert_eq!(
                 Datagram::decode(&wide(bad)).unwrap_err().kind(),
                 DecodeErrorKind::BadField,
                 "{bad}"
             );
+        }
+        assert_eq!(
+            Datagram::decode(&wide("delta,1,1")).unwrap_err().kind(),
+            DecodeErrorKind::MissingField
+        );
+        // A malformed change is found when it is read.
+        for bad in [
+            "delta,1,2,*bob;10.0.0.2:5000",
+            "delta,1,2,-bob;10.0.0.2:5000;extra",
+            "delta,1,2,+bob;10.0.0.2:5000",
+        ] {
+            let Ok(Datagram::Delta(delta)) = Datagram::decode(&wide(bad)) else {
+                panic!("{bad}: the range is right")
+            };
+            assert!(matches!(delta.changes().next(), Some((2, Err(_)))), "{bad}");
         }
     }
 

@@ -72,6 +72,20 @@ pub enum RosterError {
 /// the last one's reason.
 const MAX_SKIPPED_KEPT: usize = 16;
 
+/// Which of the two roster texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RosterFormat {
+    /// `n1,ip:port;...;end`, as the seed writes it.
+    Seed,
+    /// `pigeon1 <rev>;n1,ip:port,iid;...;end`.
+    Pigeon,
+}
+
+/// The start of a Pigeon-format roster text: `pigeon1 <revision>;`.
+pub fn pigeon_roster_header(revision: Revision) -> String {
+    format!("{PIGEON_TAG} {revision};")
+}
+
 /// Appends the Pigeon-format roster at `revision` as one `BinaryWriter`
 /// string.
 pub fn encode_pigeon_roster<'a>(
@@ -80,7 +94,7 @@ pub fn encode_pigeon_roster<'a>(
     buf: &mut impl BufMut,
 ) {
     use std::fmt::Write;
-    let mut text = format!("{PIGEON_TAG} {revision};");
+    let mut text = pigeon_roster_header(revision);
     for (name, endpoint, instance) in entries {
         // Writing to a String cannot fail.
         let _ = match instance {

@@ -33,11 +33,13 @@ pub fn decode_utf16le(bytes: &[u8]) -> Result<String, Utf16Error> {
     }
     // Nearly every datagram is ASCII: every high byte zero, every low byte
     // below 0x80. Then the text is the low bytes, and is valid UTF-8.
-    if bytes
-        .chunks_exact(2)
-        .all(|pair| pair[1] == 0 && pair[0] < 0x80)
-    {
-        let ascii: Vec<u8> = bytes.iter().step_by(2).copied().collect();
+    let mut ascii = Vec::with_capacity(bytes.len() / 2);
+    let mut all_ascii = true;
+    for pair in bytes.chunks_exact(2) {
+        all_ascii &= pair[1] == 0 && pair[0] < 0x80;
+        ascii.push(pair[0]);
+    }
+    if all_ascii {
         // ASCII is UTF-8, so this always succeeds.
         if let Ok(text) = String::from_utf8(ascii) {
             return Ok(text);

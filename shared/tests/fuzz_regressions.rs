@@ -16,6 +16,11 @@ use pigeon_shared::{Datagram, RosterSnapshot};
 /// What `fuzz/fuzz_targets/decode_datagram.rs` checks.
 fn decode_datagram(data: &[u8]) {
     if let Ok(datagram) = Datagram::decode(data) {
+        if let Datagram::Delta(delta) = &datagram {
+            for (_, change) in delta.changes() {
+                let _ = change;
+            }
+        }
         let bytes = datagram.to_bytes();
         match Datagram::decode(&bytes) {
             Ok(again) if again == datagram => {}

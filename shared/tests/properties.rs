@@ -151,7 +151,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             0u64..u64::MAX / 2,
             proptest::collection::vec(roster_change(), 1..20)
         )
-            .prop_map(|(from, changes)| Datagram::Delta(Delta { from, changes })),
+            .prop_map(|(from, changes)| Datagram::Delta(Delta::new(from, &changes))),
         chat().prop_map(Datagram::Chat),
         (user_name(), instance(), 1u64..).prop_map(|(from, instance, seq)| Datagram::Ack(Ack {
             from,
@@ -185,6 +185,19 @@ proptest! {
         let mut bytes = Vec::new();
         put_utf16le(&mut bytes, &text);
         let _ = Datagram::decode(&bytes);
+    }
+
+    #[test]
+    fn delta_changes_read_back_as_they_were_written(
+        from in 0u64..u64::MAX / 2,
+        changes in proptest::collection::vec(roster_change(), 1..20),
+    ) {
+        let bytes = Datagram::Delta(Delta::new(from, &changes)).to_bytes();
+        let Ok(Datagram::Delta(delta)) = Datagram::decode(&bytes) else {
+            panic!("not a delta");
+        };
+        let read: Vec<_> = delta.changes().map(|(_, c)| c.unwrap()).collect();
+        prop_assert_eq!(read, changes);
     }
 
     #[test]

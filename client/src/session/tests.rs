@@ -95,7 +95,7 @@ fn left(n: &str, a: &str) -> RosterChange {
 }
 
 fn delta(from: Revision, changes: Vec<RosterChange>) -> Datagram {
-    Datagram::Delta(Delta { from, changes })
+    Datagram::Delta(Delta::new(from, &changes))
 }
 
 fn emitted(out: &[SessionOutput]) -> Vec<ClientEvent> {
@@ -444,6 +444,24 @@ fn deltas_online_apply_once_and_a_gap_fetches_a_fresh_snapshot() {
         ]
     );
     assert_eq!(s.revision(), Some(6));
+}
+
+#[test]
+fn a_delta_with_a_change_that_does_not_parse_fetches_a_fresh_snapshot() {
+    let (mut s, t) = pigeon_online();
+    let text: Vec<u8> = "delta,3,5,+carol;10.0.0.4:5000;-,+dave;not-an-endpoint;-"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let corrupt = Datagram::decode(&text).unwrap();
+    let out = s.datagram_received(corrupt, sock(SERVER), t);
+    // carol, before the bad change, is taken; then a resync.
+    assert!(out.iter().any(|o| matches!(o, SessionOutput::Emit(ClientEvent::Online { name, .. }) if name.as_str() == "carol")));
+    assert!(matches!(
+        out.last(),
+        Some(SessionOutput::FetchRoster { .. })
+    ));
+    assert_eq!(s.revision(), Some(4));
 }
 
 #[test]
