@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pigeon_shared::roster_snapshot::decode_frame;
-use pigeon_shared::{RosterError, RosterSnapshot};
-use tokio::io::AsyncReadExt;
+use pigeon_shared::roster_snapshot::{decode_frame, encode_roster_request};
+use pigeon_shared::{RosterError, RosterSnapshot, SessionToken, UserName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest roster accepted (bytes of text).
@@ -37,21 +37,34 @@ pub enum FetchError {
     Timeout { addr: SocketAddr, timeout: Duration },
 }
 
-/// Fetches and parses the roster served at `addr`.
+/// Fetches and parses the roster served at `addr`; on a Pigeon roster port,
+/// first says who asks (`as_user`).
 pub async fn fetch_roster(
     addr: SocketAddr,
     timeout: Duration,
+    as_user: Option<(UserName, SessionToken)>,
 ) -> Result<RosterSnapshot, FetchError> {
-    match tokio::time::timeout(timeout, fetch(addr)).await {
+    match tokio::time::timeout(timeout, fetch(addr, as_user)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout { addr, timeout }),
     }
 }
 
-async fn fetch(addr: SocketAddr) -> Result<RosterSnapshot, FetchError> {
+async fn fetch(
+    addr: SocketAddr,
+    as_user: Option<(UserName, SessionToken)>,
+) -> Result<RosterSnapshot, FetchError> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|source| FetchError::Connect { addr, source })?;
+    if let Some((name, token)) = as_user {
+        let mut request = Vec::new();
+        encode_roster_request(&name, token, &mut request);
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|source| FetchError::Read { addr, source })?;
+    }
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         // Stop as soon as one whole string is in; the server closes anyway.

@@ -99,8 +99,12 @@ pub enum SessionOutput {
     /// Send a datagram.
     Send { to: SocketAddr, datagram: Datagram },
     /// Fetch the roster snapshot over TCP from this address, then call
-    /// [`Session::roster_fetched`].
-    FetchRoster { from: SocketAddr },
+    /// [`Session::roster_fetched`]. From a Pigeon server, the fetch first
+    /// says who asks (`as_user`: name and token), so that deltas follow.
+    FetchRoster {
+        from: SocketAddr,
+        as_user: Option<(UserName, SessionToken)>,
+    },
     /// Tell the front end.
     Emit(ClientEvent),
     /// What is known about `name` changed (`None`: it left).
@@ -722,7 +726,16 @@ impl Session {
         };
         vec![SessionOutput::FetchRoster {
             from: SocketAddr::new(self.config.server.ip(), port),
+            as_user: self.roster_request(),
         }]
+    }
+
+    /// Who asks for a Pigeon roster: this client, with its token.
+    fn roster_request(&self) -> Option<(UserName, SessionToken)> {
+        match self.server {
+            Server::Pigeon { token, .. } => Some((self.config.name.clone(), token)),
+            _ => None,
+        }
     }
 
     fn refused(&mut self, refused: Refused) -> Vec<SessionOutput> {
@@ -749,6 +762,7 @@ impl Session {
         self.state = State::Online { resyncing: true };
         vec![SessionOutput::FetchRoster {
             from: SocketAddr::new(self.config.server.ip(), roster_port),
+            as_user: self.roster_request(),
         }]
     }
 

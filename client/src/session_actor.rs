@@ -15,7 +15,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use futures_util::stream;
 use pigeon_server::net::{recv_with, LocalSender, SendCounters};
-use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, UserName};
+use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, SessionToken, UserName};
 use tracing::{debug, info, warn};
 
 use crate::clock::local_talk_time;
@@ -147,7 +147,7 @@ impl SessionActor {
                         warn!(%to, error = %e, "datagram not sent");
                     }
                 }
-                SessionOutput::FetchRoster { from } => self.fetch(from, ctx),
+                SessionOutput::FetchRoster { from, as_user } => self.fetch(from, as_user, ctx),
                 SessionOutput::Emit(event) => {
                     ended |= event.is_final();
                     self.log_event(&event);
@@ -209,9 +209,14 @@ impl SessionActor {
         }
     }
 
-    fn fetch(&mut self, from: SocketAddr, ctx: &mut Context<Self>) {
+    fn fetch(
+        &mut self,
+        from: SocketAddr,
+        as_user: Option<(UserName, SessionToken)>,
+        ctx: &mut Context<Self>,
+    ) {
         debug!(%from, "fetching roster");
-        let fetch = fetch_roster(from, self.fetch_timeout);
+        let fetch = fetch_roster(from, self.fetch_timeout, as_user);
         ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
             let result = match result {
                 Ok(snapshot) => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use integration::harness::{eventually, start_server, TestClient};
 use pigeon_client::roster_fetch::fetch_roster;
 use pigeon_client::ClientEvent;
-use pigeon_shared::PeerAddr;
+use pigeon_shared::{PeerAddr, SessionToken};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
@@ -111,7 +111,9 @@ async fn a_hostile_burst_changes_nothing_and_loses_nothing() -> anyhow::Result<(
     let before = server.online_users().await;
 
     // What an attacker can learn: the public Pigeon roster.
-    let roster = fetch_roster(server.roster_addr(), Duration::from_secs(5)).await?;
+    // (Asking as someone it is not: the roster is public, the deltas are not.)
+    let mallory = (pigeon_shared::UserName::parse("mallory")?, SessionToken(7));
+    let roster = fetch_roster(server.roster_addr(), Duration::from_secs(5), Some(mallory)).await?;
     let users: BTreeMap<String, (PeerAddr, String)> = roster
         .entries
         .iter()

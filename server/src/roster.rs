@@ -16,7 +16,7 @@
 //! The roster also writes through to a [`Directory`], the concurrent map
 //! from which TCP roster snapshots are served without a mailbox round trip.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -204,6 +204,9 @@ struct User {
     endpoint: PeerAddr,
     session: Session,
     last_seen: Instant,
+    /// Whether the client has fetched the Pigeon roster (and so gets
+    /// deltas from then on).
+    synced: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,8 +239,15 @@ pub struct Roster {
     /// Changes not yet sent to Pigeon clients, after revision `pending_from`.
     pending: Vec<RosterChange>,
     pending_from: Revision,
+    /// The latest changes, for clients that fetched a snapshot a little
+    /// behind: `recent_from` is the revision before the first.
+    recent: VecDeque<RosterChange>,
+    recent_from: Revision,
     rng: StdRng,
 }
+
+/// Changes kept for clients catching up after a snapshot.
+const MAX_RECENT: usize = 65_536;
 
 /// Something the roster wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +332,8 @@ impl Roster {
             revision: 0,
             pending: Vec::new(),
             pending_from: 0,
+            recent: VecDeque::new(),
+            recent_from: 0,
             rng,
         }
     }
@@ -511,6 +523,43 @@ impl Roster {
         }
     }
 
+    /// A Pigeon client fetched the Pigeon roster at `revision`, asking with
+    /// its token: from now on it gets deltas, and at once the changes it
+    /// missed since that revision (as far as they are still kept; a client
+    /// further behind sees a gap at its next delta or keepalive, and fetches
+    /// again).
+    pub fn synced(
+        &mut self,
+        name: &UserName,
+        token: SessionToken,
+        revision: Revision,
+    ) -> (SessionDecision, Vec<RosterAction>) {
+        let Some(user) = self.users.get_mut(name) else {
+            return (SessionDecision::UnknownUser, Vec::new());
+        };
+        match user.session {
+            Session::Pigeon {
+                token: expected, ..
+            } if expected == token => {}
+            _ => return (SessionDecision::BadToken, Vec::new()),
+        }
+        user.synced = true;
+        let to = user.endpoint.socket_addr();
+        if revision >= self.revision || revision < self.recent_from {
+            return (SessionDecision::Done, Vec::new());
+        }
+        let skip = usize::try_from(revision - self.recent_from).unwrap_or(usize::MAX);
+        let missed: Vec<RosterChange> = self.recent.iter().skip(skip).cloned().collect();
+        let actions = chunk_changes(revision, &missed, self.config.max_delta_bytes)
+            .into_iter()
+            .map(|delta| RosterAction::Send {
+                to,
+                datagram: Datagram::Delta(delta),
+            })
+            .collect();
+        (SessionDecision::Done, actions)
+    }
+
     /// Evicts every Pigeon client not heard from within the liveness
     /// timeout. Seed-era clients send no keepalives and are never evicted.
     pub fn expire(&mut self, now: Instant) -> (Vec<UserName>, Vec<RosterAction>) {
@@ -653,6 +702,7 @@ impl Roster {
                 endpoint,
                 session,
                 last_seen: now,
+                synced: false,
             },
         );
     }
@@ -706,6 +756,11 @@ impl Roster {
         self.directory
             .revision
             .store(self.revision, Ordering::Release);
+        if self.recent.len() == MAX_RECENT {
+            self.recent.pop_front();
+            self.recent_from += 1;
+        }
+        self.recent.push_back(change.clone());
         self.pending.push(change);
     }
 
@@ -736,10 +791,11 @@ impl Roster {
             .collect()
     }
 
+    /// Pigeon clients that fetched the roster: those that follow deltas.
     fn pigeon_addresses(&self) -> Vec<SocketAddr> {
         self.users
             .values()
-            .filter(|user| matches!(user.session, Session::Pigeon { .. }))
+            .filter(|user| user.synced && matches!(user.session, Session::Pigeon { .. }))
             .map(|user| user.endpoint.socket_addr())
             .collect()
     }
@@ -875,8 +931,18 @@ mod tests {
         }
     }
 
-    /// Logs in a Pigeon client and returns its token.
+    /// Logs in a Pigeon client, has it fetch the roster, and returns its
+    /// token.
     fn join_pigeon(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
+        let token = join_unsynced(f, n, a, instance);
+        let revision = f.roster.revision();
+        let (decision, _) = f.roster.synced(&name(n), token, revision);
+        assert_eq!(decision, SessionDecision::Done);
+        token
+    }
+
+    /// Logs in a Pigeon client that has not fetched the roster yet.
+    fn join_unsynced(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
         let (decision, actions) = f
             .roster
             .login(pigeon_login(n, a, instance, None), sock(a), f.t0);
@@ -970,7 +1036,8 @@ mod tests {
             to: vec![sock("10.0.0.9:5000")],
             datagram: Datagram::Login(seed_login("bob", "10.0.0.2:5000")),
         }));
-        // Pigeon users hear of it in the next delta, bob included.
+        // Pigeon users that fetched the roster hear of it in the next delta
+        // (bob, who has not fetched yet, gets it in his snapshot).
         let deltas = f.roster.flush_deltas();
         let [RosterAction::Broadcast {
             to,
@@ -981,7 +1048,7 @@ mod tests {
         };
         let mut to = to.clone();
         to.sort();
-        assert_eq!(to, vec![sock("10.0.0.1:5000"), sock("10.0.0.2:5000")]);
+        assert_eq!(to, vec![sock("10.0.0.1:5000")]);
         assert_eq!((delta.from, delta.to()), (2, 3));
         let changes: Vec<_> = delta.changes().map(|(_, c)| c.unwrap()).collect();
         assert_eq!(
@@ -993,6 +1060,50 @@ mod tests {
             }]
         );
         assert!(f.roster.flush_deltas().is_empty());
+    }
+
+    #[test]
+    fn deltas_go_only_to_clients_that_fetched_the_roster_and_catch_them_up() {
+        let mut f = fixture();
+        let alice_token = join_unsynced(&mut f, "alice", "10.0.0.1:5000", IID_A);
+        f.roster.login(
+            seed_login("old", "10.0.0.9:5000"),
+            sock("10.0.0.9:5000"),
+            f.t0,
+        );
+        // alice has not fetched the roster: no deltas for her yet.
+        assert!(f.roster.flush_deltas().is_empty());
+        f.roster.login(
+            seed_login("older", "10.0.0.8:5000"),
+            sock("10.0.0.8:5000"),
+            f.t0,
+        );
+        f.roster.flush_deltas();
+        // Her snapshot was taken at revision 1 (herself only): the two
+        // changes after it come to her at once.
+        let (decision, actions) = f.roster.synced(&name("alice"), alice_token, 1);
+        assert_eq!(decision, SessionDecision::Done);
+        let [RosterAction::Send {
+            to,
+            datagram: Datagram::Delta(delta),
+        }] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(*to, sock("10.0.0.1:5000"));
+        assert_eq!((delta.from, delta.to()), (1, 3));
+        // From now on she is in every delta.
+        f.roster.login(
+            seed_login("oldest", "10.0.0.7:5000"),
+            sock("10.0.0.7:5000"),
+            f.t0,
+        );
+        assert_eq!(f.roster.flush_deltas().len(), 1);
+        // Only her token syncs her.
+        let (decision, _) = f.roster.synced(&name("alice"), SessionToken(1), 1);
+        assert_eq!(decision, SessionDecision::BadToken);
+        let (decision, _) = f.roster.synced(&name("nobody"), alice_token, 1);
+        assert_eq!(decision, SessionDecision::UnknownUser);
     }
 
     #[test]

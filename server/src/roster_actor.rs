@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, Ping, UserName};
+use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, Ping, Revision, SessionToken, UserName};
 use tracing::{debug, info, warn};
 
 use crate::roster::{LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision};
@@ -53,6 +53,15 @@ pub struct LogoutReceived {
 pub struct PingReceived {
     pub ping: Ping,
     pub source: SocketAddr,
+}
+
+/// A Pigeon client fetched the Pigeon roster at `revision`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RosterFetched {
+    pub name: UserName,
+    pub token: SessionToken,
+    pub revision: Revision,
 }
 
 /// Deliver every later [`RosterEvent`] to `subscriber`.
@@ -266,6 +275,20 @@ impl Handler<PingReceived> for RosterActor {
             debug!(user = %name, %source, "keepalive");
         } else {
             self.log_ignored("keepalive", &name, source, &decision);
+        }
+        self.dispatch(actions, ctx);
+    }
+}
+
+impl Handler<RosterFetched> for RosterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RosterFetched, ctx: &mut Context<Self>) {
+        let (decision, actions) = self.roster.synced(&msg.name, msg.token, msg.revision);
+        if decision == SessionDecision::Done {
+            debug!(user = %msg.name, revision = msg.revision, catch_up = actions.len(), "roster fetched");
+        } else {
+            debug!(user = %msg.name, ?decision, "roster fetched by an unknown session");
         }
         self.dispatch(actions, ctx);
     }

@@ -225,7 +225,13 @@ impl BoundServer {
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),
         ];
-        let tcp = TcpRosterActor::new(listeners, directory.clone(), config.tcp).start();
+        let tcp = TcpRosterActor::new(
+            listeners,
+            directory.clone(),
+            config.tcp,
+            roster.clone().recipient(),
+        )
+        .start();
         info!(
             udp = %udp_addr,
             tcp = %tcp_addr,

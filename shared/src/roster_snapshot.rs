@@ -16,7 +16,7 @@ use bytes::BufMut;
 
 use crate::datagram::PIGEON_TAG;
 use crate::endpoint::PeerAddr;
-use crate::ids::{InstanceId, Revision};
+use crate::ids::{InstanceId, Revision, SessionToken};
 use crate::name::UserName;
 
 /// The text that ends every roster.
@@ -104,6 +104,28 @@ pub fn encode_pigeon_roster<'a>(
     }
     text.push_str(END_MARK);
     put_dotnet_string(buf, &text);
+}
+
+/// Most bytes of a roster request.
+pub const MAX_REQUEST_BYTES: usize = 256;
+
+/// Appends the request a Pigeon client writes on the Pigeon roster port
+/// before it reads: `pigeon1 <name> <token>`, one `BinaryWriter` string.
+/// It tells the server who fetched the roster (at which revision), so that
+/// deltas start reaching that client then, and not before.
+pub fn encode_roster_request(name: &UserName, token: SessionToken, buf: &mut impl BufMut) {
+    put_dotnet_string(buf, &format!("{PIGEON_TAG} {name} {token}"));
+}
+
+/// Reads a roster request's text.
+pub fn parse_roster_request(text: &str) -> Option<(UserName, SessionToken)> {
+    let mut words = text.split(' ');
+    if words.next()? != PIGEON_TAG {
+        return None;
+    }
+    let name = UserName::parse(words.next()?).ok()?;
+    let token = SessionToken::parse(words.next()?)?;
+    words.next().is_none().then_some((name, token))
 }
 
 /// Appends the seed-format roster of `entries` as one `BinaryWriter` string.
@@ -388,6 +410,27 @@ mod tests {
             RosterSnapshot::parse("pigeon1 x;end"),
             Err(RosterError::BadRevision)
         );
+    }
+
+    #[test]
+    fn roster_requests_round_trip() {
+        let name = UserName::parse("天涯").unwrap();
+        let token = SessionToken(0xABC);
+        let mut buf = Vec::new();
+        encode_roster_request(&name, token, &mut buf);
+        let (text, _) = decode_frame(&buf, MAX_REQUEST_BYTES).unwrap().unwrap();
+        assert_eq!(text, format!("pigeon1 天涯 {token}"));
+        assert_eq!(parse_roster_request(&text), Some((name, token)));
+        for bad in [
+            "",
+            "pigeon1",
+            "pigeon1 a",
+            "pigeon2 a 00",
+            "pigeon1 a b c",
+            "pigeon1 a,b 0",
+        ] {
+            assert_eq!(parse_roster_request(bad), None, "{bad}");
+        }
     }
 
     #[test]

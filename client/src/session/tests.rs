@@ -150,7 +150,8 @@ fn a_seed_server_login_fetches_the_seed_roster_and_is_ready() {
     assert_eq!(
         out,
         vec![SessionOutput::FetchRoster {
-            from: sock("10.0.0.1:4000")
+            from: sock("10.0.0.1:4000"),
+            as_user: None,
         }]
     );
     let out = s.roster_fetched(
@@ -188,7 +189,8 @@ fn a_pigeon_accept_fetches_the_pigeon_roster_and_starts_keepalives() {
     assert_eq!(
         out,
         vec![SessionOutput::FetchRoster {
-            from: sock("10.0.0.1:4001")
+            from: sock("10.0.0.1:4001"),
+            as_user: Some((name("alice"), TOKEN)),
         }]
     );
     s.roster_fetched(
@@ -415,7 +417,8 @@ fn deltas_online_apply_once_and_a_gap_fetches_a_fresh_snapshot() {
     assert_eq!(
         out,
         vec![SessionOutput::FetchRoster {
-            from: sock("10.0.0.1:4001")
+            from: sock("10.0.0.1:4001"),
+            as_user: Some((name("alice"), TOKEN)),
         }]
     );
     let out = s.roster_fetched(
@@ -527,7 +530,8 @@ fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
     assert_eq!(
         out,
         vec![SessionOutput::FetchRoster {
-            from: sock("10.0.0.1:5001")
+            from: sock("10.0.0.1:5001"),
+            as_user: Some((name("alice"), SessionToken(0xBEEF))),
         }]
     );
     // bob has not come back yet; carol has.
