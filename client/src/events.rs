@@ -4,9 +4,12 @@
 //! roster of thousands costs one message, not thousands.
 
 use std::fmt;
+use std::sync::Arc;
 
 use actix::Message;
 use pigeon_shared::{PeerAddr, RefuseReason, TalkTime, UserName};
+
+use crate::session::{Peer, RosterMap};
 
 /// A message this client sent, numbered from 1 in the order it was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,8 +25,15 @@ impl fmt::Display for MessageId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// Logged in and the roster is fetched. `online` counts every user in
-    /// the roster, this one included.
-    Ready { endpoint: PeerAddr, online: usize },
+    /// the roster, this one included; `roster` is that roster (later
+    /// changes come as `Online` and `Offline` events).
+    Ready {
+        /// This client's name and endpoint.
+        name: UserName,
+        endpoint: PeerAddr,
+        online: usize,
+        roster: RosterView,
+    },
     /// A user is online (from the fetched roster, or a later login).
     Online { name: UserName, endpoint: PeerAddr },
     /// A user left.
@@ -68,6 +78,33 @@ pub struct ClientEvents(pub Vec<ClientEvent>);
 
 impl Message for ClientEvents {
     type Result = ();
+}
+
+/// A client's roster at one moment, shared rather than copied: a roster of
+/// thousands reaches the front end as one pointer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RosterView(pub(crate) Arc<RosterMap>);
+
+impl RosterView {
+    /// How many users, this client included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The users, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&UserName, &Peer)> {
+        self.0.iter()
+    }
+
+    /// What is known about `name`.
+    pub fn get(&self, name: &str) -> Option<&Peer> {
+        self.0.get(name)
+    }
 }
 
 impl ClientEvent {

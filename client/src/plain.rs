@@ -19,12 +19,33 @@ use pigeon_shared::{PeerAddr, UserName};
 
 use crate::events::{ClientEvent, MessageId};
 
-/// The stdout line for `event`, if it has one. (Failures that end the
-/// session, and the server coming and going, are reported on stderr
-/// instead.) `verbose` adds delivery confirmations.
-pub fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
+/// The stdout lines for `event` (most events have one; `Ready` has one for
+/// itself and one for each other user in the roster; failures that end the
+/// session, and the server coming and going, have none: they are reported
+/// on stderr). `verbose` adds delivery confirmations.
+pub fn event_lines(event: &ClientEvent, verbose: bool) -> Vec<String> {
+    if let ClientEvent::Ready {
+        name,
+        endpoint,
+        online,
+        roster,
+    } = event
+    {
+        let mut lines = vec![format!("ready {endpoint} {online}")];
+        lines.extend(
+            roster
+                .iter()
+                .filter(|(other, _)| *other != name)
+                .map(|(other, peer)| format!("online {other} {}", peer.endpoint)),
+        );
+        return lines;
+    }
+    event_line(event, verbose).into_iter().collect()
+}
+
+fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
     Some(match event {
-        ClientEvent::Ready { endpoint, online } => format!("ready {endpoint} {online}"),
+        ClientEvent::Ready { .. } => return None,
         ClientEvent::Online { name, endpoint } => format!("online {name} {endpoint}"),
         ClientEvent::Offline { name } => format!("offline {name}"),
         ClientEvent::Message { from, time, text } => {
@@ -76,6 +97,8 @@ mod tests {
     use pigeon_shared::{RefuseReason, TalkTime};
 
     use super::*;
+    use crate::events::RosterView;
+    use crate::session::{Peer, RosterMap};
 
     fn name(text: &str) -> UserName {
         UserName::parse(text).unwrap()
@@ -85,13 +108,6 @@ mod tests {
     fn events_print_as_the_documented_lines() {
         let endpoint = PeerAddr::parse("127.0.0.1:5000").unwrap();
         let cases = [
-            (
-                ClientEvent::Ready {
-                    endpoint,
-                    online: 3,
-                },
-                "ready 127.0.0.1:5000 3",
-            ),
             (
                 ClientEvent::Online {
                     name: name("bob"),
@@ -117,31 +133,54 @@ mod tests {
             ),
         ];
         for (event, line) in cases {
-            assert_eq!(event_line(&event, false).as_deref(), Some(line));
+            assert_eq!(event_lines(&event, false), [line]);
         }
-        assert_eq!(event_line(&ClientEvent::LoggedOut, true), None);
+        assert!(event_lines(&ClientEvent::LoggedOut, true).is_empty());
         let failed = ClientEvent::Failed {
             to: name("bob"),
             id: MessageId(3),
             text: "are you\nthere?".into(),
         };
-        assert_eq!(
-            event_line(&failed, false).as_deref(),
-            Some("failed bob are you\\nthere?")
-        );
+        assert_eq!(event_lines(&failed, false), ["failed bob are you\\nthere?"]);
         let delivered = ClientEvent::Delivered {
             to: name("bob"),
             id: MessageId(3),
         };
-        assert_eq!(event_line(&delivered, false), None);
-        assert_eq!(
-            event_line(&delivered, true).as_deref(),
-            Some("delivered bob 3")
-        );
+        assert!(event_lines(&delivered, false).is_empty());
+        assert_eq!(event_lines(&delivered, true), ["delivered bob 3"]);
         assert_eq!(sent_line(&name("bob"), MessageId(3)), "sent bob 3");
         assert_eq!(
             user_line(&name("bob"), &endpoint),
             "user bob 127.0.0.1:5000"
+        );
+    }
+
+    #[test]
+    fn ready_prints_itself_then_every_other_user() {
+        let peer = |text: &str| Peer {
+            endpoint: PeerAddr::parse(text).unwrap(),
+            instance: None,
+        };
+        let roster: RosterMap = [
+            (name("carol"), peer("127.0.0.1:5002")),
+            (name("alice"), peer("127.0.0.1:5000")),
+            (name("bob"), peer("127.0.0.1:5001")),
+        ]
+        .into_iter()
+        .collect();
+        let ready = ClientEvent::Ready {
+            name: name("alice"),
+            endpoint: PeerAddr::parse("127.0.0.1:5000").unwrap(),
+            online: 3,
+            roster: RosterView(std::sync::Arc::new(roster)),
+        };
+        assert_eq!(
+            event_lines(&ready, false),
+            [
+                "ready 127.0.0.1:5000 3",
+                "online bob 127.0.0.1:5001",
+                "online carol 127.0.0.1:5002"
+            ]
         );
     }
 

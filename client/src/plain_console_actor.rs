@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::client::ClientHandle;
 use crate::command::{parse_command, Command, HELP};
 use crate::events::{ClientEvent, ClientEvents};
-use crate::plain::{event_line, sent_line, user_line};
+use crate::plain::{event_lines, sent_line, user_line};
 
 /// Longest command line accepted (bytes); longer lines are refused whole.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
@@ -161,7 +161,7 @@ impl Handler<ClientEvents> for PlainConsoleActor {
 
 impl PlainConsoleActor {
     fn event(&mut self, event: ClientEvent, ctx: &mut Context<Self>) {
-        if let Some(line) = event_line(&event, self.verbose) {
+        for line in event_lines(&event, self.verbose) {
             self.print(&line);
         }
         match event {

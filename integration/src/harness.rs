@@ -159,16 +159,20 @@ impl TestClient {
 
     /// Waits until `name` is reported online.
     pub async fn sees_online(&mut self, name: &str) -> anyhow::Result<PeerAddr> {
-        let event = self
-            .wait_for(
-                &format!("online {name}"),
-                |e| matches!(e, ClientEvent::Online { name: n, .. } if n.as_str() == name),
-            )
-            .await?;
-        match event {
-            ClientEvent::Online { endpoint, .. } => Ok(endpoint),
-            _ => unreachable!("filtered above"),
+        // Events already seen may have said so (the roster of `ready`
+        // counts, unless a later event took the user away again).
+        if let Some(endpoint) = online_in(&self.seen, name) {
+            return Ok(endpoint);
         }
+        let event = self
+            .wait_for(&format!("online {name}"), |e| match e {
+                ClientEvent::Online { name: n, .. } => n.as_str() == name,
+                ClientEvent::Ready { roster, .. } => roster.get(name).is_some(),
+                _ => false,
+            })
+            .await?;
+        online_in(std::slice::from_ref(&event), name)
+            .ok_or_else(|| anyhow!("{}: {name} not online in {event:?}", self.name))
     }
 
     /// Waits until `name` is reported offline.
@@ -239,4 +243,19 @@ impl TestClient {
         }
         &self.seen
     }
+}
+
+/// Where `name` is online according to `events`, read in order: the roster
+/// that came with `ready`, then `online` and `offline` events.
+fn online_in(events: &[ClientEvent], name: &str) -> Option<PeerAddr> {
+    let mut at = None;
+    for event in events {
+        match event {
+            ClientEvent::Ready { roster, .. } => at = roster.get(name).map(|p| p.endpoint),
+            ClientEvent::Online { name: n, endpoint } if n.as_str() == name => at = Some(*endpoint),
+            ClientEvent::Offline { name: n } if n.as_str() == name => at = None,
+            _ => {}
+        }
+    }
+    at
 }

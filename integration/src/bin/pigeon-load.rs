@@ -16,6 +16,7 @@ use integration::load::{self, ceiling, LoadConfig, LoadReport, Watcher};
 struct Counting;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is passed straight to the system allocator; only a
 // counter is updated beside it.
@@ -24,7 +25,8 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract is the system allocator's.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+            let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
         }
         ptr
     }
@@ -39,7 +41,8 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: as above.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            let live = LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
             LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         }
         new
@@ -51,6 +54,10 @@ static ALLOCATOR: Counting = Counting;
 
 fn live_bytes() -> usize {
     LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+fn peak_bytes() -> usize {
+    PEAK_BYTES.load(Ordering::Relaxed)
 }
 
 /// Load-test Pigeon: a login storm, a chat and a logout storm by N
@@ -186,8 +193,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let system = actix::System::new();
     let report = system.block_on(async move {
         let mut bars = Bars { bar: None };
-        load::run(config, &mut bars, Some(live_bytes)).await
+        load::run(config, &mut bars, Some(live_bytes), Some(peak_bytes)).await
     })?;
+    eprintln!(
+        "peak heap {:.1} MiB",
+        PEAK_BYTES.load(Ordering::Relaxed) as f64 / 1048576.0
+    );
     print_table(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -224,7 +224,7 @@ async fn start_crowd(
             let started: anyhow::Result<Vec<_>> = indices
                 .into_iter()
                 .map(|index| {
-                    let sink = SinkActor::new(index, peers, progress.clone()).start();
+                    let sink = SinkActor::new(peers, progress.clone()).start();
                     let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
                     // The first `legacy` peers speak the seed's protocol only.
                     client.plain_protocol = index < legacy;
@@ -285,6 +285,7 @@ pub async fn run(
     config: LoadConfig,
     watcher: &mut dyn Watcher,
     heap_bytes: Option<fn() -> usize>,
+    peak_heap: Option<fn() -> usize>,
 ) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(config.peers >= 2, "a load run needs at least two peers");
     anyhow::ensure!(
@@ -343,6 +344,12 @@ pub async fn run(
     watcher.phase("login storm", n as u64);
     let storm_start = Instant::now();
     let crowd = start_crowd(&config, server_addr, &progress).await?;
+    if let Some(read) = heap_bytes {
+        eprintln!(
+            "heap after starting the crowd: {:.1} MiB",
+            read() as f64 / 1048576.0
+        );
+    }
     let started_s = storm_start.elapsed().as_secs_f64();
     let mut ready_at = Vec::new();
     let converged = wait_until(config.phase_timeout, watcher, || {
@@ -361,6 +368,13 @@ pub async fn run(
         "login storm: peers started; a quarter, half, three quarters, all ready"
     );
     let converge_s = storm_start.elapsed().as_secs_f64();
+    if let (Some(read), Some(peak)) = (heap_bytes, peak_heap) {
+        eprintln!(
+            "heap at convergence: {:.1} MiB, peak {:.1}",
+            read() as f64 / 1048576.0,
+            peak() as f64 / 1048576.0
+        );
+    }
     let server_datagrams = match (&server, sent_before) {
         (Some(server), Some(before)) => Some(server.stats().sent - before),
         _ => None,
@@ -376,9 +390,14 @@ pub async fn run(
             config.phase_timeout
         ));
     }
-    // The sinks count roster events; check the clients' own rosters too.
-    let counts = join_all(crowd.handles.iter().map(|h| h.users())).await;
-    let short = counts.iter().filter(|users| users.len() != n).count();
+    // The sinks count roster events; check the clients' own rosters too,
+    // one at a time (all of them at once would double the memory).
+    let mut short = 0;
+    for handle in &crowd.handles {
+        if handle.users().await.len() != n {
+            short += 1;
+        }
+    }
     if short > 0 {
         failures.push(format!(
             "{short} clients' rosters do not hold all {n} users"
@@ -457,6 +476,13 @@ pub async fn run(
         failures.push(format!("{failed} messages reported failed"));
     }
 
+    if let (Some(read), Some(peak)) = (heap_bytes, peak_heap) {
+        eprintln!(
+            "heap after chat: {:.1} MiB, peak {:.1}",
+            read() as f64 / 1048576.0,
+            peak() as f64 / 1048576.0
+        );
+    }
     // Phase 3: the logout storm.
     watcher.phase("logout storm", n as u64);
     let logout_start = Instant::now();

@@ -119,7 +119,6 @@ impl Stream {
 
 /// The sink for one peer. See the module documentation.
 pub struct SinkActor {
-    own: usize,
     peers: usize,
     roster: Vec<u64>,
     roster_count: usize,
@@ -135,10 +134,9 @@ pub struct SinkActor {
 pub struct TakeReceived;
 
 impl SinkActor {
-    /// A sink for peer `own` of `peers`.
-    pub fn new(own: usize, peers: usize, progress: Arc<Progress>) -> Self {
+    /// A sink for one of `peers` peers.
+    pub fn new(peers: usize, progress: Arc<Progress>) -> Self {
         Self {
-            own,
             peers,
             roster: vec![0; peers.div_ceil(64)],
             roster_count: 0,
@@ -215,9 +213,13 @@ impl SinkActor {
     fn event(&mut self, event: ClientEvent) {
         let progress = self.progress.clone();
         match event {
-            ClientEvent::Ready { .. } => {
+            ClientEvent::Ready { roster, .. } => {
                 progress.ready.fetch_add(1, Ordering::Relaxed);
-                self.set(self.own, true);
+                for (name, _) in roster.iter() {
+                    if let Some(index) = peer_index(name.as_str()) {
+                        self.set(index, true);
+                    }
+                }
             }
             ClientEvent::Online { name, .. } => {
                 if let Some(index) = peer_index(name.as_str()) {
