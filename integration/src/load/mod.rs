@@ -63,9 +63,9 @@ impl Default for LoadConfig {
             legacy: 0,
             server: None,
             seed: 1,
-            arbiters: 1,
+            arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ceiling_receivers: 500,
-            ceiling_duration: Duration::from_secs(1),
+            ceiling_duration: Duration::from_millis(1500),
             phase_timeout: Duration::from_secs(120),
         }
     }
@@ -115,6 +115,10 @@ pub struct LoadReport {
     pub server_bytes_per_user: Option<f64>,
     /// Heap bytes per roster entry in a client's session.
     pub client_bytes_per_roster_entry: Option<f64>,
+    /// Live heap once every roster held everyone.
+    pub heap_at_convergence_bytes: Option<u64>,
+    /// Largest live heap during the run.
+    pub peak_heap_bytes: Option<u64>,
     /// Peak resident memory of the whole run.
     pub peak_rss_bytes: Option<u64>,
     /// Whether every roster converged and every message arrived exactly
@@ -310,7 +314,7 @@ pub async fn run(
         let receivers = config.ceiling_receivers;
         let duration = config.ceiling_duration;
         // A login broadcast to a seed-era client, `login,p123,127.0.0.1:54321`.
-        move || ceiling::measure(receivers, 54, duration)
+        move || ceiling::best_of(3, receivers, 54, duration)
     })
     .await??;
     let ceiling_rate = ceiling.datagrams_per_s();
@@ -344,12 +348,6 @@ pub async fn run(
     watcher.phase("login storm", n as u64);
     let storm_start = Instant::now();
     let crowd = start_crowd(&config, server_addr, &progress).await?;
-    if let Some(read) = heap_bytes {
-        eprintln!(
-            "heap after starting the crowd: {:.1} MiB",
-            read() as f64 / 1048576.0
-        );
-    }
     let started_s = storm_start.elapsed().as_secs_f64();
     let mut ready_at = Vec::new();
     let converged = wait_until(config.phase_timeout, watcher, || {
@@ -368,13 +366,7 @@ pub async fn run(
         "login storm: peers started; a quarter, half, three quarters, all ready"
     );
     let converge_s = storm_start.elapsed().as_secs_f64();
-    if let (Some(read), Some(peak)) = (heap_bytes, peak_heap) {
-        eprintln!(
-            "heap at convergence: {:.1} MiB, peak {:.1}",
-            read() as f64 / 1048576.0,
-            peak() as f64 / 1048576.0
-        );
-    }
+    let heap_at_convergence = heap_bytes.map(|read| read() as u64);
     let server_datagrams = match (&server, sent_before) {
         (Some(server), Some(before)) => Some(server.stats().sent - before),
         _ => None,
@@ -476,13 +468,6 @@ pub async fn run(
         failures.push(format!("{failed} messages reported failed"));
     }
 
-    if let (Some(read), Some(peak)) = (heap_bytes, peak_heap) {
-        eprintln!(
-            "heap after chat: {:.1} MiB, peak {:.1}",
-            read() as f64 / 1048576.0,
-            peak() as f64 / 1048576.0
-        );
-    }
     // Phase 3: the logout storm.
     watcher.phase("logout storm", n as u64);
     let logout_start = Instant::now();
@@ -544,6 +529,8 @@ pub async fn run(
         logout_s,
         server_bytes_per_user,
         client_bytes_per_roster_entry,
+        heap_at_convergence_bytes: heap_at_convergence,
+        peak_heap_bytes: peak_heap.map(|read| read() as u64),
         peak_rss_bytes: peak_rss_bytes(),
         ok: failures.is_empty(),
         failures,
