@@ -178,7 +178,12 @@ impl RosterActor {
     ) {
         let why = match decision {
             SessionDecision::Done => return,
-            SessionDecision::UnknownUser => "no such user online".to_owned(),
+            // A repeated logout (its `bye` was lost) or a keepalive from
+            // before a restart: ordinary, not a sign of anything wrong.
+            SessionDecision::UnknownUser => {
+                debug!(user = %name, %source, "{what} ignored: no such user online");
+                return;
+            }
             SessionDecision::EndpointMismatch { registered } => {
                 format!("not the user's endpoint ({registered})")
             }
