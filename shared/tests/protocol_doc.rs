@@ -1,7 +1,7 @@
 //! Keeps PROTOCOL.md honest: every hex example in it must be what the codec
 //! writes for the text it is captioned with, and must decode back.
 
-use pigeon_shared::roster_snapshot::{decode_frame, put_dotnet_string};
+use pigeon_shared::roster_snapshot::{decode_frame, parse_roster_request, put_dotnet_string};
 use pigeon_shared::utf16::put_utf16le;
 use pigeon_shared::{Datagram, RosterSnapshot};
 
@@ -41,9 +41,15 @@ fn examples() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn every_example_in_protocol_md_matches_the_codec() {
     let examples = examples();
-    assert_eq!(examples.len(), 14, "examples found: {examples:?}");
+    assert_eq!(examples.len(), 15, "examples found: {examples:?}");
     for (caption, bytes) in examples {
-        if caption.ends_with(";end") {
+        if caption.starts_with("pigeon1 ") && !caption.ends_with(";end") {
+            let mut expected = Vec::new();
+            put_dotnet_string(&mut expected, &caption);
+            assert_eq!(bytes, expected, "{caption}");
+            let (text, _) = decode_frame(&bytes, 1 << 10).unwrap().unwrap();
+            assert!(parse_roster_request(&text).is_some(), "{caption}");
+        } else if caption.ends_with(";end") {
             let mut expected = Vec::new();
             put_dotnet_string(&mut expected, &caption);
             assert_eq!(bytes, expected, "{caption}");
