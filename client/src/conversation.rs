@@ -370,11 +370,18 @@ impl Conversation {
             // Too far ahead to hold; the sender will send it again.
             return Vec::new();
         }
-        stream.ahead.insert(chat.seq, chat);
         let mut ready = Vec::new();
-        while let Some(chat) = stream.ahead.remove(&stream.next) {
+        if chat.seq == stream.next && stream.ahead.is_empty() {
+            // In order, nothing waiting: the usual case holds nothing.
             stream.next += 1;
             ready.push(chat);
+        } else {
+            stream.ahead.insert(chat.seq, chat);
+            while let Some(chat) = stream.ahead.remove(&stream.next) {
+                stream.next += 1;
+                ready.push(chat);
+            }
+            release_if_empty(&mut stream.ahead);
         }
         let mut out = vec![ack];
         for chat in ready {
@@ -432,12 +439,14 @@ impl Conversation {
         let Some(acked) = self.in_flight.remove(&ack.seq) else {
             return Vec::new();
         };
+        release_if_empty(&mut self.in_flight);
         let mut out = Vec::new();
         let id = acked.part.message;
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.unacked_parts = pending.unacked_parts.saturating_sub(1);
             if pending.unacked_parts == 0 {
                 self.pending.remove(&id);
+                release_if_empty(&mut self.pending);
                 self.set_delivery(id, Delivery::Delivered);
                 out.push(ConversationOutput::Emit(ClientEvent::Delivered {
                     to: self.peer.clone(),
@@ -501,10 +510,15 @@ impl Conversation {
 
     fn fail(&mut self, id: MessageId) -> Vec<ConversationOutput> {
         self.in_flight.retain(|_, f| f.part.message != id);
+        release_if_empty(&mut self.in_flight);
         self.queued.retain(|p| p.message != id);
+        if self.queued.is_empty() {
+            self.queued.shrink_to_fit();
+        }
         let Some(pending) = self.pending.remove(&id) else {
             return Vec::new();
         };
+        release_if_empty(&mut self.pending);
         self.set_delivery(id, Delivery::Failed);
         vec![ConversationOutput::Emit(ClientEvent::Failed {
             to: self.peer.clone(),
@@ -532,6 +546,9 @@ impl Conversation {
             );
             let base = self.base();
             out.push(ConversationOutput::Transmit(self.chat(seq, base, &part)));
+        }
+        if self.queued.is_empty() {
+            self.queued.shrink_to_fit();
         }
         out
     }
@@ -577,6 +594,14 @@ impl Conversation {
         if let Some(line) = self.history.iter_mut().rev().find(|l| l.id == Some(id)) {
             line.delivery = delivery;
         }
+    }
+}
+
+/// Frees an emptied map's storage (a `BTreeMap` keeps its last node): an
+/// idle conversation holds no buffers, and a crowd has many idle ones.
+fn release_if_empty<K, V>(map: &mut BTreeMap<K, V>) {
+    if map.is_empty() {
+        *map = BTreeMap::new();
     }
 }
 

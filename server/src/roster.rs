@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -39,10 +39,25 @@ use rand::Rng;
 /// that lets a client read it. Each user's roster line is rendered once,
 /// when it joins, so that a snapshot is a run of copies: a login storm asks
 /// for thousands of them.
+///
+/// Snapshots are sorted by name (so a client builds its roster from them
+/// in one pass) and cached per format for the revision they were made at:
+/// in a login storm, thousands of fetches at one revision share one
+/// rendering.
 #[derive(Debug, Default)]
 pub struct Directory {
     users: DashMap<UserName, Listing>,
     revision: AtomicU64,
+    /// The last snapshot rendered in each format, `[seed, pigeon]`.
+    rendered: Mutex<[Option<Rendered>; 2]>,
+}
+
+/// A snapshot as sent: its revision, how many users it holds, its bytes.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub revision: Revision,
+    pub users: usize,
+    pub bytes: Arc<[u8]>,
 }
 
 /// One user in the [`Directory`].
@@ -58,7 +73,7 @@ pub struct DirectoryEntry {
 #[derive(Debug)]
 struct Listing {
     entry: DirectoryEntry,
-    line: Box<str>,
+    line: Arc<str>,
     seed_len: usize,
 }
 
@@ -72,7 +87,7 @@ impl Listing {
         };
         Self {
             entry,
-            line: line.into_boxed_str(),
+            line: Arc::from(line),
             seed_len,
         }
     }
@@ -100,25 +115,73 @@ impl Directory {
         (revision, users)
     }
 
-    /// The roster in `format`, as one .NET `BinaryWriter` string, with the
-    /// number of users in it and its revision (read first, as in
-    /// [`Directory::snapshot`]).
-    pub fn encode(&self, format: RosterFormat) -> (Revision, usize, Vec<u8>) {
+    /// The roster in `format`, as one .NET `BinaryWriter` string sorted by
+    /// name, with the number of users in it and its revision (read first,
+    /// as in [`Directory::snapshot`]). Rendered once per revision and
+    /// format; later calls at the same revision share the bytes.
+    pub fn encode(&self, format: RosterFormat) -> Rendered {
+        let slot = match format {
+            RosterFormat::Seed => 0,
+            RosterFormat::Pigeon => 1,
+        };
+        // Held while rendering, so that concurrent fetches at one revision
+        // wait for one rendering instead of each making their own.
+        let mut rendered = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let revision = self.revision.load(Ordering::Acquire);
-        let mut text = String::with_capacity(64 * self.users.len() + 32);
+        if let Some(cached) = rendered.get(slot).and_then(Option::as_ref) {
+            if cached.revision == revision {
+                return cached.clone();
+            }
+        }
+        let fresh = self.render(revision, format);
+        if let Some(cached) = rendered.get_mut(slot) {
+            *cached = Some(fresh.clone());
+        }
+        fresh
+    }
+
+    fn render(&self, revision: Revision, format: RosterFormat) -> Rendered {
+        let mut lines: Vec<(UserName, Arc<str>, usize)> = self
+            .users
+            .iter()
+            .map(|listing| {
+                let value = listing.value();
+                let len = value.line(format).len();
+                (listing.key().clone(), value.line.clone(), len)
+            })
+            .collect();
+        lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let body: usize = lines.iter().map(|(_, _, len)| len + 1).sum();
+        let mut text = String::with_capacity(body + 64);
         if format == RosterFormat::Pigeon {
             text.push_str(&pigeon_roster_header(revision));
         }
-        let mut users = 0;
-        for listing in self.users.iter() {
-            text.push_str(listing.value().line(format));
+        for (_, line, len) in &lines {
+            text.push_str(line.get(..*len).unwrap_or_default());
             text.push(';');
-            users += 1;
         }
         text.push_str(END_MARK);
         let mut buf = Vec::with_capacity(text.len() + 5);
         put_dotnet_string(&mut buf, &text);
-        (revision, users, buf)
+        Rendered {
+            revision,
+            users: lines.len(),
+            bytes: Arc::from(buf),
+        }
+    }
+
+    /// Forgets every user, and the revision starts again from zero.
+    fn clear(&self) {
+        let mut rendered = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.users.clear();
+        self.revision.store(0, Ordering::Release);
+        *rendered = [None, None];
     }
 
     /// How many users are online.
@@ -321,8 +384,7 @@ impl Roster {
     /// An empty roster writing through to `directory`, drawing session
     /// tokens from `rng`.
     pub fn new(config: RosterConfig, directory: Arc<Directory>, rng: StdRng) -> Self {
-        directory.users.clear();
-        directory.revision.store(0, Ordering::Release);
+        directory.clear();
         Self {
             config,
             users: HashMap::new(),
@@ -1550,17 +1612,16 @@ mod tests {
             sock("10.0.0.9:5000"),
             f.t0,
         );
-        let (revision, users, bytes) = f.directory.encode(RosterFormat::Pigeon);
-        assert_eq!((revision, users), (2, 2));
-        let (text, _) = decode_frame(&bytes, 1 << 20).unwrap().unwrap();
+        let rendered = f.directory.encode(RosterFormat::Pigeon);
+        assert_eq!((rendered.revision, rendered.users), (2, 2));
+        let (text, _) = decode_frame(&rendered.bytes, 1 << 20).unwrap().unwrap();
         let snapshot = RosterSnapshot::parse(&text).unwrap();
         assert_eq!(snapshot.revision, Some(2));
-        let mut entries: Vec<_> = snapshot
+        let entries: Vec<_> = snapshot
             .entries
             .iter()
             .map(|e| (e.name.to_string(), e.endpoint.to_string(), e.instance))
             .collect();
-        entries.sort();
         assert_eq!(
             entries,
             vec![
@@ -1568,12 +1629,49 @@ mod tests {
                 ("old".into(), "10.0.0.9:5000".into(), None),
             ]
         );
-        let (_, _, bytes) = f.directory.encode(RosterFormat::Seed);
-        let (text, _) = decode_frame(&bytes, 1 << 20).unwrap().unwrap();
+        let rendered = f.directory.encode(RosterFormat::Seed);
+        let (text, _) = decode_frame(&rendered.bytes, 1 << 20).unwrap().unwrap();
         assert!(!text.contains("pigeon1"), "{text}");
-        let mut parts: Vec<_> = text.split(';').collect();
-        parts.sort();
-        assert_eq!(parts, ["alice,10.0.0.1:5000", "end", "old,10.0.0.9:5000"]);
+        let parts: Vec<_> = text.split(';').collect();
+        assert_eq!(parts, ["alice,10.0.0.1:5000", "old,10.0.0.9:5000", "end"]);
+    }
+
+    #[test]
+    fn directory_snapshots_are_sorted_by_name_and_follow_every_change() {
+        use pigeon_shared::roster_snapshot::decode_frame;
+        use pigeon_shared::RosterSnapshot;
+        let names = |rendered: &Rendered| -> Vec<String> {
+            let (text, _) = decode_frame(&rendered.bytes, 1 << 20).unwrap().unwrap();
+            RosterSnapshot::parse(&text)
+                .unwrap()
+                .entries
+                .iter()
+                .map(|e| e.name.to_string())
+                .collect()
+        };
+        let mut f = fixture();
+        for (i, who) in ["mallory", "bob", "zoe", "alice", "carol"]
+            .iter()
+            .enumerate()
+        {
+            let host = format!("10.0.0.{}:5000", i + 1);
+            f.roster.login(seed_login(who, &host), sock(&host), f.t0);
+        }
+        let first = f.directory.encode(RosterFormat::Pigeon);
+        assert_eq!(names(&first), ["alice", "bob", "carol", "mallory", "zoe"]);
+        // Asked again at the same revision: the same bytes, not a copy.
+        let again = f.directory.encode(RosterFormat::Pigeon);
+        assert!(Arc::ptr_eq(&first.bytes, &again.bytes));
+        // Any change makes a new one.
+        let bob = Logout {
+            name: name("bob"),
+            endpoint: addr("10.0.0.2:5000"),
+            pigeon: None,
+        };
+        f.roster.logout(bob, sock("10.0.0.2:5000"));
+        let after = f.directory.encode(RosterFormat::Pigeon);
+        assert_eq!(after.revision, first.revision + 1);
+        assert_eq!(names(&after), ["alice", "carol", "mallory", "zoe"]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::roster::Directory;
+use crate::roster::{Directory, Rendered};
 use crate::roster_actor::RosterFetched;
 
 /// Limits of the TCP roster service.
@@ -151,7 +151,11 @@ impl Service {
             RosterFormat::Seed => None,
             RosterFormat::Pigeon => read_request(&mut stream, self.config.request_timeout).await,
         };
-        let (revision, users, buf) = self.directory.encode(self.format);
+        let Rendered {
+            revision,
+            users,
+            bytes: buf,
+        } = self.directory.encode(self.format);
         if let Some((name, token)) = asker {
             self.fetched.do_send(RosterFetched {
                 name,

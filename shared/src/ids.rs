@@ -27,30 +27,27 @@ pub type Seq = u64;
 impl InstanceId {
     /// Reads exactly 16 hex digits.
     pub fn parse(text: &str) -> Option<Self> {
-        parse_hex(text, 16).map(|v| Self(v as u64))
+        if !is_hex(text, 16) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(Self)
     }
 }
 
 impl SessionToken {
     /// Reads exactly 32 hex digits.
     pub fn parse(text: &str) -> Option<Self> {
-        parse_hex(text, 32).map(Self)
+        if !is_hex(text, 32) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(Self)
     }
 }
 
-fn parse_hex(text: &str, digits: usize) -> Option<u128> {
-    if text.len() != digits {
-        return None;
-    }
-    text.bytes().try_fold(0u128, |value, b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        Some(value << 4 | u128::from(digit))
-    })
+/// Whether `text` is exactly `digits` hex digits (`from_str_radix` alone
+/// would also take a leading `+`).
+fn is_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Reads a decimal number as the protocol writes it: digits only, no sign,
@@ -103,6 +100,11 @@ mod tests {
         assert_eq!(InstanceId::parse("00000000000000ab"), Some(iid));
         assert_eq!(InstanceId::parse("ab"), None);
         assert_eq!(InstanceId::parse("00000000000000ag"), None);
+        assert_eq!(InstanceId::parse("+0000000000000ab"), None);
+        assert_eq!(
+            InstanceId::parse("FFFFFFFFFFFFFFFF"),
+            Some(InstanceId(u64::MAX))
+        );
         let token = SessionToken(u128::MAX);
         assert_eq!(SessionToken::parse(&token.to_string()), Some(token));
         assert_eq!(format!("{token:?}"), "SessionToken(..)");

@@ -281,6 +281,7 @@ fn print_table(r: &LoadReport) {
             opt(r.client_bytes_per_roster_entry, " B"),
         ),
         ("heap at convergence", mib(r.heap_at_convergence_bytes)),
+        ("peak heap in login storm", mib(r.peak_heap_in_storm_bytes)),
         ("peak heap", mib(r.peak_heap_bytes)),
         ("peak RSS", mib(r.peak_rss_bytes)),
         (

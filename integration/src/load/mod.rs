@@ -117,6 +117,8 @@ pub struct LoadReport {
     pub client_bytes_per_roster_entry: Option<f64>,
     /// Live heap once every roster held everyone.
     pub heap_at_convergence_bytes: Option<u64>,
+    /// Largest live heap during the login storm.
+    pub peak_heap_in_storm_bytes: Option<u64>,
     /// Largest live heap during the run.
     pub peak_heap_bytes: Option<u64>,
     /// Peak resident memory of the whole run.
@@ -367,6 +369,7 @@ pub async fn run(
     );
     let converge_s = storm_start.elapsed().as_secs_f64();
     let heap_at_convergence = heap_bytes.map(|read| read() as u64);
+    let peak_heap_in_storm = peak_heap.map(|read| read() as u64);
     let server_datagrams = match (&server, sent_before) {
         (Some(server), Some(before)) => Some(server.stats().sent - before),
         _ => None,
@@ -530,6 +533,7 @@ pub async fn run(
         server_bytes_per_user,
         client_bytes_per_roster_entry,
         heap_at_convergence_bytes: heap_at_convergence,
+        peak_heap_in_storm_bytes: peak_heap_in_storm,
         peak_heap_bytes: peak_heap.map(|read| read() as u64),
         peak_rss_bytes: peak_rss_bytes(),
         ok: failures.is_empty(),
