@@ -143,7 +143,10 @@ impl Directory {
         fresh
     }
 
-    fn render(&self, revision: Revision, format: RosterFormat) -> Rendered {
+    /// Renders the roster in `format` afresh, labelled `revision`: what
+    /// [`Directory::encode`] does when the roster has changed since the last
+    /// rendering.
+    pub fn render(&self, revision: Revision, format: RosterFormat) -> Rendered {
         let mut lines: Vec<(UserName, Arc<str>, usize)> = self
             .users
             .iter()

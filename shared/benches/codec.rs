@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pigeon_shared::roster_snapshot::{decode_frame, encode_pigeon_roster, encode_roster};
 use pigeon_shared::{
-    Accept, AcceptExt, Ack, Chat, Datagram, Delta, InstanceId, Login, LoginExt, PeerAddr, Ping,
-    Pong, RosterChange, RosterSnapshot, SessionToken, Talk, TalkTime, UserName,
+    Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, Delta, Expired, InstanceId, Login,
+    LoginExt, Logout, LogoutExt, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
+    RosterSnapshot, SessionToken, Talk, TalkTime, UserName,
 };
 
 fn name(i: usize) -> UserName {
@@ -58,6 +59,38 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
             }),
         ),
         (
+            "accept",
+            Datagram::Accept(Accept {
+                tcp_port: 40123,
+                pigeon: None,
+            }),
+        ),
+        (
+            "logout",
+            Datagram::Logout(Logout {
+                name: name(1),
+                endpoint: addr(1),
+                pigeon: None,
+            }),
+        ),
+        (
+            "logout+pigeon",
+            Datagram::Logout(Logout {
+                name: name(1),
+                endpoint: addr(1),
+                pigeon: Some(LogoutExt {
+                    token: SessionToken(u128::MAX / 3),
+                }),
+            }),
+        ),
+        (
+            "refused",
+            Datagram::Refused(Refused {
+                reason: RefuseReason::NameTaken,
+                detail: "user1 is online from another endpoint".into(),
+            }),
+        ),
+        (
             "talk",
             Datagram::Talk(Talk {
                 time: time.clone(),
@@ -94,6 +127,14 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
             }),
         ),
         ("pong", Datagram::Pong(Pong { revision: 123_456 })),
+        ("expired", Datagram::Expired(Expired { name: name(1) })),
+        ("bye", Datagram::Bye(Bye { name: name(1) })),
+        (
+            "closing",
+            Datagram::Closing(Closing {
+                detail: "restarting".into(),
+            }),
+        ),
         (
             "delta/25",
             Datagram::Delta(Delta::new(

@@ -64,7 +64,12 @@ fn peak_bytes() -> usize {
 /// simulated peers (real clients, one UDP socket each) in one process,
 /// measured against this machine's raw UDP ceiling.
 #[derive(Parser, Debug)]
-#[command(name = "pigeon-load", version, about)]
+#[command(
+    name = "pigeon-load",
+    version,
+    about = "Load test: a Pigeon server and a crowd of simulated peers in one process \
+             (login storm, chat, logout storm), measured against this machine's raw UDP ceiling."
+)]
 struct Args {
     /// Simulated peers.
     #[arg(long, default_value_t = 500)]
