@@ -227,6 +227,11 @@ pub struct RosterConfig {
     pub liveness_timeout: Duration,
     /// Largest `delta` datagram, in bytes of UTF-16 text.
     pub max_delta_bytes: usize,
+    /// Time each delta recipient adds to the wait before a `delta`
+    /// broadcast (see [`Roster::delta_delay`]).
+    pub delta_wait_per_recipient: Duration,
+    /// Longest wait before pending roster changes are sent.
+    pub max_delta_delay: Duration,
 }
 
 /// Default for [`RosterConfig::max_users`].
@@ -235,6 +240,11 @@ pub const DEFAULT_MAX_USERS: usize = 10_000;
 pub const DEFAULT_MAX_USERS_PER_HOST: usize = 256;
 /// Default for [`RosterConfig::liveness_timeout`].
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`RosterConfig::delta_wait_per_recipient`]: at most
+/// 100,000 delta datagrams a second, well under what one socket can send.
+pub const DEFAULT_DELTA_WAIT_PER_RECIPIENT: Duration = Duration::from_micros(10);
+/// Default for [`RosterConfig::max_delta_delay`].
+pub const DEFAULT_MAX_DELTA_DELAY: Duration = Duration::from_millis(50);
 /// Default for [`RosterConfig::max_delta_bytes`]: well inside one Ethernet
 /// frame, so a delta is never fragmented.
 pub const DEFAULT_MAX_DELTA_BYTES: usize = 1200;
@@ -249,6 +259,8 @@ impl RosterConfig {
             max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             max_delta_bytes: DEFAULT_MAX_DELTA_BYTES,
+            delta_wait_per_recipient: DEFAULT_DELTA_WAIT_PER_RECIPIENT,
+            max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
         }
     }
 
@@ -675,6 +687,22 @@ impl Roster {
         !self.pending.is_empty()
     }
 
+    /// How long pending changes should wait to share datagrams: `base`,
+    /// or longer when many clients must be told, so that delta broadcasts
+    /// cost at most one datagram per
+    /// [`RosterConfig::delta_wait_per_recipient`] (a storm of 2,000 logouts
+    /// then sends a delta every 20 ms, not every 2 ms), but never longer
+    /// than [`RosterConfig::max_delta_delay`] (unless `base` is).
+    pub fn delta_delay(&self, base: Duration) -> Duration {
+        let recipients = u32::try_from(self.delta_recipients().count()).unwrap_or(u32::MAX);
+        let wait = self
+            .config
+            .delta_wait_per_recipient
+            .saturating_mul(recipients)
+            .min(self.config.max_delta_delay);
+        base.max(wait)
+    }
+
     /// `closing` for every Pigeon client: the server is shutting down.
     pub fn closing(&self, detail: &str) -> Option<RosterAction> {
         let to = self.pigeon_addresses();
@@ -858,11 +886,16 @@ impl Roster {
 
     /// Pigeon clients that fetched the roster: those that follow deltas.
     fn pigeon_addresses(&self) -> Vec<SocketAddr> {
+        self.delta_recipients()
+            .map(|user| user.endpoint.socket_addr())
+            .collect()
+    }
+
+    /// The users that get `delta`s: Pigeon clients that fetched the roster.
+    fn delta_recipients(&self) -> impl Iterator<Item = &User> {
         self.users
             .values()
             .filter(|user| user.synced && matches!(user.session, Session::Pigeon { .. }))
-            .map(|user| user.endpoint.socket_addr())
-            .collect()
     }
 }
 
@@ -1637,6 +1670,40 @@ mod tests {
         assert!(!text.contains("pigeon1"), "{text}");
         let parts: Vec<_> = text.split(';').collect();
         assert_eq!(parts, ["alice,10.0.0.1:5000", "old,10.0.0.9:5000", "end"]);
+    }
+
+    #[test]
+    fn deltas_wait_longer_the_more_clients_must_be_told() {
+        let base = Duration::from_millis(2);
+        let mut f = fixture_with(|c| {
+            c.delta_wait_per_recipient = Duration::from_micros(100);
+            c.max_delta_delay = Duration::from_millis(7);
+        });
+        assert_eq!(f.roster.delta_delay(base), base);
+        // Seed-era users and Pigeon clients that have not fetched the
+        // roster get no deltas, so they do not count.
+        for i in 0..40 {
+            let host = format!("10.1.0.{i}:5000");
+            f.roster
+                .login(seed_login(&format!("old{i}"), &host), sock(&host), f.t0);
+        }
+        join_unsynced(&mut f, "late", "10.9.9.9:5000", IID_B);
+        assert_eq!(f.roster.delta_delay(base), base);
+        for i in 0..50 {
+            let host = format!("10.0.0.{i}:5000");
+            join_pigeon(&mut f, &format!("p{i}"), &host, InstanceId(i + 100));
+        }
+        // 50 recipients at 100 µs each.
+        assert_eq!(f.roster.delta_delay(base), Duration::from_millis(5));
+        for i in 50..100 {
+            let host = format!("10.0.0.{i}:5000");
+            join_pigeon(&mut f, &format!("p{i}"), &host, InstanceId(i + 100));
+        }
+        assert_eq!(f.roster.delta_delay(base), Duration::from_millis(7));
+        assert_eq!(
+            f.roster.delta_delay(Duration::from_millis(80)),
+            Duration::from_millis(80)
+        );
     }
 
     #[test]

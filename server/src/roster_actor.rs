@@ -128,8 +128,9 @@ impl RosterActor {
         }
     }
 
-    /// Sends pending roster changes after `delta_delay`, so that changes
-    /// arriving meanwhile share the datagrams.
+    /// Sends pending roster changes after `delta_delay` (longer with many
+    /// recipients: [`Roster::delta_delay`]), so that changes arriving
+    /// meanwhile share the datagrams.
     fn schedule_deltas(&mut self, ctx: &mut Context<Self>) {
         if self.delta_delay.is_zero() {
             let deltas = self.roster.flush_deltas();
@@ -139,7 +140,8 @@ impl RosterActor {
         if self.delta_flush.is_some() {
             return;
         }
-        self.delta_flush = Some(ctx.run_later(self.delta_delay, |act, ctx| {
+        let delay = self.roster.delta_delay(self.delta_delay);
+        self.delta_flush = Some(ctx.run_later(delay, |act, ctx| {
             act.delta_flush = None;
             let deltas = act.roster.flush_deltas();
             act.dispatch(deltas, ctx);

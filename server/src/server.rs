@@ -18,7 +18,8 @@ use tracing::info;
 use crate::net::{bind_udp, Faults, UDP_BUFFER_BYTES};
 use crate::rate_limit::RateLimits;
 use crate::roster::{
-    Directory, Roster, RosterConfig, RosterEvent, DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_USERS,
+    Directory, Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT,
+    DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS,
     DEFAULT_MAX_USERS_PER_HOST,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, StopRoster, Subscribe};
@@ -50,6 +51,11 @@ pub struct ServerConfig {
     pub rate_limits: RateLimits,
     /// How long roster changes wait to share a `delta` (zero: one each).
     pub delta_delay: Duration,
+    /// Time each delta recipient adds to that wait: with many Pigeon
+    /// clients online, deltas are sent less often, in fewer datagrams.
+    pub delta_wait_per_recipient: Duration,
+    /// Longest wait for a `delta` however many clients are online.
+    pub max_delta_delay: Duration,
     /// Limits of the TCP roster service.
     pub tcp: TcpRosterConfig,
     /// Seed of the session-token generator (`None`: from the OS, which is
@@ -71,6 +77,8 @@ impl ServerConfig {
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             rate_limits: RateLimits::default(),
             delta_delay: DEFAULT_DELTA_DELAY,
+            delta_wait_per_recipient: DEFAULT_DELTA_WAIT_PER_RECIPIENT,
+            max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
             tcp: TcpRosterConfig::default(),
             token_seed: None,
             faults: None,
@@ -211,6 +219,8 @@ impl BoundServer {
         roster_config.max_users = config.max_users;
         roster_config.max_users_per_host = config.max_users_per_host;
         roster_config.liveness_timeout = config.liveness_timeout;
+        roster_config.delta_wait_per_recipient = config.delta_wait_per_recipient;
+        roster_config.max_delta_delay = config.max_delta_delay;
         let rng = match config.token_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),

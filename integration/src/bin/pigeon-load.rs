@@ -280,6 +280,10 @@ fn print_table(r: &LoadReport) {
             ),
         ),
         ("logout storm", format!("{:.3} s", r.logout_s)),
+        (
+            "server datagrams in logout storm",
+            opt(r.logout_server_datagrams.map(|d| d as f64), ""),
+        ),
         ("server bytes per user", opt(r.server_bytes_per_user, " B")),
         (
             "client bytes per roster entry",

@@ -110,6 +110,8 @@ pub struct LoadReport {
     pub latency_max_us: u64,
     /// Time until every peer logged out and the server's roster was empty.
     pub logout_s: f64,
+    /// Datagrams the server sent during the logout storm.
+    pub logout_server_datagrams: Option<u64>,
     /// Heap bytes per online user in the server's roster (measured on the
     /// roster alone, with a counting allocator; `None` without one).
     pub server_bytes_per_user: Option<f64>,
@@ -474,6 +476,7 @@ pub async fn run(
     // Phase 3: the logout storm.
     watcher.phase("logout storm", n as u64);
     let logout_start = Instant::now();
+    let sent_before_logout = server.as_ref().map(|s| s.stats().sent);
     for handle in &crowd.handles {
         handle.logout();
     }
@@ -484,6 +487,10 @@ pub async fn run(
     })
     .await;
     let logout_s = logout_start.elapsed().as_secs_f64();
+    let logout_server_datagrams = match (&server, sent_before_logout) {
+        (Some(server), Some(before)) => Some(server.stats().sent - before),
+        _ => None,
+    };
     if !logged_out {
         failures.push(format!(
             "{} of {n} peers logged out within {:?}; {} still in the server's roster",
@@ -530,6 +537,7 @@ pub async fn run(
         latency_p99_us: percentile(&latencies, 99.0),
         latency_max_us: latencies.last().copied().map_or(0, u64::from),
         logout_s,
+        logout_server_datagrams,
         server_bytes_per_user,
         client_bytes_per_roster_entry,
         heap_at_convergence_bytes: heap_at_convergence,
