@@ -13,6 +13,31 @@ pub enum Command {
     Quit,
     /// `/help`: list the commands.
     Help,
+    /// `/open NAME`: show the conversation with NAME (terminal UI).
+    Open { name: UserName },
+    /// `/close`: close the conversation in view (terminal UI).
+    Close,
+    /// `/history NAME [N]`: the last N messages with NAME from the history
+    /// file (terminal UI).
+    History { name: UserName, count: usize },
+    /// `/search TEXT`: past messages containing TEXT (terminal UI).
+    Search { text: String },
+    /// `/bell on|off`: ring the terminal bell on news (terminal UI).
+    Bell { on: bool },
+}
+
+impl Command {
+    /// Whether the command exists only in the terminal UI.
+    pub fn ui_only(&self) -> bool {
+        matches!(
+            self,
+            Self::Open { .. }
+                | Self::Close
+                | Self::History { .. }
+                | Self::Search { .. }
+                | Self::Bell { .. }
+        )
+    }
 }
 
 /// Why a line is not a command.
@@ -35,7 +60,29 @@ pub const HELP: &str = "\
 /quit            log out and exit (end of input does the same)
 /help            this list";
 
+/// The terminal UI's commands, one per line, for `/help`.
+pub const UI_HELP: &str = "\
+/open NAME          open the conversation with NAME (or Enter on the roster)
+/close              close the conversation in view
+/msg NAME TEXT      send TEXT to NAME (typing in a conversation sends there)
+/history NAME [N]   show the last N (default 50) messages with NAME
+/search TEXT        find past messages containing TEXT
+/list               list the users online
+/bell on|off        ring the terminal bell on news (remembered)
+/quit               log out and exit (Ctrl-C does the same)
+/help               this list";
+
+/// Messages `/history NAME` shows when no number is given.
+pub const DEFAULT_HISTORY_COUNT: usize = 50;
+
+/// Most messages `/history` shows at once.
+pub const MAX_HISTORY_COUNT: usize = 10_000;
+
 const MSG_USAGE: &str = "/msg NAME TEXT";
+const OPEN_USAGE: &str = "/open NAME";
+const HISTORY_USAGE: &str = "/history NAME [N]";
+const SEARCH_USAGE: &str = "/search TEXT";
+const BELL_USAGE: &str = "/bell on|off";
 
 /// Parses a line; `Ok(None)` for a blank line.
 ///
@@ -58,26 +105,63 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         Some(_) => Err(CommandError::Usage(match c {
             Command::List => "/list",
             Command::Quit => "/quit",
+            Command::Close => "/close",
             _ => "/help",
         })),
     };
+    let name = |text: &str| {
+        UserName::parse(text).map_err(|source| CommandError::BadName {
+            name: text.to_owned(),
+            source,
+        })
+    };
+    let words: Vec<&str> = rest
+        .map(|r| r.split_whitespace().collect())
+        .unwrap_or_default();
     match verb {
         "list" => bare(Command::List),
         "quit" => bare(Command::Quit),
         "help" => bare(Command::Help),
+        "close" => bare(Command::Close),
+        "open" => match words.as_slice() {
+            [who] => Ok(Some(Command::Open { name: name(who)? })),
+            _ => Err(CommandError::Usage(OPEN_USAGE)),
+        },
+        "history" => {
+            let (who, count) = match words.as_slice() {
+                [who] => (who, DEFAULT_HISTORY_COUNT),
+                [who, count] => match count.parse::<usize>() {
+                    Ok(n) if n > 0 => (who, n.min(MAX_HISTORY_COUNT)),
+                    _ => return Err(CommandError::Usage(HISTORY_USAGE)),
+                },
+                _ => return Err(CommandError::Usage(HISTORY_USAGE)),
+            };
+            Ok(Some(Command::History {
+                name: name(who)?,
+                count,
+            }))
+        }
+        "search" => match rest.map(str::trim) {
+            Some(text) if !text.is_empty() => Ok(Some(Command::Search {
+                text: text.to_owned(),
+            })),
+            _ => Err(CommandError::Usage(SEARCH_USAGE)),
+        },
+        "bell" => match words.as_slice() {
+            ["on"] => Ok(Some(Command::Bell { on: true })),
+            ["off"] => Ok(Some(Command::Bell { on: false })),
+            _ => Err(CommandError::Usage(BELL_USAGE)),
+        },
         "msg" => {
             let rest = rest.ok_or(CommandError::Usage(MSG_USAGE))?;
             let rest = rest.trim_start();
-            let (name, text) = rest
+            let (who, text) = rest
                 .split_once(char::is_whitespace)
                 .ok_or(CommandError::Usage(MSG_USAGE))?;
             if text.is_empty() {
                 return Err(CommandError::Usage(MSG_USAGE));
             }
-            let to = UserName::parse(name).map_err(|source| CommandError::BadName {
-                name: name.to_owned(),
-                source,
-            })?;
+            let to = name(who)?;
             Ok(Some(Command::Msg {
                 to,
                 text: text.to_owned(),
@@ -121,6 +205,65 @@ mod tests {
         assert_eq!(parse_command("/help ").unwrap(), Some(Command::Help));
         assert_eq!(parse_command("   ").unwrap(), None);
         assert_eq!(parse_command("").unwrap(), None);
+    }
+
+    #[test]
+    fn terminal_ui_commands() {
+        let bob = UserName::parse("bob").unwrap();
+        assert_eq!(
+            parse_command("/open bob").unwrap(),
+            Some(Command::Open { name: bob.clone() })
+        );
+        assert_eq!(parse_command("/close").unwrap(), Some(Command::Close));
+        assert_eq!(
+            parse_command("/history bob").unwrap(),
+            Some(Command::History {
+                name: bob.clone(),
+                count: DEFAULT_HISTORY_COUNT
+            })
+        );
+        assert_eq!(
+            parse_command("/history bob 7").unwrap(),
+            Some(Command::History {
+                name: bob.clone(),
+                count: 7
+            })
+        );
+        assert_eq!(
+            parse_command("/history bob 99999999").unwrap(),
+            Some(Command::History {
+                name: bob,
+                count: MAX_HISTORY_COUNT
+            })
+        );
+        assert_eq!(
+            parse_command("/search  你好 world ").unwrap(),
+            Some(Command::Search {
+                text: "你好 world".into()
+            })
+        );
+        assert_eq!(
+            parse_command("/bell off").unwrap(),
+            Some(Command::Bell { on: false })
+        );
+        assert!(Command::Close.ui_only());
+        assert!(!Command::List.ui_only());
+        for (line, usage) in [
+            ("/open", OPEN_USAGE),
+            ("/open a b", OPEN_USAGE),
+            ("/history", HISTORY_USAGE),
+            ("/history bob 0", HISTORY_USAGE),
+            ("/history bob x", HISTORY_USAGE),
+            ("/search ", SEARCH_USAGE),
+            ("/bell maybe", BELL_USAGE),
+            ("/close now", "/close"),
+        ] {
+            assert_eq!(
+                parse_command(line),
+                Err(CommandError::Usage(usage)),
+                "{line}"
+            );
+        }
     }
 
     #[test]

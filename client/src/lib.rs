@@ -11,12 +11,14 @@ pub mod clock;
 pub mod command;
 pub mod conversation;
 pub mod events;
+pub mod history;
 pub mod peer_actor;
 pub mod plain;
 pub mod plain_console_actor;
 pub mod roster_fetch;
 pub mod session;
 pub mod session_actor;
+pub mod ui;
 
 pub use client::{ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
 pub use events::{ClientEvent, ClientEvents, MessageId};

@@ -106,6 +106,10 @@ impl PlainConsoleActor {
         let Some(client) = self.client.clone() else {
             return;
         };
+        if command.ui_only() {
+            eprintln!("pigeon: that command is for the terminal UI (run without --plain); /help lists these");
+            return;
+        }
         match command {
             Command::Help => eprintln!("{HELP}"),
             Command::Quit => self.quit(),
@@ -133,6 +137,11 @@ impl PlainConsoleActor {
                         }),
                 );
             }
+            Command::Open { .. }
+            | Command::Close
+            | Command::History { .. }
+            | Command::Search { .. }
+            | Command::Bell { .. } => {}
         }
     }
 }
