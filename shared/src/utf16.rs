@@ -28,7 +28,7 @@ pub enum Utf16Error {
 /// error, never a replacement character (a lossy decode would let two
 /// different datagrams name the same user).
 pub fn decode_utf16le(bytes: &[u8]) -> Result<String, Utf16Error> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(Utf16Error::OddLength { len: bytes.len() });
     }
     // Nearly every datagram is ASCII: every high byte zero, every low byte
