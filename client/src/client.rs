@@ -17,7 +17,7 @@ use crate::conversation::{ChatLine, DeliveryConfig};
 use crate::events::{ClientEvents, MessageId};
 use crate::session::{default_login_timeouts, default_logout_timeouts, Session, SessionConfig};
 use crate::session_actor::{
-    ClientStats, ConversationWith, ListUsers, Logout, SendText, SendTextError, SessionActor,
+    ClientStats, ConversationWith, ListUsers, Logout, SendText, SendTextError, Sent, SessionActor,
     SessionSettings,
 };
 
@@ -181,6 +181,11 @@ impl ClientHandle {
     /// Sends `text` to `to`; the id names it in later `Delivered` and
     /// `Failed` events.
     pub async fn send_text(&self, to: UserName, text: String) -> Result<MessageId, SendTextError> {
+        self.send(to, text).await.map(|sent| sent.id)
+    }
+
+    /// Sends `text` to `to`, saying also whether the peer will confirm it.
+    pub async fn send(&self, to: UserName, text: String) -> Result<Sent, SendTextError> {
         self.session
             .send(SendText { to, text })
             .await

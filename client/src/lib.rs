@@ -22,4 +22,4 @@ pub mod ui;
 
 pub use client::{ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
 pub use events::{ClientEvent, ClientEvents, MessageId};
-pub use session_actor::SendTextError;
+pub use session_actor::{SendTextError, Sent};

@@ -60,10 +60,20 @@ pub struct ClientStats {
 
 /// Send a chat message to an online user.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<MessageId, SendTextError>")]
+#[rtype(result = "Result<Sent, SendTextError>")]
 pub struct SendText {
     pub to: UserName,
     pub text: String,
+}
+
+/// A message handed to its conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Its number in later `Delivered` and `Failed` events.
+    pub id: MessageId,
+    /// Whether the peer will confirm it (a Pigeon client does; a seed-era
+    /// one never does).
+    pub confirmed: bool,
 }
 
 /// Why a chat message was not sent.
@@ -336,7 +346,7 @@ impl StreamHandler<Inbound> for SessionActor {
 }
 
 impl Handler<SendText> for SessionActor {
-    type Result = ResponseFuture<Result<MessageId, SendTextError>>;
+    type Result = ResponseFuture<Result<Sent, SendTextError>>;
 
     fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
         if self.leaving {
@@ -345,9 +355,10 @@ impl Handler<SendText> for SessionActor {
         if !self.session.can_chat() {
             return Box::pin(async { Err(SendTextError::NotOnline) });
         }
-        if self.session.peer(msg.to.as_str()).is_none() {
+        let Some(known) = self.session.peer(msg.to.as_str()) else {
             return Box::pin(async move { Err(SendTextError::UnknownUser(msg.to)) });
-        }
+        };
+        let confirmed = known.instance.is_some();
         self.next_message += 1;
         let id = MessageId(self.next_message);
         let say = Say {
@@ -358,7 +369,7 @@ impl Handler<SendText> for SessionActor {
         let peer = self.peer(msg.to);
         Box::pin(async move {
             match peer.send(say).await {
-                Ok(Ok(())) => Ok(id),
+                Ok(Ok(())) => Ok(Sent { id, confirmed }),
                 Ok(Err(refusal)) => Err(SendTextError::Refused(refusal)),
                 Err(_) => Err(SendTextError::NotOnline),
             }

@@ -4,3 +4,4 @@
 //! the real terminal.
 
 pub mod input;
+pub mod state;

@@ -1,0 +1,953 @@
+//! `UiState`: everything the terminal UI shows, and what keys and client
+//! events do to it. No terminal and no clock: times come in as [`Stamp`]s,
+//! keys as crossterm's plain key events, and what must happen outside
+//! (send a message, read the history, ring the bell, quit) goes out as
+//! [`Effect`]s for the console actor to carry out.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use pigeon_shared::UserName;
+
+use crate::command::{parse_command, Command, UI_HELP};
+use crate::events::{ClientEvent, MessageId};
+use crate::history::{Direction, StoredDelivery, StoredMessage};
+use crate::ui::input::LineEditor;
+
+/// Lines kept per tab; older ones scroll away.
+pub const MAX_TAB_LINES: usize = 5_000;
+
+/// Conversation tabs open at once (besides the status tab); opening one
+/// more closes the one looked at longest ago.
+pub const MAX_CHAT_TABS: usize = 64;
+
+/// Messages of history shown when a conversation is opened.
+pub const OPENING_HISTORY: usize = 20;
+
+/// The key bindings, for `/help`.
+pub const KEY_HELP: &str = "\
+Enter            send the line (or open the conversation picked on the roster)
+Esc              move between the roster and the input line
+Up/Down          earlier lines you typed (on the roster: pick a user)
+Tab              complete a user name
+Ctrl-N, Ctrl-P   next / previous conversation (also Alt-Right, Alt-Left)
+Alt-1 .. Alt-9   go to conversation 1 .. 9 (Alt-0: the status tab)
+PageUp/PageDown  scroll the conversation
+Ctrl-A/E, Ctrl-W/U/K, Home/End, Ctrl-Left/Right   edit the line
+Ctrl-C           log out and quit";
+
+/// A time of day to show next to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp(pub String);
+
+impl Stamp {
+    /// `HH:MM` from an hour and a minute.
+    pub fn hm(hour: u32, minute: u32) -> Self {
+        Self(format!("{hour:02}:{minute:02}"))
+    }
+}
+
+/// Whether the client is logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Online,
+    /// The server went away; the client is logging in again.
+    Reconnecting,
+    /// The session is over (refused, failed, logged out).
+    Ended,
+}
+
+/// Where the keys go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Input,
+    Roster,
+}
+
+/// Who a line is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// This user.
+    Me,
+    /// The other user.
+    Peer(UserName),
+    /// Pigeon itself: someone came or went, help, search results.
+    System,
+}
+
+/// The delivery state of a line this user sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Nothing to show (received messages, system lines).
+    None,
+    /// On its way, not yet confirmed.
+    Sending,
+    /// Sent to a seed-era peer, which never confirms.
+    Sent,
+    /// Confirmed by the peer.
+    Delivered,
+    /// Given up.
+    Failed,
+}
+
+/// One line of a tab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub at: Stamp,
+    pub who: Who,
+    pub text: String,
+    pub mark: Mark,
+    /// This client's number for a message it sent in this run.
+    pub id: Option<MessageId>,
+    /// From the history file, not this run.
+    pub earlier: bool,
+}
+
+/// What a tab shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TabKind {
+    /// Pigeon's own messages: who comes and goes, help, search results.
+    Status,
+    /// The conversation with one user.
+    Chat(UserName),
+}
+
+/// A tab: the status tab, or one conversation.
+#[derive(Debug, Clone)]
+pub struct Tab {
+    pub kind: TabKind,
+    pub lines: VecDeque<Line>,
+    /// Messages that arrived while the tab was not in view.
+    pub unread: usize,
+    /// Rows scrolled back from the newest.
+    pub scroll: usize,
+}
+
+impl Tab {
+    fn new(kind: TabKind) -> Self {
+        Self {
+            kind,
+            lines: VecDeque::new(),
+            unread: 0,
+            scroll: 0,
+        }
+    }
+
+    /// The tab's title: `status`, or the peer's name.
+    pub fn title(&self) -> &str {
+        match &self.kind {
+            TabKind::Status => "status",
+            TabKind::Chat(peer) => peer.as_str(),
+        }
+    }
+
+    fn push(&mut self, line: Line) {
+        if self.lines.len() >= MAX_TAB_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+}
+
+/// Something the console actor must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send `text` to `to`; report back with [`UiState::message_sent`] or
+    /// [`UiState::message_refused`].
+    Send { to: UserName, text: String },
+    /// Read the last `count` messages with `peer`; report back with
+    /// [`UiState::history_loaded`].
+    LoadHistory {
+        peer: UserName,
+        count: usize,
+        /// Asked for with `/history` (replaces what was shown before),
+        /// rather than on opening.
+        asked: bool,
+    },
+    /// Search the history; report back with [`UiState::search_done`].
+    Search { text: String },
+    /// Remember the bell setting.
+    SaveBell(bool),
+    /// Ring the terminal bell.
+    Bell,
+    /// Log out and quit.
+    Quit,
+}
+
+/// One user on the roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterUser {
+    pub name: UserName,
+    /// A seed-era client: messages to it are never confirmed.
+    pub seed_era: bool,
+}
+
+/// The whole UI. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct UiState {
+    me: UserName,
+    endpoint: Option<String>,
+    connection: Connection,
+    /// Everyone online but this user.
+    roster: BTreeMap<UserName, RosterUser>,
+    roster_cursor: usize,
+    focus: Focus,
+    tabs: Vec<Tab>,
+    active: usize,
+    /// Order in which chat tabs were last looked at (oldest first), for
+    /// closing one when too many are open.
+    looked_at: Vec<UserName>,
+    input: LineEditor,
+    notice: Option<String>,
+    bell: bool,
+    history: bool,
+    /// Rows the conversation area showed last time (PageUp's step), and
+    /// the most it can scroll back.
+    page_rows: usize,
+    max_scroll: usize,
+}
+
+impl UiState {
+    /// The UI for `me`, before login; `history` says whether a history
+    /// file is in use, `bell` whether to ring on news.
+    pub fn new(me: UserName, history: bool, bell: bool) -> Self {
+        Self {
+            me,
+            endpoint: None,
+            connection: Connection::Connecting,
+            roster: BTreeMap::new(),
+            roster_cursor: 0,
+            focus: Focus::Input,
+            tabs: vec![Tab::new(TabKind::Status)],
+            active: 0,
+            looked_at: Vec::new(),
+            input: LineEditor::new(),
+            notice: None,
+            bell,
+            history,
+            page_rows: 10,
+            max_scroll: usize::MAX,
+        }
+    }
+
+    // --- What the renderer reads. ---
+
+    pub fn me(&self) -> &UserName {
+        &self.me
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Everyone online but this user, sorted by name.
+    pub fn roster(&self) -> impl ExactSizeIterator<Item = &RosterUser> {
+        self.roster.values()
+    }
+
+    /// The roster entry picked with Up/Down.
+    pub fn roster_cursor(&self) -> usize {
+        self.roster_cursor
+    }
+
+    pub fn focus(&self) -> Focus {
+        self.focus
+    }
+
+    pub fn tabs(&self) -> &[Tab] {
+        &self.tabs
+    }
+
+    /// The tab in view.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    pub fn active_tab(&self) -> Option<&Tab> {
+        self.tabs.get(self.active)
+    }
+
+    /// Unread messages from `name`.
+    pub fn unread(&self, name: &str) -> usize {
+        self.chat_index(name)
+            .and_then(|i| self.tabs.get(i))
+            .map_or(0, |tab| tab.unread)
+    }
+
+    pub fn input(&self) -> &LineEditor {
+        &self.input
+    }
+
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    pub fn bell(&self) -> bool {
+        self.bell
+    }
+
+    /// Tells the state what the last drawing could show: the rows of the
+    /// conversation area and how far the tab in view can scroll back.
+    pub fn viewed(&mut self, page_rows: usize, max_scroll: usize) {
+        self.page_rows = page_rows.max(1);
+        self.max_scroll = max_scroll;
+        if let Some(tab) = self.tabs.get_mut(self.active) {
+            tab.scroll = tab.scroll.min(max_scroll);
+        }
+    }
+
+    // --- Client events. ---
+
+    /// What a client event does to the UI.
+    pub fn on_event(&mut self, event: &ClientEvent, at: &Stamp) -> Vec<Effect> {
+        match event {
+            ClientEvent::Ready {
+                name,
+                endpoint,
+                roster,
+                ..
+            } => {
+                self.connection = Connection::Online;
+                self.endpoint = Some(endpoint.to_string());
+                self.roster = roster
+                    .iter()
+                    .filter(|(other, _)| *other != name)
+                    .map(|(other, peer)| {
+                        (
+                            other.clone(),
+                            RosterUser {
+                                name: other.clone(),
+                                seed_era: peer.instance.is_none(),
+                            },
+                        )
+                    })
+                    .collect();
+                self.clamp_roster_cursor();
+                let others = self.roster.len();
+                self.system(
+                    0,
+                    at,
+                    format!(
+                        "logged in as {} at {endpoint}; {others} other{} online. /help lists the commands",
+                        self.me,
+                        if others == 1 { "" } else { "s" }
+                    ),
+                );
+                Vec::new()
+            }
+            ClientEvent::Online { name, endpoint } => {
+                if *name == self.me {
+                    return Vec::new();
+                }
+                // Whether a newcomer is a seed-era client shows when a
+                // message to it is sent (`message_sent`).
+                let known = self.roster.get(name).is_some_and(|u| u.seed_era);
+                self.roster.insert(
+                    name.clone(),
+                    RosterUser {
+                        name: name.clone(),
+                        seed_era: known,
+                    },
+                );
+                self.system(0, at, format!("{name} is online at {endpoint}"));
+                if let Some(i) = self.chat_index(name.as_str()) {
+                    self.system(i, at, format!("{name} is online"));
+                }
+                Vec::new()
+            }
+            ClientEvent::Offline { name } => {
+                self.roster.remove(name);
+                self.clamp_roster_cursor();
+                self.system(0, at, format!("{name} left"));
+                if let Some(i) = self.chat_index(name.as_str()) {
+                    self.system(i, at, format!("{name} left"));
+                }
+                Vec::new()
+            }
+            ClientEvent::Message { from, text, .. } => self.message_received(from, text, at),
+            ClientEvent::Delivered { to, id } => {
+                self.mark(to, *id, Mark::Delivered);
+                Vec::new()
+            }
+            ClientEvent::Failed { to, id, text } => {
+                self.mark(to, *id, Mark::Failed);
+                self.notice = Some(format!("not delivered to {to}: {}", preview(text, 60)));
+                Vec::new()
+            }
+            ClientEvent::ServerLost { reason } => {
+                self.connection = Connection::Reconnecting;
+                self.system(
+                    0,
+                    at,
+                    format!("{reason}; logging in again (chat goes on meanwhile)"),
+                );
+                Vec::new()
+            }
+            ClientEvent::Reconnected { online } => {
+                self.connection = Connection::Online;
+                self.system(0, at, format!("logged in again; {online} users online"));
+                Vec::new()
+            }
+            ClientEvent::Refused { reason, detail } => {
+                self.connection = Connection::Ended;
+                self.system(0, at, format!("login refused ({reason}): {detail}"));
+                Vec::new()
+            }
+            ClientEvent::LoginFailed { reason } => {
+                self.connection = Connection::Ended;
+                self.system(0, at, format!("login failed: {reason}"));
+                Vec::new()
+            }
+            ClientEvent::LoggedOut => {
+                self.connection = Connection::Ended;
+                Vec::new()
+            }
+        }
+    }
+
+    fn message_received(&mut self, from: &UserName, text: &str, at: &Stamp) -> Vec<Effect> {
+        let (index, mut effects) = self.open_tab(from);
+        let in_view = index == self.active;
+        if let Some(tab) = self.tabs.get_mut(index) {
+            tab.push(Line {
+                at: at.clone(),
+                who: Who::Peer(from.clone()),
+                text: text.to_owned(),
+                mark: Mark::None,
+                id: None,
+                earlier: false,
+            });
+            if !in_view {
+                tab.unread += 1;
+            }
+        }
+        if !in_view {
+            let unread = self.unread(from.as_str());
+            self.notice = Some(format!(
+                "{from}: {}   ({unread} unread; Alt-{} or /open {from})",
+                preview(text, 50),
+                index.min(9)
+            ));
+            if self.bell {
+                effects.push(Effect::Bell);
+            }
+        }
+        effects
+    }
+
+    /// A message this user typed went out as `id`; `confirmed` says
+    /// whether the peer will confirm it (a seed-era client never does).
+    pub fn message_sent(
+        &mut self,
+        to: &UserName,
+        id: MessageId,
+        confirmed: bool,
+        text: &str,
+        at: &Stamp,
+    ) {
+        let seed_era = !confirmed;
+        if let Some(user) = self.roster.get_mut(to) {
+            user.seed_era = seed_era;
+        }
+        let (index, _) = self.open_tab(to);
+        if let Some(tab) = self.tabs.get_mut(index) {
+            tab.push(Line {
+                at: at.clone(),
+                who: Who::Me,
+                text: text.to_owned(),
+                mark: if seed_era { Mark::Sent } else { Mark::Sending },
+                id: Some(id),
+                earlier: false,
+            });
+            tab.scroll = 0;
+        }
+    }
+
+    /// A message this user typed could not be sent at all (`why`); the
+    /// text comes back to the input line if that is empty.
+    pub fn message_refused(&mut self, to: &UserName, text: &str, why: &str) {
+        self.notice = Some(format!("not sent to {to}: {why}"));
+        if self.input.is_empty() {
+            self.input.set_text(text);
+        }
+    }
+
+    /// The history asked for with [`Effect::LoadHistory`] (or why it could
+    /// not be read).
+    pub fn history_loaded(
+        &mut self,
+        peer: &UserName,
+        asked: bool,
+        found: Result<Vec<StoredMessage>, String>,
+    ) {
+        let found = match found {
+            Ok(found) => found,
+            Err(why) => {
+                self.notice = Some(format!("history not available: {why}"));
+                return;
+            }
+        };
+        let Some(index) = self.chat_index(peer.as_str()) else {
+            return;
+        };
+        let Some(tab) = self.tabs.get_mut(index) else {
+            return;
+        };
+        if asked {
+            tab.lines.retain(|line| !line.earlier);
+        } else if tab.lines.iter().any(|line| line.earlier) {
+            return;
+        }
+        let count = found.len();
+        let room = MAX_TAB_LINES.saturating_sub(tab.lines.len());
+        for stored in found.into_iter().rev().take(room) {
+            tab.lines.push_front(Line {
+                at: Stamp(format_ms(stored.at_ms)),
+                who: match stored.direction {
+                    Direction::Incoming => {
+                        Who::Peer(UserName::parse(&stored.peer).unwrap_or_else(|_| peer.clone()))
+                    }
+                    Direction::Outgoing => Who::Me,
+                },
+                text: stored.text,
+                mark: match stored.delivery {
+                    StoredDelivery::Received => Mark::None,
+                    StoredDelivery::Sending => Mark::Sending,
+                    StoredDelivery::Sent => Mark::Sent,
+                    StoredDelivery::Delivered => Mark::Delivered,
+                    StoredDelivery::Failed => Mark::Failed,
+                },
+                id: None,
+                earlier: true,
+            });
+        }
+        if asked {
+            tab.scroll = 0;
+            self.notice = Some(match count {
+                0 => format!("no earlier messages with {peer}"),
+                n => format!("{n} earlier messages with {peer}"),
+            });
+        }
+    }
+
+    /// The results of a search (or why it failed), shown on the status tab.
+    pub fn search_done(
+        &mut self,
+        text: &str,
+        found: Result<Vec<StoredMessage>, String>,
+        at: &Stamp,
+    ) {
+        self.active = 0;
+        self.take_unread();
+        match found {
+            Err(why) => self.system(0, at, format!("search failed: {why}")),
+            Ok(found) if found.is_empty() => {
+                self.system(0, at, format!("no messages contain \"{text}\""));
+            }
+            Ok(found) => {
+                self.system(
+                    0,
+                    at,
+                    format!("{} messages contain \"{text}\", newest first:", found.len()),
+                );
+                for stored in found {
+                    let arrow = match stored.direction {
+                        Direction::Incoming => format!("{} → {}", stored.peer, self.me),
+                        Direction::Outgoing => format!("{} → {}", self.me, stored.peer),
+                    };
+                    let line = format!(
+                        "  {} {arrow}: {}",
+                        format_date_ms(stored.at_ms),
+                        stored.text
+                    );
+                    self.system(0, at, line);
+                }
+            }
+        }
+    }
+
+    /// A one-line notice at the bottom (a warning, say).
+    pub fn set_notice(&mut self, text: impl Into<String>) {
+        self.notice = Some(text.into());
+    }
+
+    // --- Keys. ---
+
+    /// Text pasted into the terminal.
+    pub fn on_paste(&mut self, text: &str) {
+        self.focus = Focus::Input;
+        self.input.insert_str(text);
+    }
+
+    /// What a key does.
+    pub fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if key.kind == KeyEventKind::Release {
+            return Vec::new();
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        // Keys that work wherever the focus is.
+        match key.code {
+            KeyCode::Char('c') if ctrl => return vec![Effect::Quit],
+            KeyCode::Char('d') if ctrl && self.input.is_empty() => return vec![Effect::Quit],
+            KeyCode::Char('n') if ctrl => return self.cycle_tab(1),
+            KeyCode::Char('p') if ctrl => return self.cycle_tab(-1),
+            KeyCode::Right if alt => return self.cycle_tab(1),
+            KeyCode::Left if alt => return self.cycle_tab(-1),
+            KeyCode::Char(c @ '0'..='9') if alt => {
+                let n = c.to_digit(10).map_or(0, |d| d as usize);
+                if n < self.tabs.len() {
+                    return self.switch_to(n);
+                }
+                return Vec::new();
+            }
+            KeyCode::PageUp => {
+                self.scroll_by(self.page_rows as isize);
+                return Vec::new();
+            }
+            KeyCode::PageDown => {
+                self.scroll_by(-(self.page_rows as isize));
+                return Vec::new();
+            }
+            KeyCode::Esc => {
+                self.focus = match self.focus {
+                    Focus::Input => Focus::Roster,
+                    Focus::Roster => Focus::Input,
+                };
+                return Vec::new();
+            }
+            _ => {}
+        }
+        match self.focus {
+            Focus::Roster => self.roster_key(key),
+            Focus::Input => self.input_key(key, ctrl),
+        }
+    }
+
+    fn roster_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let last = self.roster.len().saturating_sub(1);
+        match key.code {
+            KeyCode::Up => self.roster_cursor = self.roster_cursor.saturating_sub(1),
+            KeyCode::Down => self.roster_cursor = (self.roster_cursor + 1).min(last),
+            KeyCode::Home => self.roster_cursor = 0,
+            KeyCode::End => self.roster_cursor = last,
+            KeyCode::Enter => {
+                let Some(name) = self.roster.keys().nth(self.roster_cursor).cloned() else {
+                    return Vec::new();
+                };
+                self.focus = Focus::Input;
+                return self.open(&name);
+            }
+            KeyCode::Tab => self.focus = Focus::Input,
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+                // Typing goes to the input line.
+                self.focus = Focus::Input;
+                self.input.insert(c);
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn input_key(&mut self, key: KeyEvent, ctrl: bool) -> Vec<Effect> {
+        match key.code {
+            KeyCode::Enter => return self.submit(),
+            KeyCode::Char('a') if ctrl => self.input.home(),
+            KeyCode::Char('e') if ctrl => self.input.end(),
+            KeyCode::Char('w') if ctrl => self.input.delete_word(),
+            KeyCode::Char('u') if ctrl => self.input.delete_to_start(),
+            KeyCode::Char('k') if ctrl => self.input.delete_to_end(),
+            KeyCode::Char(_) if ctrl => {}
+            KeyCode::Char(c) => self.input.insert(c),
+            KeyCode::Backspace => self.input.backspace(),
+            KeyCode::Delete => self.input.delete(),
+            KeyCode::Left if ctrl => self.input.word_left(),
+            KeyCode::Right if ctrl => self.input.word_right(),
+            KeyCode::Left => self.input.left(),
+            KeyCode::Right => self.input.right(),
+            KeyCode::Home => self.input.home(),
+            KeyCode::End => self.input.end(),
+            KeyCode::Up => self.input.history_prev(),
+            KeyCode::Down => self.input.history_next(),
+            KeyCode::Tab => {
+                let names: Vec<&str> = self.roster.keys().map(UserName::as_str).collect();
+                self.input.complete(names);
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn submit(&mut self) -> Vec<Effect> {
+        let line = self.input.submit();
+        self.notice = None;
+        if line.trim().is_empty() {
+            return Vec::new();
+        }
+        // `//text` sends `/text`.
+        if let Some(text) = line.strip_prefix("//") {
+            return self.say(format!("/{text}"));
+        }
+        if !line.starts_with('/') {
+            return self.say(line);
+        }
+        let command = match parse_command(&line) {
+            Ok(Some(command)) => command,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                self.notice = Some(e.to_string());
+                return Vec::new();
+            }
+        };
+        match command {
+            Command::Msg { to, text } => {
+                let mut effects = self.open(&to);
+                effects.push(Effect::Send { to, text });
+                effects
+            }
+            Command::Open { name } => self.open(&name),
+            Command::Close => {
+                self.close_active();
+                Vec::new()
+            }
+            Command::List => {
+                let at = Stamp(String::new());
+                let names: Vec<String> = self.roster.keys().map(ToString::to_string).collect();
+                self.system(
+                    0,
+                    &at,
+                    format!("{} others online: {}", names.len(), names.join(", ")),
+                );
+                self.switch_to(0)
+            }
+            Command::History { name, count } => {
+                let mut effects = self.open(&name);
+                effects.retain(|e| !matches!(e, Effect::LoadHistory { .. }));
+                if self.history {
+                    effects.push(Effect::LoadHistory {
+                        peer: name,
+                        count,
+                        asked: true,
+                    });
+                } else {
+                    self.notice = Some("history is off (--no-history)".into());
+                }
+                effects
+            }
+            Command::Search { text } => {
+                if self.history {
+                    vec![Effect::Search { text }]
+                } else {
+                    self.notice = Some("history is off (--no-history)".into());
+                    Vec::new()
+                }
+            }
+            Command::Bell { on } => {
+                self.bell = on;
+                self.notice = Some(format!("bell {}", if on { "on" } else { "off" }));
+                vec![Effect::SaveBell(on)]
+            }
+            Command::Help => {
+                let at = Stamp(String::new());
+                for line in UI_HELP.lines().chain(["", "Keys:"]).chain(KEY_HELP.lines()) {
+                    self.system(0, &at, line.to_owned());
+                }
+                self.switch_to(0)
+            }
+            Command::Quit => vec![Effect::Quit],
+        }
+    }
+
+    /// Plain text: a message to the conversation in view.
+    fn say(&mut self, text: String) -> Vec<Effect> {
+        match self.tabs.get(self.active).map(|tab| &tab.kind) {
+            Some(TabKind::Chat(peer)) => vec![Effect::Send {
+                to: peer.clone(),
+                text,
+            }],
+            _ => {
+                self.notice = Some(
+                    "pick someone first: Esc and Enter on a name, or /open NAME, or /msg NAME TEXT"
+                        .into(),
+                );
+                self.input.set_text(&text);
+                Vec::new()
+            }
+        }
+    }
+
+    // --- Tabs. ---
+
+    fn chat_index(&self, name: &str) -> Option<usize> {
+        self.tabs
+            .iter()
+            .position(|tab| matches!(&tab.kind, TabKind::Chat(peer) if peer.as_str() == name))
+    }
+
+    /// Opens (or finds) the tab for `name` without switching to it; a new
+    /// tab asks for its history.
+    fn open_tab(&mut self, name: &UserName) -> (usize, Vec<Effect>) {
+        if let Some(index) = self.chat_index(name.as_str()) {
+            return (index, Vec::new());
+        }
+        if self.tabs.len() > MAX_CHAT_TABS {
+            self.close_oldest();
+        }
+        self.tabs.push(Tab::new(TabKind::Chat(name.clone())));
+        self.looked_at.insert(0, name.clone());
+        let effects = if self.history {
+            vec![Effect::LoadHistory {
+                peer: name.clone(),
+                count: OPENING_HISTORY,
+                asked: false,
+            }]
+        } else {
+            Vec::new()
+        };
+        (self.tabs.len() - 1, effects)
+    }
+
+    /// Opens the conversation with `name` and shows it.
+    fn open(&mut self, name: &UserName) -> Vec<Effect> {
+        let (index, mut effects) = self.open_tab(name);
+        effects.extend(self.switch_to(index));
+        effects
+    }
+
+    fn switch_to(&mut self, index: usize) -> Vec<Effect> {
+        if index < self.tabs.len() {
+            self.active = index;
+            self.take_unread();
+        }
+        Vec::new()
+    }
+
+    fn take_unread(&mut self) {
+        if let Some(tab) = self.tabs.get_mut(self.active) {
+            tab.unread = 0;
+            if let TabKind::Chat(peer) = &tab.kind {
+                let peer = peer.clone();
+                self.looked_at.retain(|n| *n != peer);
+                self.looked_at.push(peer);
+            }
+        }
+    }
+
+    fn cycle_tab(&mut self, step: isize) -> Vec<Effect> {
+        let n = self.tabs.len() as isize;
+        let next = (self.active as isize + step).rem_euclid(n.max(1));
+        self.switch_to(next as usize)
+    }
+
+    fn close_active(&mut self) {
+        if self.active == 0 {
+            self.notice = Some("the status tab stays open".into());
+            return;
+        }
+        if let Some(tab) = self.tabs.get(self.active) {
+            if let TabKind::Chat(peer) = &tab.kind {
+                let peer = peer.clone();
+                self.looked_at.retain(|n| *n != peer);
+            }
+            self.tabs.remove(self.active);
+            self.active = self.active.min(self.tabs.len() - 1);
+            self.take_unread();
+        }
+    }
+
+    fn close_oldest(&mut self) {
+        let active = self.tabs.get(self.active).map(|t| t.kind.clone());
+        let Some(oldest) = self
+            .looked_at
+            .iter()
+            .find(|n| active.as_ref() != Some(&TabKind::Chat((*n).clone())))
+            .cloned()
+        else {
+            return;
+        };
+        if let Some(index) = self.chat_index(oldest.as_str()) {
+            self.tabs.remove(index);
+            self.looked_at.retain(|n| *n != oldest);
+            if self.active > index {
+                self.active -= 1;
+            }
+        }
+    }
+
+    fn scroll_by(&mut self, rows: isize) {
+        let max = self.max_scroll;
+        if let Some(tab) = self.tabs.get_mut(self.active) {
+            tab.scroll = tab.scroll.saturating_add_signed(rows).min(max);
+        }
+    }
+
+    fn system(&mut self, index: usize, at: &Stamp, text: String) {
+        if let Some(tab) = self.tabs.get_mut(index) {
+            tab.push(Line {
+                at: at.clone(),
+                who: Who::System,
+                text,
+                mark: Mark::None,
+                id: None,
+                earlier: false,
+            });
+        }
+    }
+
+    fn mark(&mut self, to: &UserName, id: MessageId, mark: Mark) {
+        let Some(index) = self.chat_index(to.as_str()) else {
+            return;
+        };
+        if let Some(line) = self
+            .tabs
+            .get_mut(index)
+            .and_then(|tab| tab.lines.iter_mut().rev().find(|l| l.id == Some(id)))
+        {
+            line.mark = mark;
+        }
+    }
+
+    fn clamp_roster_cursor(&mut self) {
+        self.roster_cursor = self.roster_cursor.min(self.roster.len().saturating_sub(1));
+    }
+}
+
+/// The first `chars` characters of `text` on one line.
+fn preview(text: &str, chars: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() > chars {
+        let cut: String = one_line.chars().take(chars).collect();
+        format!("{cut}…")
+    } else {
+        one_line
+    }
+}
+
+/// A stored time as `MM-DD HH:MM` on the local clock.
+fn format_ms(ms: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| "?".into(), |t| t.format("%m-%d %H:%M").to_string())
+}
+
+/// A stored time as `YYYY-MM-DD HH:MM` on the local clock.
+fn format_date_ms(ms: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+}
+
+#[cfg(test)]
+mod tests;
