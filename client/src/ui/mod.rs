@@ -4,4 +4,5 @@
 //! the real terminal.
 
 pub mod input;
+pub mod render;
 pub mod state;
