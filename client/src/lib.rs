@@ -11,13 +11,16 @@ pub mod clock;
 pub mod command;
 pub mod conversation;
 pub mod events;
+pub mod front_end;
 pub mod history;
+pub mod history_actor;
 pub mod peer_actor;
 pub mod plain;
 pub mod plain_console_actor;
 pub mod roster_fetch;
 pub mod session;
 pub mod session_actor;
+pub mod tui_console_actor;
 pub mod ui;
 
 pub use client::{ClientConfig, ClientHandle, StartError, DEFAULT_BIND};

@@ -1,12 +1,19 @@
 //! `pigeon`: the console client.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use actix::prelude::*;
 use clap::Parser;
-use pigeon_client::plain_console_actor::{Attach, PlainConsoleActor, Quit};
-use pigeon_client::{ClientConfig, ClientHandle, DEFAULT_BIND};
+use pigeon_client::front_end::{Attach, Quit};
+use pigeon_client::history::{self, History};
+use pigeon_client::history_actor::{HistoryActor, LoadSetting};
+use pigeon_client::plain_console_actor::PlainConsoleActor;
+use pigeon_client::tui_console_actor::{TuiConsoleActor, BELL_SETTING};
+use pigeon_client::ui::state::{Stamp, UiState};
+use pigeon_client::{ClientConfig, ClientEvents, ClientHandle, DEFAULT_BIND};
 use pigeon_server::{init_tracing, BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
 use pigeon_shared::UserName;
 
@@ -38,10 +45,30 @@ struct Args {
     #[arg(long, value_name = "PORT", default_value_t = 0, requires = "host")]
     tcp_port: u16,
 
-    /// Also print `sent <to> <id>` when a message goes out and
+    /// Plain mode: also print `sent <to> <id>` when a message goes out and
     /// `delivered <to> <id>` when its peer confirms it.
     #[arg(long, short)]
     verbose: bool,
+
+    /// Line mode for scripts: commands on stdin, events on stdout, one per
+    /// line (the default when stdin or stdout is not a terminal).
+    #[arg(long)]
+    plain: bool,
+
+    /// Terminal UI: keep the conversations in this SQLite file (default:
+    /// history.sqlite3 in the per-user data folder, such as
+    /// ~/.local/share/pigeon).
+    #[arg(long, value_name = "PATH")]
+    history: Option<PathBuf>,
+
+    /// Terminal UI: keep no history on disk.
+    #[arg(long, conflicts_with = "history")]
+    no_history: bool,
+
+    /// Terminal UI: write the log (RUST_LOG, default warnings) to this file;
+    /// the screen has no room for it.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
 }
 
 fn parse_name(text: &str) -> Result<UserName, String> {
@@ -50,14 +77,22 @@ fn parse_name(text: &str) -> Result<UserName, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing("warn");
-    let code = run(args);
+    let tui = !args.plain && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if !tui {
+        init_tracing("warn");
+    } else if let Some(path) = &args.log {
+        if let Err(e) = log_to_file(path) {
+            eprintln!("pigeon: cannot write the log to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let code = run(args, tui);
     // Exit at once: the stdin reader may be blocked in a read that nothing
     // can cancel.
     std::process::exit(code);
 }
 
-fn run(args: Args) -> i32 {
+fn run(args: Args, tui: bool) -> i32 {
     let hosted = if args.host {
         let mut config = ServerConfig::new(args.server);
         config.tcp_port = args.tcp_port;
@@ -77,24 +112,31 @@ fn run(args: Args) -> i32 {
 
     let system = System::new();
     let started = system.block_on(async move {
-        let server = match hosted {
+        let (server, hosting) = match hosted {
             Some(bound) => {
                 let server = bound.start().await?;
-                eprintln!(
-                    "pigeon: hosting a server: udp={} tcp={}",
+                let hosting = format!(
+                    "hosting a server: udp={} tcp={}",
                     server.udp_addr(),
                     server.tcp_addr()
                 );
-                Some(server)
+                (Some(server), Some(hosting))
             }
-            None => None,
+            None => (None, None),
         };
-        let console = PlainConsoleActor::new(args.verbose).start();
+        let front_end = if tui {
+            FrontEnd::of(start_tui(&args, hosting).await?)
+        } else {
+            if let Some(hosting) = hosting {
+                eprintln!("pigeon: {hosting}");
+            }
+            FrontEnd::of(PlainConsoleActor::new(args.verbose).start())
+        };
         let mut config = ClientConfig::new(args.name, server_addr);
         config.bind = bind;
-        let client = ClientHandle::start(config, console.clone().recipient())?;
-        console.do_send(Attach(client));
-        actix_rt::spawn(quit_on_signal(console));
+        let client = ClientHandle::start(config, front_end.events)?;
+        front_end.attach.do_send(Attach(client));
+        actix_rt::spawn(quit_on_signal(front_end.quit));
         anyhow::Ok(server)
     });
     // A hosted server lives as long as the process.
@@ -105,13 +147,103 @@ fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    match system.run_with_code() {
+    let code = match system.run_with_code() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pigeon: {e}");
             1
         }
+    };
+    if tui {
+        // The terminal UI gives the terminal back as it ends; this covers
+        // any other way out.
+        ratatui::restore();
     }
+    code
+}
+
+/// The three ways to reach a front end, whichever it is.
+struct FrontEnd {
+    events: Recipient<ClientEvents>,
+    attach: Recipient<Attach>,
+    quit: Recipient<Quit>,
+}
+
+impl FrontEnd {
+    fn of<A>(actor: Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<ClientEvents> + Handler<Attach> + Handler<Quit>,
+    {
+        Self {
+            events: actor.clone().recipient(),
+            attach: actor.clone().recipient(),
+            quit: actor.recipient(),
+        }
+    }
+}
+
+/// Opens the history (unless turned off), reads the bell setting and takes
+/// over the terminal. A history that cannot be opened is a warning on the
+/// screen, not an error: the chat works without it.
+async fn start_tui(args: &Args, hosting: Option<String>) -> anyhow::Result<Addr<TuiConsoleActor>> {
+    let mut warning = None;
+    let history = if args.no_history {
+        None
+    } else {
+        match args.history.clone().or_else(history::default_path) {
+            None => {
+                warning = Some("no data folder for the history (use --history PATH)".to_owned());
+                None
+            }
+            Some(path) => match History::open(&path, args.name.as_str()) {
+                Ok(history) => Some(HistoryActor::start(history)),
+                Err(e) => {
+                    warning = Some(e.to_string());
+                    None
+                }
+            },
+        }
+    };
+    let bell = match &history {
+        Some(history) => matches!(
+            history.send(LoadSetting { key: BELL_SETTING }).await,
+            Ok(Ok(Some(value))) if value == "on"
+        ),
+        None => false,
+    };
+    let mut ui = UiState::new(args.name.clone(), history.is_some(), bell);
+    let at = Stamp(String::new());
+    if let Some(hosting) = hosting {
+        ui.note(hosting, &at);
+    }
+    if let Some(warning) = warning {
+        ui.note(format!("history off: {warning}"), &at);
+        ui.set_notice(format!(
+            "history off: {warning} (the chat works without it)"
+        ));
+    }
+    let console = TuiConsoleActor::new(ui, history)
+        .map_err(|e| anyhow::anyhow!("cannot use the terminal: {e} (try --plain)"))?;
+    Ok(console.start())
+}
+
+/// Sends the log to `path` (appending), as `RUST_LOG` says (default:
+/// warnings).
+fn log_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_target(false)
+        .compact()
+        .try_init();
+    Ok(())
 }
 
 /// 127.0.0.1:0 for a server on loopback; otherwise every interface, so the
@@ -129,7 +261,7 @@ fn default_bind(server: SocketAddr) -> SocketAddr {
 }
 
 /// First Ctrl-C or SIGTERM: log out and exit. A second: exit now.
-async fn quit_on_signal(console: Addr<PlainConsoleActor>) {
+async fn quit_on_signal(console: Recipient<Quit>) {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     for round in 0.. {

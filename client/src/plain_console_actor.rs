@@ -13,6 +13,7 @@ use tracing::debug;
 use crate::client::ClientHandle;
 use crate::command::{parse_command, Command, HELP};
 use crate::events::{ClientEvent, ClientEvents};
+pub use crate::front_end::{Attach, Quit};
 use crate::plain::{event_lines, sent_line, user_line};
 
 /// Longest command line accepted (bytes); longer lines are refused whole.
@@ -28,16 +29,6 @@ pub struct PlainConsoleActor {
     quitting: bool,
     verbose: bool,
 }
-
-/// Attach the client whose events this console receives.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Attach(pub ClientHandle);
-
-/// Log out and exit (Ctrl-C, SIGTERM).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Quit;
 
 /// One line from stdin.
 #[derive(Message, Debug)]

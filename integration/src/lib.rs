@@ -5,4 +5,5 @@ pub mod harness;
 pub mod load;
 pub mod netns;
 pub mod process;
+pub mod pty;
 pub mod seed;

@@ -28,6 +28,23 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Starts a `pigeon-server` on free loopback ports; the server and its UDP
+/// address (`IP:PORT`).
+pub fn start_server() -> anyhow::Result<(Proc, String)> {
+    let mut server = Proc::spawn("server", "pigeon-server", &["--udp", "127.0.0.1:0"], "info")?;
+    let line = server.expect_prefix("listening ", Duration::from_secs(15))?;
+    // listening udp=127.0.0.1:PORT tcp=127.0.0.1:PORT
+    let udp = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("udp="))
+        .ok_or_else(|| anyhow!("no udp= in {line:?}"))?
+        .to_owned();
+    if !line.contains(" tcp=127.0.0.1:") {
+        bail!("no tcp= in {line:?}");
+    }
+    Ok((server, udp))
+}
+
 /// A running binary with its output collected.
 pub struct Proc {
     pub label: String,

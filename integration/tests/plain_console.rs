@@ -4,22 +4,9 @@
 
 use std::time::Duration;
 
-use integration::process::Proc;
+use integration::process::{start_server, Proc};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn start_server() -> anyhow::Result<(Proc, String)> {
-    let mut server = Proc::spawn("server", "pigeon-server", &["--udp", "127.0.0.1:0"], "info")?;
-    let line = server.expect_prefix("listening ", WAIT)?;
-    // listening udp=127.0.0.1:PORT tcp=127.0.0.1:PORT
-    let udp = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("udp="))
-        .ok_or_else(|| anyhow::anyhow!("no udp= in {line:?}"))?
-        .to_owned();
-    assert!(line.contains(" tcp=127.0.0.1:"), "{line}");
-    Ok((server, udp))
-}
 
 fn pigeon(name: &str, server: &str) -> anyhow::Result<Proc> {
     Proc::spawn(

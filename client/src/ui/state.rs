@@ -550,11 +550,13 @@ impl UiState {
                 self.system(0, at, format!("no messages contain \"{text}\""));
             }
             Ok(found) => {
-                self.system(
-                    0,
-                    at,
-                    format!("{} messages contain \"{text}\", newest first:", found.len()),
-                );
+                let count = found.len();
+                let heading = if count == 1 {
+                    format!("1 message contains \"{text}\":")
+                } else {
+                    format!("{count} messages contain \"{text}\", newest first:")
+                };
+                self.system(0, at, heading);
                 for stored in found {
                     let arrow = match stored.direction {
                         Direction::Incoming => format!("{} → {}", stored.peer, self.me),
@@ -569,6 +571,11 @@ impl UiState {
                 }
             }
         }
+    }
+
+    /// A line on the status tab (the address of a hosted server, say).
+    pub fn note(&mut self, text: impl Into<String>, at: &Stamp) {
+        self.system(0, at, text.into());
     }
 
     /// A one-line notice at the bottom (a warning, say).

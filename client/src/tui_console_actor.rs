@@ -1,0 +1,325 @@
+//! `TuiConsoleActor`: the terminal UI front end. It owns the terminal
+//! (raw mode, the alternate screen), turns keys and client events into
+//! changes of the [`UiState`], carries out the state's [`Effect`]s
+//! (sending, history, the bell, quitting) and draws.
+//!
+//! The terminal is put back as it was on every way out: logout, a refused
+//! login, an error, and a panic (ratatui's panic hook).
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use actix::prelude::*;
+use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event, EventStream};
+use pigeon_shared::UserName;
+use ratatui::DefaultTerminal;
+use tracing::debug;
+
+use crate::client::ClientHandle;
+use crate::events::{ClientEvent, ClientEvents, MessageId};
+use crate::front_end::{Attach, Quit};
+use crate::history::{Direction, StoredDelivery};
+use crate::history_actor::{HistoryActor, Recent, Record, SaveSetting, Search, SetDelivery};
+use crate::plain_console_actor::EXIT_REFUSED;
+use crate::ui::render;
+use crate::ui::state::{Effect, Stamp, UiState};
+
+/// Client events are drawn at most this often; keys at once.
+const REDRAW_DELAY: Duration = Duration::from_millis(15);
+
+/// The history setting that keeps `/bell`.
+pub const BELL_SETTING: &str = "bell";
+
+/// The terminal UI. See the module documentation.
+pub struct TuiConsoleActor {
+    /// `None` once the terminal is given back.
+    terminal: Option<DefaultTerminal>,
+    ui: UiState,
+    client: Option<ClientHandle>,
+    history: Option<Addr<HistoryActor>>,
+    quitting: bool,
+    redraw: Option<SpawnHandle>,
+}
+
+impl TuiConsoleActor {
+    /// Takes over the terminal for `ui`; `history`, if any, keeps the
+    /// conversations.
+    pub fn new(ui: UiState, history: Option<Addr<HistoryActor>>) -> io::Result<Self> {
+        let terminal = ratatui::try_init()?;
+        // Pasted text arrives whole, not as keys (a pasted line break
+        // would otherwise send).
+        let _ = crossterm::execute!(io::stdout(), EnableBracketedPaste);
+        Ok(Self {
+            terminal: Some(terminal),
+            ui,
+            client: None,
+            history,
+            quitting: false,
+            redraw: None,
+        })
+    }
+
+    fn draw(&mut self) {
+        let Some(terminal) = self.terminal.as_mut() else {
+            return;
+        };
+        let ui = &self.ui;
+        let mut view = None;
+        if let Err(e) = terminal.draw(|frame| view = Some(render::draw(frame, ui))) {
+            debug!(error = %e, "cannot draw");
+            return;
+        }
+        if let Some(view) = view {
+            self.ui.viewed(view.rows, view.max_scroll);
+        }
+    }
+
+    fn draw_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.redraw.is_none() {
+            self.redraw = Some(ctx.run_later(REDRAW_DELAY, |act, _| {
+                act.redraw = None;
+                act.draw();
+            }));
+        }
+    }
+
+    /// Gives the terminal back, says `why` (if anything) on stderr, and
+    /// ends the program with `code`.
+    fn finish(&mut self, code: i32, why: Option<String>) {
+        restore_terminal(&mut self.terminal);
+        if let Some(why) = why {
+            eprintln!("pigeon: {why}");
+        }
+        System::current().stop_with_code(code);
+    }
+
+    fn quit(&mut self) {
+        if self.quitting {
+            return;
+        }
+        self.quitting = true;
+        match &self.client {
+            Some(client) => {
+                self.ui
+                    .set_notice("logging out (waiting up to 5 s for messages on their way)…");
+                client.logout();
+            }
+            None => self.finish(0, None),
+        }
+    }
+
+    fn event(&mut self, event: ClientEvent, ctx: &mut Context<Self>) {
+        let effects = self.ui.on_event(&event, &now());
+        // Effects first: a conversation opened by this message reads its
+        // history before the message itself is written to it.
+        self.apply(effects, ctx);
+        match event {
+            ClientEvent::Message { from, time, text } => self.record(Record {
+                peer: from,
+                direction: Direction::Incoming,
+                talk_time: time.to_string(),
+                text,
+                delivery: StoredDelivery::Received,
+                id: None,
+            }),
+            ClientEvent::Delivered { id, .. } => self.set_delivery(id, StoredDelivery::Delivered),
+            ClientEvent::Failed { id, .. } => self.set_delivery(id, StoredDelivery::Failed),
+            ClientEvent::Refused { reason, detail } => {
+                self.finish(
+                    EXIT_REFUSED,
+                    Some(format!("login refused ({reason}): {detail}")),
+                );
+            }
+            ClientEvent::LoginFailed { reason } => {
+                self.finish(1, Some(format!("login failed: {reason}")));
+            }
+            ClientEvent::LoggedOut => self.finish(0, None),
+            _ => {}
+        }
+    }
+
+    fn record(&mut self, record: Record) {
+        let Some(history) = self.history.clone() else {
+            return;
+        };
+        // A failed write is a warning; the chat goes on.
+        let write = history.send(record);
+        actix::spawn(async move {
+            if let Ok(Err(e)) = write.await {
+                debug!(error = %e, "message not saved");
+            }
+        });
+    }
+
+    fn set_delivery(&mut self, id: MessageId, delivery: StoredDelivery) {
+        if let Some(history) = &self.history {
+            history.do_send(SetDelivery { id, delivery });
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { to, text } => self.send(to, text, ctx),
+                Effect::LoadHistory { peer, count, asked } => {
+                    let Some(history) = self.history.clone() else {
+                        continue;
+                    };
+                    let read = history.send(Recent {
+                        peer: peer.clone(),
+                        count,
+                    });
+                    ctx.spawn(read.into_actor(self).map(move |found, act, ctx| {
+                        let found = found.unwrap_or_else(|e| Err(e.to_string()));
+                        act.ui.history_loaded(&peer, asked, found);
+                        act.draw_soon(ctx);
+                    }));
+                }
+                Effect::Search { text } => {
+                    let Some(history) = self.history.clone() else {
+                        continue;
+                    };
+                    let search = history.send(Search { text: text.clone() });
+                    ctx.spawn(search.into_actor(self).map(move |found, act, ctx| {
+                        let found = found.unwrap_or_else(|e| Err(e.to_string()));
+                        act.ui.search_done(&text, found, &now());
+                        act.draw_soon(ctx);
+                    }));
+                }
+                Effect::SaveBell(on) => match &self.history {
+                    Some(history) => history.do_send(SaveSetting {
+                        key: BELL_SETTING,
+                        value: if on { "on" } else { "off" }.into(),
+                    }),
+                    None => self.ui.set_notice(format!(
+                        "bell {} for this run (without a history file it is not remembered)",
+                        if on { "on" } else { "off" }
+                    )),
+                },
+                Effect::Bell => {
+                    let mut out = io::stdout();
+                    let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+                }
+                Effect::Quit => self.quit(),
+            }
+        }
+    }
+
+    fn send(&mut self, to: UserName, text: String, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let sending = {
+            let to = to.clone();
+            let text = text.clone();
+            async move { client.send(to, text).await }
+        };
+        // Waiting keeps the lines in the order they were typed.
+        ctx.wait(sending.into_actor(self).map(move |sent, act, ctx| {
+            match sent {
+                Ok(sent) => {
+                    act.ui
+                        .message_sent(&to, sent.id, sent.confirmed, &text, &now());
+                    act.record(Record {
+                        peer: to,
+                        direction: Direction::Outgoing,
+                        talk_time: crate::clock::local_talk_time().to_string(),
+                        text,
+                        delivery: if sent.confirmed {
+                            StoredDelivery::Sending
+                        } else {
+                            StoredDelivery::Sent
+                        },
+                        id: sent.confirmed.then_some(sent.id),
+                    });
+                }
+                Err(e) => act.ui.message_refused(&to, &text, &e.to_string()),
+            }
+            act.draw_soon(ctx);
+        }));
+    }
+}
+
+/// Puts the terminal back: raw mode off, the main screen back, the cursor
+/// shown. Safe to call twice.
+fn restore_terminal(terminal: &mut Option<DefaultTerminal>) {
+    if terminal.take().is_some() {
+        let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste);
+        ratatui::restore();
+    }
+}
+
+/// The local time of day, for the lines of this run.
+fn now() -> Stamp {
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    Stamp::hm(now.hour(), now.minute())
+}
+
+impl Actor for TuiConsoleActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(EventStream::new());
+        self.draw();
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        restore_terminal(&mut self.terminal);
+    }
+}
+
+impl Handler<Attach> for TuiConsoleActor {
+    type Result = ();
+
+    fn handle(&mut self, Attach(client): Attach, _: &mut Context<Self>) {
+        self.client = Some(client);
+    }
+}
+
+impl Handler<ClientEvents> for TuiConsoleActor {
+    type Result = ();
+
+    fn handle(&mut self, ClientEvents(events): ClientEvents, ctx: &mut Context<Self>) {
+        for event in events {
+            self.event(event, ctx);
+        }
+        self.draw_soon(ctx);
+    }
+}
+
+impl Handler<Quit> for TuiConsoleActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) {
+        self.quit();
+        self.draw_soon(ctx);
+    }
+}
+
+impl StreamHandler<io::Result<Event>> for TuiConsoleActor {
+    fn handle(&mut self, event: io::Result<Event>, ctx: &mut Context<Self>) {
+        match event {
+            Ok(Event::Key(key)) => {
+                let effects = self.ui.on_key(key);
+                self.apply(effects, ctx);
+                self.draw();
+            }
+            Ok(Event::Paste(text)) => {
+                self.ui.on_paste(&text);
+                self.draw();
+            }
+            Ok(Event::Resize(..)) => self.draw(),
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, "cannot read the terminal");
+                self.quit();
+            }
+        }
+    }
+
+    /// The terminal is gone: log out.
+    fn finished(&mut self, _: &mut Context<Self>) {
+        self.quit();
+    }
+}

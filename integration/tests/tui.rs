@@ -1,0 +1,107 @@
+//! The terminal UI, driven the way a person uses it: the real `pigeon`
+//! binary in a pseudo-terminal, keys typed, the screen read back. Another
+//! client (plain mode) writes to it; the message shows up, is answered,
+//! and is still there, searchable, after a restart.
+
+use std::time::Duration;
+
+use integration::process::{binary, start_server, Proc};
+use integration::pty::PtyProc;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn ui(name: &str, server: &str, history: &str) -> anyhow::Result<PtyProc> {
+    PtyProc::spawn(
+        name,
+        &binary("pigeon")?,
+        &["--name", name, "--server", server, "--history", history],
+        100,
+        30,
+    )
+}
+
+#[test]
+fn a_message_from_another_client_shows_on_the_screen() -> anyhow::Result<()> {
+    let (_server, udp) = start_server()?;
+    let dir = tempfile::tempdir()?;
+    let history = dir.path().join("history.sqlite3");
+    let history = history.to_str().unwrap_or_default();
+
+    let mut alice = ui("alice", &udp, history)?;
+    alice.wait_for("logged in as alice", WAIT)?;
+    assert!(alice.alternate_screen(), "the UI takes the whole screen");
+
+    let mut bob = Proc::spawn(
+        "bob",
+        "pigeon",
+        &["--name", "bob", "--server", &udp],
+        "warn",
+    )?;
+    bob.expect_prefix("ready ", WAIT)?;
+    alice.wait_for("bob is online", WAIT)?;
+
+    // A message for a conversation not in view: a tab with an unread
+    // count, and a notice.
+    bob.send("/msg alice 你好 alice, from the other terminal")?;
+    let screen = alice.wait_for("1:bob(1)", WAIT)?;
+    assert!(
+        screen.contains("bob: 你好 alice, from the other terminal   (1 unread"),
+        "{screen}"
+    );
+
+    // Opening it shows the message; a reply goes back and is confirmed.
+    alice.type_keys("/open bob\r")?;
+    alice.wait_for("bob: 你好 alice, from the other terminal", WAIT)?;
+    alice.type_keys("hi bob, 收到\r")?;
+    let msg = bob.expect_prefix("msg alice ", WAIT)?;
+    assert!(msg.ends_with(" hi bob, 收到"), "{msg}");
+    alice.wait_for("alice: hi bob, 收到 ✓", WAIT)?;
+
+    // Ctrl-C logs out and gives the terminal back.
+    alice.type_keys("\x03")?;
+    assert_eq!(alice.wait_exit(WAIT)?, 0);
+    assert!(!alice.alternate_screen(), "the terminal is restored");
+    bob.expect("alice leaves", WAIT, |l| l == "offline alice")?;
+
+    // The conversation is still there after a restart, and searchable.
+    let mut alice = ui("alice", &udp, history)?;
+    alice.wait_for("logged in as alice", WAIT)?;
+    alice.type_keys("/open bob\r")?;
+    let screen = alice.wait_for("hi bob, 收到", WAIT)?;
+    assert!(
+        screen.contains("bob: 你好 alice, from the other terminal"),
+        "{screen}"
+    );
+    alice.type_keys("/search 收到\r")?;
+    let screen = alice.wait_for("1 message contains \"收到\"", WAIT)?;
+    assert!(screen.contains("alice → bob: hi bob, 收到"), "{screen}");
+    alice.type_keys("/quit\r")?;
+    assert_eq!(alice.wait_exit(WAIT)?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_damaged_history_file_is_a_warning_and_the_chat_works() -> anyhow::Result<()> {
+    let (_server, udp) = start_server()?;
+    let dir = tempfile::tempdir()?;
+    let history = dir.path().join("history.sqlite3");
+    std::fs::write(&history, "not a database ".repeat(300))?;
+
+    let mut carol = ui("carol", &udp, history.to_str().unwrap_or_default())?;
+    let screen = carol.wait_for("logged in as carol", WAIT)?;
+    assert!(screen.contains("history off"), "{screen}");
+    let mut dave = Proc::spawn(
+        "dave",
+        "pigeon",
+        &["--name", "dave", "--server", &udp],
+        "warn",
+    )?;
+    dave.expect_prefix("ready ", WAIT)?;
+    carol.wait_for("dave is online", WAIT)?;
+    carol.type_keys("/msg dave still chatting\r")?;
+    let msg = dave.expect_prefix("msg carol ", WAIT)?;
+    assert!(msg.ends_with(" still chatting"), "{msg}");
+    carol.type_keys("\x03")?;
+    assert_eq!(carol.wait_exit(WAIT)?, 0);
+    Ok(())
+}
