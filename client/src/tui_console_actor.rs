@@ -39,6 +39,8 @@ pub struct TuiConsoleActor {
     history: Option<Addr<HistoryActor>>,
     quitting: bool,
     redraw: Option<SpawnHandle>,
+    /// Whether a failed history write was reported already.
+    history_warned: bool,
 }
 
 impl TuiConsoleActor {
@@ -56,6 +58,7 @@ impl TuiConsoleActor {
             history,
             quitting: false,
             redraw: None,
+            history_warned: false,
         })
     }
 
@@ -114,14 +117,17 @@ impl TuiConsoleActor {
         // history before the message itself is written to it.
         self.apply(effects, ctx);
         match event {
-            ClientEvent::Message { from, time, text } => self.record(Record {
-                peer: from,
-                direction: Direction::Incoming,
-                talk_time: time.to_string(),
-                text,
-                delivery: StoredDelivery::Received,
-                id: None,
-            }),
+            ClientEvent::Message { from, time, text } => self.record(
+                Record {
+                    peer: from,
+                    direction: Direction::Incoming,
+                    talk_time: time.to_string(),
+                    text,
+                    delivery: StoredDelivery::Received,
+                    id: None,
+                },
+                ctx,
+            ),
             ClientEvent::Delivered { id, .. } => self.set_delivery(id, StoredDelivery::Delivered),
             ClientEvent::Failed { id, .. } => self.set_delivery(id, StoredDelivery::Failed),
             ClientEvent::Refused { reason, detail } => {
@@ -138,17 +144,25 @@ impl TuiConsoleActor {
         }
     }
 
-    fn record(&mut self, record: Record) {
+    fn record(&mut self, record: Record, ctx: &mut Context<Self>) {
         let Some(history) = self.history.clone() else {
             return;
         };
-        // A failed write is a warning; the chat goes on.
+        // A failed write is a warning (once); the chat goes on.
         let write = history.send(record);
-        actix::spawn(async move {
-            if let Ok(Err(e)) = write.await {
-                debug!(error = %e, "message not saved");
+        ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
+            let failure = match written {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            };
+            if !act.history_warned {
+                act.history_warned = true;
+                act.ui
+                    .set_notice(format!("history: a message was not saved: {failure}"));
+                act.draw_soon(ctx);
             }
-        });
+        }));
     }
 
     fn set_delivery(&mut self, id: MessageId, delivery: StoredDelivery) {
@@ -220,7 +234,7 @@ impl TuiConsoleActor {
                 Ok(sent) => {
                     act.ui
                         .message_sent(&to, sent.id, sent.confirmed, &text, &now());
-                    act.record(Record {
+                    let record = Record {
                         peer: to,
                         direction: Direction::Outgoing,
                         talk_time: crate::clock::local_talk_time().to_string(),
@@ -231,7 +245,8 @@ impl TuiConsoleActor {
                             StoredDelivery::Sent
                         },
                         id: sent.confirmed.then_some(sent.id),
-                    });
+                    };
+                    act.record(record, ctx);
                 }
                 Err(e) => act.ui.message_refused(&to, &text, &e.to_string()),
             }

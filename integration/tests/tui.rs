@@ -105,3 +105,35 @@ fn a_damaged_history_file_is_a_warning_and_the_chat_works() -> anyhow::Result<()
     assert_eq!(carol.wait_exit(WAIT)?, 0);
     Ok(())
 }
+
+#[test]
+fn a_history_file_locked_by_another_program_is_a_warning() -> anyhow::Result<()> {
+    let (_server, udp) = start_server()?;
+    let dir = tempfile::tempdir()?;
+    let history = dir.path().join("history.sqlite3");
+    let history_path = history.to_str().unwrap_or_default();
+
+    let mut erin = ui("erin", &udp, history_path)?;
+    erin.wait_for("logged in as erin", WAIT)?;
+    // Another program takes the file while erin chats.
+    let other = rusqlite::Connection::open(&history)?;
+    other.execute_batch("BEGIN EXCLUSIVE")?;
+    let mut frank = Proc::spawn(
+        "frank",
+        "pigeon",
+        &["--name", "frank", "--server", &udp],
+        "warn",
+    )?;
+    frank.expect_prefix("ready ", WAIT)?;
+    frank.send("/msg erin are you there?")?;
+    let screen = erin.wait_for("history: a message was not saved", WAIT)?;
+    assert!(screen.contains("1:frank(1)"), "{screen}");
+    // The chat goes on.
+    erin.type_keys("/msg frank yes\r")?;
+    let msg = frank.expect_prefix("msg erin ", WAIT)?;
+    assert!(msg.ends_with(" yes"), "{msg}");
+    other.execute_batch("ROLLBACK")?;
+    erin.type_keys("\x03")?;
+    assert_eq!(erin.wait_exit(WAIT)?, 0);
+    Ok(())
+}
