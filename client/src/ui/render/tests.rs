@@ -320,3 +320,34 @@ fn fit_and_sanitize() {
     assert_eq!(fit("abc", 10), "abc");
     assert_eq!(sanitize("a\tb\u{7}c\nd"), "a b\u{fffd}c\nd");
 }
+
+#[test]
+fn tiny_terminals_draw_without_breaking() {
+    let mut ui = logged_in(&["bob", "剑痴"]);
+    message(
+        &mut ui,
+        "剑痴",
+        "你好！今天中午一起吃饭吗？",
+        Stamp::hm(11, 58),
+    );
+    type_line(&mut ui, "/open 剑痴");
+    for c in "一二三四五六七八九十".chars() {
+        ui.on_key(key(KeyCode::Char(c)));
+    }
+    for (width, height) in [
+        (1, 1),
+        (2, 2),
+        (3, 5),
+        (5, 3),
+        (10, 4),
+        (20, 6),
+        (59, 5),
+        (60, 5),
+    ] {
+        let rows = screen(&mut ui, width, height);
+        assert_eq!(rows.len(), height as usize);
+        ui.on_key(key(KeyCode::Esc));
+        screen(&mut ui, width, height);
+        ui.on_key(key(KeyCode::Esc));
+    }
+}
