@@ -10,6 +10,46 @@ use integration::pty::PtyProc;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// A server, and a folder for history files that lives as long as it.
+struct Scene {
+    _server: Proc,
+    udp: String,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> anyhow::Result<Self> {
+        let (server, udp) = start_server()?;
+        Ok(Self {
+            _server: server,
+            udp,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    fn history(&self) -> std::path::PathBuf {
+        self.dir.path().join("history.sqlite3")
+    }
+
+    /// `name` in the terminal UI, with the scene's history file.
+    fn ui(&self, name: &str) -> anyhow::Result<PtyProc> {
+        let history = self.history();
+        ui(name, &self.udp, history.to_str().unwrap_or_default())
+    }
+
+    /// `name` in plain mode, logged in.
+    fn plain(&self, name: &str) -> anyhow::Result<Proc> {
+        let mut proc = Proc::spawn(
+            name,
+            "pigeon",
+            &["--name", name, "--server", &self.udp],
+            "warn",
+        )?;
+        proc.expect_prefix("ready ", WAIT)?;
+        Ok(proc)
+    }
+}
+
 fn ui(name: &str, server: &str, history: &str) -> anyhow::Result<PtyProc> {
     PtyProc::spawn(
         name,
@@ -22,22 +62,12 @@ fn ui(name: &str, server: &str, history: &str) -> anyhow::Result<PtyProc> {
 
 #[test]
 fn a_message_from_another_client_shows_on_the_screen() -> anyhow::Result<()> {
-    let (_server, udp) = start_server()?;
-    let dir = tempfile::tempdir()?;
-    let history = dir.path().join("history.sqlite3");
-    let history = history.to_str().unwrap_or_default();
-
-    let mut alice = ui("alice", &udp, history)?;
+    let scene = Scene::new()?;
+    let mut alice = scene.ui("alice")?;
     alice.wait_for("logged in as alice", WAIT)?;
     assert!(alice.alternate_screen(), "the UI takes the whole screen");
 
-    let mut bob = Proc::spawn(
-        "bob",
-        "pigeon",
-        &["--name", "bob", "--server", &udp],
-        "warn",
-    )?;
-    bob.expect_prefix("ready ", WAIT)?;
+    let mut bob = scene.plain("bob")?;
     alice.wait_for("bob is online", WAIT)?;
 
     // A message for a conversation not in view: a tab with an unread
@@ -64,7 +94,7 @@ fn a_message_from_another_client_shows_on_the_screen() -> anyhow::Result<()> {
     bob.expect("alice leaves", WAIT, |l| l == "offline alice")?;
 
     // The conversation is still there after a restart, and searchable.
-    let mut alice = ui("alice", &udp, history)?;
+    let mut alice = scene.ui("alice")?;
     alice.wait_for("logged in as alice", WAIT)?;
     alice.type_keys("/open bob\r")?;
     let screen = alice.wait_for("hi bob, 收到", WAIT)?;
@@ -82,21 +112,12 @@ fn a_message_from_another_client_shows_on_the_screen() -> anyhow::Result<()> {
 
 #[test]
 fn a_damaged_history_file_is_a_warning_and_the_chat_works() -> anyhow::Result<()> {
-    let (_server, udp) = start_server()?;
-    let dir = tempfile::tempdir()?;
-    let history = dir.path().join("history.sqlite3");
-    std::fs::write(&history, "not a database ".repeat(300))?;
-
-    let mut carol = ui("carol", &udp, history.to_str().unwrap_or_default())?;
+    let scene = Scene::new()?;
+    std::fs::write(scene.history(), "not a database ".repeat(300))?;
+    let mut carol = scene.ui("carol")?;
     let screen = carol.wait_for("logged in as carol", WAIT)?;
     assert!(screen.contains("history off"), "{screen}");
-    let mut dave = Proc::spawn(
-        "dave",
-        "pigeon",
-        &["--name", "dave", "--server", &udp],
-        "warn",
-    )?;
-    dave.expect_prefix("ready ", WAIT)?;
+    let mut dave = scene.plain("dave")?;
     carol.wait_for("dave is online", WAIT)?;
     carol.type_keys("/msg dave still chatting\r")?;
     let msg = dave.expect_prefix("msg carol ", WAIT)?;
@@ -108,23 +129,13 @@ fn a_damaged_history_file_is_a_warning_and_the_chat_works() -> anyhow::Result<()
 
 #[test]
 fn a_history_file_locked_by_another_program_is_a_warning() -> anyhow::Result<()> {
-    let (_server, udp) = start_server()?;
-    let dir = tempfile::tempdir()?;
-    let history = dir.path().join("history.sqlite3");
-    let history_path = history.to_str().unwrap_or_default();
-
-    let mut erin = ui("erin", &udp, history_path)?;
+    let scene = Scene::new()?;
+    let mut erin = scene.ui("erin")?;
     erin.wait_for("logged in as erin", WAIT)?;
     // Another program takes the file while erin chats.
-    let other = rusqlite::Connection::open(&history)?;
+    let other = rusqlite::Connection::open(scene.history())?;
     other.execute_batch("BEGIN EXCLUSIVE")?;
-    let mut frank = Proc::spawn(
-        "frank",
-        "pigeon",
-        &["--name", "frank", "--server", &udp],
-        "warn",
-    )?;
-    frank.expect_prefix("ready ", WAIT)?;
+    let mut frank = scene.plain("frank")?;
     frank.send("/msg erin are you there?")?;
     let screen = erin.wait_for("history: a message was not saved", WAIT)?;
     assert!(screen.contains("1:frank(1)"), "{screen}");
