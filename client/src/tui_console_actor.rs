@@ -47,7 +47,15 @@ impl TuiConsoleActor {
     /// Takes over the terminal for `ui`; `history`, if any, keeps the
     /// conversations.
     pub fn new(ui: UiState, history: Option<Addr<HistoryActor>>) -> io::Result<Self> {
+        // `try_init` also installs a panic hook that puts the terminal back
+        // before the panic is reported. The program then ends: a UI whose
+        // actor died would only leave a session nobody can see.
         let terminal = ratatui::try_init()?;
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            std::process::exit(101);
+        }));
         // Pasted text arrives whole, not as keys (a pasted line break
         // would otherwise send).
         let _ = crossterm::execute!(io::stdout(), EnableBracketedPaste);
