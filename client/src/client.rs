@@ -112,6 +112,14 @@ impl ClientHandle {
         config: ClientConfig,
         events: Recipient<ClientEvents>,
     ) -> Result<Self, StartError> {
+        Ok(Self::bind(config)?.start(events))
+    }
+
+    /// The first half of [`ClientHandle::start`]: binds the receive socket
+    /// and works out the endpoint, so that a front end can learn of a port
+    /// in use before it takes over the terminal. Must run inside an actix
+    /// `System`.
+    pub fn bind(config: ClientConfig) -> Result<BoundClient, StartError> {
         let server_ip = config.server.ip();
         if server_ip.is_unspecified() || server_ip.is_multicast() || config.server.port() == 0 {
             return Err(StartError::BadServer(config.server));
@@ -155,9 +163,10 @@ impl ClientHandle {
             delivery: config.delivery,
             drain_timeout: config.drain_timeout,
         };
-        let actor = SessionActor::new(session, sender, events, settings, stats.clone());
-        Ok(Self {
-            session: actor.start(),
+        Ok(BoundClient {
+            session,
+            sender,
+            settings,
             endpoint,
             stats,
         })
@@ -209,6 +218,39 @@ impl ClientHandle {
     /// `ClientEvent::LoggedOut`.
     pub fn logout(&self) {
         self.session.do_send(Logout);
+    }
+}
+
+/// A client whose socket is bound, not yet logging in: see
+/// [`ClientHandle::bind`].
+pub struct BoundClient {
+    session: Session,
+    sender: LocalSender,
+    settings: SessionSettings,
+    endpoint: PeerAddr,
+    stats: Arc<ClientStats>,
+}
+
+impl BoundClient {
+    /// The endpoint the client will announce.
+    pub fn endpoint(&self) -> PeerAddr {
+        self.endpoint
+    }
+
+    /// Starts logging in; `events` hears everything that follows.
+    pub fn start(self, events: Recipient<ClientEvents>) -> ClientHandle {
+        let actor = SessionActor::new(
+            self.session,
+            self.sender,
+            events,
+            self.settings,
+            self.stats.clone(),
+        );
+        ClientHandle {
+            session: actor.start(),
+            endpoint: self.endpoint,
+            stats: self.stats,
+        }
     }
 }
 

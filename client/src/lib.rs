@@ -23,6 +23,6 @@ pub mod session_actor;
 pub mod tui_console_actor;
 pub mod ui;
 
-pub use client::{ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
+pub use client::{BoundClient, ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
 pub use events::{ClientEvent, ClientEvents, MessageId};
 pub use session_actor::{SendTextError, Sent};

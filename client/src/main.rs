@@ -124,6 +124,11 @@ fn run(args: Args, tui: bool) -> i32 {
             }
             None => (None, None),
         };
+        // Bound first: a port in use is reported before the terminal UI
+        // takes the screen.
+        let mut config = ClientConfig::new(args.name.clone(), server_addr);
+        config.bind = bind;
+        let bound = ClientHandle::bind(config)?;
         let front_end = if tui {
             FrontEnd::of(start_tui(&args, hosting).await?)
         } else {
@@ -132,9 +137,7 @@ fn run(args: Args, tui: bool) -> i32 {
             }
             FrontEnd::of(PlainConsoleActor::new(args.verbose).start())
         };
-        let mut config = ClientConfig::new(args.name, server_addr);
-        config.bind = bind;
-        let client = ClientHandle::start(config, front_end.events)?;
+        let client = bound.start(front_end.events);
         front_end.attach.do_send(Attach(client));
         actix_rt::spawn(quit_on_signal(front_end.quit));
         anyhow::Ok(server)

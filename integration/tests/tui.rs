@@ -148,3 +148,30 @@ fn a_history_file_locked_by_another_program_is_a_warning() -> anyhow::Result<()>
     assert_eq!(erin.wait_exit(WAIT)?, 0);
     Ok(())
 }
+
+#[test]
+fn a_port_in_use_is_a_clear_error_on_a_restored_terminal() -> anyhow::Result<()> {
+    let scene = Scene::new()?;
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.to_string();
+    let mut ghost = PtyProc::spawn(
+        "ghost",
+        &binary("pigeon")?,
+        &[
+            "--name",
+            "ghost",
+            "--server",
+            &scene.udp,
+            "--bind",
+            &port,
+            "--no-history",
+        ],
+        100,
+        30,
+    )?;
+    assert_eq!(ghost.wait_exit(WAIT)?, 1);
+    assert!(!ghost.alternate_screen(), "the terminal is restored");
+    let screen = ghost.wait_for("cannot receive on", WAIT)?;
+    assert!(screen.contains(&port), "{screen}");
+    Ok(())
+}
