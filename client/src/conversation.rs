@@ -325,18 +325,7 @@ impl Conversation {
     /// protocol has no numbers to order or deduplicate by).
     pub fn talk_received(&mut self, talk: Talk) -> Vec<ConversationOutput> {
         let Talk { time, from, text } = talk;
-        self.record(ChatLine {
-            direction: Direction::Incoming,
-            time: time.clone(),
-            text: text.clone(),
-            delivery: Delivery::Received,
-            id: None,
-        });
-        vec![ConversationOutput::Emit(ClientEvent::Message {
-            from,
-            time,
-            text,
-        })]
+        vec![self.received(from, time, text)]
     }
 
     /// A `chat` part from the peer.
@@ -416,6 +405,12 @@ impl Conversation {
             return None;
         }
         let Partial { time, text, .. } = stream.partial.take()?;
+        Some(self.received(chat.from, time, text))
+    }
+
+    /// A whole message from the peer: into the history, and out to the
+    /// front end.
+    fn received(&mut self, from: UserName, time: TalkTime, text: String) -> ConversationOutput {
         self.record(ChatLine {
             direction: Direction::Incoming,
             time: time.clone(),
@@ -423,11 +418,7 @@ impl Conversation {
             delivery: Delivery::Received,
             id: None,
         });
-        Some(ConversationOutput::Emit(ClientEvent::Message {
-            from: chat.from,
-            time,
-            text,
-        }))
+        ConversationOutput::Emit(ClientEvent::Message { from, time, text })
     }
 
     /// An acknowledgement from the peer.

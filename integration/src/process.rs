@@ -33,16 +33,29 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 pub fn start_server() -> anyhow::Result<(Proc, String)> {
     let mut server = Proc::spawn("server", "pigeon-server", &["--udp", "127.0.0.1:0"], "info")?;
     let line = server.expect_prefix("listening ", Duration::from_secs(15))?;
-    // listening udp=127.0.0.1:PORT tcp=127.0.0.1:PORT
-    let udp = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("udp="))
-        .ok_or_else(|| anyhow!("no udp= in {line:?}"))?
-        .to_owned();
     if !line.contains(" tcp=127.0.0.1:") {
         bail!("no tcp= in {line:?}");
     }
-    Ok((server, udp))
+    Ok((server, udp_of(&line)?))
+}
+
+/// The UDP address in the server's `listening udp=IP:PORT tcp=IP:PORT`.
+pub fn udp_of(line: &str) -> anyhow::Result<String> {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("udp="))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no udp= in {line:?}"))
+}
+
+/// `pigeon --name NAME --server SERVER`, in plain mode (its stdio are
+/// pipes), logging warnings.
+pub fn pigeon(name: &str, server: &str) -> anyhow::Result<Proc> {
+    Proc::spawn(
+        name,
+        "pigeon",
+        &["--name", name, "--server", server],
+        "warn",
+    )
 }
 
 /// A running binary with its output collected.

@@ -7,27 +7,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use integration::harness::{init_tracing, local_server_config, TestClient};
-use integration::process::Proc;
+use integration::process::{pigeon, udp_of, Proc};
 use pigeon_client::ClientEvent;
 use pigeon_server::{ServerConfig, ServerHandle};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn pigeon(name: &str, server: &str) -> anyhow::Result<Proc> {
-    Proc::spawn(
-        name,
-        "pigeon",
-        &["--name", name, "--server", server],
-        "warn",
-    )
-}
-
-fn udp_of(line: &str) -> anyhow::Result<String> {
-    line.split_whitespace()
-        .find_map(|field| field.strip_prefix("udp="))
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no udp= in {line:?}"))
-}
 
 #[test]
 fn a_client_killed_with_sigkill_leaves_every_roster_within_the_timeout() -> anyhow::Result<()> {

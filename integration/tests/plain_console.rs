@@ -4,18 +4,9 @@
 
 use std::time::Duration;
 
-use integration::process::{start_server, Proc};
+use integration::process::{pigeon, start_server, Proc};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn pigeon(name: &str, server: &str) -> anyhow::Result<Proc> {
-    Proc::spawn(
-        name,
-        "pigeon",
-        &["--name", name, "--server", server],
-        "warn",
-    )
-}
 
 #[test]
 fn binaries_chat_through_the_plain_console() -> anyhow::Result<()> {

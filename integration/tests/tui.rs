@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use integration::process::{binary, start_server, Proc};
+use integration::process::{binary, pigeon, start_server, Proc};
 use integration::pty::PtyProc;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -39,12 +39,7 @@ impl Scene {
 
     /// `name` in plain mode, logged in.
     fn plain(&self, name: &str) -> anyhow::Result<Proc> {
-        let mut proc = Proc::spawn(
-            name,
-            "pigeon",
-            &["--name", name, "--server", &self.udp],
-            "warn",
-        )?;
+        let mut proc = pigeon(name, &self.udp)?;
         proc.expect_prefix("ready ", WAIT)?;
         Ok(proc)
     }

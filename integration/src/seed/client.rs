@@ -39,13 +39,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
-    decode_unicode, dotnet_endpoint_string, dotnet_int_parse, dotnet_split, is_timeout,
-    parse_seed_endpoint, read_dotnet_string, send_anonymous, MAX_DOTNET_STRING, POLL_INTERVAL,
+    dotnet_endpoint_string, dotnet_int_parse, dotnet_split, parse_seed_endpoint,
+    read_dotnet_string, receive_loop, send_anonymous, MAX_DOTNET_STRING, POLL_INTERVAL,
 };
-
-/// Largest datagram the receive loop accepts (`UdpClient.Receive` uses a
-/// 64 KiB buffer).
-const MAX_DATAGRAM: usize = 65_536;
 
 /// How long the `Accept` handler waits for the TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -332,27 +328,10 @@ fn long_time_string() -> String {
 /// handler's own `try` (a missing field, a socket error) leaves the loop, as
 /// the seed's `catch { break; }` does.
 fn receive_message(socket: &UdpSocket, shared: &Arc<Shared>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let reason = loop {
-        let (len, remote) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                if shared.stop.load(Ordering::SeqCst) {
-                    break "stopped".to_string();
-                }
-                continue;
-            }
-            Err(e) => break format!("receive failed: {e}"),
-        };
-        if shared.stop.load(Ordering::SeqCst) {
-            break "stopped".to_string();
-        }
-        let message = decode_unicode(&buf[..len]);
+    let reason = receive_loop(socket, &shared.stop, |message, remote| {
         shared.add_log(format!("{}:{message}", dotnet_endpoint_string(remote)));
-        if let Err(reason) = handle_message(&message, remote, shared) {
-            break reason;
-        }
-    };
+        handle_message(message, remote, shared)
+    });
     let mut view = shared.view();
     view.receiving = false;
     view.log.push(format!("receive loop ended ({reason})"));

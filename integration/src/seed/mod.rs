@@ -224,6 +224,41 @@ fn read_exact_interruptible(
     Ok(())
 }
 
+/// Largest datagram the receive loop accepts (`UdpClient.Receive` uses a
+/// 64 KiB buffer).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// The receive loop of both seed peers' `ReceiveMessage`: each datagram is
+/// decoded as `Encoding.Unicode` and given to `handle` with its sender, until
+/// `handle` fails (the seed's `catch { break; }`), the socket fails, or `stop`
+/// is set (checked at each read timeout). Returns why it ended.
+pub(crate) fn receive_loop(
+    socket: &UdpSocket,
+    stop: &AtomicBool,
+    mut handle: impl FnMut(&str, SocketAddr) -> Result<(), String>,
+) -> String {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (len, remote) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                if stop.load(Ordering::SeqCst) {
+                    return "stopped".to_string();
+                }
+                continue;
+            }
+            Err(e) => return format!("receive failed: {e}"),
+        };
+        if stop.load(Ordering::SeqCst) {
+            return "stopped".to_string();
+        }
+        let message = decode_unicode(buf.get(..len).unwrap_or_default());
+        if let Err(reason) = handle(&message, remote) {
+            return reason;
+        }
+    }
+}
+
 /// Whether an I/O error is a read timeout (the platform reports either kind).
 pub(crate) fn is_timeout(error: &io::Error) -> bool {
     matches!(

@@ -21,13 +21,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::{
-    decode_unicode, dotnet_endpoint_string, dotnet_split, is_timeout, parse_seed_endpoint,
+    dotnet_endpoint_string, dotnet_split, is_timeout, parse_seed_endpoint, receive_loop,
     send_anonymous, write_dotnet_string, POLL_INTERVAL,
 };
-
-/// Largest datagram the receive loop accepts (`UdpClient.Receive` uses a
-/// 64 KiB buffer).
-const MAX_DATAGRAM: usize = 65_536;
 
 /// How long a roster write may block before the connection is given up.
 const ROSTER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,27 +221,10 @@ impl std::fmt::Debug for SeedServer {
 /// failure (a missing field, a bad endpoint, a failed send, a socket error)
 /// leaves the loop, as the seed's `catch { break; }` does.
 fn receive_message(udp: &UdpSocket, udp_addr: SocketAddr, tcp_port: u16, shared: &Shared) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let reason = loop {
-        let (len, remote) = match udp.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                if shared.stop.load(Ordering::SeqCst) {
-                    break "stopped".to_string();
-                }
-                continue;
-            }
-            Err(e) => break format!("receive failed: {e}"),
-        };
-        if shared.stop.load(Ordering::SeqCst) {
-            break "stopped".to_string();
-        }
-        let message = decode_unicode(&buf[..len]);
+    let reason = receive_loop(udp, &shared.stop, |message, remote| {
         shared.add_log(format!("{}:{message}", dotnet_endpoint_string(remote)));
-        if let Err(reason) = handle_message(&message, tcp_port, shared) {
-            break reason;
-        }
-    };
+        handle_message(message, tcp_port, shared)
+    });
     shared.add_log(format!(
         "service thread {} ended ({reason})",
         dotnet_endpoint_string(udp_addr)
