@@ -6,11 +6,12 @@
 //! The terminal is put back as it was on every way out: logout, a refused
 //! login, an error, and a panic (ratatui's panic hook).
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::time::Duration;
 
 use actix::prelude::*;
-use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event, EventStream};
+use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event};
 use pigeon_shared::UserName;
 use ratatui::DefaultTerminal;
 use tracing::debug;
@@ -23,6 +24,7 @@ use crate::history_actor::{HistoryActor, Recent, Record, SaveSetting, Search, Se
 use crate::plain_console_actor::EXIT_REFUSED;
 use crate::ui::render;
 use crate::ui::state::{Effect, Stamp, UiState};
+use crate::ui::terminal_input::terminal_events;
 
 /// Client events are drawn at most this often; keys at once.
 const REDRAW_DELAY: Duration = Duration::from_millis(15);
@@ -41,6 +43,12 @@ pub struct TuiConsoleActor {
     redraw: Option<SpawnHandle>,
     /// Whether a failed history write was reported already.
     history_warned: bool,
+    /// Terminal events read but not yet handled: those behind a message
+    /// being handed to the client wait for it, so lines go out in the
+    /// order they were typed.
+    input: VecDeque<io::Result<Event>>,
+    /// A message is being handed to the client.
+    sending: bool,
 }
 
 impl TuiConsoleActor {
@@ -67,6 +75,8 @@ impl TuiConsoleActor {
             quitting: false,
             redraw: None,
             history_warned: false,
+            input: VecDeque::new(),
+            sending: false,
         })
     }
 
@@ -236,8 +246,11 @@ impl TuiConsoleActor {
             let text = text.clone();
             async move { client.send(to, text).await }
         };
-        // Waiting keeps the lines in the order they were typed.
+        // Waiting keeps the lines in the order they were typed, and the
+        // line in place before its delivery is reported.
+        self.sending = true;
         ctx.wait(sending.into_actor(self).map(move |sent, act, ctx| {
+            act.sending = false;
             match sent {
                 Ok(sent) => {
                     act.ui
@@ -258,8 +271,32 @@ impl TuiConsoleActor {
                 }
                 Err(e) => act.ui.message_refused(&to, &text, &e.to_string()),
             }
-            act.draw_soon(ctx);
+            // Keys typed after the line, if any, come next.
+            act.handle_input(ctx);
         }));
+    }
+
+    /// Handles the terminal events waiting, in order, up to a line that
+    /// must be sent first; then draws once.
+    fn handle_input(&mut self, ctx: &mut Context<Self>) {
+        while !self.sending {
+            let Some(event) = self.input.pop_front() else {
+                break;
+            };
+            match event {
+                Ok(Event::Key(key)) => {
+                    let effects = self.ui.on_key(key);
+                    self.apply(effects, ctx);
+                }
+                Ok(Event::Paste(text)) => self.ui.on_paste(&text),
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "cannot read the terminal");
+                    self.quit();
+                }
+            }
+        }
+        self.draw();
     }
 }
 
@@ -283,7 +320,12 @@ impl Actor for TuiConsoleActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(EventStream::new());
+        match terminal_events() {
+            Ok(events) => {
+                ctx.add_stream(events);
+            }
+            Err(e) => self.finish(1, Some(format!("cannot read the terminal: {e}"))),
+        }
         self.draw();
     }
 
@@ -320,25 +362,11 @@ impl Handler<Quit> for TuiConsoleActor {
     }
 }
 
-impl StreamHandler<io::Result<Event>> for TuiConsoleActor {
-    fn handle(&mut self, event: io::Result<Event>, ctx: &mut Context<Self>) {
-        match event {
-            Ok(Event::Key(key)) => {
-                let effects = self.ui.on_key(key);
-                self.apply(effects, ctx);
-                self.draw();
-            }
-            Ok(Event::Paste(text)) => {
-                self.ui.on_paste(&text);
-                self.draw();
-            }
-            Ok(Event::Resize(..)) => self.draw(),
-            Ok(_) => {}
-            Err(e) => {
-                debug!(error = %e, "cannot read the terminal");
-                self.quit();
-            }
-        }
+impl StreamHandler<Vec<io::Result<Event>>> for TuiConsoleActor {
+    /// Everything typed (or pasted, or resized) since the last batch.
+    fn handle(&mut self, events: Vec<io::Result<Event>>, ctx: &mut Context<Self>) {
+        self.input.extend(events);
+        self.handle_input(ctx);
     }
 
     /// The terminal is gone: log out.

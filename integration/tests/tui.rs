@@ -170,3 +170,24 @@ fn a_port_in_use_is_a_clear_error_on_a_restored_terminal() -> anyhow::Result<()>
     assert!(screen.contains(&port), "{screen}");
     Ok(())
 }
+
+#[test]
+fn a_burst_of_typed_text_is_sent_whole() -> anyhow::Result<()> {
+    let scene = Scene::new()?;
+    let mut gina = scene.ui("gina")?;
+    gina.wait_for("logged in as gina", WAIT)?;
+    let mut hank = scene.plain("hank")?;
+    gina.wait_for("hank is online", WAIT)?;
+    // 4 KB typed at once (no bracketed paste: every character is a key).
+    let text: String = (0..4096)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let started = std::time::Instant::now();
+    gina.type_keys(&format!("/msg hank {text}\r"))?;
+    let msg = hank.expect_prefix("msg gina ", WAIT)?;
+    eprintln!("burst sent in {:?}", started.elapsed());
+    assert!(msg.ends_with(&format!(" {text}")), "{} chars", msg.len());
+    gina.type_keys("\x03")?;
+    assert_eq!(gina.wait_exit(WAIT)?, 0);
+    Ok(())
+}

@@ -6,3 +6,4 @@
 pub mod input;
 pub mod render;
 pub mod state;
+pub mod terminal_input;
