@@ -11,7 +11,7 @@ use pigeon_client::front_end::{Attach, Quit};
 use pigeon_client::history::{self, History};
 use pigeon_client::history_actor::{HistoryActor, LoadSetting};
 use pigeon_client::plain_console_actor::PlainConsoleActor;
-use pigeon_client::tui_console_actor::{TuiConsoleActor, BELL_SETTING};
+use pigeon_client::tui_console_actor::{give_back_terminal, TuiConsoleActor, BELL_SETTING};
 use pigeon_client::ui::state::{Stamp, UiState};
 use pigeon_client::{ClientConfig, ClientEvents, ClientHandle, DEFAULT_BIND};
 use pigeon_server::{init_tracing, BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
@@ -157,11 +157,9 @@ fn run(args: Args, tui: bool) -> i32 {
             1
         }
     };
-    if tui {
-        // The terminal UI gives the terminal back as it ends; this covers
-        // any other way out.
-        ratatui::restore();
-    }
+    // The terminal UI gives the terminal back as it ends; this covers any
+    // other way out, and does nothing if it is back already.
+    give_back_terminal();
     code
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -28,6 +29,13 @@ use crate::ui::terminal_input::terminal_events;
 
 /// Client events are drawn at most this often; keys at once.
 const REDRAW_DELAY: Duration = Duration::from_millis(15);
+
+/// Whether the terminal is in the UI's hands (raw mode, the alternate
+/// screen). Putting it back twice would be wrong: leaving the alternate
+/// screen also moves the cursor back to where it was when the UI began,
+/// so whatever was printed after the first time (the reason the program
+/// ends) would be overwritten by the shell's prompt.
+static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The history setting that keeps `/bell`.
 pub const BELL_SETTING: &str = "bell";
@@ -55,12 +63,15 @@ impl TuiConsoleActor {
     /// Takes over the terminal for `ui`; `history`, if any, keeps the
     /// conversations.
     pub fn new(ui: UiState, history: Option<Addr<HistoryActor>>) -> io::Result<Self> {
-        // `try_init` also installs a panic hook that puts the terminal back
-        // before the panic is reported. The program then ends: a UI whose
-        // actor died would only leave a session nobody can see.
-        let terminal = ratatui::try_init()?;
+        // A panic puts the terminal back before it is reported, and ends
+        // the program: a UI whose actor died would only leave a session
+        // nobody can see. (This replaces the hook `try_init` installs, which
+        // would put the terminal back even if it was back already.)
         let report = std::panic::take_hook();
+        let terminal = ratatui::try_init()?;
+        TERMINAL_TAKEN.store(true, Ordering::SeqCst);
         std::panic::set_hook(Box::new(move |info| {
+            give_back_terminal();
             report(info);
             std::process::exit(101);
         }));
@@ -304,6 +315,14 @@ impl TuiConsoleActor {
 /// shown. Safe to call twice.
 fn restore_terminal(terminal: &mut Option<DefaultTerminal>) {
     if terminal.take().is_some() {
+        give_back_terminal();
+    }
+}
+
+/// Puts the terminal back if the terminal UI still has it; otherwise does
+/// nothing (see [`TERMINAL_TAKEN`]). For every way out of the program.
+pub fn give_back_terminal() {
+    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
         let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste);
         ratatui::restore();
     }

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ pub struct PtyProc {
     _master: Box<dyn MasterPty + Send>,
     writer: Box<dyn Write + Send>,
     screen: Arc<Mutex<vt100::Parser>>,
+    /// Set once everything the program wrote has been read.
+    closed: Arc<AtomicBool>,
 }
 
 impl PtyProc {
@@ -55,6 +58,8 @@ impl PtyProc {
         let writer = pair.master.take_writer()?;
         let screen = Arc::new(Mutex::new(vt100::Parser::new(nz_rows, nz_cols, 0)));
         let feed = screen.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let eof = closed.clone();
         std::thread::Builder::new()
             .name(format!("{label}-pty"))
             .spawn(move || {
@@ -67,6 +72,7 @@ impl PtyProc {
                         parser.process(bytes);
                     }
                 }
+                eof.store(true, Ordering::SeqCst);
             })?;
         Ok(Self {
             label: label.to_owned(),
@@ -74,6 +80,7 @@ impl PtyProc {
             _master: pair.master,
             writer,
             screen,
+            closed,
         })
     }
 
@@ -141,6 +148,34 @@ impl PtyProc {
                 bail!("{} did not exit within {wait:?}", self.label);
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until everything the program wrote (it has ended) is on the
+    /// screen.
+    pub fn wait_output_done(&self, wait: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + wait;
+        while !self.closed.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: its terminal was not closed within {wait:?}",
+                    self.label
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Writes `text` where the cursor is, as a shell does with its prompt
+    /// when a program ends; the screen after it.
+    pub fn shell_prints(&self, text: &str) -> String {
+        match self.screen.lock() {
+            Ok(mut parser) => {
+                parser.process(text.as_bytes());
+                parser.screen().contents()
+            }
+            Err(_) => String::new(),
         }
     }
 

@@ -191,3 +191,25 @@ fn a_burst_of_typed_text_is_sent_whole() -> anyhow::Result<()> {
     assert_eq!(gina.wait_exit(WAIT)?, 0);
     Ok(())
 }
+
+#[test]
+fn a_refused_login_leaves_its_reason_readable_after_exit() -> anyhow::Result<()> {
+    let scene = Scene::new()?;
+    let mut ivy = scene.ui("ivy")?;
+    ivy.wait_for("logged in as ivy", WAIT)?;
+    let mut again = scene.ui("ivy")?;
+    assert_eq!(again.wait_exit(WAIT)?, 2, "refused: exit status 2");
+    again.wait_output_done(WAIT)?;
+    assert!(!again.alternate_screen(), "the terminal is restored");
+    // The shell's prompt goes below the message, not over it.
+    let screen = again.shell_prints("$ ");
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "pigeon: login refused (name-taken): ivy is already online")
+        .ok_or_else(|| anyhow::anyhow!("no whole message on the screen:\n{screen}"))?;
+    assert_eq!(lines.get(at + 1), Some(&"$"), "{screen}");
+    ivy.type_keys("\x03")?;
+    assert_eq!(ivy.wait_exit(WAIT)?, 0);
+    Ok(())
+}
