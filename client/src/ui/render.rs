@@ -252,13 +252,31 @@ fn line_rows<'a>(line: &'a Line, ui: &UiState, width: usize) -> Vec<TextLine<'a>
 }
 
 fn draw_notice(frame: &mut Frame, ui: &UiState, area: Rect) {
-    if let Some(notice) = ui.notice() {
+    if let Some((text, hint)) = ui.notice_parts() {
+        let line = fit_with_hint(
+            &sanitize_one_line(text),
+            &sanitize_one_line(hint),
+            area.width as usize,
+        );
         frame.render_widget(
-            Paragraph::new(fit(&sanitize_one_line(notice), area.width as usize))
-                .style(Style::new().fg(Color::Yellow)),
+            Paragraph::new(line).style(Style::new().fg(Color::Yellow)),
             area,
         );
     }
+}
+
+/// `text` then `hint` in `width` columns: when both do not fit, the text
+/// is cut (ending in `…`) so that the hint shows whole; only a hint wider
+/// than the line is cut itself.
+pub fn fit_with_hint(text: &str, hint: &str, width: usize) -> String {
+    if text.width() + hint.width() <= width {
+        return format!("{text}{hint}");
+    }
+    let room = width.saturating_sub(hint.width());
+    if room < 2 {
+        return fit(&format!("{text}{hint}"), width);
+    }
+    format!("{}…{hint}", fit(text, room - 1))
 }
 
 fn draw_input(frame: &mut Frame, ui: &UiState, area: Rect) {

@@ -175,6 +175,32 @@ pub enum Effect {
     Quit,
 }
 
+/// The one-line notice at the bottom: `line` is the whole text; from
+/// `hint_at` on it is a hint (how to open the conversation, say) that must
+/// stay visible, so a narrow terminal cuts the text before it instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    line: String,
+    hint_at: usize,
+    /// The conversation the notice announces: it goes once that is in view.
+    about: Option<UserName>,
+}
+
+impl Notice {
+    fn plain(text: String) -> Self {
+        Self {
+            hint_at: text.len(),
+            line: text,
+            about: None,
+        }
+    }
+
+    /// The text, and the hint that must stay visible (may be empty).
+    pub fn parts(&self) -> (&str, &str) {
+        self.line.split_at(self.hint_at.min(self.line.len()))
+    }
+}
+
 /// One user on the roster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RosterUser {
@@ -199,7 +225,7 @@ pub struct UiState {
     /// closing one when too many are open.
     looked_at: Vec<UserName>,
     input: LineEditor,
-    notice: Option<String>,
+    notice: Option<Notice>,
     bell: bool,
     history: bool,
     /// Rows the conversation area showed last time (PageUp's step), and
@@ -283,8 +309,14 @@ impl UiState {
         &self.input
     }
 
+    /// The notice's whole line.
     pub fn notice(&self) -> Option<&str> {
-        self.notice.as_deref()
+        self.notice.as_ref().map(|n| n.line.as_str())
+    }
+
+    /// The notice, with its hint apart.
+    pub fn notice_parts(&self) -> Option<(&str, &str)> {
+        self.notice.as_ref().map(Notice::parts)
     }
 
     pub fn bell(&self) -> bool {
@@ -376,7 +408,7 @@ impl UiState {
             }
             ClientEvent::Failed { to, id, text } => {
                 self.mark(to, *id, Mark::Failed);
-                self.notice = Some(format!("not delivered to {to}: {}", preview(text, 60)));
+                self.set_notice(format!("not delivered to {to}: {}", preview(text, 60)));
                 Vec::new()
             }
             ClientEvent::ServerLost { reason } => {
@@ -428,11 +460,18 @@ impl UiState {
         }
         if !in_view {
             let unread = self.unread(from.as_str());
-            self.notice = Some(format!(
-                "{from}: {}   ({unread} unread; Alt-{} or /open {from})",
-                preview(text, 50),
-                index.min(9)
-            ));
+            let text = format!("{from}: {}", preview(text, MAX_PREVIEW_CHARS));
+            let keys = if index <= 9 {
+                format!("Alt-{index} or ")
+            } else {
+                String::new()
+            };
+            let hint = format!("   ({unread} unread; {keys}/open {from})");
+            self.notice = Some(Notice {
+                hint_at: text.len(),
+                line: text + &hint,
+                about: Some(from.clone()),
+            });
             if self.bell {
                 effects.push(Effect::Bell);
             }
@@ -471,7 +510,7 @@ impl UiState {
     /// A message this user typed could not be sent at all (`why`); the
     /// text comes back to the input line if that is empty.
     pub fn message_refused(&mut self, to: &UserName, text: &str, why: &str) {
-        self.notice = Some(format!("not sent to {to}: {why}"));
+        self.set_notice(format!("not sent to {to}: {why}"));
         if self.input.is_empty() {
             self.input.set_text(text);
         }
@@ -488,7 +527,7 @@ impl UiState {
         let found = match found {
             Ok(found) => found,
             Err(why) => {
-                self.notice = Some(format!("history not available: {why}"));
+                self.set_notice(format!("history not available: {why}"));
                 return;
             }
         };
@@ -528,7 +567,7 @@ impl UiState {
         }
         if asked {
             tab.scroll = 0;
-            self.notice = Some(match count {
+            self.set_notice(match count {
                 0 => format!("no earlier messages with {peer}"),
                 n => format!("{n} earlier messages with {peer}"),
             });
@@ -580,7 +619,7 @@ impl UiState {
 
     /// A one-line notice at the bottom (a warning, say).
     pub fn set_notice(&mut self, text: impl Into<String>) {
-        self.notice = Some(text.into());
+        self.notice = Some(Notice::plain(text.into()));
     }
 
     // --- Keys. ---
@@ -707,7 +746,7 @@ impl UiState {
             Ok(Some(command)) => command,
             Ok(None) => return Vec::new(),
             Err(e) => {
-                self.notice = Some(e.to_string());
+                self.set_notice(e.to_string());
                 return Vec::new();
             }
         };
@@ -742,7 +781,7 @@ impl UiState {
                         asked: true,
                     });
                 } else {
-                    self.notice = Some("history is off (--no-history)".into());
+                    self.set_notice("history is off (--no-history)");
                 }
                 effects
             }
@@ -750,13 +789,13 @@ impl UiState {
                 if self.history {
                     vec![Effect::Search { text }]
                 } else {
-                    self.notice = Some("history is off (--no-history)".into());
+                    self.set_notice("history is off (--no-history)");
                     Vec::new()
                 }
             }
             Command::Bell { on } => {
                 self.bell = on;
-                self.notice = Some(format!("bell {}", if on { "on" } else { "off" }));
+                self.set_notice(format!("bell {}", if on { "on" } else { "off" }));
                 vec![Effect::SaveBell(on)]
             }
             Command::Help => {
@@ -778,9 +817,8 @@ impl UiState {
                 text,
             }],
             _ => {
-                self.notice = Some(
-                    "pick someone first: Esc and Enter on a name, or /open NAME, or /msg NAME TEXT"
-                        .into(),
+                self.set_notice(
+                    "pick someone first: Esc and Enter on a name, or /open NAME, or /msg NAME TEXT",
                 );
                 self.input.set_text(&text);
                 Vec::new()
@@ -839,6 +877,14 @@ impl UiState {
             tab.unread = 0;
             if let TabKind::Chat(peer) = &tab.kind {
                 let peer = peer.clone();
+                // The news is read: its notice goes.
+                if self
+                    .notice
+                    .as_ref()
+                    .is_some_and(|n| n.about.as_ref() == Some(&peer))
+                {
+                    self.notice = None;
+                }
                 self.looked_at.retain(|n| *n != peer);
                 self.looked_at.push(peer);
             }
@@ -853,7 +899,7 @@ impl UiState {
 
     fn close_active(&mut self) {
         if self.active == 0 {
-            self.notice = Some("the status tab stays open".into());
+            self.set_notice("the status tab stays open");
             return;
         }
         if let Some(tab) = self.tabs.get(self.active) {
@@ -923,6 +969,10 @@ impl UiState {
         self.roster_cursor = self.roster_cursor.min(self.roster.len().saturating_sub(1));
     }
 }
+
+/// Characters of a message kept for its notice; the screen shows as many
+/// as fit.
+const MAX_PREVIEW_CHARS: usize = 200;
 
 /// The first `chars` characters of `text` on one line.
 fn preview(text: &str, chars: usize) -> String {

@@ -351,3 +351,37 @@ fn tiny_terminals_draw_without_breaking() {
         ui.on_key(key(KeyCode::Esc));
     }
 }
+
+#[test]
+fn a_long_chinese_notice_keeps_its_hint_in_view() {
+    let mut ui = logged_in(&["bob", "剑痴"]);
+    // Fifty Chinese characters take a hundred columns.
+    let text = "你好".repeat(25);
+    message(&mut ui, "剑痴", &text, Stamp::hm(9, 31));
+    for width in [80u16, 60, 45] {
+        let rows = screen(&mut ui, width, 12);
+        let notice = &rows[9];
+        assert!(
+            notice.ends_with("   (1 unread; Alt-1 or /open 剑痴)"),
+            "{width} columns: {notice:?}"
+        );
+        assert!(notice.starts_with("剑痴: 你好"), "{notice:?}");
+        assert!(notice.contains('…'), "the message is cut: {notice:?}");
+        assert!(notice.width() <= usize::from(width), "{notice:?}");
+    }
+    // Wide enough for all of it: nothing is cut.
+    let rows = screen(&mut ui, 160, 12);
+    assert_eq!(
+        rows[9],
+        format!("剑痴: {text}   (1 unread; Alt-1 or /open 剑痴)")
+    );
+}
+
+#[test]
+fn fit_with_hint_cuts_the_text_by_columns() {
+    assert_eq!(fit_with_hint("abc", " (x)", 10), "abc (x)");
+    assert_eq!(fit_with_hint("你好你好你好", " (x)", 10), "你好… (x)");
+    assert_eq!(fit_with_hint("abcdefgh", " (x)", 10), "abcde… (x)");
+    // A hint wider than the line is cut itself.
+    assert_eq!(fit_with_hint("abc", " (a long hint)", 6), "abc (a");
+}

@@ -483,3 +483,48 @@ fn connection_state_follows_the_session() {
     ui.on_event(&ClientEvent::Reconnected { online: 3 }, &at());
     assert_eq!(ui.connection(), &Connection::Online);
 }
+
+#[test]
+fn the_unread_notice_goes_when_its_conversation_comes_into_view() {
+    // By /open.
+    let mut ui = ready(false, false);
+    ui.on_event(&message("bob", "are you there?"), &at());
+    assert!(ui.notice().unwrap().contains("1 unread"));
+    type_line(&mut ui, "/open bob");
+    assert_eq!(ui.notice(), None);
+
+    // By Alt-N.
+    let mut ui = ready(false, false);
+    ui.on_event(&message("bob", "are you there?"), &at());
+    ui.on_key(alt(KeyCode::Char('1')));
+    assert_eq!(ui.notice(), None);
+
+    // By Esc and Enter on the roster.
+    let mut ui = ready(false, false);
+    ui.on_event(&message("bob", "are you there?"), &at());
+    ui.on_key(key(KeyCode::Esc));
+    ui.on_key(key(KeyCode::Enter));
+    assert_eq!(ui.active_tab().map(Tab::title), Some("bob"));
+    assert_eq!(ui.notice(), None);
+
+    // Another conversation coming into view leaves it.
+    let mut ui = ready(false, false);
+    ui.on_event(&message("bob", "are you there?"), &at());
+    ui.on_event(&message("剑痴", "早"), &at());
+    ui.on_key(alt(KeyCode::Char('1')));
+    assert!(ui.notice().unwrap().starts_with("剑痴: 早"));
+    ui.on_key(alt(KeyCode::Char('2')));
+    assert_eq!(ui.notice(), None);
+}
+
+#[test]
+fn a_notice_for_a_tab_past_nine_names_no_alt_key() {
+    let mut ui = ready(false, false);
+    for i in 1..=10 {
+        type_line(&mut ui, &format!("/open u{i}"));
+    }
+    ui.on_key(alt(KeyCode::Char('0')));
+    ui.on_event(&message("bob", "hi"), &at());
+    let notice = ui.notice().unwrap();
+    assert!(notice.ends_with("(1 unread; /open bob)"), "{notice}");
+}
