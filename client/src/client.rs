@@ -82,15 +82,16 @@ impl ClientConfig {
     }
 }
 
-/// Why a client could not start.
+/// Why a client could not start. A system error is part of the message
+/// (not a `source`), so that a printed chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot receive on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("no local address reaches the server {server}: {source}")]
+    #[error("cannot receive on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: io::Error },
+    #[error("no local address reaches the server {server}: {cause}")]
     NoRoute {
         server: SocketAddr,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("the server address {0} is not one host's address")]
     BadServer(SocketAddr),
@@ -124,16 +125,16 @@ impl ClientHandle {
         if server_ip.is_unspecified() || server_ip.is_multicast() || config.server.port() == 0 {
             return Err(StartError::BadServer(config.server));
         }
-        let bind_error = |source| StartError::Bind {
+        let bind_error = |cause| StartError::Bind {
             addr: config.bind,
-            source,
+            cause,
         };
         let std_socket = bind_udp(config.bind, CLIENT_UDP_BUFFER).map_err(bind_error)?;
         let local = std_socket.local_addr().map_err(bind_error)?;
         let ip = if local.ip().is_unspecified() {
-            route_to(config.server).map_err(|source| StartError::NoRoute {
+            route_to(config.server).map_err(|cause| StartError::NoRoute {
                 server: config.server,
-                source,
+                cause,
             })?
         } else {
             local.ip()

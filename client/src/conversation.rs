@@ -113,10 +113,12 @@ impl Default for DeliveryConfig {
 pub enum SendRefusal {
     #[error("nothing to send")]
     Empty,
-    #[error("the message is too long: {units} UTF-16 units in {parts} parts; at most {max} units")]
+    /// Longer than a Pigeon message can be: `units` (characters, with
+    /// those beyond U+FFFF, such as emoji, counted twice) over `max`.
+    #[error("the message is too long: {}", too_long(*.chars, *.units, *.max))]
     TooLong {
+        chars: usize,
         units: usize,
-        parts: usize,
         max: usize,
     },
     #[error(
@@ -130,6 +132,18 @@ pub enum SendRefusal {
     },
     #[error("{queued} parts are already waiting for {peer}; try again when they are through")]
     Backlog { peer: UserName, queued: usize },
+}
+
+/// How a message over the length limit is described to a person.
+fn too_long(chars: usize, units: usize, max: usize) -> String {
+    if chars == units {
+        format!("{chars} characters, at most {max}; send it in shorter pieces")
+    } else {
+        format!(
+            "{chars} characters, which count as {units} because emoji and other rare \
+             characters count twice; at most {max}; send it in shorter pieces"
+        )
+    }
 }
 
 /// Something the conversation wants done.
@@ -245,8 +259,8 @@ impl Conversation {
             let parts = units.div_ceil(MAX_PART_UNITS);
             if parts > MAX_PARTS {
                 return Err(SendRefusal::TooLong {
+                    chars: text.chars().count(),
                     units,
-                    parts,
                     max: MAX_PARTS * MAX_PART_UNITS,
                 });
             }

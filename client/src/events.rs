@@ -4,6 +4,7 @@
 //! roster of thousands costs one message, not thousands.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::Message;
@@ -18,6 +19,19 @@ pub struct MessageId(pub u64);
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Hands out a client's [`MessageId`]s in order, shared by all its
+/// conversations. A number is taken only by a message accepted for
+/// sending, so a refused one leaves no gap.
+#[derive(Debug, Clone, Default)]
+pub struct MessageIds(Arc<AtomicU64>);
+
+impl MessageIds {
+    /// The next id.
+    pub fn next(&self) -> MessageId {
+        MessageId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::conversation::{ChatLine, Conversation, ConversationOutput, SendRefusal};
-use crate::events::{ClientEvents, MessageId};
+use crate::events::{ClientEvents, MessageId, MessageIds};
 use crate::session::Peer;
 
 /// The actor for one conversation. See the module documentation.
@@ -30,13 +30,14 @@ pub struct PeerActor {
     events: Recipient<ClientEvents>,
     timer: Option<SpawnHandle>,
     drained: Vec<oneshot::Sender<()>>,
+    /// The client's message numbers.
+    ids: MessageIds,
 }
 
-/// Send `text` as message `id`.
+/// Send `text`; the answer is the number it was given.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), SendRefusal>")]
+#[rtype(result = "Result<MessageId, SendRefusal>")]
 pub struct Say {
-    pub id: MessageId,
     pub text: String,
     pub time: TalkTime,
 }
@@ -75,12 +76,14 @@ pub struct Drain {
 pub struct History;
 
 impl PeerActor {
-    /// A conversation over `sender`, announcing to `events`.
+    /// A conversation over `sender`, announcing to `events`, numbering
+    /// what it sends from `ids`.
     pub fn new(
         conversation: Conversation,
         peer: Option<Peer>,
         sender: LocalSender,
         events: Recipient<ClientEvents>,
+        ids: MessageIds,
     ) -> Self {
         Self {
             last_endpoint: peer.map(|p| p.endpoint),
@@ -90,6 +93,7 @@ impl PeerActor {
             events,
             timer: None,
             drained: Vec::new(),
+            ids,
         }
     }
 
@@ -145,15 +149,18 @@ impl Actor for PeerActor {
 }
 
 impl Handler<Say> for PeerActor {
-    type Result = Result<(), SendRefusal>;
+    type Result = Result<MessageId, SendRefusal>;
 
     fn handle(&mut self, msg: Say, ctx: &mut Context<Self>) -> Self::Result {
         let pigeon = self.peer.is_some_and(|p| p.instance.is_some());
+        // A refused message takes no number.
+        self.conversation.check(&msg.text, pigeon, &msg.time)?;
+        let id = self.ids.next();
         let outputs = self
             .conversation
-            .send(msg.id, msg.text, pigeon, msg.time, Instant::now())?;
+            .send(id, msg.text, pigeon, msg.time, Instant::now())?;
         self.apply(outputs, ctx);
-        Ok(())
+        Ok(id)
     }
 }
 

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::local_talk_time;
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig, SendRefusal};
-use crate::events::{ClientEvent, ClientEvents, MessageId};
+use crate::events::{ClientEvent, ClientEvents, MessageId, MessageIds};
 use crate::peer_actor::{
     AckReceived, ChatReceived, Drain, History, PeerActor, PeerUpdated, Say, TalkReceived,
 };
@@ -38,7 +38,7 @@ pub struct SessionActor {
     delivery: DeliveryConfig,
     /// How long a logout waits for messages in flight.
     drain_timeout: Duration,
-    next_message: u64,
+    ids: MessageIds,
     leaving: bool,
     stats: Arc<ClientStats>,
     drop_log: LogLimit,
@@ -140,7 +140,7 @@ impl SessionActor {
             fetch_timeout: settings.fetch_timeout,
             delivery: settings.delivery,
             drain_timeout: settings.drain_timeout,
-            next_message: 0,
+            ids: MessageIds::default(),
             leaving: false,
             stats,
             drop_log: LogLimit::default(),
@@ -264,6 +264,7 @@ impl SessionActor {
             self.session.peer(name.as_str()),
             self.sender.clone(),
             self.events.clone(),
+            self.ids.clone(),
         )
         .start();
         self.peers.insert(name, peer.clone());
@@ -359,17 +360,14 @@ impl Handler<SendText> for SessionActor {
             return Box::pin(async move { Err(SendTextError::UnknownUser(msg.to)) });
         };
         let confirmed = known.instance.is_some();
-        self.next_message += 1;
-        let id = MessageId(self.next_message);
         let say = Say {
-            id,
             text: msg.text,
             time: local_talk_time(),
         };
         let peer = self.peer(msg.to);
         Box::pin(async move {
             match peer.send(say).await {
-                Ok(Ok(())) => Ok(Sent { id, confirmed }),
+                Ok(Ok(id)) => Ok(Sent { id, confirmed }),
                 Ok(Err(refusal)) => Err(SendTextError::Refused(refusal)),
                 Err(_) => Err(SendTextError::NotOnline),
             }

@@ -113,3 +113,36 @@ fn one_command_hosts_a_chat() -> anyhow::Result<()> {
     assert_eq!(host.wait_exit(WAIT)?.code(), Some(0));
     Ok(())
 }
+
+#[test]
+fn a_refused_message_takes_no_number() -> anyhow::Result<()> {
+    let (_server, udp) = start_server()?;
+    let mut alice = Proc::spawn(
+        "alice",
+        "pigeon",
+        &["--name", "alice", "--server", &udp, "--verbose"],
+        "warn",
+    )?;
+    alice.expect_prefix("ready ", WAIT)?;
+    let mut bob = pigeon("bob", &udp)?;
+    bob.expect_prefix("ready ", WAIT)?;
+    alice.expect_prefix("online bob ", WAIT)?;
+
+    alice.send("/msg bob first")?;
+    alice.expect("first sent", WAIT, |l| l == "sent bob 1")?;
+    // Too long: refused, in characters a person can count.
+    alice.send(&format!("/msg bob {}", "x".repeat(60_000)))?;
+    let refusal = alice.expect_stderr("too long", WAIT)?;
+    assert!(
+        refusal.contains("60000 characters, at most 53760"),
+        "{refusal}"
+    );
+    alice.send("/msg bob second")?;
+    let sent = alice.expect("second sent", WAIT, |l| l.starts_with("sent bob "))?;
+    assert_eq!(sent, "sent bob 2");
+    let msg = bob.expect_prefix("msg alice ", WAIT)?;
+    assert!(msg.ends_with(" first"), "{msg}");
+    let msg = bob.expect_prefix("msg alice ", WAIT)?;
+    assert!(msg.ends_with(" second"), "{msg}");
+    Ok(())
+}

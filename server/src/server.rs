@@ -86,13 +86,14 @@ impl ServerConfig {
     }
 }
 
-/// Why a server could not listen.
+/// Why a server could not listen. The system error is part of the message
+/// (not a `source`), so that a printed chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("cannot listen on UDP {addr}: {source}")]
-    Udp { addr: SocketAddr, source: io::Error },
-    #[error("cannot listen on TCP {addr}: {source}")]
-    Tcp { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on UDP {addr}: {cause}")]
+    Udp { addr: SocketAddr, cause: io::Error },
+    #[error("cannot listen on TCP {addr}: {cause}")]
+    Tcp { addr: SocketAddr, cause: io::Error },
 }
 
 /// Sockets bound and ready; nothing runs yet.
@@ -127,7 +128,7 @@ pub struct ServerHandle {
 const TCP_BACKLOG: i32 = 4096;
 
 fn bind_tcp(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), BindError> {
-    let error = |source| BindError::Tcp { addr, source };
+    let error = |cause| BindError::Tcp { addr, cause };
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(error)?;
     // As std does: a restarted server can listen again at once.
@@ -143,9 +144,9 @@ fn bind_tcp(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), Bin
 impl BoundServer {
     /// Binds the UDP socket and the two TCP listeners (on the same IP).
     pub fn bind(config: ServerConfig) -> Result<Self, BindError> {
-        let udp_error = |source| BindError::Udp {
+        let udp_error = |cause| BindError::Udp {
             addr: config.udp,
-            source,
+            cause,
         };
         let udp = bind_udp(config.udp, UDP_BUFFER_BYTES).map_err(udp_error)?;
         let udp_addr = udp.local_addr().map_err(udp_error)?;

@@ -33,7 +33,8 @@ pub enum NameError {
     Empty,
     #[error("a name has at most {MAX_NAME_CHARS} characters, this one has {chars}")]
     TooLong { chars: usize },
-    #[error("a name cannot contain {ch:?} (character {position})")]
+    /// `position` counts characters from 1, as a person does.
+    #[error("a name cannot contain {ch:?} (at position {position})")]
     ForbiddenChar { ch: char, position: usize },
 }
 
@@ -57,7 +58,10 @@ fn validate(text: &str) -> Result<(), NameError> {
     let mut chars = 0;
     for (position, ch) in text.chars().enumerate() {
         if is_forbidden(ch) {
-            return Err(NameError::ForbiddenChar { ch, position });
+            return Err(NameError::ForbiddenChar {
+                ch,
+                position: position + 1,
+            });
         }
         chars += 1;
     }
@@ -172,10 +176,15 @@ mod tests {
         ] {
             assert_eq!(
                 UserName::parse(name),
-                Err(NameError::ForbiddenChar { ch, position: 1 }),
+                Err(NameError::ForbiddenChar { ch, position: 2 }),
                 "{name:?}"
             );
         }
+        let refused = UserName::parse("b,ob").map(|_| ()).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "a name cannot contain ',' (at position 2)"
+        );
         assert_eq!(UserName::parse(""), Err(NameError::Empty));
     }
 }

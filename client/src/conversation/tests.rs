@@ -199,10 +199,21 @@ fn long_messages_are_split_at_character_boundaries_and_reassembled() {
 fn too_many_parts_are_refused() {
     let c = alice_to_bob();
     let text = "x".repeat(MAX_PARTS * MAX_PART_UNITS + 1);
-    assert!(matches!(
-        c.check(&text, true, &time()),
-        Err(SendRefusal::TooLong { .. })
-    ));
+    let refused = c.check(&text, true, &time()).unwrap_err();
+    assert!(matches!(refused, SendRefusal::TooLong { .. }));
+    // Said in characters, as a person counts them.
+    assert_eq!(
+        refused.to_string(),
+        "the message is too long: 53761 characters, at most 53760; send it in shorter pieces"
+    );
+    // An emoji takes two of the limit's units: say so.
+    let emoji = "🐦".repeat(30_000);
+    let refused = c.check(&emoji, true, &time()).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "the message is too long: 30000 characters, which count as 60000 because emoji and \
+         other rare characters count twice; at most 53760; send it in shorter pieces"
+    );
     assert_eq!(c.check("", true, &time()), Err(SendRefusal::Empty));
 }
 

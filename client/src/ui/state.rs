@@ -764,11 +764,12 @@ impl UiState {
             Command::List => {
                 let at = Stamp(String::new());
                 let names: Vec<String> = self.roster.keys().map(ToString::to_string).collect();
-                self.system(
-                    0,
-                    &at,
-                    format!("{} others online: {}", names.len(), names.join(", ")),
-                );
+                let line = match names.len() {
+                    0 => "nobody else is online".to_owned(),
+                    1 => format!("1 other online: {}", names.join(", ")),
+                    n => format!("{n} others online: {}", names.join(", ")),
+                };
+                self.system(0, &at, line);
                 self.switch_to(0)
             }
             Command::History { name, count } => {

@@ -528,3 +528,27 @@ fn a_notice_for_a_tab_past_nine_names_no_alt_key() {
     let notice = ui.notice().unwrap();
     assert!(notice.ends_with("(1 unread; /open bob)"), "{notice}");
 }
+
+#[test]
+fn list_counts_the_others_in_words() {
+    let mut ui = ready(true, false);
+    type_line(&mut ui, "/list");
+    assert_eq!(
+        texts(&ui.tabs()[0]).last().map(String::as_str),
+        Some("3 others online: bob, carol, 剑痴")
+    );
+    for gone in ["carol", "剑痴"] {
+        ui.on_event(&ClientEvent::Offline { name: name(gone) }, &at());
+    }
+    type_line(&mut ui, "/list");
+    assert_eq!(
+        texts(&ui.tabs()[0]).last().map(String::as_str),
+        Some("1 other online: bob")
+    );
+    ui.on_event(&ClientEvent::Offline { name: name("bob") }, &at());
+    type_line(&mut ui, "/list");
+    assert_eq!(
+        texts(&ui.tabs()[0]).last().map(String::as_str),
+        Some("nobody else is online")
+    );
+}
