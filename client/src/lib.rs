@@ -20,6 +20,7 @@ pub mod plain_console_actor;
 pub mod roster_fetch;
 pub mod session;
 pub mod session_actor;
+pub mod settings;
 pub mod tui_console_actor;
 pub mod ui;
 

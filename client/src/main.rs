@@ -6,11 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use actix::prelude::*;
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use pigeon_client::front_end::{Attach, Quit};
 use pigeon_client::history::{self, History};
 use pigeon_client::history_actor::{HistoryActor, LoadSetting};
 use pigeon_client::plain_console_actor::PlainConsoleActor;
+use pigeon_client::settings::{
+    default_config_path, load_config, parse_server, write_config, Choices, HistoryChoice,
+    ServerAddr,
+};
 use pigeon_client::tui_console_actor::{give_back_terminal, TuiConsoleActor, BELL_SETTING};
 use pigeon_client::ui::state::{Stamp, UiState};
 use pigeon_client::{ClientConfig, ClientEvents, ClientHandle, DEFAULT_BIND};
@@ -19,16 +24,21 @@ use pigeon_shared::UserName;
 
 /// Pigeon: chat on your network from the console. Logs in to a Pigeon
 /// server, then talks to other users directly.
+///
+/// Settings not given as flags come from the config file
+/// (~/.config/pigeon/config.toml on Linux; --write-config writes it).
 #[derive(Parser, Debug)]
 #[command(name = "pigeon", version, about)]
 struct Args {
     /// Your user name (1 to 32 characters; no spaces, `,` `;` `:`).
+    /// Needed here or in the config file.
     #[arg(long, value_parser = parse_name)]
-    name: UserName,
+    name: Option<UserName>,
 
-    /// The server's UDP address.
-    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_UDP_ADDR)]
-    server: SocketAddr,
+    /// The server's address: IP:PORT or HOST:PORT (a host name is looked
+    /// up; without a port, 7788) [default: 127.0.0.1:7788]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_server)]
+    server: Option<ServerAddr>,
 
     /// Where to receive messages (port 0: any free port). Defaults to
     /// 127.0.0.1:0, or, for a server not on this machine, every interface
@@ -37,7 +47,8 @@ struct Args {
     bind: Option<SocketAddr>,
 
     /// Also run a server, at --server, in this process (port 0: any free
-    /// port; the address is printed on stderr).
+    /// port; its address is shown on the status tab, or on stderr in plain
+    /// mode).
     #[arg(long)]
     host: bool,
 
@@ -65,18 +76,128 @@ struct Args {
     #[arg(long, conflicts_with = "history")]
     no_history: bool,
 
+    /// Terminal UI: ring the bell when a message arrives for a conversation
+    /// not in view (default: as last set with /bell, else off).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    bell: Option<bool>,
+
     /// Terminal UI: write the log (RUST_LOG, default warnings) to this file;
     /// the screen has no room for it.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+
+    /// Read (and with --write-config, write) the settings in this file
+    /// instead of the default one.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Write the settings given as flags (name, server, bind, history,
+    /// bell), over those already in the config file, to the config file;
+    /// then exit.
+    #[arg(long)]
+    write_config: bool,
+}
+
+impl Args {
+    /// What the flags choose.
+    fn choices(&self) -> Choices {
+        let history = if self.no_history {
+            Some(HistoryChoice::Off)
+        } else {
+            self.history.as_ref().map(|path| {
+                // A config file outlives the folder it was written from.
+                HistoryChoice::File(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+            })
+        };
+        Choices {
+            name: self.name.clone(),
+            server: self.server.clone(),
+            bind: self.bind,
+            history,
+            bell: self.bell,
+        }
+    }
+}
+
+/// What the client runs with: flags over the config file over defaults.
+struct Settings {
+    name: UserName,
+    server: SocketAddr,
+    bind: Option<SocketAddr>,
+    history: HistoryChoice,
+    bell: Option<bool>,
 }
 
 fn parse_name(text: &str) -> Result<UserName, String> {
     UserName::parse(text).map_err(|e| e.to_string())
 }
 
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("on or off".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let config_path = match args.config.clone().or_else(default_config_path) {
+        Some(path) => path,
+        None if args.write_config => {
+            eprintln!("pigeon: no config folder on this system; name a file with --config PATH");
+            return ExitCode::FAILURE;
+        }
+        None => PathBuf::new(),
+    };
+    let from_file = if config_path.as_os_str().is_empty() {
+        Choices::default()
+    } else {
+        match load_config(&config_path, args.config.is_some() && !args.write_config) {
+            Ok(choices) => choices,
+            Err(e) => {
+                eprintln!("pigeon: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let chosen = args.choices().over(from_file);
+    if args.write_config {
+        return match write_config(&config_path, &chosen) {
+            Ok(()) => {
+                println!("wrote {}", config_path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pigeon: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(name) = chosen.name else {
+        Args::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                format!(
+                    "no name to log in with: give --name NAME, or put name = \"NAME\" in {}",
+                    config_path.display()
+                ),
+            )
+            .exit();
+    };
+    let server = match chosen.server {
+        Some(server) => server.addr,
+        None => DEFAULT_UDP_ADDR
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7788))),
+    };
+    let settings = Settings {
+        name,
+        server,
+        bind: chosen.bind,
+        history: chosen.history.unwrap_or(HistoryChoice::Default),
+        bell: chosen.bell,
+    };
     let tui = !args.plain && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if !tui {
         init_tracing("warn");
@@ -86,15 +207,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let code = run(args, tui);
+    let code = run(args, settings, tui);
     // Exit at once: the stdin reader may be blocked in a read that nothing
     // can cancel.
     std::process::exit(code);
 }
 
-fn run(args: Args, tui: bool) -> i32 {
+fn run(args: Args, settings: Settings, tui: bool) -> i32 {
     let hosted = if args.host {
-        let mut config = ServerConfig::new(args.server);
+        let mut config = ServerConfig::new(settings.server);
         config.tcp_port = args.tcp_port;
         match BoundServer::bind(config) {
             Ok(bound) => Some(bound),
@@ -107,8 +228,10 @@ fn run(args: Args, tui: bool) -> i32 {
         None
     };
     // With --host and port 0, the client logs in wherever the server landed.
-    let server_addr = hosted.as_ref().map_or(args.server, BoundServer::udp_addr);
-    let bind = args.bind.unwrap_or_else(|| default_bind(server_addr));
+    let server_addr = hosted
+        .as_ref()
+        .map_or(settings.server, BoundServer::udp_addr);
+    let bind = settings.bind.unwrap_or_else(|| default_bind(server_addr));
 
     let system = System::new();
     let started = system.block_on(async move {
@@ -126,11 +249,11 @@ fn run(args: Args, tui: bool) -> i32 {
         };
         // Bound first: a port in use is reported before the terminal UI
         // takes the screen.
-        let mut config = ClientConfig::new(args.name.clone(), server_addr);
+        let mut config = ClientConfig::new(settings.name.clone(), server_addr);
         config.bind = bind;
         let bound = ClientHandle::bind(config)?;
         let front_end = if tui {
-            FrontEnd::of(start_tui(&args, hosting).await?)
+            FrontEnd::of(start_tui(&settings, hosting).await?)
         } else {
             if let Some(hosting) = hosting {
                 eprintln!("pigeon: {hosting}");
@@ -186,33 +309,40 @@ impl FrontEnd {
 /// Opens the history (unless turned off), reads the bell setting and takes
 /// over the terminal. A history that cannot be opened is a warning on the
 /// screen, not an error: the chat works without it.
-async fn start_tui(args: &Args, hosting: Option<String>) -> anyhow::Result<Addr<TuiConsoleActor>> {
+async fn start_tui(
+    settings: &Settings,
+    hosting: Option<String>,
+) -> anyhow::Result<Addr<TuiConsoleActor>> {
     let mut warning = None;
-    let history = if args.no_history {
-        None
-    } else {
-        match args.history.clone().or_else(history::default_path) {
-            None => {
+    let history = match &settings.history {
+        HistoryChoice::Off => None,
+        HistoryChoice::File(path) => Some(path.clone()),
+        HistoryChoice::Default => {
+            let path = history::default_path();
+            if path.is_none() {
                 warning = Some("no data folder for the history (use --history PATH)".to_owned());
-                None
             }
-            Some(path) => match History::open(&path, args.name.as_str()) {
-                Ok(history) => Some(HistoryActor::start(history)),
-                Err(e) => {
-                    warning = Some(e.to_string());
-                    None
-                }
-            },
+            path
         }
     };
-    let bell = match &history {
-        Some(history) => matches!(
+    let history = match history.map(|path| History::open(&path, settings.name.as_str())) {
+        Some(Ok(history)) => Some(HistoryActor::start(history)),
+        Some(Err(e)) => {
+            warning = Some(e.to_string());
+            None
+        }
+        None => None,
+    };
+    // A bell chosen in the flags or the config file; else as last set.
+    let bell = match (&settings.bell, &history) {
+        (Some(bell), _) => *bell,
+        (None, Some(history)) => matches!(
             history.send(LoadSetting { key: BELL_SETTING }).await,
             Ok(Ok(Some(value))) if value == "on"
         ),
-        None => false,
+        (None, None) => false,
     };
-    let mut ui = UiState::new(args.name.clone(), history.is_some(), bell);
+    let mut ui = UiState::new(settings.name.clone(), history.is_some(), bell);
     let at = Stamp(String::new());
     if let Some(hosting) = hosting {
         ui.note(hosting, &at);

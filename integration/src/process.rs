@@ -28,6 +28,16 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The variable that says where per-user config files are (Linux).
+pub const CONFIG_HOME_VARIABLE: &str = "XDG_CONFIG_HOME";
+
+/// A config folder with no Pigeon config in it: the binaries under test
+/// get this one unless a test gives its own, so that a config file of the
+/// person running the tests changes nothing.
+pub fn no_config_home() -> PathBuf {
+    std::env::temp_dir().join("pigeon-tests-no-config")
+}
+
 /// Starts a `pigeon-server` on free loopback ports; the server and its UDP
 /// address (`IP:PORT`).
 pub fn start_server() -> anyhow::Result<(Proc, String)> {
@@ -80,6 +90,12 @@ impl Proc {
 
     /// Starts `command` with piped stdio, `RUST_LOG` from `log`.
     pub fn start(label: &str, mut command: Command, log: &str) -> anyhow::Result<Self> {
+        if !command
+            .get_envs()
+            .any(|(key, _)| key == CONFIG_HOME_VARIABLE)
+        {
+            command.env(CONFIG_HOME_VARIABLE, no_config_home());
+        }
         let mut child = command
             .env("RUST_LOG", log)
             .stdin(Stdio::piped())

@@ -49,6 +49,10 @@ impl PtyProc {
         let mut command = CommandBuilder::new(program);
         command.args(args);
         command.env("TERM", "xterm-256color");
+        command.env(
+            crate::process::CONFIG_HOME_VARIABLE,
+            crate::process::no_config_home(),
+        );
         let child = pair
             .slave
             .spawn_command(command)

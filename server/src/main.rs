@@ -38,7 +38,7 @@ struct Args {
     max_users_per_host: usize,
 
     /// Evict a Pigeon client not heard from for this long (clients send a
-    /// keepalive four times as often). Seed-era clients are never evicted.
+    /// keepalive every sixth of it). Seed-era clients are never evicted.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = parse_seconds)]
     liveness_timeout: f64,
 
