@@ -38,6 +38,7 @@ fn online_session() -> Session {
         logout_timeouts: vec![Duration::from_secs(1)],
         max_reconnect_delay: Duration::from_secs(1),
         plain_protocol: false,
+        keep_trying: false,
     });
     let now = Instant::now();
     session.start(now);

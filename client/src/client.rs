@@ -58,6 +58,8 @@ pub struct ClientConfig {
     /// mixed crowds in load tests, and for servers that must not see the
     /// extension).
     pub plain_protocol: bool,
+    /// Never give up the first login (see `SessionConfig::keep_trying`).
+    pub keep_trying: bool,
     /// A fault-injection layer on every datagram the client sends (tests).
     pub faults: Option<Faults>,
 }
@@ -77,6 +79,7 @@ impl ClientConfig {
             drain_timeout: Duration::from_secs(5),
             instance: None,
             plain_protocol: false,
+            keep_trying: false,
             faults: None,
         }
     }
@@ -158,6 +161,7 @@ impl ClientHandle {
             logout_timeouts: config.logout_timeouts,
             max_reconnect_delay: config.max_reconnect_delay,
             plain_protocol: config.plain_protocol,
+            keep_trying: config.keep_trying,
         });
         let settings = SessionSettings {
             fetch_timeout: config.fetch_timeout,

@@ -4,6 +4,7 @@
 //! roster of thousands costs one message, not thousands.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -66,6 +67,14 @@ pub enum ClientEvent {
         to: UserName,
         id: MessageId,
         text: String,
+    },
+    /// No answer yet to the first login (`why`): attempt number `attempt`
+    /// (from 2) to `server` is on its way. The first attempt is not
+    /// announced.
+    Connecting {
+        server: SocketAddr,
+        attempt: usize,
+        why: String,
     },
     /// The server went away (or forgot this session); the client keeps its
     /// roster and its chats, and logs in again by itself.

@@ -251,9 +251,12 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
         // takes the screen.
         let mut config = ClientConfig::new(settings.name.clone(), server_addr);
         config.bind = bind;
+        // A person watching the screen decides when to give up; a script
+        // gets the documented exit after the login attempts.
+        config.keep_trying = tui;
         let bound = ClientHandle::bind(config)?;
         let front_end = if tui {
-            FrontEnd::of(start_tui(&settings, hosting).await?)
+            FrontEnd::of(start_tui(&settings, server_addr, hosting).await?)
         } else {
             if let Some(hosting) = hosting {
                 eprintln!("pigeon: {hosting}");
@@ -311,6 +314,7 @@ impl FrontEnd {
 /// screen, not an error: the chat works without it.
 async fn start_tui(
     settings: &Settings,
+    server: SocketAddr,
     hosting: Option<String>,
 ) -> anyhow::Result<Addr<TuiConsoleActor>> {
     let mut warning = None;
@@ -347,6 +351,7 @@ async fn start_tui(
     if let Some(hosting) = hosting {
         ui.note(hosting, &at);
     }
+    ui.set_server(server.to_string(), &at);
     if let Some(warning) = warning {
         ui.note(format!("history off: {warning}"), &at);
         ui.set_notice(format!(

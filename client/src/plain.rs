@@ -55,6 +55,7 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
         ClientEvent::Failed { to, text, .. } => format!("failed {to} {}", one_line(text)),
         ClientEvent::Delivered { to, id } if verbose => format!("delivered {to} {id}"),
         ClientEvent::Delivered { .. }
+        | ClientEvent::Connecting { .. }
         | ClientEvent::LoginFailed { .. }
         | ClientEvent::LoggedOut
         | ClientEvent::ServerLost { .. }

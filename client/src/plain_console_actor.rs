@@ -15,6 +15,7 @@ use crate::command::{parse_command, Command, HELP};
 use crate::events::{ClientEvent, ClientEvents};
 pub use crate::front_end::{Attach, Quit};
 use crate::plain::{event_lines, sent_line, user_line};
+use crate::session::NO_ANSWER;
 
 /// Longest command line accepted (bytes); longer lines are refused whole.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
@@ -166,6 +167,19 @@ impl PlainConsoleActor {
         }
         match event {
             ClientEvent::Ready { .. } => self.start_reading(ctx),
+            // Once, when the first answer is late.
+            ClientEvent::Connecting {
+                server,
+                attempt,
+                why,
+            } if attempt == 2 => {
+                let hint = if why == NO_ANSWER {
+                    " (is a server running there? Start one with pigeon-server, or use --host)"
+                } else {
+                    ""
+                };
+                eprintln!("pigeon: {why}; trying {server} again{hint}");
+            }
             ClientEvent::ServerLost { reason } => {
                 eprintln!("pigeon: {reason}; logging in again (chat goes on meanwhile)");
             }

@@ -36,6 +36,9 @@ use pigeon_shared::{
 
 use crate::events::{ClientEvent, RosterView};
 
+/// Why a login is tried again when nothing came back.
+pub const NO_ANSWER: &str = "no answer from the server";
+
 /// Most roster changes kept while a snapshot is being fetched.
 const MAX_BUFFERED: usize = 100_000;
 
@@ -65,6 +68,11 @@ pub struct SessionConfig {
     /// Speak the seed's plain protocol only, as a seed-era client would:
     /// no extension in `login`, so the server treats this client as one.
     pub plain_protocol: bool,
+    /// Never give up the first login: after `login_timeouts` run out, keep
+    /// trying with the reconnect backoff (for a person watching a screen,
+    /// who quits when they want to). Otherwise the session ends with
+    /// `LoginFailed` (for scripts).
+    pub keep_trying: bool,
 }
 
 /// Default wait after each login attempt: eight attempts over 13.5 s (at
@@ -509,7 +517,7 @@ impl Session {
     pub fn timer_fired(&mut self, now: Instant) -> Vec<SessionOutput> {
         let mut out = Vec::new();
         if self.watchdog().is_some_and(|at| now >= at) {
-            return self.lose_server("no answer from the server", false, now);
+            return self.lose_server(NO_ANSWER, false, now);
         }
         if self.next_ping.is_some_and(|at| now >= at) {
             out.extend(self.ping(now));
@@ -518,7 +526,7 @@ impl Session {
             self.deadline = None;
             match self.state.clone() {
                 State::LoggingIn { attempt, .. } => {
-                    out.extend(self.retry_or_fail(attempt, "no answer from the server", now))
+                    out.extend(self.retry_or_fail(attempt, NO_ANSWER, now))
                 }
                 State::Reconnecting { attempt } => out.extend(self.reconnect_attempt(attempt, now)),
                 State::LoggingOut { attempt } => out.extend(self.logout_attempt(attempt + 1, now)),
@@ -623,12 +631,18 @@ impl Session {
     }
 
     fn send_login(&mut self, attempt: usize, now: Instant) -> SessionOutput {
-        let wait = self
-            .config
-            .login_timeouts
-            .get(attempt)
-            .copied()
-            .unwrap_or(Duration::from_secs(1));
+        let configured = self.config.login_timeouts.len();
+        let wait = match self.config.login_timeouts.get(attempt) {
+            Some(wait) => *wait,
+            // Then the reconnect backoff, never faster than the last
+            // configured wait.
+            None if self.config.keep_trying => {
+                let beyond = u32::try_from(attempt - configured).unwrap_or(u32::MAX);
+                let last = self.config.login_timeouts.last().copied();
+                self.reconnect_delay(beyond).max(last.unwrap_or_default())
+            }
+            None => Duration::from_secs(1),
+        };
         self.deadline = Some(now + wait);
         SessionOutput::Send {
             to: self.config.server,
@@ -653,7 +667,7 @@ impl Session {
             return self.reconnect_attempt(0, now);
         }
         let next = attempt + 1;
-        if next >= self.config.login_timeouts.len() {
+        if next >= self.config.login_timeouts.len() && !self.config.keep_trying {
             self.state = State::Ended;
             self.deadline = None;
             let reason = format!(
@@ -667,7 +681,14 @@ impl Session {
             attempt: next,
             reconnect: false,
         };
-        vec![self.send_login(next, now)]
+        vec![
+            SessionOutput::Emit(ClientEvent::Connecting {
+                server: self.config.server,
+                attempt: next + 1,
+                why: why.to_owned(),
+            }),
+            self.send_login(next, now),
+        ]
     }
 
     /// The server is gone (or forgot us): keep the roster and the chats,

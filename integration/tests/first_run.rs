@@ -217,3 +217,26 @@ fn the_config_file_saves_retyping() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn plain_mode_with_no_server_says_so_then_exits_as_documented() -> anyhow::Result<()> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let mut kim = Proc::spawn(
+        "kim",
+        "pigeon",
+        &["--name", "kim", "--server", &server],
+        "warn",
+    )?;
+    kim.expect_stderr(
+        &format!("no answer from the server; trying {server} again (is a server running there?"),
+        WAIT,
+    )?;
+    // Eight attempts over 13.5 s, then exit status 1.
+    let status = kim.wait_exit(Duration::from_secs(30))?;
+    assert_eq!(status.code(), Some(1));
+    kim.expect_stderr("gave up after 8 login attempts", WAIT)?;
+    Ok(())
+}

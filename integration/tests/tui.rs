@@ -213,3 +213,36 @@ fn a_refused_login_leaves_its_reason_readable_after_exit() -> anyhow::Result<()>
     assert_eq!(ivy.wait_exit(WAIT)?, 0);
     Ok(())
 }
+
+#[test]
+fn with_no_server_it_says_so_and_keeps_trying_until_one_answers() -> anyhow::Result<()> {
+    // A port with nobody on it, for now.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir()?;
+    let history = dir.path().join("history.sqlite3");
+    let mut jade = ui("jade", &server, history.to_str().unwrap_or_default())?;
+    let screen = jade.wait_for(&format!("connecting to {server} as jade"), WAIT)?;
+    assert!(
+        screen.contains(&format!("connecting to {server}…")),
+        "{screen}"
+    );
+    let screen = jade.wait_for(
+        &format!("connecting to {server} (attempt 3) — is a server running? Start one with --host"),
+        WAIT,
+    )?;
+    assert!(screen.contains("yet; still trying"), "{screen}");
+    // Past the eight attempts a script gets (13.5 s), it is still trying;
+    // a server coming up is found.
+    jade.wait_for("(attempt 9)", Duration::from_secs(20))?;
+    let mut started =
+        integration::process::Proc::spawn("server", "pigeon-server", &["--udp", &server], "info")?;
+    started.expect_prefix("listening ", WAIT)?;
+    let screen = jade.wait_for("logged in as jade", WAIT)?;
+    assert!(!screen.contains("(attempt"), "the notice went: {screen}");
+    jade.type_keys("\x03")?;
+    assert_eq!(jade.wait_exit(WAIT)?, 0);
+    Ok(())
+}

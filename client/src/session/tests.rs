@@ -30,6 +30,7 @@ fn session() -> (Session, Instant) {
         logout_timeouts: vec![Duration::from_millis(200), Duration::from_millis(400)],
         max_reconnect_delay: Duration::from_secs(4),
         plain_protocol: false,
+        keep_trying: false,
     };
     (Session::new(config), Instant::now())
 }
@@ -234,6 +235,87 @@ fn a_lost_login_is_retried_then_fails_with_a_clear_reason() {
         panic!("{out:?}")
     };
     assert!(reason.contains("2 login attempts"), "{reason}");
+    assert!(s.is_ended());
+}
+
+#[test]
+fn a_late_answer_is_announced_from_the_second_attempt() {
+    let (mut s, t) = session();
+    let out = s.start(t);
+    assert!(emitted(&out).is_empty(), "the first attempt is quiet");
+    let out = s.timer_fired(t + Duration::from_millis(500));
+    assert_eq!(
+        emitted(&out),
+        vec![ClientEvent::Connecting {
+            server: sock(SERVER),
+            attempt: 2,
+            why: NO_ANSWER.into(),
+        }]
+    );
+}
+
+#[test]
+fn a_session_that_keeps_trying_never_gives_up_the_first_login() {
+    let (s, t) = session();
+    let mut config = s.config.clone();
+    config.keep_trying = true;
+    let mut s = Session::new(config);
+    s.start(t);
+    // Past the two configured waits (0.5 s, 1 s), the reconnect backoff
+    // (0.5 s doubling to at most 4 s), never below the last of them.
+    let mut now = t;
+    let mut waits = Vec::new();
+    for attempt in 2..=9 {
+        let next = s.deadline().unwrap();
+        waits.push(next - now);
+        now = next;
+        let out = s.timer_fired(now);
+        assert_eq!(sends(&out), vec![my_login(None)], "attempt {attempt}");
+        let events = emitted(&out);
+        assert!(
+            matches!(events.as_slice(), [ClientEvent::Connecting { attempt: a, .. }] if *a == attempt),
+            "{events:?}"
+        );
+        assert!(!s.is_ended());
+        assert!(!s.can_chat(), "not logged in yet");
+    }
+    let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [500, 1000, 1000, 1000, 2000, 4000, 4000, 4000]);
+    // An answer at last: logged in as usual.
+    let out = s.datagram_received(pigeon_accept(), sock(SERVER), now);
+    assert!(matches!(
+        out.as_slice(),
+        [SessionOutput::FetchRoster { .. }]
+    ));
+    let out = s.roster_fetched(Ok(snapshot(Some(3), vec![])), now);
+    assert!(emitted(&out)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Ready { .. })));
+}
+
+#[test]
+fn a_session_that_keeps_trying_still_takes_no_for_an_answer() {
+    let (s, t) = session();
+    let mut config = s.config.clone();
+    config.keep_trying = true;
+    let mut s = Session::new(config);
+    s.start(t);
+    for _ in 0..5 {
+        let at = s.deadline().unwrap();
+        s.timer_fired(at);
+    }
+    let out = s.datagram_received(
+        Datagram::Refused(Refused {
+            reason: RefuseReason::NameTaken,
+            detail: "alice is already online".into(),
+        }),
+        sock(SERVER),
+        t,
+    );
+    assert!(matches!(
+        emitted(&out).as_slice(),
+        [ClientEvent::Refused { .. }]
+    ));
     assert!(s.is_ended());
 }
 

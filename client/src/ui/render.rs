@@ -300,11 +300,12 @@ fn draw_input(frame: &mut Frame, ui: &UiState, area: Rect) {
 }
 
 fn draw_status(frame: &mut Frame, ui: &UiState, area: Rect) {
-    let connection = match ui.connection() {
-        Connection::Connecting => "connecting…",
-        Connection::Online => "online",
-        Connection::Reconnecting => "reconnecting…",
-        Connection::Ended => "offline",
+    let connection = match (ui.connection(), ui.server()) {
+        (Connection::Connecting, Some(server)) => format!("connecting to {server}…"),
+        (Connection::Connecting, None) => "connecting…".to_owned(),
+        (Connection::Online, _) => "online".to_owned(),
+        (Connection::Reconnecting, _) => "reconnecting…".to_owned(),
+        (Connection::Ended, _) => "offline".to_owned(),
     };
     let mut text = format!(" {}", ui.me());
     if let Some(endpoint) = ui.endpoint() {

@@ -12,6 +12,7 @@ use pigeon_shared::UserName;
 use crate::command::{parse_command, Command, UI_HELP};
 use crate::events::{ClientEvent, MessageId};
 use crate::history::{Direction, StoredDelivery, StoredMessage};
+use crate::session::NO_ANSWER;
 use crate::ui::input::LineEditor;
 
 /// Lines kept per tab; older ones scroll away.
@@ -184,6 +185,8 @@ pub struct Notice {
     hint_at: usize,
     /// The conversation the notice announces: it goes once that is in view.
     about: Option<UserName>,
+    /// About logging in: it goes once logged in.
+    until_online: bool,
 }
 
 impl Notice {
@@ -192,6 +195,7 @@ impl Notice {
             hint_at: text.len(),
             line: text,
             about: None,
+            until_online: false,
         }
     }
 
@@ -213,6 +217,8 @@ pub struct RosterUser {
 #[derive(Debug, Clone)]
 pub struct UiState {
     me: UserName,
+    /// The server's address, as the user gave it.
+    server: Option<String>,
     endpoint: Option<String>,
     connection: Connection,
     /// Everyone online but this user.
@@ -240,6 +246,7 @@ impl UiState {
     pub fn new(me: UserName, history: bool, bell: bool) -> Self {
         Self {
             me,
+            server: None,
             endpoint: None,
             connection: Connection::Connecting,
             roster: BTreeMap::new(),
@@ -265,6 +272,18 @@ impl UiState {
 
     pub fn endpoint(&self) -> Option<&str> {
         self.endpoint.as_deref()
+    }
+
+    /// The server's address, if known.
+    pub fn server(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
+
+    /// Where the client logs in; said on the status tab.
+    pub fn set_server(&mut self, server: impl Into<String>, at: &Stamp) {
+        let server = server.into();
+        self.system(0, at, format!("connecting to {server} as {}…", self.me));
+        self.server = Some(server);
     }
 
     pub fn connection(&self) -> &Connection {
@@ -346,6 +365,9 @@ impl UiState {
             } => {
                 self.connection = Connection::Online;
                 self.endpoint = Some(endpoint.to_string());
+                if self.notice.as_ref().is_some_and(|n| n.until_online) {
+                    self.notice = None;
+                }
                 self.roster = roster
                     .iter()
                     .filter(|(other, _)| *other != name)
@@ -411,6 +433,32 @@ impl UiState {
                 self.set_notice(format!("not delivered to {to}: {}", preview(text, 60)));
                 Vec::new()
             }
+            ClientEvent::Connecting {
+                server,
+                attempt,
+                why,
+            } => {
+                if *attempt == 2 {
+                    self.system(
+                        0,
+                        at,
+                        format!("{why} at {server} yet; still trying (Ctrl-C quits)"),
+                    );
+                }
+                let hint = if why == NO_ANSWER {
+                    "is a server running? Start one with --host"
+                } else {
+                    why.as_str()
+                };
+                let text = format!("connecting to {server} (attempt {attempt})");
+                self.notice = Some(Notice {
+                    hint_at: text.len(),
+                    line: format!("{text} — {hint}"),
+                    about: None,
+                    until_online: true,
+                });
+                Vec::new()
+            }
             ClientEvent::ServerLost { reason } => {
                 self.connection = Connection::Reconnecting;
                 self.system(
@@ -471,6 +519,7 @@ impl UiState {
                 hint_at: text.len(),
                 line: text + &hint,
                 about: Some(from.clone()),
+                until_online: false,
             });
             if self.bell {
                 effects.push(Effect::Bell);

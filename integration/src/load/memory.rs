@@ -67,6 +67,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         logout_timeouts: vec![Duration::from_secs(1)],
         max_reconnect_delay: Duration::from_secs(1),
         plain_protocol: false,
+        keep_trying: false,
     });
     drop(session.start(now));
     let accept = Datagram::Accept(Accept {

@@ -251,7 +251,7 @@ impl SinkActor {
             ClientEvent::ServerLost { .. } => {
                 progress.server_lost.fetch_add(1, Ordering::Relaxed);
             }
-            ClientEvent::Reconnected { .. } => {}
+            ClientEvent::Connecting { .. } | ClientEvent::Reconnected { .. } => {}
         }
     }
 }

@@ -45,6 +45,13 @@ fn peer(port: u16, pigeon: bool) -> Peer {
 /// Alice's UI, logged in with bob, carol (seed-era) and 剑痴 online.
 fn ready(history: bool, bell: bool) -> UiState {
     let mut ui = UiState::new(name("alice"), history, bell);
+    let effects = ui.on_event(&ready_event(), &at());
+    assert!(effects.is_empty());
+    ui
+}
+
+/// Alice is logged in with bob, carol (seed-era) and 剑痴 online.
+fn ready_event() -> ClientEvent {
     let roster: BTreeMap<UserName, Peer> = [
         ("alice", peer(5000, true)),
         ("bob", peer(5001, true)),
@@ -54,17 +61,12 @@ fn ready(history: bool, bell: bool) -> UiState {
     .into_iter()
     .map(|(n, p)| (name(n), p))
     .collect();
-    let effects = ui.on_event(
-        &ClientEvent::Ready {
-            name: name("alice"),
-            endpoint: PeerAddr::parse("127.0.0.1:5000").unwrap(),
-            online: 4,
-            roster: RosterView(Arc::new(roster)),
-        },
-        &at(),
-    );
-    assert!(effects.is_empty());
-    ui
+    ClientEvent::Ready {
+        name: name("alice"),
+        endpoint: PeerAddr::parse("127.0.0.1:5000").unwrap(),
+        online: 4,
+        roster: RosterView(Arc::new(roster)),
+    }
 }
 
 fn message(from: &str, text: &str) -> ClientEvent {
@@ -551,4 +553,41 @@ fn list_counts_the_others_in_words() {
         texts(&ui.tabs()[0]).last().map(String::as_str),
         Some("nobody else is online")
     );
+}
+
+#[test]
+fn connecting_says_where_and_how_often() {
+    let mut ui = UiState::new(name("alice"), false, false);
+    ui.set_server("127.0.0.1:7788", &at());
+    assert_eq!(
+        texts(&ui.tabs()[0]),
+        ["connecting to 127.0.0.1:7788 as alice…"]
+    );
+    for attempt in 2..=3 {
+        ui.on_event(
+            &ClientEvent::Connecting {
+                server: "127.0.0.1:7788".parse().unwrap(),
+                attempt,
+                why: crate::session::NO_ANSWER.into(),
+            },
+            &at(),
+        );
+    }
+    assert_eq!(
+        ui.notice(),
+        Some(
+            "connecting to 127.0.0.1:7788 (attempt 3) — is a server running? Start one with --host"
+        )
+    );
+    // The hint stays in view on a narrow screen; the status tab says it once.
+    assert_eq!(
+        ui.notice_parts().map(|(_, hint)| hint),
+        Some(" — is a server running? Start one with --host")
+    );
+    assert_eq!(ui.tabs()[0].lines.len(), 2);
+    assert_eq!(ui.connection(), &Connection::Connecting);
+    // Logged in: the notice goes.
+    ui.on_event(&ready_event(), &at());
+    assert_eq!(ui.notice(), None);
+    assert_eq!(ui.connection(), &Connection::Online);
 }
