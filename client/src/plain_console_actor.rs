@@ -170,9 +170,9 @@ impl PlainConsoleActor {
             // Once, when the first answer is late.
             ClientEvent::Connecting {
                 server,
-                attempt,
+                attempt: 2,
                 why,
-            } if attempt == 2 => {
+            } => {
                 let hint = if why == NO_ANSWER {
                     " (is a server running there? Start one with pigeon-server, or use --host)"
                 } else {
