@@ -149,3 +149,18 @@ fn every_program_the_readme_runs_is_built_by_the_quick_start() -> anyhow::Result
     }
     Ok(())
 }
+
+#[test]
+fn the_config_example_is_a_valid_config() -> anyhow::Result<()> {
+    let readme = readme()?;
+    let examples = blocks(&readme, "toml");
+    assert!(!examples.is_empty(), "no toml example in the README");
+    for example in examples {
+        let text = example.join("\n");
+        let choices = pigeon_client::settings::parse_config(&text)
+            .map_err(|(at, why)| anyhow!("{why} at {at:?} in:\n{text}"))?;
+        assert!(choices.name.is_some(), "{text}");
+        assert!(choices.server.is_some(), "{text}");
+    }
+    Ok(())
+}
