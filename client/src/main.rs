@@ -142,37 +142,22 @@ fn parse_on_off(text: &str) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config_path = match args.config.clone().or_else(default_config_path) {
-        Some(path) => path,
-        None if args.write_config => {
-            eprintln!("pigeon: no config folder on this system; name a file with --config PATH");
-            return ExitCode::FAILURE;
-        }
-        None => PathBuf::new(),
-    };
-    let from_file = if config_path.as_os_str().is_empty() {
-        Choices::default()
-    } else {
-        match load_config(&config_path, args.config.is_some() && !args.write_config) {
+    let config_path = args.config.clone().or_else(default_config_path);
+    let from_file = match &config_path {
+        // A file named with --config must be there (unless it is to be
+        // written); the default one need not.
+        Some(path) => match load_config(path, args.config.is_some() && !args.write_config) {
             Ok(choices) => choices,
             Err(e) => {
                 eprintln!("pigeon: {e}");
                 return ExitCode::FAILURE;
             }
-        }
+        },
+        None => Choices::default(),
     };
     let chosen = args.choices().over(from_file);
     if args.write_config {
-        return match write_config(&config_path, &chosen) {
-            Ok(()) => {
-                println!("wrote {}", config_path.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("pigeon: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return write_choices(config_path.as_deref(), &chosen);
     }
     let Some(name) = chosen.name else {
         Args::command()
@@ -180,7 +165,10 @@ fn main() -> ExitCode {
                 ErrorKind::MissingRequiredArgument,
                 format!(
                     "no name to log in with: give --name NAME, or put name = \"NAME\" in {}",
-                    config_path.display()
+                    config_path.as_deref().map_or_else(
+                        || "a config file (--config PATH)".to_owned(),
+                        |path| path.display().to_string()
+                    )
                 ),
             )
             .exit();
@@ -211,6 +199,24 @@ fn main() -> ExitCode {
     // Exit at once: the stdin reader may be blocked in a read that nothing
     // can cancel.
     std::process::exit(code);
+}
+
+/// `--write-config`: writes `chosen` to `path`, says where, and ends.
+fn write_choices(path: Option<&std::path::Path>, chosen: &Choices) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("pigeon: no config folder on this system; name a file with --config PATH");
+        return ExitCode::FAILURE;
+    };
+    match write_config(path, chosen) {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pigeon: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(args: Args, settings: Settings, tui: bool) -> i32 {

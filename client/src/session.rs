@@ -637,7 +637,7 @@ impl Session {
             // Then the reconnect backoff, never faster than the last
             // configured wait.
             None if self.config.keep_trying => {
-                let beyond = u32::try_from(attempt - configured).unwrap_or(u32::MAX);
+                let beyond = u32::try_from(attempt.saturating_sub(configured)).unwrap_or(u32::MAX);
                 let last = self.config.login_timeouts.last().copied();
                 self.reconnect_delay(beyond).max(last.unwrap_or_default())
             }

@@ -3,8 +3,9 @@
 //! changes of the [`UiState`], carries out the state's [`Effect`]s
 //! (sending, history, the bell, quitting) and draws.
 //!
-//! The terminal is put back as it was on every way out: logout, a refused
-//! login, an error, and a panic (ratatui's panic hook).
+//! The terminal is put back as it was, once, on every way out: logout, a
+//! refused login, an error, and a panic. Keys arrive in batches from
+//! [`terminal_events`] and are drawn once per batch.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -27,7 +28,7 @@ use crate::ui::render;
 use crate::ui::state::{Effect, Stamp, UiState};
 use crate::ui::terminal_input::terminal_events;
 
-/// Client events are drawn at most this often; keys at once.
+/// Client events are drawn at most this often; keys once per batch.
 const REDRAW_DELAY: Duration = Duration::from_millis(15);
 
 /// Whether the terminal is in the UI's hands (raw mode, the alternate

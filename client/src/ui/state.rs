@@ -217,7 +217,7 @@ pub struct RosterUser {
 #[derive(Debug, Clone)]
 pub struct UiState {
     me: UserName,
-    /// The server's address, as the user gave it.
+    /// The server's address, shown while connecting.
     server: Option<String>,
     endpoint: Option<String>,
     connection: Connection,
