@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use pigeon_server::net::{bind_udp, Faults, LocalSender, UdpSender};
+#[cfg(feature = "faults")]
+use pigeon_shared::net::faults::Faults;
+use pigeon_shared::net::{bind_udp, LocalSender, UdpSender};
 use pigeon_shared::{InstanceId, PeerAddr, UserName};
 use rand::Rng;
 use tokio::net::UdpSocket;
@@ -61,6 +63,7 @@ pub struct ClientConfig {
     /// Never give up the first login (see `SessionConfig::keep_trying`).
     pub keep_trying: bool,
     /// A fault-injection layer on every datagram the client sends (tests).
+    #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
 }
 
@@ -80,6 +83,7 @@ impl ClientConfig {
             instance: None,
             plain_protocol: false,
             keep_trying: false,
+            #[cfg(feature = "faults")]
             faults: None,
         }
     }
@@ -145,9 +149,9 @@ impl ClientHandle {
         let endpoint = PeerAddr::new(SocketAddr::new(ip.to_canonical(), local.port()));
         let socket = UdpSocket::from_std(std_socket).map_err(bind_error)?;
         let stats = Arc::new(ClientStats::default());
-        let sender = UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)
-            .map_err(bind_error)?
-            .with_faults(config.faults);
+        let sender = UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE).map_err(bind_error)?;
+        #[cfg(feature = "faults")]
+        let sender = sender.with_faults(config.faults);
         let sender = LocalSender::new(sender, stats.send.clone());
         let instance = config
             .instance

@@ -14,12 +14,12 @@ use pigeon_client::history_actor::{HistoryActor, LoadSetting};
 use pigeon_client::plain_console_actor::PlainConsoleActor;
 use pigeon_client::settings::{
     default_config_path, load_config, parse_server, write_config, Choices, HistoryChoice,
-    ServerAddr,
+    ServerAddr, DEFAULT_SERVER,
 };
 use pigeon_client::tui_console_actor::{give_back_terminal, TuiConsoleActor, BELL_SETTING};
 use pigeon_client::ui::state::{Stamp, UiState};
 use pigeon_client::{ClientConfig, ClientEvents, ClientHandle, DEFAULT_BIND};
-use pigeon_server::{init_tracing, BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
+use pigeon_shared::log::{init_tracing, init_tracing_to_file};
 use pigeon_shared::UserName;
 
 /// Pigeon: chat on your network from the console. Logs in to a Pigeon
@@ -175,9 +175,7 @@ fn main() -> ExitCode {
     };
     let server = match chosen.server {
         Some(server) => server.addr,
-        None => DEFAULT_UDP_ADDR
-            .parse()
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7788))),
+        None => DEFAULT_SERVER,
     };
     let settings = Settings {
         name,
@@ -190,7 +188,7 @@ fn main() -> ExitCode {
     if !tui {
         init_tracing("warn");
     } else if let Some(path) = &args.log {
-        if let Err(e) = log_to_file(path) {
+        if let Err(e) = init_tracing_to_file(path, "warn") {
             eprintln!("pigeon: cannot write the log to {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
@@ -221,9 +219,7 @@ fn write_choices(path: Option<&std::path::Path>, chosen: &Choices) -> ExitCode {
 
 fn run(args: Args, settings: Settings, tui: bool) -> i32 {
     let hosted = if args.host {
-        let mut config = ServerConfig::new(settings.server);
-        config.tcp_port = args.tcp_port;
-        match BoundServer::bind(config) {
+        match hosting::bind(settings.server, args.tcp_port) {
             Ok(bound) => Some(bound),
             Err(e) => {
                 eprintln!("pigeon: {e}");
@@ -236,19 +232,14 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
     // With --host and port 0, the client logs in wherever the server landed.
     let server_addr = hosted
         .as_ref()
-        .map_or(settings.server, BoundServer::udp_addr);
+        .map_or(settings.server, hosting::Hosted::udp_addr);
     let bind = settings.bind.unwrap_or_else(|| default_bind(server_addr));
 
     let system = System::new();
     let started = system.block_on(async move {
         let (server, hosting) = match hosted {
             Some(bound) => {
-                let server = bound.start().await?;
-                let hosting = format!(
-                    "hosting a server: udp={} tcp={}",
-                    server.udp_addr(),
-                    server.tcp_addr()
-                );
+                let (server, hosting) = bound.start().await?;
                 (Some(server), Some(hosting))
             }
             None => (None, None),
@@ -293,6 +284,72 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
     // other way out, and does nothing if it is back already.
     give_back_terminal();
     code
+}
+
+/// `--host`: a server in this process (cargo feature `host`, on by
+/// default).
+#[cfg(feature = "host")]
+mod hosting {
+    use std::net::SocketAddr;
+
+    use pigeon_server::{BoundServer, ServerConfig, ServerHandle};
+
+    /// A server bound, not yet started.
+    pub struct Hosted(BoundServer);
+
+    /// Binds a server at `udp`, its seed roster on `tcp_port`.
+    pub fn bind(udp: SocketAddr, tcp_port: u16) -> Result<Hosted, String> {
+        let mut config = ServerConfig::new(udp);
+        config.tcp_port = tcp_port;
+        BoundServer::bind(config)
+            .map(Hosted)
+            .map_err(|e| e.to_string())
+    }
+
+    impl Hosted {
+        /// Where the server receives.
+        pub fn udp_addr(&self) -> SocketAddr {
+            self.0.udp_addr()
+        }
+
+        /// Starts it; the running server (keep it) and a line saying where.
+        pub async fn start(self) -> anyhow::Result<(ServerHandle, String)> {
+            let server = self.0.start().await?;
+            let line = format!(
+                "hosting a server: udp={} tcp={}",
+                server.udp_addr(),
+                server.tcp_addr()
+            );
+            Ok((server, line))
+        }
+    }
+}
+
+/// Without the `host` feature, `--host` is an error.
+#[cfg(not(feature = "host"))]
+mod hosting {
+    use std::net::SocketAddr;
+
+    /// Never made.
+    pub enum Hosted {}
+
+    pub fn bind(_: SocketAddr, _: u16) -> Result<Hosted, String> {
+        Err(
+            "this pigeon was built without --host (cargo feature `host`); \
+             start a pigeon-server instead"
+                .into(),
+        )
+    }
+
+    impl Hosted {
+        pub fn udp_addr(&self) -> SocketAddr {
+            match *self {}
+        }
+
+        pub async fn start(self) -> anyhow::Result<(std::convert::Infallible, String)> {
+            match self {}
+        }
+    }
 }
 
 /// The three ways to reach a front end, whichever it is.
@@ -367,25 +424,6 @@ async fn start_tui(
     let console = TuiConsoleActor::new(ui, history)
         .map_err(|e| anyhow::anyhow!("cannot use the terminal: {e} (try --plain)"))?;
     Ok(console.start())
-}
-
-/// Sends the log to `path` (appending), as `RUST_LOG` says (default:
-/// warnings).
-fn log_to_file(path: &std::path::Path) -> std::io::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .with_target(false)
-        .compact()
-        .try_init();
-    Ok(())
 }
 
 /// 127.0.0.1:0 for a server on loopback; otherwise every interface, so the

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use pigeon_server::net::LocalSender;
+use pigeon_shared::net::LocalSender;
 use pigeon_shared::{Ack, Chat, Datagram, PeerAddr, Talk, TalkTime};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 use futures_util::stream;
-use pigeon_server::net::{recv_with, LocalSender, SendCounters};
+use pigeon_shared::net::{recv_with, LocalSender, SendCounters};
 use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, SessionToken, UserName};
 use tracing::{debug, info, warn};
 

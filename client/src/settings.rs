@@ -11,7 +11,7 @@
 //! ```
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,10 @@ pub const CONFIG_FILE: &str = "config.toml";
 
 /// The server's port when an address names none.
 pub const DEFAULT_SERVER_PORT: u16 = 7788;
+
+/// The server when none is named: this machine's.
+pub const DEFAULT_SERVER: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, DEFAULT_SERVER_PORT));
 
 /// Longest config file read; a config is a few lines.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use integration::harness::{eventually, init_tracing, local_server_config, TestClient};
 use pigeon_client::{ClientConfig, ClientEvent};
-use pigeon_server::{FaultConfig, Faults, ServerHandle};
+use pigeon_server::ServerHandle;
+use pigeon_shared::net::faults::{FaultConfig, Faults};
 use pigeon_shared::UserName;
 
 const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];

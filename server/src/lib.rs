@@ -7,7 +7,6 @@
 //! socket-free [`roster`]), and [`tcp_roster_actor`] serves roster
 //! snapshots. [`server`] binds and wires them.
 
-pub mod net;
 pub mod rate_limit;
 pub mod roster;
 pub mod roster_actor;
@@ -15,23 +14,6 @@ pub mod server;
 pub mod tcp_roster_actor;
 pub mod udp_gateway_actor;
 
-pub use net::{FaultConfig, Faults};
 pub use rate_limit::RateLimits;
 pub use roster::{Directory, LeaveReason, Roster, RosterConfig, RosterEvent};
 pub use server::{BindError, BoundServer, ServerConfig, ServerHandle, DEFAULT_UDP_ADDR};
-
-/// Sends `tracing` output to stderr, one line per event, filtered by
-/// `RUST_LOG` (or `default_filter` when it is unset).
-pub fn init_tracing(default_filter: &str) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .compact()
-        .try_init();
-}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST};
-use pigeon_server::{init_tracing, BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
+use pigeon_server::{BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
+use pigeon_shared::log::init_tracing;
 use tracing::{error, info};
 
 /// Pigeon's presence server: keeps the list of who is online and tells

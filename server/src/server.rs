@@ -15,7 +15,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
-use crate::net::{bind_udp, Faults, UDP_BUFFER_BYTES};
 use crate::rate_limit::RateLimits;
 use crate::roster::{
     Directory, Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT,
@@ -25,6 +24,9 @@ use crate::roster::{
 use crate::roster_actor::{OnlineUsers, RosterActor, StopRoster, Subscribe};
 use crate::tcp_roster_actor::{RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig};
 use crate::udp_gateway_actor::{GatewayStats, GatewayStatsSnapshot, StopGateway, UdpGatewayActor};
+#[cfg(feature = "faults")]
+use pigeon_shared::net::faults::Faults;
+use pigeon_shared::net::{bind_udp, UdpSender, UDP_BUFFER_BYTES};
 
 /// The server's default UDP address, as in the seed's examples.
 pub const DEFAULT_UDP_ADDR: &str = "127.0.0.1:7788";
@@ -62,6 +64,7 @@ pub struct ServerConfig {
     /// what anything but a reproducible test wants).
     pub token_seed: Option<u64>,
     /// A fault-injection layer on every datagram the server sends (tests).
+    #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
 }
 
@@ -81,6 +84,7 @@ impl ServerConfig {
             max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
             tcp: TcpRosterConfig::default(),
             token_seed: None,
+            #[cfg(feature = "faults")]
             faults: None,
         }
     }
@@ -202,14 +206,19 @@ impl BoundServer {
         let (gateway_tx, gateway_rx) = tokio::sync::oneshot::channel();
         let gateway_stats = stats.clone();
         let limits = config.rate_limits;
+        #[cfg(feature = "faults")]
         let faults = config.faults.clone();
         // The tokio socket must be created on the thread that will poll it.
         gateway_arbiter.spawn(async move {
             let started = UdpSocket::from_std(udp)
                 .and_then(|socket| {
-                    UdpGatewayActor::new(socket, roster_addr_actor, gateway_stats, limits, faults)
+                    UdpSender::new(Arc::new(socket), crate::udp_gateway_actor::MAX_SEND_QUEUE)
                 })
-                .map(Actor::start);
+                .map(|sender| {
+                    #[cfg(feature = "faults")]
+                    let sender = sender.with_faults(faults);
+                    UdpGatewayActor::new(sender, roster_addr_actor, gateway_stats, limits).start()
+                });
             let _ = gateway_tx.send(started);
         });
         let gateway = gateway_rx

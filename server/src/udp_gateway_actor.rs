@@ -13,16 +13,16 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use pigeon_shared::net::{recv_with, LocalSender, SendCounters, UdpSender};
 use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
-use crate::net::{recv_with, Faults, LocalSender, SendCounters, UdpSender};
 use crate::rate_limit::{Limited, RateLimiter, RateLimits};
 use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
-const MAX_SEND_QUEUE: usize = 65_536;
+pub const MAX_SEND_QUEUE: usize = 65_536;
 
 /// The gateway actor. See the module documentation.
 pub struct UdpGatewayActor {
@@ -114,23 +114,21 @@ impl GatewayStatsSnapshot {
 }
 
 impl UdpGatewayActor {
-    /// A gateway on `socket` (already converted inside this arbiter) that
-    /// feeds `roster`.
+    /// A gateway sending through `sender` (whose socket was converted
+    /// inside this arbiter) that feeds `roster`.
     pub fn new(
-        socket: UdpSocket,
+        sender: UdpSender,
         roster: Addr<RosterActor>,
         stats: Arc<GatewayStats>,
         limits: RateLimits,
-        faults: Option<Faults>,
-    ) -> std::io::Result<Self> {
-        let sender = UdpSender::new(Arc::new(socket), MAX_SEND_QUEUE)?.with_faults(faults);
-        Ok(Self {
+    ) -> Self {
+        Self {
             sender: LocalSender::new(sender, stats.send.clone()),
             roster,
             stats,
             send_log: LogLimit::default(),
             limits,
-        })
+        }
     }
 
     fn send(&mut self, bytes: &Bytes, to: SocketAddr) {

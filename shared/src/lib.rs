@@ -2,14 +2,23 @@
 //!
 //! The protocol is the seed's (UTF-16LE datagrams, one .NET `BinaryWriter`
 //! string for the TCP roster), byte for byte, plus the extensions documented
-//! in `PROTOCOL.md`. This crate does no I/O: it turns bytes into typed values
-//! and back, and every decoder is total.
+//! in `PROTOCOL.md`. The protocol modules do no I/O: they turn bytes into
+//! typed values and back, and every decoder is total.
+//!
+//! Two optional modules serve the programs, not the protocol: [`net`]
+//! (cargo feature `net`: the UDP socket layer both sides send and receive
+//! through; with `faults`, the fault injection tests use) and [`log`]
+//! (feature `log`: `tracing` output on stderr).
 
 pub mod datagram;
 pub mod endpoint;
 pub mod ids;
+#[cfg(feature = "log")]
+pub mod log;
 pub mod log_limit;
 pub mod name;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod roster_snapshot;
 pub mod talk_time;
 pub mod utf16;

@@ -154,7 +154,7 @@ impl Drop for Bars {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    pigeon_server::init_tracing("warn");
+    pigeon_shared::log::init_tracing("warn");
     match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pigeon_server::net::bind_udp;
+use pigeon_shared::net::bind_udp;
 use serde::Serialize;
 
 /// What the ceiling measurement found.
