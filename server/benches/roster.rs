@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pigeon_server::roster::{Directory, Roster, RosterAction, RosterConfig};
+use pigeon_server::directory::Directory;
+use pigeon_server::roster::{Roster, RosterAction, RosterConfig};
 use pigeon_server::tcp_roster_actor::RosterFormat;
 use pigeon_shared::{
     Datagram, InstanceId, Login, LoginExt, Logout, LogoutExt, PeerAddr, Ping, SessionToken,

@@ -5,8 +5,10 @@
 //! Three actors, each in its own file: [`udp_gateway_actor`] owns the UDP
 //! socket, [`roster_actor`] owns who is online (deciding through the
 //! socket-free [`roster`]), and [`tcp_roster_actor`] serves roster
-//! snapshots. [`server`] binds and wires them.
+//! snapshots from the [`directory`] the roster writes through to.
+//! [`server`] binds and wires them.
 
+pub mod directory;
 pub mod rate_limit;
 pub mod roster;
 pub mod roster_actor;
@@ -15,5 +17,6 @@ pub mod tcp_roster_actor;
 pub mod udp_gateway_actor;
 
 pub use rate_limit::RateLimits;
-pub use roster::{Directory, LeaveReason, Roster, RosterConfig, RosterEvent};
+pub use directory::Directory;
+pub use roster::{LeaveReason, Roster, RosterConfig, RosterEvent};
 pub use server::{BindError, BoundServer, ServerConfig, ServerHandle, DEFAULT_UDP_ADDR};

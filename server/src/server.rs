@@ -16,8 +16,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
 use crate::rate_limit::RateLimits;
+use crate::directory::Directory;
 use crate::roster::{
-    Directory, Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT,
+    Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT,
     DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS,
     DEFAULT_MAX_USERS_PER_HOST,
 };

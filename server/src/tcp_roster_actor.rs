@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::roster::{Directory, Rendered};
+use crate::directory::{Directory, Rendered};
 use crate::roster_actor::RosterFetched;
 
 /// Limits of the TCP roster service.

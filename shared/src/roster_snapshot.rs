@@ -86,6 +86,52 @@ pub fn pigeon_roster_header(revision: Revision) -> String {
     format!("{PIGEON_TAG} {revision};")
 }
 
+/// One user's roster line as the Pigeon format writes it,
+/// `name,ip:port,iid` (`-` for no instance id), and the length of its
+/// start `name,ip:port`, which is the seed format's line. A server renders
+/// each user's line once and writes every snapshot from these.
+pub fn roster_line(
+    name: &UserName,
+    endpoint: &PeerAddr,
+    instance: Option<InstanceId>,
+) -> (String, usize) {
+    let seed = format!("{name},{endpoint}");
+    let seed_len = seed.len();
+    let line = match instance {
+        Some(iid) => format!("{seed},{iid}"),
+        None => format!("{seed},-"),
+    };
+    (line, seed_len)
+}
+
+/// Appends a roster in `format` as one `BinaryWriter` string, from lines
+/// made by [`roster_line`] (each given with the length of its seed-format
+/// start): the header (Pigeon format, at `revision`), each line (cut to
+/// its seed-format start in the seed format) and `;`, then `end`. The one
+/// encoder of rosters: [`encode_roster`], [`encode_pigeon_roster`] and the
+/// server's snapshots all write through it.
+pub fn encode_roster_lines<'a>(
+    format: RosterFormat,
+    revision: Revision,
+    lines: impl IntoIterator<Item = (&'a str, usize)>,
+    buf: &mut impl BufMut,
+) {
+    let mut text = match format {
+        RosterFormat::Pigeon => pigeon_roster_header(revision),
+        RosterFormat::Seed => String::new(),
+    };
+    for (line, seed_len) in lines {
+        let line = match format {
+            RosterFormat::Pigeon => line,
+            RosterFormat::Seed => line.get(..seed_len).unwrap_or(line),
+        };
+        text.push_str(line);
+        text.push(';');
+    }
+    text.push_str(END_MARK);
+    put_dotnet_string(buf, &text);
+}
+
 /// Appends the Pigeon-format roster at `revision` as one `BinaryWriter`
 /// string.
 pub fn encode_pigeon_roster<'a>(
@@ -93,17 +139,16 @@ pub fn encode_pigeon_roster<'a>(
     entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr, Option<InstanceId>)>,
     buf: &mut impl BufMut,
 ) {
-    use std::fmt::Write;
-    let mut text = pigeon_roster_header(revision);
-    for (name, endpoint, instance) in entries {
-        // Writing to a String cannot fail.
-        let _ = match instance {
-            Some(iid) => write!(text, "{name},{endpoint},{iid};"),
-            None => write!(text, "{name},{endpoint},-;"),
-        };
-    }
-    text.push_str(END_MARK);
-    put_dotnet_string(buf, &text);
+    let lines: Vec<(String, usize)> = entries
+        .into_iter()
+        .map(|(name, endpoint, instance)| roster_line(name, endpoint, instance))
+        .collect();
+    encode_roster_lines(
+        RosterFormat::Pigeon,
+        revision,
+        lines.iter().map(|(line, len)| (line.as_str(), *len)),
+        buf,
+    );
 }
 
 /// Most bytes of a roster request.
@@ -133,20 +178,16 @@ pub fn encode_roster<'a>(
     entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr)>,
     buf: &mut impl BufMut,
 ) {
-    let text = roster_text(entries);
-    put_dotnet_string(buf, &text);
-}
-
-/// The roster text, `n1,ip:port;...;end`, without the length prefix.
-pub fn roster_text<'a>(entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr)>) -> String {
-    use std::fmt::Write;
-    let mut text = String::new();
-    for (name, endpoint) in entries {
-        // Writing to a String cannot fail.
-        let _ = write!(text, "{name},{endpoint};");
-    }
-    text.push_str(END_MARK);
-    text
+    let lines: Vec<(String, usize)> = entries
+        .into_iter()
+        .map(|(name, endpoint)| roster_line(name, endpoint, None))
+        .collect();
+    encode_roster_lines(
+        RosterFormat::Seed,
+        0,
+        lines.iter().map(|(line, len)| (line.as_str(), *len)),
+        buf,
+    );
 }
 
 /// Appends `text` the way .NET's `BinaryWriter.Write(string)` does.

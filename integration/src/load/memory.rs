@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pigeon_client::session::{Session, SessionConfig};
-use pigeon_server::roster::{Directory, Roster, RosterConfig};
+use pigeon_server::directory::Directory;
+use pigeon_server::roster::{Roster, RosterConfig};
 use pigeon_shared::{
     Accept, AcceptExt, Datagram, InstanceId, Login, LoginExt, PeerAddr, RosterEntry,
     RosterSnapshot, SessionToken, UserName,

@@ -1,0 +1,186 @@
+//! `Directory`: the users online as the TCP roster service reads them,
+//! from any thread, without a mailbox round trip: the read model the
+//! [`crate::roster::Roster`] writes through to. Each user's roster line is
+//! rendered once, when it joins, by the protocol crate's [`roster_line`],
+//! and every snapshot is written by its one encoder,
+//! [`encode_roster_lines`] (the one the property tests round-trip).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use pigeon_shared::roster_snapshot::{encode_roster_lines, roster_line, RosterFormat};
+use pigeon_shared::{InstanceId, PeerAddr, Revision, UserName};
+
+/// The users online, readable from any thread: what TCP roster snapshots
+/// are made of. Written only by the [`Roster`], always before the `Accept`
+/// that lets a client read it. Each user's roster line is rendered once,
+/// when it joins, so that a snapshot is a run of copies: a login storm asks
+/// for thousands of them.
+///
+/// Snapshots are sorted by name (so a client builds its roster from them
+/// in one pass) and cached per format for the revision they were made at:
+/// in a login storm, thousands of fetches at one revision share one
+/// rendering.
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: DashMap<UserName, Listing>,
+    revision: AtomicU64,
+    /// The last snapshot rendered in each format, `[seed, pigeon]`.
+    rendered: Mutex<[Option<Rendered>; 2]>,
+}
+
+/// A snapshot as sent: its revision, how many users it holds, its bytes.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub revision: Revision,
+    pub users: usize,
+    pub bytes: Arc<[u8]>,
+}
+
+/// One user in the [`Directory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub endpoint: PeerAddr,
+    /// The instance id of a Pigeon client; `None` for a seed-era client.
+    pub instance: Option<InstanceId>,
+}
+
+/// A [`DirectoryEntry`] and its roster line, `name,ip:port,iid` (`-` for no
+/// instance id), with the length of its seed-format start.
+#[derive(Debug)]
+struct Listing {
+    entry: DirectoryEntry,
+    line: Arc<str>,
+    seed_len: usize,
+}
+
+impl Listing {
+    fn new(name: &UserName, entry: DirectoryEntry) -> Self {
+        let (line, seed_len) = roster_line(name, &entry.endpoint, entry.instance);
+        Self {
+            entry,
+            line: Arc::from(line),
+            seed_len,
+        }
+    }
+}
+
+impl Directory {
+    /// The revision, then every user: read in that order, a snapshot never
+    /// misses a change at or below the revision it reports. (It may hold a
+    /// few later ones too; replaying them is harmless, as every change is
+    /// idempotent.)
+    pub fn snapshot(&self) -> (Revision, Vec<(UserName, DirectoryEntry)>) {
+        let revision = self.revision.load(Ordering::Acquire);
+        let users = self
+            .users
+            .iter()
+            .map(|listing| (listing.key().clone(), listing.value().entry))
+            .collect();
+        (revision, users)
+    }
+
+    /// The roster in `format`, as one .NET `BinaryWriter` string sorted by
+    /// name, with the number of users in it and its revision (read first,
+    /// as in [`Directory::snapshot`]). Rendered once per revision and
+    /// format; later calls at the same revision share the bytes.
+    pub fn encode(&self, format: RosterFormat) -> Rendered {
+        let slot = match format {
+            RosterFormat::Seed => 0,
+            RosterFormat::Pigeon => 1,
+        };
+        // Held while rendering, so that concurrent fetches at one revision
+        // wait for one rendering instead of each making their own.
+        let mut rendered = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let revision = self.revision.load(Ordering::Acquire);
+        if let Some(cached) = rendered.get(slot).and_then(Option::as_ref) {
+            if cached.revision == revision {
+                return cached.clone();
+            }
+        }
+        let fresh = self.render(revision, format);
+        if let Some(cached) = rendered.get_mut(slot) {
+            *cached = Some(fresh.clone());
+        }
+        fresh
+    }
+
+    /// Renders the roster in `format` afresh, labelled `revision`: what
+    /// [`Directory::encode`] does when the roster has changed since the last
+    /// rendering.
+    pub fn render(&self, revision: Revision, format: RosterFormat) -> Rendered {
+        let mut lines: Vec<(UserName, Arc<str>, usize)> = self
+            .users
+            .iter()
+            .map(|listing| {
+                let value = listing.value();
+                (listing.key().clone(), value.line.clone(), value.seed_len)
+            })
+            .collect();
+        lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let body: usize = lines.iter().map(|(_, line, _)| line.len() + 1).sum();
+        let mut buf = Vec::with_capacity(body + 64);
+        encode_roster_lines(
+            format,
+            revision,
+            lines.iter().map(|(_, line, len)| (&**line, *len)),
+            &mut buf,
+        );
+        Rendered {
+            revision,
+            users: lines.len(),
+            bytes: Arc::from(buf),
+        }
+    }
+
+    /// Lists `name` (the roster has admitted it).
+    pub(crate) fn insert(&self, name: UserName, entry: DirectoryEntry) {
+        let listing = Listing::new(&name, entry);
+        self.users.insert(name, listing);
+    }
+
+    /// Takes `name` off.
+    pub(crate) fn remove(&self, name: &str) {
+        self.users.remove(name);
+    }
+
+    /// Publishes the roster's revision, after the change it counts.
+    pub(crate) fn set_revision(&self, revision: Revision) {
+        self.revision.store(revision, Ordering::Release);
+    }
+
+    /// Forgets every user, and the revision starts again from zero.
+    pub(crate) fn clear(&self) {
+        let mut rendered = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.users.clear();
+        self.revision.store(0, Ordering::Release);
+        *rendered = [None, None];
+    }
+
+    /// How many users are online.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Option<DirectoryEntry> {
+        self.users.get(name).map(|listing| listing.value().entry)
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> Revision {
+        self.revision.load(Ordering::Acquire)
+    }
+}

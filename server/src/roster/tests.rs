@@ -1,0 +1,808 @@
+use pigeon_shared::roster_snapshot::RosterFormat;
+use pigeon_shared::{LoginExt, LogoutExt};
+use rand::SeedableRng;
+
+use super::*;
+use crate::directory::Rendered;
+
+const IID_A: InstanceId = InstanceId(0xA);
+const IID_B: InstanceId = InstanceId(0xB);
+
+struct Fixture {
+    roster: Roster,
+    directory: Arc<Directory>,
+    t0: Instant,
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+fn fixture_with(tune: impl FnOnce(&mut RosterConfig)) -> Fixture {
+    let mut config = RosterConfig::new(4242, 4343);
+    config.liveness_timeout = Duration::from_secs(8);
+    tune(&mut config);
+    let directory = Arc::new(Directory::default());
+    Fixture {
+        roster: Roster::new(config, directory.clone(), StdRng::seed_from_u64(7)),
+        directory,
+        t0: Instant::now(),
+    }
+}
+
+fn name(text: &str) -> UserName {
+    UserName::parse(text).unwrap()
+}
+
+fn addr(text: &str) -> PeerAddr {
+    PeerAddr::parse(text).unwrap()
+}
+
+fn sock(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn seed_login(n: &str, a: &str) -> Login {
+    Login {
+        name: name(n),
+        endpoint: addr(a),
+        pigeon: None,
+    }
+}
+
+fn pigeon_login(n: &str, a: &str, instance: InstanceId, token: Option<SessionToken>) -> Login {
+    Login {
+        name: name(n),
+        endpoint: addr(a),
+        pigeon: Some(LoginExt { instance, token }),
+    }
+}
+
+fn seed_accept_to(a: &str) -> RosterAction {
+    RosterAction::Send {
+        to: sock(a),
+        datagram: Datagram::Accept(Accept {
+            tcp_port: 4242,
+            pigeon: None,
+        }),
+    }
+}
+
+fn refusal(decision: &LoginDecision) -> Option<RefuseReason> {
+    match decision {
+        LoginDecision::Refused { reason, .. } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+/// Logs in a Pigeon client, has it fetch the roster, and returns its
+/// token.
+fn join_pigeon(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
+    let token = join_unsynced(f, n, a, instance);
+    let revision = f.roster.revision();
+    let (decision, _) = f.roster.synced(&name(n), token, revision);
+    assert_eq!(decision, SessionDecision::Done);
+    token
+}
+
+/// Logs in a Pigeon client that has not fetched the roster yet.
+fn join_unsynced(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
+    let (decision, actions) = f
+        .roster
+        .login(pigeon_login(n, a, instance, None), sock(a), f.t0);
+    assert_eq!(decision, LoginDecision::Joined);
+    match &actions[0] {
+        RosterAction::Send {
+            datagram:
+                Datagram::Accept(Accept {
+                    pigeon: Some(ext), ..
+                }),
+            ..
+        } => ext.token,
+        other => panic!("no Pigeon Accept: {other:?}"),
+    }
+}
+
+#[test]
+fn a_seed_login_gets_a_plain_accept_at_its_claimed_endpoint() {
+    let mut f = fixture();
+    // A seed client logs in from an ephemeral port.
+    let (decision, actions) = f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:61000"),
+        f.t0,
+    );
+    assert_eq!(decision, LoginDecision::Joined);
+    assert_eq!(
+        actions,
+        vec![
+            seed_accept_to("10.0.0.1:5000"),
+            RosterAction::Publish(RosterEvent::Joined {
+                name: name("alice"),
+                endpoint: addr("10.0.0.1:5000")
+            }),
+        ]
+    );
+    assert_eq!(
+        f.directory.get("alice"),
+        Some(DirectoryEntry {
+            endpoint: addr("10.0.0.1:5000"),
+            instance: None
+        })
+    );
+    assert_eq!(f.directory.revision(), 1);
+}
+
+#[test]
+fn a_pigeon_login_gets_a_token_the_roster_port_and_the_keepalive_interval() {
+    let mut f = fixture();
+    let (_, actions) = f.roster.login(
+        pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    let RosterAction::Send {
+        to,
+        datagram:
+            Datagram::Accept(Accept {
+                tcp_port,
+                pigeon: Some(ext),
+            }),
+    } = &actions[0]
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*to, sock("10.0.0.1:5000"));
+    assert_eq!(
+        (*tcp_port, ext.roster_port, ext.keepalive_ms),
+        (4242, 4343, 1333)
+    );
+    assert_eq!(f.directory.get("alice").unwrap().instance, Some(IID_A));
+}
+
+#[test]
+fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
+    let mut f = fixture();
+    f.roster.login(
+        seed_login("old", "10.0.0.9:5000"),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    f.roster.flush_deltas();
+    let (_, actions) = f.roster.login(
+        pigeon_login("bob", "10.0.0.2:5000", IID_B, None),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    // The seed user hears of bob at once, in the seed's form.
+    assert!(actions.contains(&RosterAction::Broadcast {
+        to: vec![sock("10.0.0.9:5000")],
+        datagram: Datagram::Login(seed_login("bob", "10.0.0.2:5000")),
+    }));
+    // Pigeon users that fetched the roster hear of it in the next delta
+    // (bob, who has not fetched yet, gets it in his snapshot).
+    let deltas = f.roster.flush_deltas();
+    let [RosterAction::Broadcast {
+        to,
+        datagram: Datagram::Delta(delta),
+    }] = deltas.as_slice()
+    else {
+        panic!("{deltas:?}")
+    };
+    let mut to = to.clone();
+    to.sort();
+    assert_eq!(to, vec![sock("10.0.0.1:5000")]);
+    assert_eq!((delta.from, delta.to()), (2, 3));
+    let changes: Vec<_> = delta.changes().map(|(_, c)| c.unwrap()).collect();
+    assert_eq!(
+        changes,
+        vec![RosterChange::Joined {
+            name: name("bob"),
+            endpoint: addr("10.0.0.2:5000"),
+            instance: Some(IID_B)
+        }]
+    );
+    assert!(f.roster.flush_deltas().is_empty());
+}
+
+#[test]
+fn deltas_go_only_to_clients_that_fetched_the_roster_and_catch_them_up() {
+    let mut f = fixture();
+    let alice_token = join_unsynced(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    f.roster.login(
+        seed_login("old", "10.0.0.9:5000"),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    // alice has not fetched the roster: no deltas for her yet.
+    assert!(f.roster.flush_deltas().is_empty());
+    f.roster.login(
+        seed_login("older", "10.0.0.8:5000"),
+        sock("10.0.0.8:5000"),
+        f.t0,
+    );
+    f.roster.flush_deltas();
+    // Her snapshot was taken at revision 1 (herself only): the two
+    // changes after it come to her at once.
+    let (decision, actions) = f.roster.synced(&name("alice"), alice_token, 1);
+    assert_eq!(decision, SessionDecision::Done);
+    let [RosterAction::Send {
+        to,
+        datagram: Datagram::Delta(delta),
+    }] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*to, sock("10.0.0.1:5000"));
+    assert_eq!((delta.from, delta.to()), (1, 3));
+    // From now on she is in every delta.
+    f.roster.login(
+        seed_login("oldest", "10.0.0.7:5000"),
+        sock("10.0.0.7:5000"),
+        f.t0,
+    );
+    assert_eq!(f.roster.flush_deltas().len(), 1);
+    // Only her token syncs her.
+    let (decision, _) = f.roster.synced(&name("alice"), SessionToken(1), 1);
+    assert_eq!(decision, SessionDecision::BadToken);
+    let (decision, _) = f.roster.synced(&name("nobody"), alice_token, 1);
+    assert_eq!(decision, SessionDecision::UnknownUser);
+}
+
+#[test]
+fn bursts_of_changes_share_deltas_with_contiguous_revisions() {
+    let mut f = fixture_with(|c| c.max_delta_bytes = 300);
+    join_pigeon(&mut f, "watcher", "10.0.0.1:5000", IID_A);
+    f.roster.flush_deltas();
+    for i in 0..20 {
+        let endpoint = format!("10.0.1.{i}:5000");
+        f.roster.login(
+            seed_login(&format!("user{i}"), &endpoint),
+            sock(&endpoint),
+            f.t0,
+        );
+    }
+    let deltas = f.roster.flush_deltas();
+    assert!(
+        deltas.len() > 1,
+        "one delta cannot hold 20 changes in 300 bytes"
+    );
+    let mut next = 1;
+    for action in &deltas {
+        let RosterAction::Broadcast {
+            datagram: datagram @ Datagram::Delta(delta),
+            ..
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(delta.from, next);
+        assert!(datagram.encoded_len() <= 300, "{}", datagram.encoded_len());
+        next = delta.to();
+    }
+    assert_eq!(next, 21);
+    assert_eq!(f.roster.revision(), 21);
+}
+
+#[test]
+fn a_repeated_login_refreshes_but_only_a_token_proves_liveness() {
+    let mut f = fixture();
+    let token = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let later = f.t0 + Duration::from_secs(6);
+    // A retry before the first Accept arrived: no token yet.
+    let (decision, actions) = f.roster.login(
+        pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+        sock("10.0.0.1:5000"),
+        later,
+    );
+    assert_eq!(decision, LoginDecision::Refreshed);
+    assert_eq!(actions.len(), 1);
+    let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(9));
+    assert_eq!(
+        evicted,
+        vec![name("alice")],
+        "a login without token kept alice alive"
+    );
+
+    let token2 = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    assert_ne!(token, token2);
+    let (decision, _) = f.roster.login(
+        pigeon_login("alice", "10.0.0.1:5000", IID_A, Some(token2)),
+        sock("10.0.0.1:5000"),
+        f.t0 + Duration::from_secs(6),
+    );
+    assert_eq!(decision, LoginDecision::Refreshed);
+    let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(9));
+    assert!(evicted.is_empty());
+}
+
+#[test]
+fn nobody_can_refresh_or_take_over_a_pigeon_session() {
+    let mut f = fixture();
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    for (login, source) in [
+        (
+            pigeon_login("alice", "10.0.0.1:5000", IID_A, Some(SessionToken(1))),
+            "10.0.0.1:5000",
+        ),
+        (
+            pigeon_login("alice", "10.0.0.1:5000", IID_B, None),
+            "10.0.0.1:5000",
+        ),
+        (seed_login("alice", "10.0.0.1:5000"), "10.0.0.1:6000"),
+        (
+            pigeon_login("alice", "10.0.0.1:6000", IID_A, None),
+            "10.0.0.1:6000",
+        ),
+    ] {
+        let (decision, _) = f.roster.login(login.clone(), sock(source), f.t0);
+        assert_eq!(
+            refusal(&decision),
+            Some(RefuseReason::NameTaken),
+            "{login:?}"
+        );
+    }
+}
+
+#[test]
+fn a_pigeon_login_must_come_from_its_own_endpoint() {
+    let mut f = fixture();
+    let (decision, _) = f.roster.login(
+        pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+        sock("10.0.0.1:6000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::BadEndpoint));
+}
+
+#[test]
+fn second_login_with_same_name_is_refused() {
+    let mut f = fixture();
+    f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    let (decision, actions) = f.roster.login(
+        seed_login("alice", "10.0.0.2:6000"),
+        sock("10.0.0.2:6000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::NameTaken));
+    let [RosterAction::Send {
+        to,
+        datagram: Datagram::Refused(refused),
+    }] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*to, sock("10.0.0.2:6000"));
+    assert_eq!(refused.reason, RefuseReason::NameTaken);
+    assert_eq!(f.roster.endpoint_of("alice"), Some(addr("10.0.0.1:5000")));
+}
+
+#[test]
+fn same_seed_login_from_same_endpoint_is_a_refresh() {
+    let mut f = fixture();
+    f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    let (decision, actions) = f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:61000"),
+        f.t0,
+    );
+    assert_eq!(decision, LoginDecision::Refreshed);
+    assert_eq!(actions, vec![seed_accept_to("10.0.0.1:5000")]);
+    assert_eq!(f.roster.revision(), 1);
+}
+
+#[test]
+fn endpoint_host_and_capacity_refusals() {
+    let mut f = fixture_with(|c| {
+        c.max_users = 3;
+        c.max_users_per_host = 2;
+    });
+    f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    let cases = [
+        (
+            seed_login("mallory", "10.0.0.1:5000"),
+            "10.0.0.1:7000",
+            RefuseReason::EndpointTaken,
+        ),
+        (
+            seed_login("eve", "10.9.9.9:5000"),
+            "10.0.0.6:4444",
+            RefuseReason::BadEndpoint,
+        ),
+        (
+            seed_login("zero", "10.0.0.1:0"),
+            "10.0.0.1:5000",
+            RefuseReason::BadEndpoint,
+        ),
+        (
+            seed_login("any", "0.0.0.0:5000"),
+            "10.0.0.1:5000",
+            RefuseReason::BadEndpoint,
+        ),
+        (
+            seed_login("multi", "224.0.0.1:5000"),
+            "10.0.0.1:5000",
+            RefuseReason::BadEndpoint,
+        ),
+    ];
+    for (login, source, reason) in cases {
+        let (decision, _) = f.roster.login(login.clone(), sock(source), f.t0);
+        assert_eq!(refusal(&decision), Some(reason), "{login:?}");
+    }
+    f.roster.login(
+        seed_login("bob", "10.0.0.1:5001"),
+        sock("10.0.0.1:5001"),
+        f.t0,
+    );
+    let (decision, _) = f.roster.login(
+        seed_login("carol", "10.0.0.1:5002"),
+        sock("10.0.0.1:5002"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::HostFull));
+    f.roster.login(
+        seed_login("dave", "10.0.0.4:5000"),
+        sock("10.0.0.4:5000"),
+        f.t0,
+    );
+    let (decision, _) = f.roster.login(
+        seed_login("erin", "10.0.0.5:5000"),
+        sock("10.0.0.5:5000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::ServerFull));
+    assert_eq!(f.roster.len(), 3);
+}
+
+#[test]
+fn a_login_claiming_another_hosts_endpoint_is_refused_back_to_the_sender() {
+    let mut f = fixture();
+    let (_, actions) = f.roster.login(
+        seed_login("eve", "10.9.9.9:5000"),
+        sock("10.0.0.6:4444"),
+        f.t0,
+    );
+    let [RosterAction::Send { to, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*to, sock("10.0.0.6:4444"));
+    assert!(f.roster.is_empty());
+}
+
+#[test]
+fn ipv4_mapped_sources_match_ipv4_endpoints() {
+    let mut f = fixture();
+    let (decision, _) = f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("[::ffff:10.0.0.1]:5000"),
+        f.t0,
+    );
+    assert_eq!(decision, LoginDecision::Joined);
+}
+
+#[test]
+fn seed_logout_needs_the_name_endpoint_and_host() {
+    let mut f = fixture();
+    f.roster.login(
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    f.roster.login(
+        seed_login("bob", "10.0.0.2:5000"),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    let logout = |n: &str, a: &str| Logout {
+        name: name(n),
+        endpoint: addr(a),
+        pigeon: None,
+    };
+    let (decision, actions) = f
+        .roster
+        .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.66:5000"));
+    assert_eq!(
+        decision,
+        SessionDecision::WrongSource {
+            registered: addr("10.0.0.1:5000")
+        }
+    );
+    assert!(actions.is_empty());
+    let (decision, _) = f
+        .roster
+        .logout(logout("alice", "10.0.0.1:5001"), sock("10.0.0.1:5001"));
+    assert!(matches!(decision, SessionDecision::EndpointMismatch { .. }));
+    let (decision, _) = f
+        .roster
+        .logout(logout("nobody", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
+    assert_eq!(decision, SessionDecision::UnknownUser);
+
+    let (decision, actions) = f
+        .roster
+        .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"));
+    assert_eq!(decision, SessionDecision::Done);
+    assert_eq!(
+        actions,
+        vec![
+            RosterAction::Broadcast {
+                to: vec![sock("10.0.0.2:5000")],
+                datagram: Datagram::Logout(logout("alice", "10.0.0.1:5000")),
+            },
+            RosterAction::Publish(RosterEvent::Left {
+                name: name("alice"),
+                endpoint: addr("10.0.0.1:5000"),
+                reason: LeaveReason::LoggedOut,
+            }),
+        ]
+    );
+    assert!(f.directory.get("alice").is_none());
+    // The endpoint is free again.
+    let (decision, _) = f.roster.login(
+        seed_login("carol", "10.0.0.1:5000"),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    assert_eq!(decision, LoginDecision::Joined);
+}
+
+#[test]
+fn pigeon_logout_needs_the_token_and_is_answered_with_bye() {
+    let mut f = fixture();
+    let token = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let logout = |token: Option<SessionToken>| Logout {
+        name: name("alice"),
+        endpoint: addr("10.0.0.1:5000"),
+        pigeon: token.map(|token| LogoutExt { token }),
+    };
+    // From alice's own host, but without her token.
+    let (decision, actions) = f.roster.logout(logout(None), sock("10.0.0.1:5000"));
+    assert_eq!(decision, SessionDecision::BadToken);
+    assert!(actions.is_empty());
+    let (decision, _) = f
+        .roster
+        .logout(logout(Some(SessionToken(99))), sock("10.0.0.1:5000"));
+    assert_eq!(decision, SessionDecision::BadToken);
+    assert_eq!(f.roster.len(), 1);
+
+    let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
+    assert_eq!(decision, SessionDecision::Done);
+    assert!(actions.contains(&RosterAction::Send {
+        to: sock("10.0.0.1:5000"),
+        datagram: Datagram::Bye(Bye {
+            name: name("alice")
+        }),
+    }));
+    // A retry after the bye was lost is answered again.
+    let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
+    assert_eq!(decision, SessionDecision::UnknownUser);
+    assert_eq!(actions.len(), 1);
+}
+
+#[test]
+fn pings_keep_a_session_alive_and_others_are_told_to_log_in_again() {
+    let mut f = fixture();
+    let token = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let ping = |token| Ping {
+        name: name("alice"),
+        token,
+    };
+    let at = f.t0 + Duration::from_secs(5);
+    let (decision, actions) = f.roster.ping(ping(token), sock("10.0.0.1:5000"), at);
+    assert_eq!(decision, SessionDecision::Done);
+    assert_eq!(
+        actions,
+        vec![RosterAction::Send {
+            to: sock("10.0.0.1:5000"),
+            datagram: Datagram::Pong(Pong { revision: 1 }),
+        }]
+    );
+    // Wrong token, wrong port, or nobody by that name: `expired`, to the
+    // sender only, and no credit.
+    for (token, source) in [
+        (SessionToken(1), "10.0.0.1:5000"),
+        (token, "10.0.0.1:5001"),
+        (token, "10.0.0.7:5000"),
+    ] {
+        let (decision, actions) = f.roster.ping(ping(token), sock(source), at);
+        assert_ne!(decision, SessionDecision::Done, "{source}");
+        assert_eq!(
+            actions,
+            vec![RosterAction::Send {
+                to: sock(source),
+                datagram: Datagram::Expired(Expired {
+                    name: name("alice")
+                }),
+            }]
+        );
+    }
+    let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(12));
+    assert!(evicted.is_empty(), "the ping at 5 s keeps alice until 13 s");
+    let (evicted, actions) = f.roster.expire(f.t0 + Duration::from_secs(14));
+    assert_eq!(evicted, vec![name("alice")]);
+    assert!(actions.contains(&RosterAction::Publish(RosterEvent::Left {
+        name: name("alice"),
+        endpoint: addr("10.0.0.1:5000"),
+        reason: LeaveReason::Evicted,
+    })));
+    let (decision, _) = f.roster.ping(ping(token), sock("10.0.0.1:5000"), at);
+    assert_eq!(decision, SessionDecision::UnknownUser);
+}
+
+#[test]
+fn seed_users_are_never_evicted() {
+    let mut f = fixture();
+    f.roster.login(
+        seed_login("old", "10.0.0.9:5000"),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(3600));
+    assert!(evicted.is_empty());
+    let (decision, _) = f.roster.ping(
+        Ping {
+            name: name("old"),
+            token: SessionToken(0),
+        },
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    assert_eq!(decision, SessionDecision::BadToken);
+}
+
+#[test]
+fn closing_goes_to_pigeon_users_only() {
+    let mut f = fixture();
+    f.roster.login(
+        seed_login("old", "10.0.0.9:5000"),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    assert!(f.roster.closing("bye").is_none());
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    assert_eq!(
+        f.roster.closing("restarting"),
+        Some(RosterAction::Broadcast {
+            to: vec![sock("10.0.0.1:5000")],
+            datagram: Datagram::Closing(Closing {
+                detail: "restarting".into()
+            }),
+        })
+    );
+}
+
+#[test]
+fn the_directory_encodes_both_roster_formats() {
+    use pigeon_shared::roster_snapshot::decode_frame;
+    use pigeon_shared::RosterSnapshot;
+    let mut f = fixture();
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    f.roster.login(
+        seed_login("old", "10.0.0.9:5000"),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    let rendered = f.directory.encode(RosterFormat::Pigeon);
+    assert_eq!((rendered.revision, rendered.users), (2, 2));
+    let (text, _) = decode_frame(&rendered.bytes, 1 << 20).unwrap().unwrap();
+    let snapshot = RosterSnapshot::parse(&text).unwrap();
+    assert_eq!(snapshot.revision, Some(2));
+    let entries: Vec<_> = snapshot
+        .entries
+        .iter()
+        .map(|e| (e.name.to_string(), e.endpoint.to_string(), e.instance))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("alice".into(), "10.0.0.1:5000".into(), Some(IID_A)),
+            ("old".into(), "10.0.0.9:5000".into(), None),
+        ]
+    );
+    let rendered = f.directory.encode(RosterFormat::Seed);
+    let (text, _) = decode_frame(&rendered.bytes, 1 << 20).unwrap().unwrap();
+    assert!(!text.contains("pigeon1"), "{text}");
+    let parts: Vec<_> = text.split(';').collect();
+    assert_eq!(parts, ["alice,10.0.0.1:5000", "old,10.0.0.9:5000", "end"]);
+}
+
+#[test]
+fn deltas_wait_longer_the_more_clients_must_be_told() {
+    let base = Duration::from_millis(2);
+    let mut f = fixture_with(|c| {
+        c.delta_wait_per_recipient = Duration::from_micros(100);
+        c.max_delta_delay = Duration::from_millis(7);
+    });
+    assert_eq!(f.roster.delta_delay(base), base);
+    // Seed-era users and Pigeon clients that have not fetched the
+    // roster get no deltas, so they do not count.
+    for i in 0..40 {
+        let host = format!("10.1.0.{i}:5000");
+        f.roster
+            .login(seed_login(&format!("old{i}"), &host), sock(&host), f.t0);
+    }
+    join_unsynced(&mut f, "late", "10.9.9.9:5000", IID_B);
+    assert_eq!(f.roster.delta_delay(base), base);
+    for i in 0..50 {
+        let host = format!("10.0.0.{i}:5000");
+        join_pigeon(&mut f, &format!("p{i}"), &host, InstanceId(i + 100));
+    }
+    // 50 recipients at 100 µs each.
+    assert_eq!(f.roster.delta_delay(base), Duration::from_millis(5));
+    for i in 50..100 {
+        let host = format!("10.0.0.{i}:5000");
+        join_pigeon(&mut f, &format!("p{i}"), &host, InstanceId(i + 100));
+    }
+    assert_eq!(f.roster.delta_delay(base), Duration::from_millis(7));
+    assert_eq!(
+        f.roster.delta_delay(Duration::from_millis(80)),
+        Duration::from_millis(80)
+    );
+}
+
+#[test]
+fn directory_snapshots_are_sorted_by_name_and_follow_every_change() {
+    use pigeon_shared::roster_snapshot::decode_frame;
+    use pigeon_shared::RosterSnapshot;
+    let names = |rendered: &Rendered| -> Vec<String> {
+        let (text, _) = decode_frame(&rendered.bytes, 1 << 20).unwrap().unwrap();
+        RosterSnapshot::parse(&text)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect()
+    };
+    let mut f = fixture();
+    for (i, who) in ["mallory", "bob", "zoe", "alice", "carol"]
+        .iter()
+        .enumerate()
+    {
+        let host = format!("10.0.0.{}:5000", i + 1);
+        f.roster.login(seed_login(who, &host), sock(&host), f.t0);
+    }
+    let first = f.directory.encode(RosterFormat::Pigeon);
+    assert_eq!(names(&first), ["alice", "bob", "carol", "mallory", "zoe"]);
+    // Asked again at the same revision: the same bytes, not a copy.
+    let again = f.directory.encode(RosterFormat::Pigeon);
+    assert!(Arc::ptr_eq(&first.bytes, &again.bytes));
+    // Any change makes a new one.
+    let bob = Logout {
+        name: name("bob"),
+        endpoint: addr("10.0.0.2:5000"),
+        pigeon: None,
+    };
+    f.roster.logout(bob, sock("10.0.0.2:5000"));
+    let after = f.directory.encode(RosterFormat::Pigeon);
+    assert_eq!(after.revision, first.revision + 1);
+    assert_eq!(names(&after), ["alice", "carol", "mallory", "zoe"]);
+}
+
+#[test]
+fn the_directory_snapshot_reports_its_revision() {
+    let mut f = fixture();
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    f.roster.login(
+        seed_login("old", "10.0.0.9:5000"),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    let (revision, mut users) = f.directory.snapshot();
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(revision, 2);
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0].1.instance, Some(IID_A));
+    assert_eq!(users[1].1.instance, None);
+}
