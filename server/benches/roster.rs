@@ -120,7 +120,7 @@ fn sessions(c: &mut Criterion) {
                 endpoint: user.endpoint,
                 pigeon: Some(LogoutExt { token: current }),
             };
-            black_box(full.logout(logout, source));
+            black_box(full.logout(logout, source, now));
             let (_, actions) = full.login(user.clone(), source, now);
             current = token(&actions);
             black_box(full.flush_deltas());

@@ -16,7 +16,7 @@ pub mod server;
 pub mod tcp_roster_actor;
 pub mod udp_gateway_actor;
 
-pub use rate_limit::RateLimits;
 pub use directory::Directory;
+pub use rate_limit::RateLimits;
 pub use roster::{LeaveReason, Roster, RosterConfig, RosterEvent};
 pub use server::{BindError, BoundServer, ServerConfig, ServerHandle, DEFAULT_UDP_ADDR};

@@ -50,6 +50,9 @@ pub struct RosterConfig {
     pub liveness_timeout: Duration,
     /// Largest `delta` datagram, in bytes of UTF-16 text.
     pub max_delta_bytes: usize,
+    /// How long roster changes wait to share a `delta` (zero: each change
+    /// goes out at once, in a delta of its own).
+    pub delta_delay: Duration,
     /// Time each delta recipient adds to the wait before a `delta`
     /// broadcast (see [`Roster::delta_delay`]).
     pub delta_wait_per_recipient: Duration,
@@ -63,6 +66,8 @@ pub const DEFAULT_MAX_USERS: usize = 10_000;
 pub const DEFAULT_MAX_USERS_PER_HOST: usize = 256;
 /// Default for [`RosterConfig::liveness_timeout`].
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`RosterConfig::delta_delay`].
+pub const DEFAULT_DELTA_DELAY: Duration = Duration::from_millis(2);
 /// Default for [`RosterConfig::delta_wait_per_recipient`]: at most
 /// 100,000 delta datagrams a second, well under what one socket can send.
 pub const DEFAULT_DELTA_WAIT_PER_RECIPIENT: Duration = Duration::from_micros(10);
@@ -82,6 +87,7 @@ impl RosterConfig {
             max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             max_delta_bytes: DEFAULT_MAX_DELTA_BYTES,
+            delta_delay: DEFAULT_DELTA_DELAY,
             delta_wait_per_recipient: DEFAULT_DELTA_WAIT_PER_RECIPIENT,
             max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
         }
@@ -145,6 +151,10 @@ pub struct Roster {
     recent: VecDeque<RosterChange>,
     recent_from: Revision,
     rng: StdRng,
+    /// When pending changes go out as deltas.
+    delta_due: Option<Instant>,
+    /// When to look for clients to evict (while any Pigeon client is on).
+    next_sweep: Option<Instant>,
 }
 
 /// Changes kept for clients catching up after a snapshot.
@@ -235,7 +245,36 @@ impl Roster {
             recent: VecDeque::new(),
             recent_from: 0,
             rng,
+            delta_due: None,
+            next_sweep: None,
         }
+    }
+
+    /// When [`Roster::handle_timeout`] is next due, if at all: pending
+    /// changes to send, or a sweep for clients to evict.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.delta_due, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Does what is due at `now`: sends the pending changes, evicts the
+    /// Pigeon clients not heard from within the liveness timeout.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<RosterAction> {
+        let mut actions = Vec::new();
+        if self.next_sweep.is_some_and(|at| now >= at) {
+            let (_, evicted) = self.expire(now);
+            actions.extend(evicted);
+            self.next_sweep = self
+                .has_pigeon_users()
+                .then(|| now + self.config.sweep_interval());
+        }
+        if self.delta_due.is_some_and(|at| now >= at) {
+            actions.extend(self.flush_deltas());
+        }
+        self.schedule_deltas(now, &mut actions);
+        actions
     }
 
     /// Decides a login that arrived from `source` at `now`.
@@ -345,6 +384,10 @@ impl Roster {
             name,
             endpoint,
         }));
+        if matches!(session, Session::Pigeon { .. }) && self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.sweep_interval());
+        }
+        self.schedule_deltas(now, &mut actions);
         (LoginDecision::Joined, actions)
     }
 
@@ -355,6 +398,7 @@ impl Roster {
         &mut self,
         logout: Logout,
         source: SocketAddr,
+        now: Instant,
     ) -> (SessionDecision, Vec<RosterAction>) {
         let Logout {
             name,
@@ -377,6 +421,7 @@ impl Roster {
         }
         let mut actions = self.remove(&name, LeaveReason::LoggedOut);
         actions.extend(bye);
+        self.schedule_deltas(now, &mut actions);
         (SessionDecision::Done, actions)
     }
 
@@ -483,9 +528,11 @@ impl Roster {
 
     /// The roster changes not yet sent to Pigeon clients, as `delta`
     /// datagrams of at most `max_delta_bytes` each, addressed to every
-    /// Pigeon client online now. Called after each change, or after a short
-    /// delay so that a burst of changes shares datagrams.
+    /// Pigeon client online now. Due (see [`Roster::poll_timeout`]) a short
+    /// delay after a change, so that a burst of changes shares datagrams;
+    /// called directly only to send them early (the server is stopping).
     pub fn flush_deltas(&mut self) -> Vec<RosterAction> {
+        self.delta_due = None;
         if self.pending.is_empty() {
             return Vec::new();
         }
@@ -505,9 +552,29 @@ impl Roster {
             .collect()
     }
 
-    /// Whether changes wait for [`Roster::flush_deltas`].
+    /// Whether changes wait to go out as deltas.
     pub fn has_pending_deltas(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Pending changes are due a little after `now` (see
+    /// [`Roster::delta_delay`]), or, with no delay configured, go out at
+    /// once into `actions`.
+    fn schedule_deltas(&mut self, now: Instant, actions: &mut Vec<RosterAction>) {
+        if self.pending.is_empty() || self.delta_due.is_some() {
+            return;
+        }
+        if self.config.delta_delay.is_zero() {
+            actions.extend(self.flush_deltas());
+        } else {
+            self.delta_due = Some(now + self.delta_delay(self.config.delta_delay));
+        }
+    }
+
+    fn has_pigeon_users(&self) -> bool {
+        self.users
+            .values()
+            .any(|user| matches!(user.session, Session::Pigeon { .. }))
     }
 
     /// How long pending changes should wait to share datagrams: `base`,

@@ -1,18 +1,21 @@
 //! `RosterActor`: the shell around [`Roster`]. It feeds the roster what the
-//! gateway decoded, runs its two timers (the eviction sweep, and the short
-//! delay that lets a burst of roster changes share `delta` datagrams),
-//! sends what the roster decides through the gateway, logs each decision,
-//! and publishes roster events to subscribing actors, so that new behaviour
-//! (an audit log, a bot) is a new actor rather than an edit here.
+//! gateway decoded, runs the one timer the roster asks for
+//! ([`Roster::poll_timeout`]: evictions, and the short delay that lets a
+//! burst of roster changes share `delta` datagrams), sends what the roster
+//! decides through the gateway, logs each decision, and publishes roster
+//! events to subscribing actors, so that new behaviour (an audit log, a
+//! bot) is a new actor rather than an edit here.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, Ping, Revision, SessionToken, UserName};
 use tracing::{debug, info, warn};
 
-use crate::roster::{LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision};
+use crate::roster::{
+    LeaveReason, LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision,
+};
 use crate::udp_gateway_actor::{BroadcastDatagram, SendDatagram, UdpGatewayActor};
 
 /// Mailbox size: room for a burst of logins while the gateway waits.
@@ -24,9 +27,8 @@ pub struct RosterActor {
     gateway: Addr<UdpGatewayActor>,
     subscribers: Vec<Recipient<RosterEvent>>,
     events_dropped: u64,
-    /// How long roster changes wait to share a `delta`.
-    delta_delay: Duration,
-    delta_flush: Option<SpawnHandle>,
+    /// The timer, and when it fires.
+    timer: Option<(Instant, SpawnHandle)>,
     /// Refusals are logged, but a flood of them must not flood the log.
     refusal_log: LogLimit,
 }
@@ -89,25 +91,42 @@ impl Message for RosterEvent {
 }
 
 impl RosterActor {
-    /// A roster actor sending through `gateway`, coalescing roster changes
-    /// for `delta_delay` (zero: one delta per change).
-    pub fn new(roster: Roster, gateway: Addr<UdpGatewayActor>, delta_delay: Duration) -> Self {
+    /// A roster actor sending through `gateway`.
+    pub fn new(roster: Roster, gateway: Addr<UdpGatewayActor>) -> Self {
         Self {
             roster,
             gateway,
             subscribers: Vec::new(),
             events_dropped: 0,
-            delta_delay,
-            delta_flush: None,
+            timer: None,
             refusal_log: LogLimit::default(),
         }
     }
 
     fn dispatch(&mut self, actions: Vec<RosterAction>, ctx: &mut Context<Self>) {
         self.carry_out(actions);
-        if self.roster.has_pending_deltas() {
-            self.schedule_deltas(ctx);
+        self.schedule(ctx);
+    }
+
+    /// Arms the timer for the roster's next deadline, unless it fires by
+    /// then already (it then finds nothing due, and arms itself again).
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        let Some(due) = self.roster.poll_timeout() else {
+            return;
+        };
+        if self.timer.as_ref().is_some_and(|(at, _)| *at <= due) {
+            return;
         }
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let wait = due.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            let actions = act.roster.handle_timeout(Instant::now());
+            act.dispatch(actions, ctx);
+        });
+        self.timer = Some((due, handle));
     }
 
     fn carry_out(&mut self, actions: Vec<RosterAction>) {
@@ -123,29 +142,19 @@ impl RosterActor {
                 RosterAction::Broadcast { to, datagram } => {
                     self.gateway.do_send(BroadcastDatagram { to, datagram })
                 }
-                RosterAction::Publish(event) => self.publish(event),
+                RosterAction::Publish(event) => {
+                    if let RosterEvent::Left {
+                        name,
+                        reason: LeaveReason::Evicted,
+                        ..
+                    } = &event
+                    {
+                        info!(user = %name, online = self.roster.len(), "user evicted: no keepalive within the liveness timeout");
+                    }
+                    self.publish(event);
+                }
             }
         }
-    }
-
-    /// Sends pending roster changes after `delta_delay` (longer with many
-    /// recipients: [`Roster::delta_delay`]), so that changes arriving
-    /// meanwhile share the datagrams.
-    fn schedule_deltas(&mut self, ctx: &mut Context<Self>) {
-        if self.delta_delay.is_zero() {
-            let deltas = self.roster.flush_deltas();
-            self.dispatch(deltas, ctx);
-            return;
-        }
-        if self.delta_flush.is_some() {
-            return;
-        }
-        let delay = self.roster.delta_delay(self.delta_delay);
-        self.delta_flush = Some(ctx.run_later(delay, |act, ctx| {
-            act.delta_flush = None;
-            let deltas = act.roster.flush_deltas();
-            act.dispatch(deltas, ctx);
-        }));
     }
 
     /// Fan-out with `try_send`: a subscriber that cannot keep up loses
@@ -205,13 +214,7 @@ impl Actor for RosterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(ROSTER_MAILBOX);
-        ctx.run_interval(self.roster.config().sweep_interval(), |act, ctx| {
-            let (evicted, actions) = act.roster.expire(Instant::now());
-            for name in &evicted {
-                info!(user = %name, online = act.roster.len(), "user evicted: no keepalive within the liveness timeout");
-            }
-            act.dispatch(actions, ctx);
-        });
+        self.schedule(ctx);
     }
 }
 
@@ -254,7 +257,7 @@ impl Handler<LogoutReceived> for RosterActor {
         let name = msg.logout.name.clone();
         let endpoint = msg.logout.endpoint;
         let source = msg.source;
-        let (decision, actions) = self.roster.logout(msg.logout, source);
+        let (decision, actions) = self.roster.logout(msg.logout, source, Instant::now());
         if decision == SessionDecision::Done {
             info!(
                 user = %name,

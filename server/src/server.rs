@@ -15,12 +15,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
-use crate::rate_limit::RateLimits;
 use crate::directory::Directory;
+use crate::rate_limit::RateLimits;
 use crate::roster::{
-    Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT,
-    DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS,
-    DEFAULT_MAX_USERS_PER_HOST,
+    Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT, DEFAULT_LIVENESS_TIMEOUT,
+    DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, StopRoster, Subscribe};
 use crate::tcp_roster_actor::{RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig};
@@ -32,8 +31,7 @@ use pigeon_shared::net::{bind_udp, UdpSender, UDP_BUFFER_BYTES};
 /// The server's default UDP address, as in the seed's examples.
 pub const DEFAULT_UDP_ADDR: &str = "127.0.0.1:7788";
 
-/// Default time roster changes wait to share a `delta` datagram.
-pub const DEFAULT_DELTA_DELAY: Duration = Duration::from_millis(2);
+pub use crate::roster::DEFAULT_DELTA_DELAY;
 
 /// Everything a server can be told.
 #[derive(Debug, Clone)]
@@ -232,16 +230,13 @@ impl BoundServer {
         roster_config.liveness_timeout = config.liveness_timeout;
         roster_config.delta_wait_per_recipient = config.delta_wait_per_recipient;
         roster_config.max_delta_delay = config.max_delta_delay;
+        roster_config.delta_delay = config.delta_delay;
         let rng = match config.token_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
         let roster = Roster::new(roster_config, directory.clone(), rng);
-        let roster = roster_ctx.run(RosterActor::new(
-            roster,
-            gateway.clone(),
-            config.delta_delay,
-        ));
+        let roster = roster_ctx.run(RosterActor::new(roster, gateway.clone()));
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),

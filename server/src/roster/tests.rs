@@ -93,10 +93,9 @@ fn join_unsynced(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> Ses
     assert_eq!(decision, LoginDecision::Joined);
     match &actions[0] {
         RosterAction::Send {
-            datagram:
-                Datagram::Accept(Accept {
-                    pigeon: Some(ext), ..
-                }),
+            datagram: Datagram::Accept(Accept {
+                pigeon: Some(ext), ..
+            }),
             ..
         } => ext.token,
         other => panic!("no Pigeon Accept: {other:?}"),
@@ -511,9 +510,11 @@ fn seed_logout_needs_the_name_endpoint_and_host() {
         endpoint: addr(a),
         pigeon: None,
     };
-    let (decision, actions) = f
-        .roster
-        .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.66:5000"));
+    let (decision, actions) = f.roster.logout(
+        logout("alice", "10.0.0.1:5000"),
+        sock("10.0.0.66:5000"),
+        f.t0,
+    );
     assert_eq!(
         decision,
         SessionDecision::WrongSource {
@@ -521,18 +522,24 @@ fn seed_logout_needs_the_name_endpoint_and_host() {
         }
     );
     assert!(actions.is_empty());
-    let (decision, _) = f
-        .roster
-        .logout(logout("alice", "10.0.0.1:5001"), sock("10.0.0.1:5001"));
+    let (decision, _) = f.roster.logout(
+        logout("alice", "10.0.0.1:5001"),
+        sock("10.0.0.1:5001"),
+        f.t0,
+    );
     assert!(matches!(decision, SessionDecision::EndpointMismatch { .. }));
-    let (decision, _) = f
-        .roster
-        .logout(logout("nobody", "10.0.0.1:5000"), sock("10.0.0.1:5000"));
+    let (decision, _) = f.roster.logout(
+        logout("nobody", "10.0.0.1:5000"),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
     assert_eq!(decision, SessionDecision::UnknownUser);
 
-    let (decision, actions) = f
-        .roster
-        .logout(logout("alice", "10.0.0.1:5000"), sock("10.0.0.1:61000"));
+    let (decision, actions) = f.roster.logout(
+        logout("alice", "10.0.0.1:5000"),
+        sock("10.0.0.1:61000"),
+        f.t0,
+    );
     assert_eq!(decision, SessionDecision::Done);
     assert_eq!(
         actions,
@@ -568,16 +575,18 @@ fn pigeon_logout_needs_the_token_and_is_answered_with_bye() {
         pigeon: token.map(|token| LogoutExt { token }),
     };
     // From alice's own host, but without her token.
-    let (decision, actions) = f.roster.logout(logout(None), sock("10.0.0.1:5000"));
+    let (decision, actions) = f.roster.logout(logout(None), sock("10.0.0.1:5000"), f.t0);
     assert_eq!(decision, SessionDecision::BadToken);
     assert!(actions.is_empty());
-    let (decision, _) = f
-        .roster
-        .logout(logout(Some(SessionToken(99))), sock("10.0.0.1:5000"));
+    let (decision, _) =
+        f.roster
+            .logout(logout(Some(SessionToken(99))), sock("10.0.0.1:5000"), f.t0);
     assert_eq!(decision, SessionDecision::BadToken);
     assert_eq!(f.roster.len(), 1);
 
-    let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
+    let (decision, actions) = f
+        .roster
+        .logout(logout(Some(token)), sock("10.0.0.1:5000"), f.t0);
     assert_eq!(decision, SessionDecision::Done);
     assert!(actions.contains(&RosterAction::Send {
         to: sock("10.0.0.1:5000"),
@@ -586,7 +595,9 @@ fn pigeon_logout_needs_the_token_and_is_answered_with_bye() {
         }),
     }));
     // A retry after the bye was lost is answered again.
-    let (decision, actions) = f.roster.logout(logout(Some(token)), sock("10.0.0.1:5000"));
+    let (decision, actions) = f
+        .roster
+        .logout(logout(Some(token)), sock("10.0.0.1:5000"), f.t0);
     assert_eq!(decision, SessionDecision::UnknownUser);
     assert_eq!(actions.len(), 1);
 }
@@ -784,7 +795,7 @@ fn directory_snapshots_are_sorted_by_name_and_follow_every_change() {
         endpoint: addr("10.0.0.2:5000"),
         pigeon: None,
     };
-    f.roster.logout(bob, sock("10.0.0.2:5000"));
+    f.roster.logout(bob, sock("10.0.0.2:5000"), f.t0);
     let after = f.directory.encode(RosterFormat::Pigeon);
     assert_eq!(after.revision, first.revision + 1);
     assert_eq!(names(&after), ["alice", "carol", "mallory", "zoe"]);
@@ -805,4 +816,80 @@ fn the_directory_snapshot_reports_its_revision() {
     assert_eq!(users.len(), 2);
     assert_eq!(users[0].1.instance, Some(IID_A));
     assert_eq!(users[1].1.instance, None);
+}
+
+#[test]
+fn the_roster_keeps_its_own_time() {
+    let mut f = fixture();
+    // Nothing to do: no timer.
+    assert_eq!(f.roster.poll_timeout(), None);
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    // A change waits a moment to share a delta; the sweep comes later.
+    let due = f.roster.poll_timeout().unwrap();
+    assert_eq!(due, f.t0 + DEFAULT_DELTA_DELAY);
+    join_pigeon(&mut f, "bob", "10.0.0.2:5000", IID_B);
+    assert_eq!(f.roster.poll_timeout(), Some(due), "one wait for both");
+    // Early: nothing happens.
+    assert!(f
+        .roster
+        .handle_timeout(due - Duration::from_micros(1))
+        .is_empty());
+    let actions = f.roster.handle_timeout(due);
+    let deltas: Vec<_> = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                RosterAction::Broadcast {
+                    datagram: Datagram::Delta(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(deltas.len(), 1, "{actions:?}");
+    assert!(!f.roster.has_pending_deltas());
+    // Then only the sweep: 8 s timeout, a sweep every 250 ms at most.
+    let sweep = f.roster.poll_timeout().unwrap();
+    assert_eq!(sweep, f.t0 + f.roster.config().sweep_interval());
+    // Past the liveness timeout, the sweep evicts both; with no Pigeon
+    // client left, it stops.
+    let late = f.t0 + Duration::from_secs(9);
+    let actions = f.roster.handle_timeout(late);
+    let evicted: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            RosterAction::Publish(RosterEvent::Left {
+                name,
+                reason: LeaveReason::Evicted,
+                ..
+            }) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, ["alice", "bob"]);
+    assert!(f.roster.is_empty());
+    // Their leaving is flushed (to nobody) a moment later; then no timer.
+    let due = f.roster.poll_timeout().unwrap();
+    assert!(f.roster.handle_timeout(due).is_empty());
+    assert_eq!(f.roster.poll_timeout(), None);
+}
+
+#[test]
+fn with_no_delta_delay_each_change_goes_out_at_once() {
+    let mut f = fixture_with(|c| c.delta_delay = Duration::ZERO);
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let (_, actions) = f.roster.login(
+        pigeon_login("bob", "10.0.0.2:5000", IID_B, None),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            RosterAction::Broadcast { datagram: Datagram::Delta(_), to } if to == &vec![sock("10.0.0.1:5000")]
+        )),
+        "{actions:?}"
+    );
+    assert!(!f.roster.has_pending_deltas());
 }
