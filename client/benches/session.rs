@@ -39,6 +39,7 @@ fn online_session() -> Session {
         max_reconnect_delay: Duration::from_secs(1),
         plain_protocol: false,
         keep_trying: false,
+        drain_timeout: Duration::from_secs(5),
     });
     let now = Instant::now();
     session.start(now);

@@ -15,12 +15,15 @@ use pigeon_shared::{InstanceId, PeerAddr, UserName};
 use rand::Rng;
 use tokio::net::UdpSocket;
 
+use crate::client_core::Sent;
+use crate::clock::SharedClock;
 use crate::conversation::{ChatLine, DeliveryConfig};
 use crate::events::{ClientEvents, MessageId};
-use crate::session::{default_login_timeouts, default_logout_timeouts, Session, SessionConfig};
+use crate::session::{
+    default_login_timeouts, default_logout_timeouts, SendTextError, Session, SessionConfig,
+};
 use crate::session_actor::{
-    ClientStats, ConversationWith, ListUsers, Logout, SendText, SendTextError, Sent, SessionActor,
-    SessionSettings,
+    ClientStats, ConversationWith, ListUsers, Logout, SendText, SessionActor, SessionSettings,
 };
 
 /// Kernel buffer for a client's socket: room for a burst of broadcasts.
@@ -28,6 +31,9 @@ const CLIENT_UDP_BUFFER: usize = 1 << 20;
 
 /// Datagrams queued while the kernel's send buffer is full.
 const MAX_SEND_QUEUE: usize = 4096;
+
+/// How long an idle conversation keeps its actor by default.
+pub const DEFAULT_IDLE_STOP: Duration = Duration::from_secs(60);
 
 /// The client's default receive address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:0";
@@ -54,6 +60,11 @@ pub struct ClientConfig {
     pub delivery: DeliveryConfig,
     /// How long a logout waits for messages still in flight.
     pub drain_timeout: Duration,
+    /// How long an idle conversation keeps its actor (its state is kept
+    /// when the actor stops).
+    pub idle_stop: Duration,
+    /// Where time comes from.
+    pub clock: SharedClock,
     /// This client's instance id (`None`: a random one).
     pub instance: Option<InstanceId>,
     /// Speak only the seed's plain protocol, as a seed-era client does (for
@@ -80,6 +91,8 @@ impl ClientConfig {
             fetch_timeout: Duration::from_secs(5),
             delivery: DeliveryConfig::default(),
             drain_timeout: Duration::from_secs(5),
+            idle_stop: DEFAULT_IDLE_STOP,
+            clock: SharedClock::system(),
             instance: None,
             plain_protocol: false,
             keep_trying: false,
@@ -164,13 +177,15 @@ impl ClientHandle {
             login_timeouts: config.login_timeouts,
             logout_timeouts: config.logout_timeouts,
             max_reconnect_delay: config.max_reconnect_delay,
+            drain_timeout: config.drain_timeout,
             plain_protocol: config.plain_protocol,
             keep_trying: config.keep_trying,
         });
         let settings = SessionSettings {
             fetch_timeout: config.fetch_timeout,
             delivery: config.delivery,
-            drain_timeout: config.drain_timeout,
+            idle_stop: config.idle_stop,
+            clock: config.clock,
         };
         Ok(BoundClient {
             session,

@@ -132,6 +132,8 @@ pub enum SendRefusal {
     },
     #[error("{queued} parts are already waiting for {peer}; try again when they are through")]
     Backlog { peer: UserName, queued: usize },
+    #[error("logging out")]
+    Leaving,
 }
 
 /// How a message over the length limit is described to a person.
@@ -246,6 +248,18 @@ impl Conversation {
     /// Messages sent and not yet acknowledged or given up.
     pub fn unconfirmed(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether nothing is under way: nothing to send or confirm, and no
+    /// message half received.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.in_flight.is_empty()
+            && self.queued.is_empty()
+            && self
+                .inbound
+                .as_ref()
+                .is_none_or(|stream| stream.ahead.is_empty() && stream.partial.is_none())
     }
 
     /// Checks that `text` can be sent to a Pigeon peer (`pigeon`) or a

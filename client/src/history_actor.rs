@@ -53,7 +53,7 @@ impl HistoryActor {
 }
 
 /// Store a message.
-#[derive(Message, Debug)]
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "Result<(), String>")]
 pub struct Record {
     pub peer: UserName,

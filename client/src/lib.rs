@@ -7,6 +7,7 @@
 //! all, for the console, the tests and the load generator alike.
 
 pub mod client;
+pub mod client_core;
 pub mod clock;
 pub mod command;
 pub mod conversation;
@@ -25,5 +26,6 @@ pub mod tui_console_actor;
 pub mod ui;
 
 pub use client::{BoundClient, ClientConfig, ClientHandle, StartError, DEFAULT_BIND};
+pub use client_core::Sent;
 pub use events::{ClientEvent, ClientEvents, MessageId};
-pub use session_actor::{SendTextError, Sent};
+pub use session::SendTextError;

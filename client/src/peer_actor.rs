@@ -1,69 +1,88 @@
-//! `PeerActor`: one open conversation. It wraps a [`Conversation`]: sends
-//! this user's messages to the peer (and again, until they are
-//! acknowledged), puts the peer's messages in order and announces them,
-//! keeps the history, and runs the retransmission timer.
+//! `PeerActor`: one open conversation's mailbox and timer, running its part
+//! of the client core, a [`PeerCore`]. It decides nothing itself: what the
+//! session sends in goes to the core, and what the core wants done (datagrams
+//! with their destinations, events, the end of a drain) goes back to the
+//! session, which owns the socket and the one path to the front end.
 //!
 //! The session starts one the moment a message arrives from someone new,
-//! so a message shows without the user opening anything first.
+//! so a message shows without the user opening anything first. A
+//! conversation idle for a while says so; the session then takes its core
+//! back and the actor stops, to be started again when needed.
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use pigeon_shared::net::LocalSender;
-use pigeon_shared::{Ack, Chat, Datagram, PeerAddr, Talk, TalkTime};
+use pigeon_shared::{TalkTime, UserName};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::conversation::{ChatLine, Conversation, ConversationOutput, SendRefusal};
-use crate::events::{ClientEvents, MessageId, MessageIds};
-use crate::session::Peer;
+use crate::client_core::{PeerCore, PeerOutput, Sent};
+use crate::clock::SharedClock;
+use crate::conversation::{ChatLine, SendRefusal};
+use crate::events::MessageIds;
+use crate::session::PeerInput;
 
 /// The actor for one conversation. See the module documentation.
 pub struct PeerActor {
-    conversation: Conversation,
-    /// What the session last said about the peer (`None`: offline).
-    peer: Option<Peer>,
-    /// Where the peer was last seen: retransmissions keep going there while
-    /// it is offline, in case it comes back before the deadline.
-    last_endpoint: Option<PeerAddr>,
-    sender: LocalSender,
-    events: Recipient<ClientEvents>,
-    timer: Option<SpawnHandle>,
-    drained: Vec<oneshot::Sender<()>>,
-    /// The client's message numbers.
+    name: UserName,
+    /// `None` once handed back to the session.
+    core: Option<PeerCore>,
+    session: Recipient<PeerOutputs>,
+    idle: Recipient<PeerIdle>,
     ids: MessageIds,
+    clock: SharedClock,
+    timer: Option<SpawnHandle>,
+    /// How long an idle conversation keeps its actor.
+    idle_stop: Duration,
+    idle_timer: Option<SpawnHandle>,
 }
 
-/// Send `text`; the answer is the number it was given.
+/// What the session tells the conversation. `ticket`, if any, comes back
+/// with the outputs, so that the session can put the events in order.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<MessageId, SendRefusal>")]
+#[rtype(result = "()")]
+pub struct ToPeer {
+    pub input: PeerInput,
+    pub ticket: Option<u64>,
+}
+
+/// What a conversation wants done, for the session to carry out.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PeerOutputs {
+    pub peer: UserName,
+    /// The ticket of the input these answer (`None`: a timer's).
+    pub ticket: Option<u64>,
+    pub outputs: Vec<PeerOutput>,
+}
+
+/// The conversation has been idle for a while: the session may take it
+/// back with [`Park`].
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PeerIdle {
+    pub peer: UserName,
+    pub actor: Addr<PeerActor>,
+}
+
+/// Hand the conversation back and stop, if it is still idle.
+#[derive(Message)]
+#[rtype(result = "Option<PeerCore>")]
+pub struct Park;
+
+/// This user writes `text`; `reply` says how it was sent. Sent with
+/// `do_send`, like everything the session sends here, so that it keeps its
+/// place among them; what it takes to send it comes back as
+/// [`PeerOutputs`], in order with the rest.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
 pub struct Say {
     pub text: String,
     pub time: TalkTime,
+    pub reply: oneshot::Sender<Result<Sent, SendRefusal>>,
 }
 
-/// A plain `talk` from the peer.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct TalkReceived(pub Talk);
-
-/// A `chat` part from the peer.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ChatReceived(pub Chat);
-
-/// An acknowledgement from the peer.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct AckReceived(pub Ack);
-
-/// The session's news about the peer (`None`: it left).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct PeerUpdated(pub Option<Peer>);
-
-/// Resolve once every message sent is acknowledged, or at `deadline`,
-/// when whatever is left is reported failed (the user is leaving).
+/// Deliver what can be until `deadline` (the user is leaving).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Drain {
@@ -76,65 +95,74 @@ pub struct Drain {
 pub struct History;
 
 impl PeerActor {
-    /// A conversation over `sender`, announcing to `events`, numbering
-    /// what it sends from `ids`.
+    /// Runs `core`, answering to `session` (and telling `idle` when it has
+    /// been idle for `idle_stop`); numbers messages from `ids`.
     pub fn new(
-        conversation: Conversation,
-        peer: Option<Peer>,
-        sender: LocalSender,
-        events: Recipient<ClientEvents>,
+        core: PeerCore,
+        session: Recipient<PeerOutputs>,
+        idle: Recipient<PeerIdle>,
         ids: MessageIds,
+        clock: SharedClock,
+        idle_stop: Duration,
     ) -> Self {
         Self {
-            last_endpoint: peer.map(|p| p.endpoint),
-            conversation,
-            peer,
-            sender,
-            events,
-            timer: None,
-            drained: Vec::new(),
+            name: core.name().clone(),
+            core: Some(core),
+            session,
+            idle,
             ids,
+            clock,
+            timer: None,
+            idle_stop,
+            idle_timer: None,
         }
     }
 
-    fn apply(&mut self, outputs: Vec<ConversationOutput>, ctx: &mut Context<Self>) {
-        let mut events = Vec::new();
-        for output in outputs {
-            match output {
-                ConversationOutput::Transmit(datagram) => self.transmit(&datagram),
-                ConversationOutput::Emit(event) => events.push(event),
-            }
-        }
-        if !events.is_empty() {
-            self.events.do_send(ClientEvents(events));
-        }
-        if self.conversation.unconfirmed() == 0 {
-            for waiting in self.drained.drain(..) {
-                let _ = waiting.send(());
-            }
+    /// Sends the core's outputs to the session, and arms the timers.
+    fn report(&mut self, ticket: Option<u64>, outputs: Vec<PeerOutput>, ctx: &mut Context<Self>) {
+        if ticket.is_some() || !outputs.is_empty() {
+            self.session.do_send(PeerOutputs {
+                peer: self.name.clone(),
+                ticket,
+                outputs,
+            });
         }
         self.schedule(ctx);
-    }
-
-    fn transmit(&self, datagram: &Datagram) {
-        let Some(to) = self.last_endpoint else {
-            return;
-        };
-        if let Err(e) = self.sender.send(datagram, to.socket_addr()) {
-            warn!(peer = %self.conversation.peer(), %to, error = %e, "datagram not sent");
-        }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.timer.take() {
             ctx.cancel_future(handle);
         }
-        if let Some(at) = self.conversation.next_deadline() {
-            let wait = at.saturating_duration_since(Instant::now());
+        let Some(core) = self.core.as_ref() else {
+            return;
+        };
+        if let Some(at) = core.poll_timeout() {
+            let wait = at.saturating_duration_since(self.clock.now());
             self.timer = Some(ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
-                let outputs = act.conversation.tick(Instant::now());
-                act.apply(outputs, ctx);
+                let now = act.clock.now();
+                let outputs = act
+                    .core
+                    .as_mut()
+                    .map(|core| core.handle_timeout(now))
+                    .unwrap_or_default();
+                act.report(None, outputs, ctx);
+            }));
+        }
+        // Idle: say so after a while (any activity starts the wait again).
+        if let Some(handle) = self.idle_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if core.is_idle() {
+            self.idle_timer = Some(ctx.run_later(self.idle_stop, |act, ctx| {
+                act.idle_timer = None;
+                if act.core.as_ref().is_some_and(PeerCore::is_idle) {
+                    act.idle.do_send(PeerIdle {
+                        peer: act.name.clone(),
+                        actor: ctx.address(),
+                    });
+                }
             }));
         }
     }
@@ -143,82 +171,69 @@ impl PeerActor {
 impl Actor for PeerActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
-        debug!(peer = %self.conversation.peer(), "conversation opened");
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        debug!(peer = %self.name, "conversation opened");
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<ToPeer> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToPeer, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let outputs = self
+            .core
+            .as_mut()
+            .map(|core| core.handle(msg.input, now))
+            .unwrap_or_default();
+        self.report(msg.ticket, outputs, ctx);
     }
 }
 
 impl Handler<Say> for PeerActor {
-    type Result = Result<MessageId, SendRefusal>;
-
-    fn handle(&mut self, msg: Say, ctx: &mut Context<Self>) -> Self::Result {
-        let pigeon = self.peer.is_some_and(|p| p.instance.is_some());
-        // A refused message takes no number.
-        self.conversation.check(&msg.text, pigeon, &msg.time)?;
-        let id = self.ids.next();
-        let outputs = self
-            .conversation
-            .send(id, msg.text, pigeon, msg.time, Instant::now())?;
-        self.apply(outputs, ctx);
-        Ok(id)
-    }
-}
-
-impl Handler<TalkReceived> for PeerActor {
     type Result = ();
 
-    fn handle(&mut self, TalkReceived(talk): TalkReceived, ctx: &mut Context<Self>) {
-        let outputs = self.conversation.talk_received(talk);
-        self.apply(outputs, ctx);
-    }
-}
-
-impl Handler<ChatReceived> for PeerActor {
-    type Result = ();
-
-    fn handle(&mut self, ChatReceived(chat): ChatReceived, ctx: &mut Context<Self>) {
-        let outputs = self.conversation.chat_received(chat);
-        self.apply(outputs, ctx);
-    }
-}
-
-impl Handler<AckReceived> for PeerActor {
-    type Result = ();
-
-    fn handle(&mut self, AckReceived(ack): AckReceived, ctx: &mut Context<Self>) {
-        let outputs = self.conversation.ack_received(ack, Instant::now());
-        self.apply(outputs, ctx);
-    }
-}
-
-impl Handler<PeerUpdated> for PeerActor {
-    type Result = ();
-
-    fn handle(&mut self, PeerUpdated(peer): PeerUpdated, _: &mut Context<Self>) {
-        if let Some(peer) = peer {
-            self.last_endpoint = Some(peer.endpoint);
-        }
-        self.peer = peer;
+    fn handle(&mut self, msg: Say, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let said = match self.core.as_mut() {
+            Some(core) => core.say(msg.text, msg.time, &self.ids, now),
+            None => Err(SendRefusal::Leaving),
+        };
+        let (said, outputs) = match said {
+            Ok((sent, outputs)) => (Ok(sent), outputs),
+            Err(refusal) => (Err(refusal), Vec::new()),
+        };
+        // The session may have stopped waiting (it is ending): fine.
+        let _ = msg.reply.send(said);
+        self.report(None, outputs, ctx);
     }
 }
 
 impl Handler<Drain> for PeerActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
-        if self.conversation.unconfirmed() == 0 {
-            return Box::pin(fut::ready(()));
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let outputs = self
+            .core
+            .as_mut()
+            .map(|core| core.drain(msg.deadline, now))
+            .unwrap_or_default();
+        self.report(None, outputs, ctx);
+    }
+}
+
+impl Handler<Park> for PeerActor {
+    type Result = MessageResult<Park>;
+
+    fn handle(&mut self, _: Park, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.core.as_ref().is_some_and(PeerCore::is_idle) {
+            return MessageResult(None);
         }
-        let (tx, rx) = oneshot::channel();
-        self.drained.push(tx);
-        let wait = msg.deadline.saturating_duration_since(Instant::now());
-        let done = async move {
-            let _ = tokio::time::timeout(wait.max(Duration::from_millis(1)), rx).await;
-        };
-        Box::pin(done.into_actor(self).map(|(), act, ctx| {
-            let outputs = act.conversation.abandon();
-            act.apply(outputs, ctx);
-        }))
+        debug!(peer = %self.name, "conversation idle; its actor stops");
+        ctx.stop();
+        MessageResult(self.core.take())
     }
 }
 
@@ -226,6 +241,11 @@ impl Handler<History> for PeerActor {
     type Result = MessageResult<History>;
 
     fn handle(&mut self, _: History, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.conversation.lines().cloned().collect())
+        MessageResult(
+            self.core
+                .as_ref()
+                .map(|core| core.lines().cloned().collect())
+                .unwrap_or_default(),
+        )
     }
 }

@@ -34,7 +34,11 @@ use pigeon_shared::{
     UserName,
 };
 
+use crate::conversation::SendRefusal;
 use crate::events::{ClientEvent, RosterView};
+
+/// How long after the drain's deadline a logout goes on regardless.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a login is tried again when nothing came back.
 pub const NO_ANSWER: &str = "no answer from the server";
@@ -65,6 +69,8 @@ pub struct SessionConfig {
     pub logout_timeouts: Vec<Duration>,
     /// Longest wait between login attempts while reconnecting.
     pub max_reconnect_delay: Duration,
+    /// How long a logout waits for messages still on their way.
+    pub drain_timeout: Duration,
     /// Speak the seed's plain protocol only, as a seed-era client would:
     /// no extension in `login`, so the server treats this client as one.
     pub plain_protocol: bool,
@@ -119,20 +125,47 @@ pub enum SessionOutput {
     },
     /// Tell the front end.
     Emit(ClientEvent),
-    /// What is known about `name` changed (`None`: it left).
-    PeerUpdated { name: UserName, peer: Option<Peer> },
-    /// A `talk` for the conversation with `talk.from`.
-    DeliverTalk(Talk),
-    /// A `chat` for the conversation with `chat.from`.
-    DeliverChat(Chat),
-    /// An `ack` for the conversation with `ack.from`.
-    DeliverAck(Ack),
+    /// An input for the conversation with `peer`: see [`PeerInput`] for
+    /// which inputs open a conversation and which only reach an open one.
+    Conversation { peer: UserName, input: PeerInput },
+    /// The user is leaving: every conversation delivers what it can until
+    /// `deadline` (reporting the rest failed); call [`Session::drained`]
+    /// once all have.
+    Drain { deadline: Instant },
     /// A peer datagram was dropped: it did not come from the user it names.
     Refused {
         from: UserName,
         source: SocketAddr,
         refusal: Refusal,
     },
+}
+
+/// What the session tells one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerInput {
+    /// What is known about the peer changed (`None`: it left). For open
+    /// conversations only: an open conversation follows its peer.
+    Peer(Option<Peer>),
+    /// A `talk` from the peer (opens the conversation).
+    Talk(Talk),
+    /// A `chat` from the peer (opens the conversation).
+    Chat(Chat),
+    /// An `ack` from the peer: for an open conversation only (one never
+    /// opened sent nothing to acknowledge).
+    Ack(Ack),
+}
+
+/// Why a chat message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendTextError {
+    #[error("not logged in yet")]
+    NotOnline,
+    #[error("logging out")]
+    LoggingOut,
+    #[error("{0} is not online")]
+    UnknownUser(UserName),
+    #[error("{0}")]
+    Refused(#[from] SendRefusal),
 }
 
 /// Why a chat datagram was not delivered.
@@ -212,6 +245,8 @@ pub struct Session {
     deadline: Option<Instant>,
     next_ping: Option<Instant>,
     last_heard: Option<Instant>,
+    /// Leaving: conversations are delivering what they can until then.
+    drain_until: Option<Instant>,
 }
 
 impl Session {
@@ -230,6 +265,7 @@ impl Session {
             deadline: None,
             next_ping: None,
             last_heard: None,
+            drain_until: None,
         }
     }
 
@@ -241,7 +277,7 @@ impl Session {
     /// When [`Session::timer_fired`] should next be called, if at all.
     pub fn deadline(&self) -> Option<Instant> {
         let watchdog = self.watchdog();
-        [self.deadline, self.next_ping, watchdog]
+        [self.deadline, self.next_ping, watchdog, self.drain_until]
             .into_iter()
             .flatten()
             .min()
@@ -318,12 +354,12 @@ impl Session {
         match datagram {
             // Peer to peer.
             Datagram::Talk(talk) => match self.check_talk(&talk, source) {
-                Ok(()) => vec![SessionOutput::DeliverTalk(talk)],
+                Ok(()) => vec![to_conversation(talk.from.clone(), PeerInput::Talk(talk))],
                 Err(refusal) => refused(talk.from, source, refusal),
             },
             Datagram::Chat(chat) => self.chat_received(chat, source),
             Datagram::Ack(ack) => match self.check_exact(&ack.from, source) {
-                Ok(_) => vec![SessionOutput::DeliverAck(ack)],
+                Ok(_) => vec![to_conversation(ack.from.clone(), PeerInput::Ack(ack))],
                 Err(refusal) => refused(ack.from, source, refusal),
             },
             // Everything else comes from the server, or from nobody we
@@ -432,7 +468,7 @@ impl Session {
         };
         match peer.instance {
             Some(instance) if instance == chat.instance => {
-                vec![SessionOutput::DeliverChat(chat)]
+                vec![to_conversation(chat.from.clone(), PeerInput::Chat(chat))]
             }
             Some(_) => refused(chat.from, source, Refusal::WrongInstance),
             // A roster from a seed server does not say who is a Pigeon
@@ -444,11 +480,8 @@ impl Session {
                 };
                 Arc::make_mut(&mut self.roster).insert(chat.from.clone(), learnt);
                 vec![
-                    SessionOutput::PeerUpdated {
-                        name: chat.from.clone(),
-                        peer: Some(learnt),
-                    },
-                    SessionOutput::DeliverChat(chat),
+                    to_conversation(chat.from.clone(), PeerInput::Peer(Some(learnt))),
+                    to_conversation(chat.from.clone(), PeerInput::Chat(chat)),
                 ]
             }
         }
@@ -515,6 +548,9 @@ impl Session {
 
     /// A deadline passed (or may have).
     pub fn timer_fired(&mut self, now: Instant) -> Vec<SessionOutput> {
+        if self.drain_until.is_some_and(|at| now >= at) {
+            return self.drained(now);
+        }
         let mut out = Vec::new();
         if self.watchdog().is_some_and(|at| now >= at) {
             return self.lose_server(NO_ANSWER, false, now);
@@ -536,13 +572,45 @@ impl Session {
         out
     }
 
-    /// The user wants to leave: a logout goes to the server if it knows
-    /// us; a Pigeon server is asked until it says `bye`.
+    /// The user wants to leave. First every conversation delivers what it
+    /// can ([`SessionOutput::Drain`]; then [`Session::drained`]); then a
+    /// logout goes to the server if it knows us, and a Pigeon server is
+    /// asked until it says `bye`.
     pub fn logout(&mut self, now: Instant) -> Vec<SessionOutput> {
-        match self.state {
-            State::Ended | State::LoggingOut { .. } => Vec::new(),
-            _ => self.logout_attempt(0, now),
+        if self.drain_until.is_some()
+            || matches!(self.state, State::Ended | State::LoggingOut { .. })
+        {
+            return Vec::new();
         }
+        // The session stays as it is meanwhile (keepalives, roster), so
+        // that peers keep taking this user's messages.
+        let deadline = now + self.config.drain_timeout;
+        // Should a conversation never answer, the logout goes on a little
+        // after the drain's deadline.
+        self.drain_until = Some(deadline + DRAIN_GRACE);
+        vec![SessionOutput::Drain { deadline }]
+    }
+
+    /// Every conversation has delivered what it could: log out.
+    pub fn drained(&mut self, now: Instant) -> Vec<SessionOutput> {
+        match (self.drain_until.take(), &self.state) {
+            (Some(_), State::Ended | State::LoggingOut { .. }) | (None, _) => Vec::new(),
+            (Some(_), _) => self.logout_attempt(0, now),
+        }
+    }
+
+    /// Whether a message may be sent to `to` now: the session must be live
+    /// (logged in once, not leaving) and `to` online. What is known of
+    /// `to`, if so.
+    pub fn check_send(&self, to: &UserName) -> Result<Peer, SendTextError> {
+        if self.drain_until.is_some() || matches!(self.state, State::LoggingOut { .. }) {
+            return Err(SendTextError::LoggingOut);
+        }
+        if !self.can_chat() {
+            return Err(SendTextError::NotOnline);
+        }
+        self.peer(to.as_str())
+            .ok_or_else(|| SendTextError::UnknownUser(to.clone()))
     }
 
     fn logout_attempt(&mut self, attempt: usize, now: Instant) -> Vec<SessionOutput> {
@@ -934,12 +1002,8 @@ impl Session {
                         name: name.clone(),
                         endpoint: peer.endpoint,
                     }));
-                } else {
-                    out.push(SessionOutput::PeerUpdated {
-                        name: name.clone(),
-                        peer: Some(*peer),
-                    });
                 }
+                out.push(to_conversation(name.clone(), PeerInput::Peer(Some(*peer))));
             }
         }
         for name in before.keys() {
@@ -947,6 +1011,7 @@ impl Session {
                 out.push(SessionOutput::Emit(ClientEvent::Offline {
                     name: name.clone(),
                 }));
+                out.push(to_conversation(name.clone(), PeerInput::Peer(None)));
             }
         }
         out
@@ -975,10 +1040,7 @@ impl Session {
                         endpoint,
                     }));
                 }
-                out.push(SessionOutput::PeerUpdated {
-                    name,
-                    peer: Some(peer),
-                });
+                out.push(to_conversation(name, PeerInput::Peer(Some(peer))));
             }
             // A logout for an endpoint the user no longer has is stale.
             RosterChange::Left { name, endpoint } => match self.roster.get(&name) {
@@ -987,12 +1049,16 @@ impl Session {
                     out.push(SessionOutput::Emit(ClientEvent::Offline {
                         name: name.clone(),
                     }));
-                    out.push(SessionOutput::PeerUpdated { name, peer: None });
+                    out.push(to_conversation(name, PeerInput::Peer(None)));
                 }
                 _ => {}
             },
         }
     }
+}
+
+fn to_conversation(peer: UserName, input: PeerInput) -> SessionOutput {
+    SessionOutput::Conversation { peer, input }
 }
 
 fn refused(from: UserName, source: SocketAddr, refusal: Refusal) -> Vec<SessionOutput> {

@@ -1,47 +1,62 @@
-//! `SessionActor`: owns a client's UDP socket, its timer and its roster
-//! fetches, and carries out what the socket-free [`Session`] decides. It
-//! routes each peer datagram to the [`PeerActor`] of its conversation,
-//! starting one when someone new writes, and on logout lets every
-//! conversation finish delivering before it says goodbye.
+//! `SessionActor`: the client's shell. It owns the UDP socket, the one
+//! timer of the session part of the client core ([`Session`]), the TCP
+//! roster fetches, and the one path to the front end. It carries out what
+//! the session decides, and runs each conversation's part of the core in a
+//! [`PeerActor`], started when the session first routes something to it
+//! and stopped again when the conversation has been idle for a while (its
+//! state is kept here meanwhile).
+//!
+//! Events reach the front end in the order things happened: what a
+//! conversation makes of a datagram is put in its place among the
+//! session's own events, even though the conversation answers later.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 use futures_util::stream;
 use pigeon_shared::net::{recv_with, LocalSender, SendCounters};
 use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, SessionToken, UserName};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::clock::local_talk_time;
-use crate::conversation::{ChatLine, Conversation, DeliveryConfig, SendRefusal};
-use crate::events::{ClientEvent, ClientEvents, MessageId, MessageIds};
-use crate::peer_actor::{
-    AckReceived, ChatReceived, Drain, History, PeerActor, PeerUpdated, Say, TalkReceived,
-};
+use crate::client_core::{PeerCore, PeerOutput, Sent};
+use crate::clock::SharedClock;
+use crate::conversation::{ChatLine, Conversation, DeliveryConfig};
+use crate::events::{ClientEvent, ClientEvents, MessageIds};
+use crate::peer_actor::{Drain, History, Park, PeerActor, PeerIdle, PeerOutputs, Say, ToPeer};
 use crate::roster_fetch::fetch_roster;
-use crate::session::{Session, SessionOutput};
+use crate::session::{PeerInput, SendTextError, Session, SessionOutput};
 
 /// The session actor. See the module documentation.
 pub struct SessionActor {
     session: Session,
     sender: LocalSender,
     events: Recipient<ClientEvents>,
-    peers: HashMap<UserName, Addr<PeerActor>>,
+    conversations: HashMap<UserName, Slot>,
     timer: Option<SpawnHandle>,
-    fetch_timeout: Duration,
-    delivery: DeliveryConfig,
-    /// How long a logout waits for messages in flight.
-    drain_timeout: Duration,
+    settings: SessionSettings,
     ids: MessageIds,
-    leaving: bool,
+    outbox: Outbox,
+    /// Leaving: the conversations still delivering.
+    draining: Option<HashSet<UserName>>,
     stats: Arc<ClientStats>,
     drop_log: LogLimit,
+}
+
+/// Where a conversation is.
+enum Slot {
+    /// Its actor runs it.
+    Running(Addr<PeerActor>),
+    /// Its actor is being asked to hand it back; what arrives meanwhile
+    /// waits here.
+    Parking(Vec<ToPeer>),
+    /// Idle, kept here without an actor.
+    Parked(Box<PeerCore>),
 }
 
 /// Counters a client keeps, readable from any thread.
@@ -54,6 +69,8 @@ pub struct ClientStats {
     /// Peer datagrams dropped because they did not come from the user they
     /// name.
     pub refused: AtomicU64,
+    /// Conversation actors started (again, after an idle stop).
+    pub conversations_started: AtomicU64,
     /// What was sent.
     pub send: Arc<SendCounters>,
 }
@@ -64,29 +81,6 @@ pub struct ClientStats {
 pub struct SendText {
     pub to: UserName,
     pub text: String,
-}
-
-/// A message handed to its conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    /// Its number in later `Delivered` and `Failed` events.
-    pub id: MessageId,
-    /// Whether the peer will confirm it (a Pigeon client does; a seed-era
-    /// one never does).
-    pub confirmed: bool,
-}
-
-/// Why a chat message was not sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendTextError {
-    #[error("not logged in yet")]
-    NotOnline,
-    #[error("logging out")]
-    LoggingOut,
-    #[error("{0} is not online")]
-    UnknownUser(UserName),
-    #[error("{0}")]
-    Refused(#[from] SendRefusal),
 }
 
 /// The users online, sorted by name, this one included.
@@ -118,8 +112,54 @@ pub struct SessionSettings {
     pub fetch_timeout: Duration,
     /// How conversations deliver.
     pub delivery: DeliveryConfig,
-    /// How long a logout waits for messages in flight.
-    pub drain_timeout: Duration,
+    /// How long an idle conversation keeps its actor.
+    pub idle_stop: Duration,
+    /// Where time comes from.
+    pub clock: SharedClock,
+}
+
+/// Events on their way to the front end, in order: a conversation's answer
+/// to a datagram takes the place the datagram had.
+#[derive(Default)]
+struct Outbox {
+    slots: VecDeque<(Option<u64>, Option<Vec<ClientEvent>>)>,
+    next_ticket: u64,
+}
+
+impl Outbox {
+    /// A place for events to come; its ticket.
+    fn reserve(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.slots.push_back((Some(self.next_ticket), None));
+        self.next_ticket
+    }
+
+    /// Events that happened now; what may go out now.
+    fn push(&mut self, events: Vec<ClientEvent>) -> Vec<ClientEvent> {
+        if events.is_empty() && self.slots.is_empty() {
+            return Vec::new();
+        }
+        self.slots.push_back((None, Some(events)));
+        self.ready()
+    }
+
+    /// The events for `ticket`; what may go out now.
+    fn fill(&mut self, ticket: u64, events: Vec<ClientEvent>) -> Vec<ClientEvent> {
+        if let Some(slot) = self.slots.iter_mut().find(|(t, _)| *t == Some(ticket)) {
+            slot.1 = Some(events);
+        }
+        self.ready()
+    }
+
+    fn ready(&mut self) -> Vec<ClientEvent> {
+        let mut out = Vec::new();
+        while let Some((_, Some(_))) = self.slots.front() {
+            if let Some((_, Some(events))) = self.slots.pop_front() {
+                out.extend(events);
+            }
+        }
+        out
+    }
 }
 
 impl SessionActor {
@@ -135,79 +175,73 @@ impl SessionActor {
             session,
             sender,
             events,
-            peers: HashMap::new(),
+            conversations: HashMap::new(),
             timer: None,
-            fetch_timeout: settings.fetch_timeout,
-            delivery: settings.delivery,
-            drain_timeout: settings.drain_timeout,
+            settings,
             ids: MessageIds::default(),
-            leaving: false,
+            outbox: Outbox::default(),
+            draining: None,
             stats,
             drop_log: LogLimit::default(),
         }
     }
 
+    /// Carries out what the session decided.
     fn apply(&mut self, outputs: Vec<SessionOutput>, ctx: &mut Context<Self>) {
-        let mut ended = false;
         let mut events = Vec::new();
         for output in outputs {
             match output {
-                SessionOutput::Send { to, datagram } => {
-                    if let Err(e) = self.sender.send(&datagram, to) {
-                        warn!(%to, error = %e, "datagram not sent");
-                    }
-                }
+                SessionOutput::Send { to, datagram } => self.transmit(to, &datagram),
                 SessionOutput::FetchRoster { from, as_user } => self.fetch(from, as_user, ctx),
                 SessionOutput::Emit(event) => {
-                    ended |= event.is_final();
                     self.log_event(&event);
-                    // An open conversation follows its peer.
-                    if let ClientEvent::Online { name, .. } | ClientEvent::Offline { name } = &event
-                    {
-                        if let Some(actor) = self.peers.get(name) {
-                            actor.do_send(PeerUpdated(self.session.peer(name.as_str())));
-                        }
-                    }
                     events.push(event);
                 }
-                SessionOutput::PeerUpdated { name, peer } => {
-                    if let Some(actor) = self.peers.get(&name) {
-                        actor.do_send(PeerUpdated(peer));
-                    }
+                SessionOutput::Conversation { peer, input } => {
+                    // What the conversation makes of it takes its place
+                    // among the events.
+                    let ticket = match input {
+                        PeerInput::Peer(_) => None,
+                        _ => {
+                            self.emit(std::mem::take(&mut events));
+                            Some(self.outbox.reserve())
+                        }
+                    };
+                    self.route(peer, ToPeer { input, ticket }, ctx);
                 }
-                SessionOutput::DeliverTalk(talk) => {
-                    let from = talk.from.clone();
-                    self.peer(from).do_send(TalkReceived(talk));
-                }
-                SessionOutput::DeliverChat(chat) => {
-                    let from = chat.from.clone();
-                    self.peer(from).do_send(ChatReceived(chat));
-                }
-                SessionOutput::DeliverAck(ack) => {
-                    // An acknowledgement for a conversation never opened
-                    // answers nothing.
-                    if let Some(actor) = self.peers.get(&ack.from) {
-                        actor.do_send(AckReceived(ack));
-                    }
-                }
+                SessionOutput::Drain { deadline } => self.drain(deadline, ctx),
                 SessionOutput::Refused {
                     from,
                     source,
                     refusal,
                 } => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    if let Some(held_back) = self.drop_log.allow(Instant::now()) {
+                    if let Some(held_back) = self.drop_log.allow(self.settings.clock.now()) {
                         warn!(claimed = %from, %source, ?refusal, held_back, "dropped a datagram claiming to be from another user");
                     }
                 }
             }
         }
-        if !events.is_empty() {
-            self.events.do_send(ClientEvents(events));
-        }
+        self.emit(events);
         self.schedule(ctx);
-        if ended {
-            ctx.stop();
+    }
+
+    /// Events that happened now, in their place.
+    fn emit(&mut self, events: Vec<ClientEvent>) {
+        let ready = self.outbox.push(events);
+        self.deliver(ready);
+    }
+
+    fn deliver(&mut self, events: Vec<ClientEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        self.events.do_send(ClientEvents(events));
+    }
+
+    fn transmit(&self, to: SocketAddr, datagram: &Datagram) {
+        if let Err(e) = self.sender.send(datagram, to) {
+            warn!(%to, error = %e, "datagram not sent");
         }
     }
 
@@ -219,6 +253,121 @@ impl SessionActor {
         }
     }
 
+    /// Routes `msg` to its conversation: to its actor, started (again) if
+    /// need be; an update about the peer reaches only a conversation that
+    /// exists.
+    fn route(&mut self, peer: UserName, msg: ToPeer, ctx: &mut Context<Self>) {
+        let opens = matches!(msg.input, PeerInput::Talk(_) | PeerInput::Chat(_));
+        match self.conversations.get_mut(&peer) {
+            Some(Slot::Running(actor)) if actor.connected() => actor.do_send(msg),
+            Some(Slot::Parking(waiting)) => waiting.push(msg),
+            // News about the peer, or a stale acknowledgement: a kept
+            // conversation takes it without waking up.
+            Some(Slot::Parked(core)) if !opens => {
+                let outputs = core.handle(msg.input, self.settings.clock.now());
+                self.peer_outputs(&peer, msg.ticket, outputs, ctx);
+            }
+            Some(Slot::Parked(_)) | Some(Slot::Running(_)) => {
+                self.start_peer(&peer, ctx).do_send(msg);
+            }
+            None if opens => self.start_peer(&peer, ctx).do_send(msg),
+            // Nothing to tell a conversation that does not exist; its place
+            // among the events stays empty.
+            None => self.peer_outputs(&peer, msg.ticket, Vec::new(), ctx),
+        }
+    }
+
+    /// Carries out what a conversation wants done: datagrams now, events in
+    /// the place of the input they answer (`ticket`), the end of a drain.
+    fn peer_outputs(
+        &mut self,
+        peer: &UserName,
+        ticket: Option<u64>,
+        outputs: Vec<PeerOutput>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut events = Vec::new();
+        let mut drained = false;
+        for output in outputs {
+            match output {
+                PeerOutput::Transmit { to, datagram } => self.transmit(to, &datagram),
+                PeerOutput::Emit(event) => events.push(event),
+                PeerOutput::Drained => drained = true,
+            }
+        }
+        let ready = match ticket {
+            Some(ticket) => self.outbox.fill(ticket, events),
+            None => self.outbox.push(events),
+        };
+        self.deliver(ready);
+        if drained {
+            if let Some(waiting) = self.draining.as_mut() {
+                waiting.remove(peer);
+            }
+            self.drain_done(ctx);
+        }
+    }
+
+    /// Starts the actor for the conversation with `peer`, from its kept
+    /// state or afresh.
+    fn start_peer(&mut self, peer: &UserName, ctx: &mut Context<Self>) -> Addr<PeerActor> {
+        let kept = match self.conversations.remove(peer) {
+            Some(Slot::Parked(core)) => Some(*core),
+            _ => None,
+        };
+        let core = kept.unwrap_or_else(|| {
+            PeerCore::new(
+                Conversation::new(
+                    peer.clone(),
+                    self.session.name().clone(),
+                    self.session.instance(),
+                    self.settings.delivery.clone(),
+                ),
+                self.session.peer(peer.as_str()),
+            )
+        });
+        self.stats
+            .conversations_started
+            .fetch_add(1, Ordering::Relaxed);
+        let actor = PeerActor::new(
+            core,
+            ctx.address().recipient(),
+            ctx.address().recipient(),
+            self.ids.clone(),
+            self.settings.clock.clone(),
+            self.settings.idle_stop,
+        )
+        .start();
+        self.conversations
+            .insert(peer.clone(), Slot::Running(actor.clone()));
+        actor
+    }
+
+    /// The user is leaving: every conversation delivers what it can.
+    fn drain(&mut self, deadline: std::time::Instant, ctx: &mut Context<Self>) {
+        let mut waiting = HashSet::new();
+        for (peer, slot) in &self.conversations {
+            match slot {
+                Slot::Running(actor) if actor.connected() => {
+                    actor.do_send(Drain { deadline });
+                    waiting.insert(peer.clone());
+                }
+                // A parking conversation was idle; a parked one is.
+                _ => {}
+            }
+        }
+        self.draining = Some(waiting);
+        self.drain_done(ctx);
+    }
+
+    fn drain_done(&mut self, ctx: &mut Context<Self>) {
+        if self.draining.as_ref().is_some_and(HashSet::is_empty) {
+            self.draining = None;
+            let outputs = self.session.drained(self.settings.clock.now());
+            self.apply(outputs, ctx);
+        }
+    }
+
     fn fetch(
         &mut self,
         from: SocketAddr,
@@ -226,7 +375,7 @@ impl SessionActor {
         ctx: &mut Context<Self>,
     ) {
         debug!(%from, "fetching roster");
-        let fetch = fetch_roster(from, self.fetch_timeout, as_user);
+        let fetch = fetch_roster(from, self.settings.fetch_timeout, as_user);
         ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
             let result = match result {
                 Ok(snapshot) => {
@@ -241,34 +390,11 @@ impl SessionActor {
                     Err(e.to_string())
                 }
             };
-            let outputs = act.session.roster_fetched(result, Instant::now());
+            let outputs = act
+                .session
+                .roster_fetched(result, act.settings.clock.now());
             act.apply(outputs, ctx);
         }));
-    }
-
-    /// The conversation with `name`, opened if it is not yet.
-    fn peer(&mut self, name: UserName) -> Addr<PeerActor> {
-        if let Some(peer) = self.peers.get(&name) {
-            if peer.connected() {
-                return peer.clone();
-            }
-        }
-        let conversation = Conversation::new(
-            name.clone(),
-            self.session.name().clone(),
-            self.session.instance(),
-            self.delivery.clone(),
-        );
-        let peer = PeerActor::new(
-            conversation,
-            self.session.peer(name.as_str()),
-            self.sender.clone(),
-            self.events.clone(),
-            self.ids.clone(),
-        )
-        .start();
-        self.peers.insert(name, peer.clone());
-        peer
     }
 
     /// Arms the timer for the session's next deadline.
@@ -276,11 +402,15 @@ impl SessionActor {
         if let Some(handle) = self.timer.take() {
             ctx.cancel_future(handle);
         }
+        if self.session.is_ended() {
+            ctx.stop();
+            return;
+        }
         if let Some(deadline) = self.session.deadline() {
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let wait = deadline.saturating_duration_since(self.settings.clock.now());
             self.timer = Some(ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
-                let outputs = act.session.timer_fired(Instant::now());
+                let outputs = act.session.timer_fired(act.settings.clock.now());
                 act.apply(outputs, ctx);
             }));
         }
@@ -297,7 +427,7 @@ impl Actor for SessionActor {
             Some((Inbound(received), socket))
         });
         ctx.add_stream(datagrams);
-        let outputs = self.session.start(Instant::now());
+        let outputs = self.session.start(self.settings.clock.now());
         info!(
             user = %self.session.name(),
             endpoint = %self.session.endpoint(),
@@ -328,14 +458,14 @@ impl StreamHandler<Inbound> for SessionActor {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match decoded {
             Ok(datagram) => {
-                let outputs = self
-                    .session
-                    .datagram_received(datagram, source, Instant::now());
+                let outputs =
+                    self.session
+                        .datagram_received(datagram, source, self.settings.clock.now());
                 self.apply(outputs, ctx);
             }
             Err(e) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                if let Some(held_back) = self.drop_log.allow(Instant::now()) {
+                if let Some(held_back) = self.drop_log.allow(self.settings.clock.now()) {
                     warn!(%source, reason = %e, held_back, "dropped datagram");
                 }
             }
@@ -346,32 +476,97 @@ impl StreamHandler<Inbound> for SessionActor {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
-impl Handler<SendText> for SessionActor {
-    type Result = ResponseFuture<Result<Sent, SendTextError>>;
+impl Handler<PeerOutputs> for SessionActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
-        if self.leaving {
-            return Box::pin(async { Err(SendTextError::LoggingOut) });
+    fn handle(&mut self, msg: PeerOutputs, ctx: &mut Context<Self>) {
+        self.peer_outputs(&msg.peer, msg.ticket, msg.outputs, ctx);
+    }
+}
+
+impl Handler<PeerIdle> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerIdle, ctx: &mut Context<Self>) {
+        let current = matches!(
+            self.conversations.get(&msg.peer),
+            Some(Slot::Running(actor)) if *actor == msg.actor
+        );
+        if !current || self.draining.is_some() {
+            return;
         }
-        if !self.session.can_chat() {
-            return Box::pin(async { Err(SendTextError::NotOnline) });
-        }
-        let Some(known) = self.session.peer(msg.to.as_str()) else {
-            return Box::pin(async move { Err(SendTextError::UnknownUser(msg.to)) });
-        };
-        let confirmed = known.instance.is_some();
-        let say = Say {
-            text: msg.text,
-            time: local_talk_time(),
-        };
-        let peer = self.peer(msg.to);
-        Box::pin(async move {
-            match peer.send(say).await {
-                Ok(Ok(id)) => Ok(Sent { id, confirmed }),
-                Ok(Err(refusal)) => Err(SendTextError::Refused(refusal)),
-                Err(_) => Err(SendTextError::NotOnline),
+        self.conversations
+            .insert(msg.peer.clone(), Slot::Parking(Vec::new()));
+        let peer = msg.peer;
+        let actor = msg.actor;
+        let park = actor.send(Park);
+        ctx.spawn(park.into_actor(self).map(move |parked, act, ctx| {
+            let waiting = match act.conversations.remove(&peer) {
+                Some(Slot::Parking(waiting)) => waiting,
+                Some(other) => {
+                    act.conversations.insert(peer.clone(), other);
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            match parked {
+                // Handed back: kept here until the conversation is needed.
+                Ok(Some(core)) => {
+                    act.conversations
+                        .insert(peer.clone(), Slot::Parked(Box::new(core)));
+                }
+                // Busy again after all: it runs on.
+                Ok(None) => {
+                    act.conversations.insert(peer.clone(), Slot::Running(actor));
+                }
+                // The actor is gone (it cannot be, short of a panic): what
+                // it knew is lost; a new conversation starts when needed.
+                Err(_) => {}
             }
-        })
+            for msg in waiting {
+                act.route(peer.clone(), msg, ctx);
+            }
+        }));
+    }
+}
+
+impl Handler<SendText> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<Sent, SendTextError>>;
+
+    fn handle(&mut self, msg: SendText, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.session.check_send(&msg.to) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let actor = match self.conversations.get(&msg.to) {
+            Some(Slot::Running(actor)) if actor.connected() => actor.clone(),
+            Some(Slot::Parking(_)) => {
+                // Being handed back this very moment (one mailbox round
+                // trip): ask again once it is.
+                let again = ctx.address();
+                return Box::pin(
+                    async move {
+                        actix_rt::time::sleep(Duration::from_millis(1)).await;
+                        again
+                            .send(msg)
+                            .await
+                            .unwrap_or(Err(SendTextError::NotOnline))
+                    }
+                    .into_actor(self),
+                );
+            }
+            _ => self.start_peer(&msg.to, ctx),
+        };
+        let (reply, answer) = oneshot::channel();
+        actor.do_send(Say {
+            text: msg.text,
+            time: self.settings.clock.talk_time(),
+            reply,
+        });
+        Box::pin(answer.into_actor(self).map(|said, _, _| match said {
+            Ok(Ok(sent)) => Ok(sent),
+            Ok(Err(refusal)) => Err(SendTextError::Refused(refusal)),
+            Err(_) => Err(SendTextError::NotOnline),
+        }))
     }
 }
 
@@ -387,13 +582,17 @@ impl Handler<ConversationWith> for SessionActor {
     type Result = ResponseFuture<Vec<ChatLine>>;
 
     fn handle(&mut self, msg: ConversationWith, _: &mut Context<Self>) -> Self::Result {
-        let peer = self.peers.get(&msg.peer).cloned();
-        Box::pin(async move {
-            match peer {
-                Some(peer) => peer.send(History).await.unwrap_or_default(),
-                None => Vec::new(),
+        match self.conversations.get(&msg.peer) {
+            Some(Slot::Running(actor)) => {
+                let history = actor.send(History);
+                Box::pin(async move { history.await.unwrap_or_default() })
             }
-        })
+            Some(Slot::Parked(core)) => {
+                let lines: Vec<ChatLine> = core.lines().cloned().collect();
+                Box::pin(async move { lines })
+            }
+            Some(Slot::Parking(_)) | None => Box::pin(async { Vec::new() }),
+        }
     }
 }
 
@@ -401,26 +600,11 @@ impl Handler<Logout> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, _: Logout, ctx: &mut Context<Self>) {
-        if self.leaving {
-            return;
-        }
-        self.leaving = true;
         info!(user = %self.session.name(), "logging out");
         // Every conversation first delivers what it can (or reports it
-        // failed); the Drain requests queue behind any message already on
+        // failed); the drain requests queue behind any message already on
         // its way to a conversation, so nothing sent before is lost.
-        let deadline = Instant::now() + self.drain_timeout;
-        let drains: Vec<_> = self
-            .peers
-            .values()
-            .map(|peer| peer.send(Drain { deadline }))
-            .collect();
-        let drained = async move {
-            join_all(drains).await;
-        };
-        ctx.spawn(drained.into_actor(self).map(|(), act, ctx| {
-            let outputs = act.session.logout(Instant::now());
-            act.apply(outputs, ctx);
-        }));
+        let outputs = self.session.logout(self.settings.clock.now());
+        self.apply(outputs, ctx);
     }
 }

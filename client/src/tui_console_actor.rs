@@ -21,7 +21,7 @@ use tracing::debug;
 use crate::client::ClientHandle;
 use crate::events::{ClientEvent, ClientEvents, MessageId};
 use crate::front_end::{Attach, Quit};
-use crate::history::{Direction, StoredDelivery};
+use crate::history::StoredDelivery;
 use crate::history_actor::{HistoryActor, Recent, Record, SaveSetting, Search, SetDelivery};
 use crate::plain_console_actor::EXIT_REFUSED;
 use crate::ui::render;
@@ -147,19 +147,6 @@ impl TuiConsoleActor {
         // history before the message itself is written to it.
         self.apply(effects, ctx);
         match event {
-            ClientEvent::Message { from, time, text } => self.record(
-                Record {
-                    peer: from,
-                    direction: Direction::Incoming,
-                    talk_time: time.to_string(),
-                    text,
-                    delivery: StoredDelivery::Received,
-                    id: None,
-                },
-                ctx,
-            ),
-            ClientEvent::Delivered { id, .. } => self.set_delivery(id, StoredDelivery::Delivered),
-            ClientEvent::Failed { id, .. } => self.set_delivery(id, StoredDelivery::Failed),
             ClientEvent::Refused { reason, detail } => {
                 self.finish(
                     EXIT_REFUSED,
@@ -245,6 +232,8 @@ impl TuiConsoleActor {
                     let _ = out.write_all(b"\x07").and_then(|()| out.flush());
                 }
                 Effect::Quit => self.quit(),
+                Effect::Record(record) => self.record(record, ctx),
+                Effect::SetDelivery { id, delivery } => self.set_delivery(id, delivery),
             }
         }
     }
@@ -265,21 +254,8 @@ impl TuiConsoleActor {
             act.sending = false;
             match sent {
                 Ok(sent) => {
-                    act.ui
-                        .message_sent(&to, sent.id, sent.confirmed, &text, &now());
-                    let record = Record {
-                        peer: to,
-                        direction: Direction::Outgoing,
-                        talk_time: crate::clock::local_talk_time().to_string(),
-                        text,
-                        delivery: if sent.confirmed {
-                            StoredDelivery::Sending
-                        } else {
-                            StoredDelivery::Sent
-                        },
-                        id: sent.confirmed.then_some(sent.id),
-                    };
-                    act.record(record, ctx);
+                    let effects = act.ui.message_sent(&to, &sent, &text, &now());
+                    act.apply(effects, ctx);
                 }
                 Err(e) => act.ui.message_refused(&to, &text, &e.to_string()),
             }

@@ -20,6 +20,24 @@ fn sock(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
+/// Logs out with nothing left to deliver: the conversations are asked to
+/// drain, and say at once that they have.
+fn logout_now(s: &mut Session, t: Instant) -> Vec<SessionOutput> {
+    let out = s.logout(t);
+    assert!(
+        matches!(out.as_slice(), [SessionOutput::Drain { .. }]),
+        "{out:?}"
+    );
+    s.drained(t)
+}
+
+fn to_peer(peer: &str, input: PeerInput) -> SessionOutput {
+    SessionOutput::Conversation {
+        peer: name(peer),
+        input,
+    }
+}
+
 fn session() -> (Session, Instant) {
     let config = SessionConfig {
         name: name("alice"),
@@ -29,6 +47,7 @@ fn session() -> (Session, Instant) {
         login_timeouts: vec![Duration::from_millis(500), Duration::from_secs(1)],
         logout_timeouts: vec![Duration::from_millis(200), Duration::from_millis(400)],
         max_reconnect_delay: Duration::from_secs(4),
+        drain_timeout: Duration::from_secs(5),
         plain_protocol: false,
         keep_trying: false,
     };
@@ -682,7 +701,7 @@ fn pigeon_logout_is_repeated_until_bye() {
         endpoint: addr("10.0.0.2:5000"),
         pigeon: Some(LogoutExt { token: TOKEN }),
     });
-    assert_eq!(sends(&s.logout(t)), vec![logout.clone()]);
+    assert_eq!(sends(&logout_now(&mut s, t)), vec![logout.clone()]);
     let out = s.timer_fired(t + Duration::from_millis(200));
     assert_eq!(sends(&out), vec![logout]);
     let out = s.datagram_received(
@@ -699,7 +718,7 @@ fn pigeon_logout_is_repeated_until_bye() {
 #[test]
 fn logout_gives_up_waiting_for_bye_after_its_attempts() {
     let (mut s, t) = pigeon_online();
-    s.logout(t);
+    logout_now(&mut s, t);
     s.timer_fired(t + Duration::from_millis(200));
     let out = s.timer_fired(t + Duration::from_millis(600));
     assert_eq!(emitted(&out), vec![ClientEvent::LoggedOut]);
@@ -711,7 +730,7 @@ fn seed_server_logout_is_one_plain_datagram() {
     s.start(t);
     s.datagram_received(seed_accept(), sock(SERVER), t);
     s.roster_fetched(Ok(snapshot(None, vec![])), t);
-    let out = s.logout(t);
+    let out = logout_now(&mut s, t);
     assert_eq!(
         sends(&out),
         vec![Datagram::Logout(Logout {
@@ -769,10 +788,10 @@ fn talks_are_taken_only_from_the_named_users_address() {
     );
     // A seed client sends from a throwaway port on its host: fine.
     let out = s.datagram_received(Datagram::Talk(talk("old")), sock("10.0.0.9:61234"), t);
-    assert_eq!(out, vec![SessionOutput::DeliverTalk(talk("old"))]);
+    assert_eq!(out, vec![to_peer("old", PeerInput::Talk(talk("old")))]);
     // A Pigeon client sends from its endpoint, so nothing else passes for it.
     let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:5000"), t);
-    assert_eq!(out, vec![SessionOutput::DeliverTalk(talk("bob"))]);
+    assert_eq!(out, vec![to_peer("bob", PeerInput::Talk(talk("bob")))]);
     assert_eq!(
         s.check_talk(&talk("bob"), sock("10.0.0.3:61234")),
         Err(Refusal::WrongAddress)
@@ -805,7 +824,7 @@ fn chats_and_acks_must_come_from_the_exact_endpoint_and_instance() {
     let good = chat("bob", BOB);
     assert_eq!(
         s.datagram_received(Datagram::Chat(good.clone()), sock("10.0.0.3:5000"), t),
-        vec![SessionOutput::DeliverChat(good.clone())]
+        vec![to_peer("bob", PeerInput::Chat(good.clone()))]
     );
     assert_eq!(
         s.check_chat(&good, sock("10.0.0.3:5001")),
@@ -834,7 +853,7 @@ fn chats_and_acks_must_come_from_the_exact_endpoint_and_instance() {
     };
     assert_eq!(
         s.datagram_received(Datagram::Ack(ack.clone()), sock("10.0.0.3:5000"), t),
-        vec![SessionOutput::DeliverAck(ack.clone())]
+        vec![to_peer("bob", PeerInput::Ack(ack.clone()))]
     );
     assert!(matches!(
         s.datagram_received(Datagram::Ack(ack), sock("10.0.0.9:5000"), t)
@@ -855,4 +874,31 @@ fn a_chat_from_a_user_of_unknown_kind_teaches_its_instance() {
     let out = s.datagram_received(Datagram::Chat(chat("bob", BOB)), sock("10.0.0.3:5000"), t);
     assert_eq!(out.len(), 2);
     assert_eq!(s.peer("bob").and_then(|p| p.instance), Some(BOB));
+}
+
+#[test]
+fn leaving_waits_for_the_conversations_but_not_forever() {
+    let (mut s, t) = pigeon_online();
+    let out = s.logout(t);
+    assert_eq!(
+        out,
+        vec![SessionOutput::Drain {
+            deadline: t + Duration::from_secs(5)
+        }]
+    );
+    // Meanwhile nothing new goes out, and a second logout changes nothing.
+    assert_eq!(s.check_send(&name("bob")), Err(SendTextError::LoggingOut));
+    assert!(s.logout(t).is_empty());
+    // The session stays alive meanwhile (keepalives go on); a conversation
+    // that never answers holds the logout up only a little past the
+    // drain's deadline.
+    let now = loop {
+        let now = s.deadline().unwrap();
+        let out = s.timer_fired(now);
+        if sends(&out).iter().any(|d| matches!(d, Datagram::Logout(_))) {
+            break now;
+        }
+        assert!(now < t + Duration::from_secs(6), "{out:?}");
+    };
+    assert!(now > t + Duration::from_secs(5));
 }

@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, VecDeque};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use pigeon_shared::UserName;
 
+use crate::client_core::Sent;
 use crate::command::{parse_command, Command, UI_HELP};
 use crate::events::{ClientEvent, MessageId};
 use crate::history::{Direction, StoredDelivery, StoredMessage};
+use crate::history_actor::Record;
 use crate::session::NO_ANSWER;
 use crate::ui::input::LineEditor;
 
@@ -174,6 +176,13 @@ pub enum Effect {
     Bell,
     /// Log out and quit.
     Quit,
+    /// Keep a message in the history.
+    Record(Record),
+    /// What became of message `id`, for the history.
+    SetDelivery {
+        id: MessageId,
+        delivery: StoredDelivery,
+    },
 }
 
 /// The one-line notice at the bottom: `line` is the whole text; from
@@ -423,15 +432,27 @@ impl UiState {
                 }
                 Vec::new()
             }
-            ClientEvent::Message { from, text, .. } => self.message_received(from, text, at),
+            ClientEvent::Message { from, time, text } => {
+                let mut effects = self.message_received(from, text, at);
+                // Kept with the time the sender's message carries.
+                effects.extend(self.keep(Record {
+                    peer: from.clone(),
+                    direction: Direction::Incoming,
+                    talk_time: time.to_string(),
+                    text: text.clone(),
+                    delivery: StoredDelivery::Received,
+                    id: None,
+                }));
+                effects
+            }
             ClientEvent::Delivered { to, id } => {
                 self.mark(to, *id, Mark::Delivered);
-                Vec::new()
+                self.delivery(*id, StoredDelivery::Delivered)
             }
             ClientEvent::Failed { to, id, text } => {
                 self.mark(to, *id, Mark::Failed);
                 self.set_notice(format!("not delivered to {to}: {}", preview(text, 60)));
-                Vec::new()
+                self.delivery(*id, StoredDelivery::Failed)
             }
             ClientEvent::Connecting {
                 server,
@@ -528,17 +549,18 @@ impl UiState {
         effects
     }
 
-    /// A message this user typed went out as `id`; `confirmed` says
-    /// whether the peer will confirm it (a seed-era client never does).
+    /// A message this user typed went out (`sent` says as which number,
+    /// whether the peer will confirm it, and the time it carries); what to
+    /// keep in the history.
     pub fn message_sent(
         &mut self,
         to: &UserName,
-        id: MessageId,
-        confirmed: bool,
+        sent: &Sent,
         text: &str,
         at: &Stamp,
-    ) {
-        let seed_era = !confirmed;
+    ) -> Vec<Effect> {
+        let id = sent.id;
+        let seed_era = !sent.confirmed;
         if let Some(user) = self.roster.get_mut(to) {
             user.seed_era = seed_era;
         }
@@ -553,6 +575,38 @@ impl UiState {
                 earlier: false,
             });
             tab.scroll = 0;
+        }
+        // Kept with the time it carries, and updated when the peer
+        // confirms it (a seed-era peer never does).
+        self.keep(Record {
+            peer: to.clone(),
+            direction: Direction::Outgoing,
+            talk_time: sent.time.to_string(),
+            text: text.to_owned(),
+            delivery: if seed_era {
+                StoredDelivery::Sent
+            } else {
+                StoredDelivery::Sending
+            },
+            id: sent.confirmed.then_some(id),
+        })
+    }
+
+    /// An effect that updates message `id` in the history, if there is one.
+    fn delivery(&self, id: MessageId, delivery: StoredDelivery) -> Vec<Effect> {
+        if self.history {
+            vec![Effect::SetDelivery { id, delivery }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// An effect that keeps `record` in the history, if there is one.
+    fn keep(&self, record: Record) -> Vec<Effect> {
+        if self.history {
+            vec![Effect::Record(record)]
+        } else {
+            Vec::new()
         }
     }
 

@@ -69,6 +69,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         max_reconnect_delay: Duration::from_secs(1),
         plain_protocol: false,
         keep_trying: false,
+        drain_timeout: Duration::from_secs(5),
     });
     drop(session.start(now));
     let accept = Datagram::Accept(Accept {

@@ -15,6 +15,15 @@ fn name(text: &str) -> UserName {
     UserName::parse(text).unwrap()
 }
 
+/// What the client says of a message it accepted.
+fn sent(id: u64, confirmed: bool) -> crate::client_core::Sent {
+    crate::client_core::Sent {
+        id: MessageId(id),
+        confirmed,
+        time: TalkTime::parse("14:03:30").unwrap(),
+    }
+}
+
 /// The screen as text, one string per row (a wide character's second
 /// column is not repeated), with the cursor position if shown.
 fn screen(ui: &mut UiState, width: u16, height: u16) -> Vec<String> {
@@ -175,8 +184,7 @@ fn a_chinese_conversation_wraps_by_columns() {
     );
     ui.message_sent(
         &name("剑痴"),
-        MessageId(1),
-        true,
+        &sent(1, true),
         "好啊，十二点见",
         &Stamp::hm(11, 59),
     );

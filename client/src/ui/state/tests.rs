@@ -12,6 +12,15 @@ fn name(text: &str) -> UserName {
     UserName::parse(text).unwrap()
 }
 
+/// What the client says of a message it accepted.
+fn sent(id: u64, confirmed: bool) -> crate::client_core::Sent {
+    crate::client_core::Sent {
+        id: MessageId(id),
+        confirmed,
+        time: TalkTime::parse("14:03:30").unwrap(),
+    }
+}
+
 fn at() -> Stamp {
     Stamp::hm(14, 3)
 }
@@ -148,7 +157,16 @@ fn a_message_out_of_view_opens_its_conversation_counts_unread_and_tells() {
                 count: OPENING_HISTORY,
                 asked: false
             },
-            Effect::Bell
+            Effect::Bell,
+            // Kept in the history with the time the sender's message carries.
+            Effect::Record(crate::history_actor::Record {
+                peer: name("bob"),
+                direction: Direction::Incoming,
+                talk_time: "14:03:27".into(),
+                text: "lunch?".into(),
+                delivery: StoredDelivery::Received,
+                id: None,
+            }),
         ]
     );
     assert_eq!(tab_titles(&ui), ["status", "bob"]);
@@ -165,7 +183,10 @@ fn a_message_out_of_view_opens_its_conversation_counts_unread_and_tells() {
     assert_eq!(ui.unread("bob"), 0);
     // In view, a message is not unread and the bell stays quiet.
     let effects = ui.on_event(&message("bob", "there you are"), &at());
-    assert!(effects.is_empty());
+    assert!(
+        effects.iter().all(|e| matches!(e, Effect::Record(_))),
+        "no bell, only the history: {effects:?}"
+    );
     assert_eq!(ui.unread("bob"), 0);
     assert_eq!(texts(&ui.tabs()[1]), ["lunch?", "hello?", "there you are"]);
 }
@@ -258,9 +279,9 @@ fn msg_opens_and_sends() {
 #[test]
 fn sent_lines_show_their_delivery_state() {
     let mut ui = ready(false, false);
-    ui.message_sent(&name("bob"), MessageId(1), true, "one", &at());
-    ui.message_sent(&name("bob"), MessageId(2), true, "two", &at());
-    ui.message_sent(&name("carol"), MessageId(3), false, "old school", &at());
+    ui.message_sent(&name("bob"), &sent(1, true), "one", &at());
+    ui.message_sent(&name("bob"), &sent(2, true), "two", &at());
+    ui.message_sent(&name("carol"), &sent(3, false), "old school", &at());
     ui.on_event(
         &ClientEvent::Delivered {
             to: name("bob"),
@@ -454,7 +475,7 @@ fn page_keys_scroll_within_what_the_view_reported() {
     ui.on_key(key(KeyCode::PageDown));
     assert_eq!(ui.active_tab().unwrap().scroll, 15);
     // Sending jumps back to the newest.
-    ui.message_sent(&name("bob"), MessageId(1), true, "x", &at());
+    ui.message_sent(&name("bob"), &sent(1, true), "x", &at());
     assert_eq!(ui.active_tab().unwrap().scroll, 0);
 }
 
@@ -590,4 +611,50 @@ fn connecting_says_where_and_how_often() {
     ui.on_event(&ready_event(), &at());
     assert_eq!(ui.notice(), None);
     assert_eq!(ui.connection(), &Connection::Online);
+}
+
+#[test]
+fn sent_messages_are_kept_with_the_time_they_carry() {
+    let mut ui = ready(true, false);
+    let effects = ui.message_sent(&name("bob"), &sent(7, true), "hello", &at());
+    assert_eq!(
+        effects,
+        vec![Effect::Record(crate::history_actor::Record {
+            peer: name("bob"),
+            direction: Direction::Outgoing,
+            talk_time: "14:03:30".into(),
+            text: "hello".into(),
+            delivery: StoredDelivery::Sending,
+            id: Some(MessageId(7)),
+        })]
+    );
+    let effects = ui.on_event(
+        &ClientEvent::Delivered {
+            to: name("bob"),
+            id: MessageId(7),
+        },
+        &at(),
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::SetDelivery {
+            id: MessageId(7),
+            delivery: StoredDelivery::Delivered
+        }]
+    );
+    // A seed-era peer never confirms: kept as sent, with no number to
+    // update later. Without a history file nothing is kept.
+    let effects = ui.message_sent(&name("carol"), &sent(8, false), "hi", &at());
+    assert!(matches!(
+        effects.as_slice(),
+        [Effect::Record(crate::history_actor::Record {
+            delivery: StoredDelivery::Sent,
+            id: None,
+            ..
+        })]
+    ));
+    let mut off = ready(false, false);
+    assert!(off
+        .message_sent(&name("bob"), &sent(9, true), "x", &at())
+        .is_empty());
 }
