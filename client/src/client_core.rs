@@ -18,7 +18,7 @@
 
 pub mod peer;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -57,7 +57,7 @@ pub struct CoreStats {
 #[derive(Debug)]
 pub struct ClientCore {
     session: Session,
-    peers: HashMap<UserName, PeerCore>,
+    peers: BTreeMap<UserName, PeerCore>,
     delivery: DeliveryConfig,
     ids: MessageIds,
     /// Leaving: the conversations still delivering.
@@ -74,7 +74,7 @@ impl ClientCore {
     pub fn new(config: SessionConfig, delivery: DeliveryConfig) -> Self {
         Self {
             session: Session::new(config),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             delivery,
             ids: MessageIds::default(),
             draining: None,

@@ -417,7 +417,11 @@ impl Session {
             Datagram::Expired(_) if self.is_online() => {
                 self.lose_server("the server no longer knows this session", true, now)
             }
-            Datagram::Closing(closing) if self.can_chat() => {
+            // Once: a repeated `closing` (a duplicate, or the next from a
+            // server still stopping) is not news while logging in again.
+            Datagram::Closing(closing)
+                if self.can_chat() && !matches!(self.state, State::Reconnecting { .. }) =>
+            {
                 let reason = if closing.detail.is_empty() {
                     "the server is shutting down".to_owned()
                 } else {
@@ -679,17 +683,20 @@ impl Session {
         }]
     }
 
-    fn login_datagram(&self, with_token: bool) -> Datagram {
-        let token = match self.server {
-            Server::Pigeon { token, .. } if with_token => Some(token),
-            _ => None,
-        };
+    /// A login. It never carries a session token: a client logging in
+    /// again cannot know whether the server it reaches still has its old
+    /// session (it went quiet) or a new one (it restarted and took an
+    /// earlier attempt whose `Accept` was lost, or a duplicate of one), and
+    /// a login with a token the server does not hold is refused
+    /// `name-taken`. Without one, a server that still has the session
+    /// answers with its `Accept` again.
+    fn login_datagram(&self) -> Datagram {
         // The extension goes to every server: a seed server ignores the
         // field, and forwards the login verbatim, which is how Pigeon peers
         // on a seed server find each other.
         let pigeon = (!self.config.plain_protocol).then_some(LoginExt {
             instance: self.config.instance,
-            token,
+            token: None,
         });
         Datagram::Login(Login {
             name: self.config.name.clone(),
@@ -714,7 +721,7 @@ impl Session {
         self.deadline = Some(now + wait);
         SessionOutput::Send {
             to: self.config.server,
-            datagram: self.login_datagram(false),
+            datagram: self.login_datagram(),
         }
     }
 
@@ -787,11 +794,9 @@ impl Session {
             attempt: attempt + 1,
         };
         self.deadline = Some(now + self.reconnect_delay(attempt));
-        // The old token still works if the server merely went quiet; a
-        // restarted server ignores it and starts a new session.
         vec![SessionOutput::Send {
             to: self.config.server,
-            datagram: self.login_datagram(true),
+            datagram: self.login_datagram(),
         }]
     }
 

@@ -1,5 +1,6 @@
-//! Test support for Pigeon's end-to-end tests: seed-faithful peers, and a
-//! harness that starts real servers and clients in-process.
+//! Test support for Pigeon's end-to-end tests: seed-faithful peers, a
+//! harness that starts real servers and clients in-process, and a
+//! deterministic simulator of a whole network without sockets.
 
 pub mod harness;
 pub mod load;
@@ -7,3 +8,4 @@ pub mod netns;
 pub mod process;
 pub mod pty;
 pub mod seed;
+pub mod sim;
