@@ -16,6 +16,10 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Instant;
     /// The time of day a message written now carries.
     fn talk_time(&self) -> TalkTime;
+    /// Milliseconds since the Unix epoch: when something is kept.
+    fn wall_ms(&self) -> i64;
+    /// The local hour and minute, for the lines on screen.
+    fn hour_minute(&self) -> (u32, u32);
 }
 
 /// The machine's clocks.
@@ -29,6 +33,15 @@ impl Clock for SystemClock {
 
     fn talk_time(&self) -> TalkTime {
         local_talk_time()
+    }
+
+    fn wall_ms(&self) -> i64 {
+        chrono::Local::now().timestamp_millis()
+    }
+
+    fn hour_minute(&self) -> (u32, u32) {
+        let now = chrono::Local::now();
+        (now.hour(), now.minute())
     }
 }
 
@@ -50,6 +63,16 @@ impl SharedClock {
     /// The time of day a message written now carries.
     pub fn talk_time(&self) -> TalkTime {
         self.0.talk_time()
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn wall_ms(&self) -> i64 {
+        self.0.wall_ms()
+    }
+
+    /// The local hour and minute.
+    pub fn hour_minute(&self) -> (u32, u32) {
+        self.0.hour_minute()
     }
 }
 

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use pigeon_shared::UserName;
 use tracing::warn;
 
+use crate::clock::SharedClock;
 use crate::events::MessageId;
 use crate::history::{
     Direction, History, HistoryError, StoredDelivery, StoredMessage, MAX_SEARCH_RESULTS,
@@ -27,6 +28,8 @@ pub struct HistoryActor {
     /// closed, and every request says so).
     history: Option<History>,
     awaited: HashMap<MessageId, i64>,
+    /// When a message is kept.
+    clock: SharedClock,
 }
 
 impl Actor for HistoryActor {
@@ -35,13 +38,14 @@ impl Actor for HistoryActor {
 
 impl HistoryActor {
     /// Starts the actor on a thread of its own, owning `history`.
-    pub fn start(history: History) -> Addr<Self> {
+    pub fn start(history: History, clock: SharedClock) -> Addr<Self> {
         // The factory of a `SyncArbiter` may be called again if its thread
         // restarts; the history moves in once and a restart has none.
         let slot = Mutex::new(Some(history));
         SyncArbiter::start(1, move || Self {
             history: slot.lock().ok().and_then(|mut slot| slot.take()),
             awaited: HashMap::new(),
+            clock: clock.clone(),
         })
     }
 
@@ -104,10 +108,6 @@ pub struct SaveSetting {
     pub value: String,
 }
 
-fn now_ms() -> i64 {
-    chrono::Local::now().timestamp_millis()
-}
-
 fn report(what: &str, e: HistoryError) -> String {
     warn!(error = %e, "history: {what} failed");
     e.to_string()
@@ -122,7 +122,7 @@ impl Handler<Record> for HistoryActor {
             .record(&StoredMessage {
                 peer: msg.peer.to_string(),
                 direction: msg.direction,
-                at_ms: now_ms(),
+                at_ms: self.clock.wall_ms(),
                 talk_time: msg.talk_time,
                 text: msg.text,
                 delivery: msg.delivery,
@@ -204,7 +204,8 @@ mod tests {
 
     #[actix_rt::test]
     async fn records_reads_searches_and_updates_on_its_own_thread() {
-        let history = HistoryActor::start(History::in_memory("alice").unwrap());
+        let history =
+            HistoryActor::start(History::in_memory("alice").unwrap(), SharedClock::system());
         history
             .send(Record {
                 peer: name("bob"),

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use actix::prelude::*;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use pigeon_client::clock::SharedClock;
 use pigeon_client::front_end::{Attach, Quit};
 use pigeon_client::history::{self, History};
 use pigeon_client::history_actor::{HistoryActor, LoadSetting};
@@ -393,7 +394,7 @@ async fn start_tui(
         }
     };
     let history = match history.map(|path| History::open(&path, settings.name.as_str())) {
-        Some(Ok(history)) => Some(HistoryActor::start(history)),
+        Some(Ok(history)) => Some(HistoryActor::start(history, SharedClock::system())),
         Some(Err(e)) => {
             warning = Some(e.to_string());
             None
@@ -421,7 +422,7 @@ async fn start_tui(
             "history off: {warning} (the chat works without it)"
         ));
     }
-    let console = TuiConsoleActor::new(ui, history)
+    let console = TuiConsoleActor::new(ui, history, SharedClock::system())
         .map_err(|e| anyhow::anyhow!("cannot use the terminal: {e} (try --plain)"))?;
     Ok(console.start())
 }

@@ -19,6 +19,7 @@ use ratatui::DefaultTerminal;
 use tracing::debug;
 
 use crate::client::ClientHandle;
+use crate::clock::SharedClock;
 use crate::events::{ClientEvent, ClientEvents, MessageId};
 use crate::front_end::{Attach, Quit};
 use crate::history::StoredDelivery;
@@ -58,12 +59,18 @@ pub struct TuiConsoleActor {
     input: VecDeque<io::Result<Event>>,
     /// A message is being handed to the client.
     sending: bool,
+    /// Where the time on screen comes from.
+    clock: SharedClock,
 }
 
 impl TuiConsoleActor {
     /// Takes over the terminal for `ui`; `history`, if any, keeps the
     /// conversations.
-    pub fn new(ui: UiState, history: Option<Addr<HistoryActor>>) -> io::Result<Self> {
+    pub fn new(
+        ui: UiState,
+        history: Option<Addr<HistoryActor>>,
+        clock: SharedClock,
+    ) -> io::Result<Self> {
         // A panic puts the terminal back before it is reported, and ends
         // the program: a UI whose actor died would only leave a session
         // nobody can see. (This replaces the hook `try_init` installs, which
@@ -89,7 +96,14 @@ impl TuiConsoleActor {
             history_warned: false,
             input: VecDeque::new(),
             sending: false,
+            clock,
         })
+    }
+
+    /// The local time of day, for the lines of this run.
+    fn stamp(&self) -> Stamp {
+        let (hour, minute) = self.clock.hour_minute();
+        Stamp::hm(hour, minute)
     }
 
     fn draw(&mut self) {
@@ -142,7 +156,7 @@ impl TuiConsoleActor {
     }
 
     fn event(&mut self, event: ClientEvent, ctx: &mut Context<Self>) {
-        let effects = self.ui.on_event(&event, &now());
+        let effects = self.ui.on_event(&event, &self.stamp());
         // Effects first: a conversation opened by this message reads its
         // history before the message itself is written to it.
         self.apply(effects, ctx);
@@ -213,7 +227,7 @@ impl TuiConsoleActor {
                     let search = history.send(Search { text: text.clone() });
                     ctx.spawn(search.into_actor(self).map(move |found, act, ctx| {
                         let found = found.unwrap_or_else(|e| Err(e.to_string()));
-                        act.ui.search_done(&text, found, &now());
+                        act.ui.search_done(&text, found, &act.stamp());
                         act.draw_soon(ctx);
                     }));
                 }
@@ -254,7 +268,7 @@ impl TuiConsoleActor {
             act.sending = false;
             match sent {
                 Ok(sent) => {
-                    let effects = act.ui.message_sent(&to, &sent, &text, &now());
+                    let effects = act.ui.message_sent(&to, &sent, &text, &act.stamp());
                     act.apply(effects, ctx);
                 }
                 Err(e) => act.ui.message_refused(&to, &text, &e.to_string()),
@@ -303,13 +317,6 @@ pub fn give_back_terminal() {
         let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste);
         ratatui::restore();
     }
-}
-
-/// The local time of day, for the lines of this run.
-fn now() -> Stamp {
-    use chrono::Timelike;
-    let now = chrono::Local::now();
-    Stamp::hm(now.hour(), now.minute())
 }
 
 impl Actor for TuiConsoleActor {

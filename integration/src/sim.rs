@@ -164,10 +164,13 @@ pub struct Sim {
 impl Sim {
     /// A network with its server up and its clients not yet logged in.
     pub fn new(config: SimConfig) -> Self {
-        let server_addr: SocketAddr = SERVER.parse().unwrap_or(SocketAddr::from(([10, 0, 0, 1], 7788)));
+        let server_addr: SocketAddr = SERVER
+            .parse()
+            .unwrap_or(SocketAddr::from(([10, 0, 0, 1], 7788)));
         let clients: Vec<SimClient> = (0..config.clients)
             .map(|i| {
-                let addr = SocketAddr::from(([10, 0, 1, (i % 250) as u8 + 1], 5000 + (i / 250) as u16));
+                let addr =
+                    SocketAddr::from(([10, 0, 1, (i % 250) as u8 + 1], 5000 + (i / 250) as u16));
                 SimClient {
                     name: UserName::parse(&format!("u{i}")).unwrap_or_else(|_| unreachable!()),
                     addr,
@@ -177,7 +180,11 @@ impl Sim {
                 }
             })
             .collect();
-        let by_addr = clients.iter().enumerate().map(|(i, c)| (c.addr, i)).collect();
+        let by_addr = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.addr, i))
+            .collect();
         let mut sim = Self {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -351,7 +358,11 @@ impl Sim {
     pub fn alive(&self) -> BTreeSet<UserName> {
         self.clients
             .iter()
-            .filter(|c| c.core.as_ref().is_some_and(|core| !core.session().is_ended()))
+            .filter(|c| {
+                c.core
+                    .as_ref()
+                    .is_some_and(|core| !core.session().is_ended())
+            })
             .map(|c| c.name.clone())
             .collect()
     }
@@ -360,7 +371,11 @@ impl Sim {
     pub fn online(&self) -> BTreeSet<UserName> {
         self.clients
             .iter()
-            .filter(|c| c.core.as_ref().is_some_and(|core| core.session().is_online()))
+            .filter(|c| {
+                c.core
+                    .as_ref()
+                    .is_some_and(|core| core.session().is_online())
+            })
             .map(|c| c.name.clone())
             .collect()
     }
@@ -425,7 +440,12 @@ impl Sim {
             let settled = c
                 .events
                 .iter()
-                .filter(|e| matches!(e, ClientEvent::Delivered { .. } | ClientEvent::Failed { .. }))
+                .filter(|e| {
+                    matches!(
+                        e,
+                        ClientEvent::Delivered { .. } | ClientEvent::Failed { .. }
+                    )
+                })
                 .count();
             settled >= sent
         })
@@ -437,9 +457,7 @@ impl Sim {
         for ((from, to), texts) in self.pairs() {
             let shown = self.shown(from, to);
             if shown != texts {
-                return Err(format!(
-                    "u{from} → u{to}: sent {texts:?}, shown {shown:?}"
-                ));
+                return Err(format!("u{from} → u{to}: sent {texts:?}, shown {shown:?}"));
             }
         }
         for (i, client) in self.clients.iter().enumerate() {
@@ -466,7 +484,10 @@ impl Sim {
     fn pairs(&self) -> BTreeMap<(usize, usize), Vec<String>> {
         let mut pairs: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
         for m in &self.sent {
-            pairs.entry((m.from, m.to)).or_default().push(m.text.clone());
+            pairs
+                .entry((m.from, m.to))
+                .or_default()
+                .push(m.text.clone());
         }
         pairs
     }
@@ -555,9 +576,20 @@ impl Sim {
                 let life = self.clients.get(client).map_or(0, |c| c.life);
                 let result = self.serve_fetch(&fetch);
                 let latency = self.latency();
-                self.schedule(latency, Event::FetchDone { client, life, result });
+                self.schedule(
+                    latency,
+                    Event::FetchDone {
+                        client,
+                        life,
+                        result,
+                    },
+                );
             }
-            Event::FetchDone { client, life, result } => {
+            Event::FetchDone {
+                client,
+                life,
+                result,
+            } => {
                 let current = self.clients.get(client).is_some_and(|c| c.life == life);
                 if let Some(core) = self.clients.get_mut(client).and_then(|c| c.core.as_mut()) {
                     if current {
@@ -572,7 +604,9 @@ impl Sim {
 
     /// What the server's TCP service does with a fetch.
     fn serve_fetch(&mut self, fetch: &Fetch) -> Result<RosterSnapshot, String> {
-        let fail = self.rng.random_bool(self.config.fetch_failure.clamp(0.0, 1.0));
+        let fail = self
+            .rng
+            .random_bool(self.config.fetch_failure.clamp(0.0, 1.0));
         let Some(server) = self.server.as_mut() else {
             return Err("connection refused".into());
         };

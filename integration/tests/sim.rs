@@ -16,6 +16,11 @@ use rand::{Rng, SeedableRng};
 
 const DEFAULT_SEEDS: u64 = 60;
 
+/// The longest virtual wait for a network to settle: at a quarter of
+/// datagrams lost each way a keepalive round trip fails nearly half the
+/// time, and a lost delta is noticed only by the next one that succeeds.
+const PATIENCE: Duration = Duration::from_secs(300);
+
 /// Runs `scenario` for every seed; fails naming the first seed that fails.
 fn for_seeds(name: &str, scenario: impl Fn(u64) -> Result<(), String>) {
     let seeds: Vec<u64> = match std::env::var("PIGEON_SIM_SEED") {
@@ -53,6 +58,20 @@ fn dump(sim: &Sim) {
             }
         }
     }
+    let online = sim.online();
+    for (i, client) in sim.clients.iter().enumerate() {
+        if let Some(core) = &client.core {
+            let users: std::collections::BTreeSet<_> =
+                core.session().users().into_iter().map(|(n, _)| n).collect();
+            let missing: Vec<_> = online.difference(&users).collect();
+            let extra: Vec<_> = users.difference(&online).collect();
+            eprintln!(
+                "u{i}: online {}, revision {:?}, missing {missing:?}, extra {extra:?}",
+                core.session().is_online(),
+                core.session().revision()
+            );
+        }
+    }
     eprintln!("at {:?}; network: {:?}", sim.elapsed(), sim.net);
 }
 
@@ -73,11 +92,11 @@ fn log_in_all(sim: &mut Sim, spread: Duration) -> Result<(), String> {
         sim.run_for(wait);
         sim.start_client(i);
     }
-    if sim.run_until(Duration::from_secs(60), Sim::converged) {
+    if sim.run_until(PATIENCE, Sim::converged) {
         Ok(())
     } else {
         Err(format!(
-            "rosters did not converge within 60 s: online {:?}, {:?}",
+            "rosters did not converge within {PATIENCE:?}: online {:?}, {:?}",
             sim.online(),
             sim.net
         ))
@@ -87,7 +106,7 @@ fn log_in_all(sim: &mut Sim, spread: Duration) -> Result<(), String> {
 /// Waits until every message sent is shown and settled, then checks that
 /// each was shown once, in order, and confirmed.
 fn deliver_all(sim: &mut Sim) -> Result<(), String> {
-    sim.run_until(Duration::from_secs(60), |s| s.all_shown() && s.all_settled());
+    sim.run_until(PATIENCE, |s| s.all_shown() && s.all_settled());
     sim.check_chat()
 }
 
@@ -175,7 +194,7 @@ fn comings_and_goings_under_loss_converge_through_gaps_and_resyncs() {
                     sim.start_client(i);
                 }
             }
-            if sim.run_until(Duration::from_secs(60), Sim::converged) {
+            if sim.run_until(PATIENCE, Sim::converged) {
                 Ok(())
             } else {
                 dump(&sim);
@@ -205,7 +224,10 @@ fn a_crashed_client_is_evicted_and_everyone_is_told() {
         // Evicted within the timeout (and a sweep), told within a delta
         // or, where that was lost, a keepalive's answer.
         if !sim.run_until(timeout * 2, told) {
-            return Err(format!("{name} not reported offline to all within {:?}", timeout * 2));
+            return Err(format!(
+                "{name} not reported offline to all within {:?}",
+                timeout * 2
+            ));
         }
         if sim.run_until(Duration::from_secs(10), Sim::converged) {
             Ok(())
@@ -227,8 +249,14 @@ fn chat_carries_on_across_a_server_restart() {
         let announce = rng.random_bool(0.5);
         let downtime = Duration::from_millis(rng.random_range(0..3000));
         sim.restart_server(announce, downtime);
-        chatter_with(&mut sim, &mut rng, 6, downtime + Duration::from_millis(200), true)?;
-        if !sim.run_until(Duration::from_secs(60), Sim::converged) {
+        chatter_with(
+            &mut sim,
+            &mut rng,
+            6,
+            downtime + Duration::from_millis(200),
+            true,
+        )?;
+        if !sim.run_until(PATIENCE, Sim::converged) {
             return Err(format!(
                 "no convergence after the restart (announced: {announce}, down {downtime:?}): online {:?}",
                 sim.online()
@@ -236,8 +264,7 @@ fn chat_carries_on_across_a_server_restart() {
         }
         // Right after everyone is back: the welcome-back messages.
         chatter(&mut sim, &mut rng, 6, Duration::from_millis(100))?;
-        deliver_all(&mut sim)
-            .map_err(|e| format!("announced: {announce}, down {downtime:?}: {e}"))
+        deliver_all(&mut sim).map_err(|e| format!("announced: {announce}, down {downtime:?}: {e}"))
     });
 }
 
