@@ -608,3 +608,42 @@ impl Handler<Logout> for SessionActor {
         self.apply(outputs, ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline(name: &str) -> ClientEvent {
+        ClientEvent::Offline {
+            name: UserName::parse(name).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_conversations_answer_keeps_the_place_of_its_datagram() {
+        let mut outbox = Outbox::default();
+        // Nothing waits: events go at once.
+        assert_eq!(outbox.push(vec![offline("a")]), vec![offline("a")]);
+        // A datagram went to a conversation; the session then saw bob
+        // leave. The leaving waits for the conversation's answer.
+        let ticket = outbox.reserve();
+        assert!(outbox.push(vec![offline("bob")]).is_empty());
+        let second = outbox.reserve();
+        // The second answer comes first: still held.
+        assert!(outbox.fill(second, vec![offline("c")]).is_empty());
+        let message = ClientEvent::Message {
+            from: UserName::parse("bob").unwrap(),
+            time: pigeon_shared::TalkTime::parse("9:00:00").unwrap(),
+            text: "bye".into(),
+        };
+        assert_eq!(
+            outbox.fill(ticket, vec![message.clone()]),
+            vec![message, offline("bob"), offline("c")]
+        );
+        // An answer with nothing to tell releases what waited behind it.
+        let empty = outbox.reserve();
+        assert!(outbox.push(vec![offline("d")]).is_empty());
+        assert_eq!(outbox.fill(empty, Vec::new()), vec![offline("d")]);
+        assert!(outbox.slots.is_empty());
+    }
+}
