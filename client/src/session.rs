@@ -1,5 +1,7 @@
-//! `Session`: a client's login flow, its copy of the roster, its keepalive
-//! and its reconnects, as a state machine without sockets or timers.
+//! `Session`: the session part of the client core: a client's login flow,
+//! its keepalive and its reconnects, its copy of the roster (kept by the
+//! [`replica`]), and every routing decision, as a state machine without
+//! sockets or timers.
 //!
 //! ```text
 //! LoggingIn --Accept--> FetchingRoster --snapshot--> Online --logout--> LoggingOut --bye--> Ended
@@ -18,14 +20,16 @@
 //!
 //! Roster changes that arrive before a snapshot is in are kept and replayed
 //! on top of it, in order. The session also decides which chat datagrams may
-//! reach a conversation: only those from the address of the user they name
-//! (and, between Pigeon clients, from its exact endpoint and instance).
-//! [`crate::session_actor::SessionActor`] owns the socket, the TCP fetch and
-//! the timer, and carries out the outputs.
+//! reach a conversation (only those from the address of the user they name,
+//! and, between Pigeon clients, from its exact endpoint and instance), tells
+//! every open conversation when its peer changes, who may be written to,
+//! and when the user's leaving has waited long enough for the
+//! conversations to deliver. [`crate::client_core::ClientCore`] wires it to
+//! the conversations directly; [`crate::session_actor::SessionActor`] owns
+//! the socket, the TCP fetch and the timer, and carries out the outputs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pigeon_shared::{
@@ -34,6 +38,7 @@ use pigeon_shared::{
     UserName,
 };
 
+use self::replica::{Buffered, Replica};
 use crate::conversation::SendRefusal;
 use crate::events::{ClientEvent, RosterView};
 
@@ -42,9 +47,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a login is tried again when nothing came back.
 pub const NO_ANSWER: &str = "no answer from the server";
-
-/// Most roster changes kept while a snapshot is being fetched.
-const MAX_BUFFERED: usize = 100_000;
 
 /// Keepalive intervals of silence after which the server counts as lost:
 /// at 20% loss each way a keepalive goes unanswered a third of the time,
@@ -221,26 +223,14 @@ enum State {
     Ended,
 }
 
-/// A roster change kept until a snapshot is in.
-#[derive(Debug, Clone)]
-enum Buffered {
-    /// From a seed server's `login`/`logout`: no revision.
-    Plain(RosterChange),
-    /// From a Pigeon server.
-    Delta(Delta),
-}
-
 /// A client's session. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
     state: State,
     server: Server,
-    /// Shared, copy on write: the `Ready` event hands the front end the
-    /// whole roster without copying it.
-    roster: Arc<RosterMap>,
-    revision: Option<Revision>,
-    buffered: Vec<Buffered>,
+    /// The roster, as this client knows it.
+    replica: Replica,
     /// When the current state's wait ends (login, reconnect, logout retry).
     deadline: Option<Instant>,
     next_ping: Option<Instant>,
@@ -252,16 +242,18 @@ pub struct Session {
 impl Session {
     /// A session that has not sent anything yet.
     pub fn new(config: SessionConfig) -> Self {
+        let me = Peer {
+            endpoint: config.endpoint,
+            instance: (!config.plain_protocol).then_some(config.instance),
+        };
         Self {
+            replica: Replica::new(config.name.clone(), me),
             config,
             state: State::LoggingIn {
                 attempt: 0,
                 reconnect: false,
             },
             server: Server::Unknown,
-            roster: Arc::default(),
-            revision: None,
-            buffered: Vec::new(),
             deadline: None,
             next_ping: None,
             last_heard: None,
@@ -328,20 +320,31 @@ impl Session {
 
     /// The users online, sorted by name, this one included.
     pub fn users(&self) -> Vec<(UserName, PeerAddr)> {
-        self.roster
-            .iter()
-            .map(|(n, p)| (n.clone(), p.endpoint))
-            .collect()
+        self.replica.users()
     }
 
     /// What is known about `name`, if online.
     pub fn peer(&self, name: &str) -> Option<Peer> {
-        self.roster.get(name).copied()
+        self.replica.peer(name)
     }
 
     /// The roster revision this client has reached (Pigeon servers only).
     pub fn revision(&self) -> Option<Revision> {
-        self.revision
+        self.replica.revision()
+    }
+
+    /// Whether a `talk` may be delivered: its sender must be online, and it
+    /// must come from that user's address: the exact endpoint for a Pigeon
+    /// client (which sends from it), the host for a seed-era client (which
+    /// sends from throwaway ports, so its port cannot be checked).
+    pub fn check_talk(&self, talk: &Talk, source: SocketAddr) -> Result<(), Refusal> {
+        self.replica.check_talk(talk, source)
+    }
+
+    /// Why a `chat` would be refused, for counting (the same checks as
+    /// delivery, without learning anything).
+    pub fn check_chat(&self, chat: &Chat, source: SocketAddr) -> Result<(), Refusal> {
+        self.replica.check_chat(chat, source)
     }
 
     /// A datagram arrived from `source` at `now`.
@@ -358,7 +361,7 @@ impl Session {
                 Err(refusal) => refused(talk.from, source, refusal),
             },
             Datagram::Chat(chat) => self.chat_received(chat, source),
-            Datagram::Ack(ack) => match self.check_exact(&ack.from, source) {
+            Datagram::Ack(ack) => match self.replica.check_exact(&ack.from, source) {
                 Ok(_) => vec![to_conversation(ack.from.clone(), PeerInput::Ack(ack))],
                 Err(refusal) => refused(ack.from, source, refusal),
             },
@@ -407,7 +410,7 @@ impl Session {
                 self.plain_change(RosterChange::Left { name, endpoint })
             }
             Datagram::Delta(delta) => self.delta(delta),
-            Datagram::Pong(pong) => match (self.revision, &self.state) {
+            Datagram::Pong(pong) => match (self.replica.revision(), &self.state) {
                 // A delta went missing: the revision moved on without us.
                 (Some(mine), State::Online { resyncing: false }) if pong.revision > mine => {
                     self.resync()
@@ -437,36 +440,8 @@ impl Session {
         }
     }
 
-    /// Whether a `talk` may be delivered: its sender must be online, and it
-    /// must come from that user's address: the exact endpoint for a Pigeon
-    /// client (which sends from it), the host for a seed-era client (which
-    /// sends from throwaway ports, so its port cannot be checked).
-    pub fn check_talk(&self, talk: &Talk, source: SocketAddr) -> Result<(), Refusal> {
-        let peer = self.roster.get(&talk.from).ok_or(Refusal::UnknownSender)?;
-        let genuine = match peer.instance {
-            Some(_) => peer.endpoint.socket_addr() == source,
-            None => same_host(peer.endpoint.socket_addr().ip(), source.ip()),
-        };
-        if genuine {
-            Ok(())
-        } else {
-            Err(Refusal::WrongAddress)
-        }
-    }
-
-    /// A Pigeon peer sends from its receive endpoint: the source must be
-    /// exactly the endpoint of the user it names.
-    fn check_exact(&self, name: &UserName, source: SocketAddr) -> Result<Peer, Refusal> {
-        let peer = self.roster.get(name).ok_or(Refusal::UnknownSender)?;
-        if peer.endpoint.socket_addr() == source {
-            Ok(*peer)
-        } else {
-            Err(Refusal::WrongAddress)
-        }
-    }
-
     fn chat_received(&mut self, chat: Chat, source: SocketAddr) -> Vec<SessionOutput> {
-        let peer = match self.check_exact(&chat.from, source) {
+        let peer = match self.replica.check_exact(&chat.from, source) {
             Ok(peer) => peer,
             Err(refusal) => return refused(chat.from, source, refusal),
         };
@@ -482,22 +457,11 @@ impl Session {
                     instance: Some(chat.instance),
                     ..peer
                 };
-                Arc::make_mut(&mut self.roster).insert(chat.from.clone(), learnt);
                 vec![
-                    to_conversation(chat.from.clone(), PeerInput::Peer(Some(learnt))),
+                    self.replica.learn(&chat.from, learnt),
                     to_conversation(chat.from.clone(), PeerInput::Chat(chat)),
                 ]
             }
-        }
-    }
-
-    /// Why a `chat` would be refused, for counting (the same checks as
-    /// delivery, without learning anything).
-    pub fn check_chat(&self, chat: &Chat, source: SocketAddr) -> Result<(), Refusal> {
-        let peer = self.check_exact(&chat.from, source)?;
-        match peer.instance {
-            Some(instance) if instance != chat.instance => Err(Refusal::WrongInstance),
-            _ => Ok(()),
         }
     }
 
@@ -528,7 +492,7 @@ impl Session {
                 // Back from a lost server, the differences are news; a first
                 // roster comes whole, with `Ready`.
                 let mut out = self.install(snapshot, reconnect);
-                let online = self.roster.len();
+                let online = self.replica.len();
                 let event = if reconnect {
                     ClientEvent::Reconnected { online }
                 } else {
@@ -536,7 +500,7 @@ impl Session {
                         name: self.config.name.clone(),
                         endpoint: self.config.endpoint,
                         online,
-                        roster: RosterView(self.roster.clone()),
+                        roster: RosterView(self.replica.shared()),
                     }
                 };
                 out.insert(0, SessionOutput::Emit(event));
@@ -771,7 +735,7 @@ impl Session {
     fn lose_server(&mut self, reason: &str, at_once: bool, now: Instant) -> Vec<SessionOutput> {
         self.next_ping = None;
         self.last_heard = None;
-        self.buffered.clear();
+        self.replica.clear_buffered();
         let mut out = vec![SessionOutput::Emit(ClientEvent::ServerLost {
             reason: reason.to_owned(),
         })];
@@ -873,12 +837,12 @@ impl Session {
     fn plain_change(&mut self, change: RosterChange) -> Vec<SessionOutput> {
         match self.state {
             State::LoggingIn { .. } | State::FetchingRoster { .. } => {
-                self.buffer(Buffered::Plain(change));
+                self.replica.buffer(Buffered::Plain(change));
                 Vec::new()
             }
             State::Online { .. } => {
                 let mut out = Vec::new();
-                self.apply(change, &mut out);
+                self.replica.apply(change, &mut out);
                 out
             }
             _ => Vec::new(),
@@ -890,19 +854,19 @@ impl Session {
             State::LoggingIn { .. }
             | State::FetchingRoster { .. }
             | State::Online { resyncing: true } => {
-                self.buffer(Buffered::Delta(delta));
+                self.replica.buffer(Buffered::Delta(delta));
                 Vec::new()
             }
-            State::Online { resyncing: false } => match self.revision {
+            State::Online { resyncing: false } => match self.replica.revision() {
                 Some(mine) if delta.from > mine => {
                     // A gap: a delta went missing. Fetch a fresh snapshot
                     // and replay this one on top of it.
-                    self.buffer(Buffered::Delta(delta));
+                    self.replica.buffer(Buffered::Delta(delta));
                     self.resync()
                 }
                 _ => {
                     let mut out = Vec::new();
-                    if !self.apply_delta(delta, &mut out) {
+                    if !self.replica.apply_delta(delta, &mut out) {
                         out.extend(self.resync());
                     }
                     out
@@ -912,157 +876,19 @@ impl Session {
         }
     }
 
-    fn buffer(&mut self, item: Buffered) {
-        if self.buffered.len() < MAX_BUFFERED {
-            self.buffered.push(item);
-        }
-    }
-
-    /// Applies the changes of `delta` newer than this client's revision.
-    /// Changes this client already has are skipped without being parsed.
-    /// `false`: a change did not parse, and this client's roster is no
-    /// longer known to be right (it stops at the change before).
-    fn apply_delta(&mut self, delta: Delta, out: &mut Vec<SessionOutput>) -> bool {
-        let mine = self.revision.unwrap_or(delta.from);
-        for (revision, change) in delta.changes_after(mine) {
-            match change {
-                Ok(change) => {
-                    self.apply(change, out);
-                    self.revision = Some(revision);
-                }
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-
-    /// Replaces the roster with `snapshot` plus the changes that arrived
-    /// meanwhile, and reports the differences if `report`.
+    /// Installs a fetched snapshot (reporting the differences if
+    /// `report`), and fetches again if a change that waited for it showed
+    /// a gap.
     fn install(&mut self, snapshot: RosterSnapshot, report: bool) -> Vec<SessionOutput> {
-        let before = std::mem::take(&mut self.roster);
-        // This client is in the roster whatever the server wrote.
-        let me = Peer {
-            endpoint: self.config.endpoint,
-            instance: (!self.config.plain_protocol).then_some(self.config.instance),
-        };
-        // Built in one go from the whole snapshot, the map's nodes are full:
-        // a third less memory than inserting entry by entry, which matters
-        // with thousands of clients in one process.
-        let mut roster: RosterMap = snapshot
-            .entries
-            .into_iter()
-            .filter(|entry| entry.name != self.config.name)
-            .map(|entry| {
-                let peer = Peer {
-                    endpoint: entry.endpoint,
-                    instance: entry.instance,
-                };
-                (entry.name, peer)
-            })
-            .chain(std::iter::once((self.config.name.clone(), me)))
-            .collect();
-        // A seed server's roster does not say who is a Pigeon client; keep
-        // what chats already taught us.
-        for (name, peer) in roster.iter_mut() {
-            if peer.instance.is_none() {
-                if let Some(old) = before.get(name).filter(|old| old.endpoint == peer.endpoint) {
-                    peer.instance = old.instance;
-                }
-            }
-        }
-        self.roster = Arc::new(roster);
-        self.revision = snapshot.revision;
-        let mut gap = false;
-        // What replaying says is covered by the difference reported below.
-        let mut replayed = Vec::new();
-        for item in std::mem::take(&mut self.buffered) {
-            match item {
-                Buffered::Plain(change) => self.apply(change, &mut replayed),
-                Buffered::Delta(delta) => match self.revision {
-                    Some(mine) if delta.from > mine => gap = true,
-                    _ => gap |= !self.apply_delta(delta, &mut replayed),
-                },
-            }
-        }
-        drop(replayed);
-        let mut out = if report {
-            self.diff(&before)
-        } else {
-            Vec::new()
-        };
+        let (mut out, gap) = self.replica.install(snapshot, report);
         if gap {
             out.extend(self.resync());
         }
         out
     }
-
-    /// Events for every difference between `before` and the roster now.
-    fn diff(&self, before: &RosterMap) -> Vec<SessionOutput> {
-        let me = &self.config.name;
-        let mut out = Vec::new();
-        for (name, peer) in self.roster.iter() {
-            if name != me && before.get(name) != Some(peer) {
-                if before.get(name).map(|old| old.endpoint) != Some(peer.endpoint) {
-                    out.push(SessionOutput::Emit(ClientEvent::Online {
-                        name: name.clone(),
-                        endpoint: peer.endpoint,
-                    }));
-                }
-                out.push(to_conversation(name.clone(), PeerInput::Peer(Some(*peer))));
-            }
-        }
-        for name in before.keys() {
-            if name != me && !self.roster.contains_key(name) {
-                out.push(SessionOutput::Emit(ClientEvent::Offline {
-                    name: name.clone(),
-                }));
-                out.push(to_conversation(name.clone(), PeerInput::Peer(None)));
-            }
-        }
-        out
-    }
-
-    /// Applies one change, idempotently, adding what it means to `out`.
-    fn apply(&mut self, change: RosterChange, out: &mut Vec<SessionOutput>) {
-        // Our own entry is ours to keep: a broadcast cannot move or remove it.
-        if *change.name() == self.config.name {
-            return;
-        }
-        match change {
-            RosterChange::Joined {
-                name,
-                endpoint,
-                instance,
-            } => {
-                let peer = Peer { endpoint, instance };
-                let old = Arc::make_mut(&mut self.roster).insert(name.clone(), peer);
-                if old == Some(peer) {
-                    return;
-                }
-                if old.map(|o| o.endpoint) != Some(endpoint) {
-                    out.push(SessionOutput::Emit(ClientEvent::Online {
-                        name: name.clone(),
-                        endpoint,
-                    }));
-                }
-                out.push(to_conversation(name, PeerInput::Peer(Some(peer))));
-            }
-            // A logout for an endpoint the user no longer has is stale.
-            RosterChange::Left { name, endpoint } => match self.roster.get(&name) {
-                Some(current) if current.endpoint == endpoint => {
-                    Arc::make_mut(&mut self.roster).remove(&name);
-                    out.push(SessionOutput::Emit(ClientEvent::Offline {
-                        name: name.clone(),
-                    }));
-                    out.push(to_conversation(name, PeerInput::Peer(None)));
-                }
-                _ => {}
-            },
-        }
-    }
 }
 
-fn to_conversation(peer: UserName, input: PeerInput) -> SessionOutput {
+pub(crate) fn to_conversation(peer: UserName, input: PeerInput) -> SessionOutput {
     SessionOutput::Conversation { peer, input }
 }
 
@@ -1073,6 +899,8 @@ fn refused(from: UserName, source: SocketAddr, refusal: Refusal) -> Vec<SessionO
         refusal,
     }]
 }
+
+mod replica;
 
 #[cfg(test)]
 mod tests;
