@@ -1,6 +1,6 @@
 //! `Session`: the session part of the client core: a client's login flow,
 //! its keepalive and its reconnects, its copy of the roster (kept by the
-//! [`replica`]), and every routing decision, as a state machine without
+//! replica, `session/replica.rs`), and every routing decision, as a state machine without
 //! sockets or timers.
 //!
 //! ```text

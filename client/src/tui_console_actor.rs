@@ -311,7 +311,7 @@ fn restore_terminal(terminal: &mut Option<DefaultTerminal>) {
 }
 
 /// Puts the terminal back if the terminal UI still has it; otherwise does
-/// nothing (see [`TERMINAL_TAKEN`]). For every way out of the program.
+/// nothing (see `TERMINAL_TAKEN`). For every way out of the program.
 pub fn give_back_terminal() {
     if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
         let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste);
