@@ -19,6 +19,8 @@
 //! protocol has no acknowledgement, so nothing more can be known.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pigeon_shared::{Ack, Chat, Datagram, InstanceId, Seq, Talk, TalkTime, UserName};
@@ -32,12 +34,13 @@ pub const DEFAULT_HISTORY_LINES: usize = 1000;
 /// frame, so parts are never fragmented.
 pub const COMFORTABLE_DATAGRAM_BYTES: usize = 1200;
 
-/// Most UTF-16 code units of text in one `chat` part: what is left of
-/// [`COMFORTABLE_DATAGRAM_BYTES`] after the longest possible header.
-pub const MAX_PART_UNITS: usize = 420;
+/// Most UTF-16 code units of text in one `chat` part (the wire format's
+/// limit): what is left of [`COMFORTABLE_DATAGRAM_BYTES`] after the longest
+/// possible header.
+pub const MAX_PART_UNITS: usize = pigeon_shared::MAX_PART_UNITS;
 
-/// Most parts one message may have.
-pub const MAX_PARTS: usize = 128;
+/// Most parts one message may have (the wire format's limit).
+pub const MAX_PARTS: usize = pigeon_shared::MAX_PARTS as usize;
 
 /// Who wrote a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,13 @@ pub struct DeliveryConfig {
     pub max_queued: usize,
     /// Parts received ahead of a gap, kept until the gap fills.
     pub reorder_window: u64,
+    /// Bytes of text received and not yet shown (parts ahead of a gap, a
+    /// message half assembled) that one conversation may hold; past it,
+    /// parts are dropped unacknowledged, and their sender sends them again.
+    pub max_held_bytes: usize,
+    /// What all of a client's conversations may hold together: clones of
+    /// one configuration share it.
+    pub budget: ReceiveBudget,
     /// Lines of history kept.
     pub history_lines: usize,
 }
@@ -103,6 +113,8 @@ impl Default for DeliveryConfig {
             window: 64,
             max_queued: 4096,
             reorder_window: 1024,
+            max_held_bytes: 1 << 20,
+            budget: ReceiveBudget::new(DEFAULT_CLIENT_HELD_BYTES),
             history_lines: DEFAULT_HISTORY_LINES,
         }
     }
@@ -188,6 +200,8 @@ struct Inbound {
     next: Seq,
     ahead: BTreeMap<Seq, Chat>,
     partial: Option<Partial>,
+    /// Bytes of text in `ahead` and `partial`.
+    held: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +247,11 @@ impl Conversation {
             pending: BTreeMap::new(),
             inbound: None,
         }
+    }
+
+    /// Bytes of received text held, not yet shown.
+    pub fn held_bytes(&self) -> usize {
+        self.inbound.as_ref().map_or(0, |stream| stream.held)
     }
 
     /// Who this conversation is with.
@@ -363,30 +382,58 @@ impl Conversation {
             instance: chat.instance,
             seq: chat.seq,
         }));
-        let stream = match &mut self.inbound {
+        if self
+            .inbound
+            .as_ref()
+            .is_some_and(|stream| stream.instance != chat.instance)
+        {
             // A new instance of the peer (it restarted) starts a new stream.
-            Some(stream) if stream.instance == chat.instance => stream,
-            slot => slot.insert(Inbound {
-                instance: chat.instance,
-                next: chat.base,
-                ahead: BTreeMap::new(),
-                partial: None,
-            }),
-        };
-        if chat.base > stream.next {
-            // The sender gave up on everything below `base`.
-            stream.ahead = stream.ahead.split_off(&chat.base);
-            stream.partial = None;
-            stream.next = chat.base;
+            self.drop_stream();
         }
+        let stream = self.inbound.get_or_insert_with(|| Inbound {
+            instance: chat.instance,
+            next: chat.base,
+            ahead: BTreeMap::new(),
+            partial: None,
+            held: 0,
+        });
+        if chat.base > stream.next {
+            // The sender gave up on everything below `base`; but a base moves
+            // the stream on only within reach of what a sender can have
+            // given up (its window and its queue), never to anywhere.
+            if chat.base - stream.next > MAX_BASE_JUMP {
+                return Vec::new();
+            }
+            let kept = stream.ahead.split_off(&chat.base);
+            let dropped: usize = stream.ahead.values().map(|c| c.text.len()).sum::<usize>()
+                + stream.partial.take().map_or(0, |p| p.text.len());
+            stream.ahead = kept;
+            stream.next = chat.base;
+            stream.held = stream.held.saturating_sub(dropped);
+            self.config.budget.give(dropped);
+        }
+        let Some(stream) = self.inbound.as_mut() else {
+            return Vec::new();
+        };
         if chat.seq < stream.next {
             // Seen before: the acknowledgement was lost. Acknowledge again.
             return vec![ack];
         }
-        if chat.seq >= stream.next + self.config.reorder_window {
+        if chat.seq >= stream.next.saturating_add(self.config.reorder_window) {
             // Too far ahead to hold; the sender will send it again.
             return Vec::new();
         }
+        if stream.ahead.contains_key(&chat.seq) {
+            return vec![ack];
+        }
+        // Held until shown: within this conversation's share and the
+        // client's, or not taken at all (no acknowledgement: the sender
+        // sends it again later).
+        let len = chat.text.len();
+        if stream.held + len > self.config.max_held_bytes || !self.config.budget.take(len) {
+            return Vec::new();
+        }
+        stream.held += len;
         let mut ready = Vec::new();
         if chat.seq == stream.next && stream.ahead.is_empty() {
             // In order, nothing waiting: the usual case holds nothing.
@@ -409,12 +456,22 @@ impl Conversation {
         out
     }
 
+    /// Forgets the stream from the peer, and what it held.
+    fn drop_stream(&mut self) {
+        if let Some(stream) = self.inbound.take() {
+            self.config.budget.give(stream.held);
+        }
+    }
+
     /// Adds a part, in order, to the message being assembled; the whole
-    /// message once its last part is in.
+    /// message once its last part is in. The part's bytes are held already.
     fn assemble(&mut self, chat: Chat) -> Option<ConversationOutput> {
         let stream = self.inbound.as_mut()?;
         if chat.part == 1 {
             // A message left unfinished was given up by its sender.
+            let unfinished = stream.partial.take().map_or(0, |p| p.text.len());
+            stream.held = stream.held.saturating_sub(unfinished);
+            self.config.budget.give(unfinished);
             stream.partial = Some(Partial {
                 time: chat.time.clone(),
                 parts: chat.parts,
@@ -422,17 +479,25 @@ impl Conversation {
                 text: String::new(),
             });
         }
-        let partial = stream.partial.as_mut()?;
-        if chat.part != partial.next_part || chat.parts != partial.parts {
-            stream.partial = None;
+        let fits = stream
+            .partial
+            .as_ref()
+            .is_some_and(|p| chat.part == p.next_part && chat.parts == p.parts);
+        if !fits {
+            let lost = chat.text.len() + stream.partial.take().map_or(0, |p| p.text.len());
+            stream.held = stream.held.saturating_sub(lost);
+            self.config.budget.give(lost);
             return None;
         }
+        let partial = stream.partial.as_mut()?;
         partial.text.push_str(&chat.text);
         partial.next_part += 1;
         if chat.part < chat.parts {
             return None;
         }
         let Partial { time, text, .. } = stream.partial.take()?;
+        stream.held = stream.held.saturating_sub(text.len());
+        self.config.budget.give(text.len());
         Some(self.received(chat.from, time, text))
     }
 
@@ -613,6 +678,58 @@ impl Conversation {
         if let Some(line) = self.history.iter_mut().rev().find(|l| l.id == Some(id)) {
             line.delivery = delivery;
         }
+    }
+}
+
+/// What all of a client's conversations may hold of text received and not
+/// yet shown, by default.
+pub const DEFAULT_CLIENT_HELD_BYTES: usize = 64 << 20;
+
+/// How far a `base` may move a stream on at once: what a sender can have
+/// given up together (its window and its queue), with room to spare.
+pub const MAX_BASE_JUMP: Seq = 8192;
+
+/// What all of a client's conversations may hold, together, of text
+/// received and not yet shown. Shared by the conversations of one client.
+#[derive(Debug, Clone)]
+pub struct ReceiveBudget {
+    used: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl ReceiveBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            used: Arc::default(),
+            limit,
+        }
+    }
+
+    /// No limit but each conversation's own.
+    pub fn unlimited() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    /// Bytes held now, by every conversation sharing it.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 }
 

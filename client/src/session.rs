@@ -38,9 +38,26 @@ use pigeon_shared::{
     UserName,
 };
 
+use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
+
 use self::replica::{Buffered, Replica};
 use crate::conversation::SendRefusal;
 use crate::events::{ClientEvent, RosterView};
+
+/// What one source may send a client (a peer's window of 64 parts and its
+/// acknowledgements, with room to spare) and one host (many peers behind
+/// one address); a few thousand sources are tracked.
+pub const PEER_RATE_LIMITS: RateLimits = RateLimits {
+    per_address: Rate {
+        per_second: 500.0,
+        burst: 1000.0,
+    },
+    per_host: Rate {
+        per_second: 5000.0,
+        burst: 10_000.0,
+    },
+    max_sources: 4096,
+};
 
 /// How long after the drain's deadline a logout goes on regardless.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -179,6 +196,8 @@ pub enum Refusal {
     WrongAddress,
     /// The sender names a user online under another instance id.
     WrongInstance,
+    /// The source sent more than its share: dropped unread.
+    RateLimited,
 }
 
 /// What the server is, as far as this session has learnt.
@@ -237,6 +256,8 @@ pub struct Session {
     last_heard: Option<Instant>,
     /// Leaving: conversations are delivering what they can until then.
     drain_until: Option<Instant>,
+    /// What each source may make this client do.
+    limiter: RateLimiter,
 }
 
 impl Session {
@@ -258,6 +279,7 @@ impl Session {
             next_ping: None,
             last_heard: None,
             drain_until: None,
+            limiter: RateLimiter::new(PEER_RATE_LIMITS, Instant::now()),
         }
     }
 
@@ -354,6 +376,18 @@ impl Session {
         source: SocketAddr,
         now: Instant,
     ) -> Vec<SessionOutput> {
+        // What a peer (or anyone) may make this client do is rate-limited
+        // per source; the server's own address is not (its datagrams are
+        // checked, and its bursts of catch-up deltas are legitimate).
+        if source != self.config.server && self.limiter.check(source, now).is_err() {
+            let from = match &datagram {
+                Datagram::Talk(talk) => talk.from.clone(),
+                Datagram::Chat(chat) => chat.from.clone(),
+                Datagram::Ack(ack) => ack.from.clone(),
+                _ => return Vec::new(),
+            };
+            return refused(from, source, Refusal::RateLimited);
+        }
         match datagram {
             // Peer to peer.
             Datagram::Talk(talk) => match self.check_talk(&talk, source) {

@@ -217,7 +217,7 @@ impl SessionActor {
                 } => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     if let Some(held_back) = self.drop_log.allow(self.settings.clock.now()) {
-                        warn!(claimed = %from, %source, ?refusal, held_back, "dropped a datagram claiming to be from another user");
+                        warn!(claimed = %from, %source, ?refusal, held_back, "dropped a peer datagram");
                     }
                 }
             }

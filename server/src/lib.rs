@@ -9,7 +9,6 @@
 //! [`server`] binds and wires them.
 
 pub mod directory;
-pub mod rate_limit;
 pub mod roster;
 pub mod roster_actor;
 pub mod server;
@@ -17,6 +16,6 @@ pub mod tcp_roster_actor;
 pub mod udp_gateway_actor;
 
 pub use directory::Directory;
-pub use rate_limit::RateLimits;
+pub use pigeon_shared::rate_limit::{self, RateLimits};
 pub use roster::{LeaveReason, Roster, RosterConfig, RosterEvent};
 pub use server::{BindError, BoundServer, ServerConfig, ServerHandle, DEFAULT_UDP_ADDR};

@@ -16,7 +16,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
 use crate::directory::Directory;
-use crate::rate_limit::RateLimits;
 use crate::roster::{
     Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT, DEFAULT_LIVENESS_TIMEOUT,
     DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
@@ -27,6 +26,7 @@ use crate::udp_gateway_actor::{GatewayStats, GatewayStatsSnapshot, StopGateway, 
 #[cfg(feature = "faults")]
 use pigeon_shared::net::faults::Faults;
 use pigeon_shared::net::{bind_udp, UdpSender, UDP_BUFFER_BYTES};
+use pigeon_shared::rate_limit::RateLimits;
 
 /// The server's default UDP address, as in the seed's examples.
 pub const DEFAULT_UDP_ADDR: &str = "127.0.0.1:7788";

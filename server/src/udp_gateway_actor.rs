@@ -18,8 +18,8 @@ use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
-use crate::rate_limit::{Limited, RateLimiter, RateLimits};
 use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
+use pigeon_shared::rate_limit::{Limited, RateLimiter, RateLimits};
 
 /// Most datagrams queued while the kernel's send buffer is full.
 pub const MAX_SEND_QUEUE: usize = 65_536;

@@ -44,6 +44,20 @@ pub const MAX_DATAGRAM_LEN: usize = 65_507;
 /// The version tag that starts Pigeon's extension field.
 pub const PIGEON_TAG: &str = "pigeon1";
 
+/// Most UTF-16 code units of text in one `chat` part: what is left of a
+/// 1,200-byte datagram after the longest possible header. A longer part is
+/// refused by the decoder, so a receiver never holds more.
+pub const MAX_PART_UNITS: usize = 420;
+
+/// Most parts one message may have (53,760 UTF-16 units in all).
+pub const MAX_PARTS: u16 = 128;
+
+/// Largest sequence number (and base) a `chat` or `ack` may carry: far
+/// beyond any conversation's reach (a part a microsecond for a hundred
+/// thousand years), and small enough that a receiver's arithmetic on it
+/// never overflows.
+pub const MAX_SEQ: Seq = 1 << 62;
+
 /// One datagram of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datagram {
@@ -444,12 +458,22 @@ impl Datagram {
             }
             Verb::Chat => {
                 let instance = f.parsed("iid", InstanceId::parse)?;
-                let seq = f.parsed("seq", |t| parse_decimal(t).filter(|&s| s > 0))?;
-                let base = f.parsed("base", |t| parse_decimal(t).filter(|&b| b > 0 && b <= seq))?;
+                let seq = f.parsed("seq", parse_seq)?;
+                let base = f.parsed("base", |t| parse_seq(t).filter(|&b| b <= seq))?;
                 let (part, parts) = f.parsed("part", parse_part)?;
                 let time = f.time()?;
                 let from = f.name("from")?;
-                let text = f.remainder("text")?.to_owned();
+                let text = f.remainder("text")?;
+                // A part is never longer than a sender may make it: a
+                // receiver holds no more than that, whatever it is sent.
+                if text.chars().map(char::len_utf16).sum::<usize>() > MAX_PART_UNITS {
+                    return Err(DecodeError::BadField {
+                        verb: Verb::Chat,
+                        field: "text",
+                        text: excerpt(text),
+                    });
+                }
+                let text = text.to_owned();
                 Self::Chat(Chat {
                     instance,
                     seq,
@@ -464,7 +488,7 @@ impl Datagram {
             Verb::Ack => Self::Ack(Ack {
                 from: f.name("from")?,
                 instance: f.parsed("iid", InstanceId::parse)?,
-                seq: f.parsed("seq", |t| parse_decimal(t).filter(|&s| s > 0))?,
+                seq: f.parsed("seq", parse_seq)?,
             }),
         })
     }
@@ -712,7 +736,12 @@ fn parse_part(text: &str) -> Option<(u16, u16)> {
     let (part, parts) = text.split_once('/')?;
     let part = u16::try_from(parse_decimal(part)?).ok()?;
     let parts = u16::try_from(parse_decimal(parts)?).ok()?;
-    (part >= 1 && part <= parts).then_some((part, parts))
+    (part >= 1 && part <= parts && parts <= MAX_PARTS).then_some((part, parts))
+}
+
+/// A sequence number: from 1 to [`MAX_SEQ`].
+fn parse_seq(text: &str) -> Option<Seq> {
+    parse_decimal(text).filter(|&s| (1..=MAX_SEQ).contains(&s))
 }
 
 /// The `;key=value` items of an extension field after its version tag.
@@ -1210,6 +1239,33 @@ mod tests {
             Datagram::Accept(accept).to_bytes().as_ref(),
             wide(&text).as_slice()
         );
+    }
+
+    #[test]
+    fn chat_parts_beyond_the_protocols_limits_are_refused() {
+        let chat = |seq: &str, base: &str, part: &str, text: &str| {
+            let line = format!("chat,{IID},{seq},{base},{part},9:05:07,alice,{text}");
+            let bytes: Vec<u8> = line.encode_utf16().flat_map(u16::to_le_bytes).collect();
+            Datagram::decode(&bytes)
+        };
+        let longest = "话".repeat(MAX_PART_UNITS);
+        let ok = chat("7", "5", "128/128", &longest);
+        assert!(ok.is_ok(), "{ok:?}");
+        // A part numbered past the most parts a message may have.
+        assert!(chat("7", "5", "1/129", "hi").is_err());
+        assert!(chat("7", "5", "65535/65535", "hi").is_err());
+        // A part longer than a sender may make it (an emoji counts twice).
+        assert!(chat("7", "5", "1/1", &format!("{longest}x")).is_err());
+        assert!(chat("7", "5", "1/1", &"🐦".repeat(MAX_PART_UNITS / 2 + 1)).is_err());
+        // Sequence numbers and bases a receiver could overflow on.
+        let max = MAX_SEQ.to_string();
+        let beyond = (MAX_SEQ + 1).to_string();
+        assert!(chat(&max, &max, "1/1", "hi").is_ok());
+        assert!(chat(&beyond, "1", "1/1", "hi").is_err());
+        assert!(chat("18446744073709551615", "18446744073709551615", "1/1", "hi").is_err());
+        assert!(chat("5", "7", "1/1", "hi").is_err(), "a base past its seq");
+        let ack = format!("ack,bob,{IID},{beyond}");
+        assert!(Datagram::decode(&wide(&ack)).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod log_limit;
 pub mod name;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod rate_limit;
 pub mod roster_snapshot;
 pub mod talk_time;
 pub mod utf16;
@@ -26,7 +27,7 @@ pub mod utf16;
 pub use datagram::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, DecodeError, DecodeErrorKind, Delta,
     Expired, Login, LoginExt, Logout, LogoutExt, Ping, Pong, RefuseReason, Refused, RosterChange,
-    Talk, Verb, MAX_DATAGRAM_LEN, PIGEON_TAG,
+    Talk, Verb, MAX_DATAGRAM_LEN, MAX_PARTS, MAX_PART_UNITS, MAX_SEQ, PIGEON_TAG,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
 pub use ids::{InstanceId, Revision, Seq, SessionToken};

@@ -80,7 +80,7 @@ fn chat() -> impl Strategy<Value = Chat> {
     (
         instance(),
         1u64..1_000_000,
-        1u16..200,
+        1u16..=pigeon_shared::MAX_PARTS,
         talk_time(),
         user_name(),
         ".{0,100}",
@@ -153,11 +153,13 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         )
             .prop_map(|(from, changes)| Datagram::Delta(Delta::new(from, &changes))),
         chat().prop_map(Datagram::Chat),
-        (user_name(), instance(), 1u64..).prop_map(|(from, instance, seq)| Datagram::Ack(Ack {
-            from,
-            instance,
-            seq
-        })),
+        (user_name(), instance(), 1u64..=pigeon_shared::MAX_SEQ).prop_map(
+            |(from, instance, seq)| Datagram::Ack(Ack {
+                from,
+                instance,
+                seq
+            })
+        ),
     ]
 }
 

@@ -4,6 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use pigeon_shared::MAX_SEQ;
 
 const ALICE: InstanceId = InstanceId(0xA);
 const BOB: InstanceId = InstanceId(0xB);
@@ -420,4 +421,104 @@ fn split_never_cuts_a_character() {
     assert_eq!(split("abcdef", 4), ["abcd", "ef"]);
     assert_eq!(split("a🐦b", 2), ["a", "🐦", "b"]);
     assert_eq!(split("", 4), [""]);
+}
+
+fn hostile_part(seq: Seq, base: Seq, part: u16, parts: u16, text: &str) -> Chat {
+    Chat {
+        instance: ALICE,
+        seq,
+        base,
+        part,
+        parts,
+        time: time(),
+        from: name("alice"),
+        text: text.into(),
+    }
+}
+
+#[test]
+fn a_peer_cannot_make_a_conversation_hold_more_than_its_share() {
+    // Parts held ahead of a gap, each as long as a part may be: past the
+    // conversation's share they are not taken (nor acknowledged).
+    let mut bob = bob_from_alice();
+    let big = "话".repeat(MAX_PART_UNITS);
+    bob.chat_received(hostile_part(1, 1, 1, 128, &big));
+    let mut taken = 0;
+    for seq in 3..1000 {
+        let out = bob.chat_received(hostile_part(seq, 1, 2, 128, &big));
+        if !transmitted(&out).is_empty() {
+            taken += 1;
+        }
+    }
+    let limit = DeliveryConfig::default().max_held_bytes;
+    assert!(bob.held_bytes() <= limit, "{} held", bob.held_bytes());
+    assert!(taken < 997, "some parts were refused: {taken} taken");
+    assert!(
+        bob.held_bytes() + big.len() > limit,
+        "the share is used, not more"
+    );
+}
+
+#[test]
+fn conversations_share_a_clients_budget() {
+    let config = DeliveryConfig {
+        budget: ReceiveBudget::new(10_000),
+        ..DeliveryConfig::default()
+    };
+    let mut from_alice = Conversation::new(name("alice"), name("bob"), BOB, config.clone());
+    let mut from_carol = Conversation::new(name("carol"), name("bob"), BOB, config.clone());
+    let text = "x".repeat(400);
+    // Alice fills the budget with parts held ahead of a gap.
+    for seq in 2..100 {
+        from_alice.chat_received(hostile_part(seq, 1, 2, 128, &text));
+    }
+    assert!(config.budget.used() <= 10_000);
+    assert!(config.budget.used() > 9_000);
+    // Carol cannot get a part held now...
+    let mut carol = hostile_part(2, 1, 2, 128, &text);
+    carol.from = name("carol");
+    assert!(transmitted(&from_carol.chat_received(carol.clone())).is_empty());
+    // ... but a whole message still goes through: shown at once, it is
+    // held only for a moment.
+    let mut whole = hostile_part(1, 1, 1, 1, "hello bob");
+    whole.from = name("carol");
+    let out = from_carol.chat_received(whole);
+    assert!(transmitted(&out).is_empty() || !messages(&out).is_empty());
+    // When alice's stream starts over (a new instance), her share is freed.
+    let mut fresh = hostile_part(1, 1, 1, 1, "restarted");
+    fresh.instance = InstanceId(0xA2);
+    assert_eq!(messages(&from_alice.chat_received(fresh)), ["restarted"]);
+    assert_eq!(config.budget.used(), 0);
+    assert_eq!(messages(&from_carol.chat_received(carol)).len(), 0);
+    assert!(config.budget.used() > 0, "carol's part is held now");
+}
+
+#[test]
+fn sequence_numbers_at_the_limit_and_bases_out_of_reach_change_nothing() {
+    let mut bob = bob_from_alice();
+    assert_eq!(
+        messages(&bob.chat_received(hostile_part(5, 5, 1, 1, "first"))),
+        ["first"]
+    );
+    // A base far beyond what a sender can have given up: ignored, not
+    // acknowledged, and the stream stays where it was.
+    let out = bob.chat_received(hostile_part(MAX_SEQ, MAX_SEQ, 1, 1, "from nowhere"));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(
+        messages(&bob.chat_received(hostile_part(6, 6, 1, 1, "second"))),
+        ["second"]
+    );
+    // A stream that starts at the very top does not overflow.
+    let mut carol = bob_from_alice();
+    assert_eq!(
+        messages(&carol.chat_received(hostile_part(MAX_SEQ, MAX_SEQ, 1, 1, "top"))),
+        ["top"]
+    );
+    let again = carol.chat_received(hostile_part(MAX_SEQ, MAX_SEQ, 1, 1, "top"));
+    assert!(messages(&again).is_empty(), "a repeat is not shown again");
+    // A base within reach moves the stream on, as a sender that gave up
+    // on some parts does.
+    let out = bob.chat_received(hostile_part(100, 100, 1, 1, "after a gap"));
+    assert_eq!(messages(&out), ["after a gap"]);
+    assert_eq!(bob.held_bytes(), 0);
 }

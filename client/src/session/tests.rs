@@ -941,3 +941,36 @@ fn a_restarted_server_whose_first_accept_is_lost_takes_the_next_attempt() {
     let second = s.timer_fired(s.deadline().unwrap());
     assert_eq!(sends(&second), vec![my_login(None)]);
 }
+
+#[test]
+fn a_flooding_source_gets_its_share_and_others_theirs() {
+    let (mut s, t) = pigeon_online();
+    // bob (Pigeon, 10.0.0.3:5000) floods; every copy is a valid talk.
+    let passed = (0..5000)
+        .filter(|_| {
+            let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:5000"), t);
+            !matches!(
+                out.as_slice(),
+                [SessionOutput::Refused {
+                    refusal: Refusal::RateLimited,
+                    ..
+                }]
+            )
+        })
+        .count();
+    let burst = PEER_RATE_LIMITS.per_address.burst as usize;
+    assert_eq!(passed, burst);
+    // Anyone else is unaffected, and so is the server.
+    s.datagram_received(
+        delta(3, vec![joined("old", "10.0.0.9:5000", None)]),
+        sock(SERVER),
+        t,
+    );
+    assert!(s.peer("old").is_some(), "the server's delta was taken");
+    let out = s.datagram_received(Datagram::Talk(talk("old")), sock("10.0.0.9:61234"), t);
+    assert_eq!(out, vec![to_peer("old", PeerInput::Talk(talk("old")))]);
+    // bob gets more as time passes.
+    let later = t + Duration::from_millis(100);
+    let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:5000"), later);
+    assert_eq!(out, vec![to_peer("bob", PeerInput::Talk(talk("bob")))]);
+}
