@@ -618,6 +618,18 @@ impl Sim {
             TCP_PORT => RosterFormat::Seed,
             _ => return Err("connection refused".into()),
         };
+        // As the TCP service: the roster only to a session that just
+        // logged in.
+        let allowed = match (format, &fetch.as_user) {
+            (RosterFormat::Pigeon, Some((name, token))) => {
+                server.directory.holds(name.as_str(), *token)
+            }
+            (RosterFormat::Pigeon, None) => false,
+            (RosterFormat::Seed, _) => true,
+        };
+        if !allowed {
+            return Err("closed without the roster".into());
+        }
         let rendered = server.directory.encode(format);
         let mut actions = Vec::new();
         if let (RosterFormat::Pigeon, Some((name, token))) = (format, &fetch.as_user) {

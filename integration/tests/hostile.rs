@@ -7,12 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use integration::harness::{eventually, start_server, TestClient};
-use pigeon_client::roster_fetch::fetch_roster;
 use pigeon_client::ClientEvent;
-use pigeon_shared::{PeerAddr, SessionToken};
+use pigeon_shared::PeerAddr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
@@ -110,16 +108,16 @@ async fn a_hostile_burst_changes_nothing_and_loses_nothing() -> anyhow::Result<(
     }
     let before = server.online_users().await;
 
-    // What an attacker can learn: the public Pigeon roster.
-    // (Asking as someone it is not: the roster is public, the deltas are not.)
-    let mallory = (pigeon_shared::UserName::parse("mallory")?, SessionToken(7));
-    let roster = fetch_roster(server.roster_addr(), Duration::from_secs(5), Some(mallory)).await?;
-    let users: BTreeMap<String, (PeerAddr, String)> = roster
-        .entries
-        .iter()
-        .map(|e| {
-            let iid = e.instance.map(|i| i.to_string()).unwrap_or_default();
-            (e.name.to_string(), (e.endpoint, iid))
+    // What an attacker is assumed to know: every name, endpoint and
+    // instance id (as a logged-in user would; the roster is not public).
+    let users: BTreeMap<String, (PeerAddr, String)> = server
+        .directory()
+        .snapshot()
+        .1
+        .into_iter()
+        .map(|(name, entry)| {
+            let iid = entry.instance.map(|i| i.to_string()).unwrap_or_default();
+            (name.to_string(), (entry.endpoint, iid))
         })
         .collect();
 

@@ -5,12 +5,14 @@
 //! and every snapshot is written by its one encoder,
 //! [`encode_roster_lines`] (the one the property tests round-trip).
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pigeon_shared::roster_snapshot::{encode_roster_lines, roster_line, RosterFormat};
-use pigeon_shared::{InstanceId, PeerAddr, Revision, UserName};
+use pigeon_shared::{InstanceId, PeerAddr, Revision, SessionToken, UserName};
 
 /// The users online, readable from any thread: what TCP roster snapshots
 /// are made of. Written only by the [`Roster`], always before the `Accept`
@@ -28,7 +30,20 @@ pub struct Directory {
     revision: AtomicU64,
     /// The last snapshot rendered in each format, `[seed, pigeon]`.
     rendered: Mutex<[Option<Rendered>; 2]>,
+    /// Each Pigeon session's token: the roster goes to a Pigeon client
+    /// that names itself with it.
+    tokens: DashMap<UserName, SessionToken>,
+    /// When each host last sent a seed-style login: the seed-format roster
+    /// goes only to a host that just logged in.
+    seed_logins: DashMap<IpAddr, Instant>,
 }
+
+/// How long after a seed-style login its host may fetch the roster.
+pub const SEED_FETCH_WINDOW: Duration = Duration::from_secs(10);
+
+/// Most hosts remembered as having just logged in (forged logins from many
+/// addresses cannot grow it without bound).
+const MAX_SEED_LOGINS: usize = 65_536;
 
 /// A snapshot as sent: its revision, how many users it holds, its bytes.
 #[derive(Debug, Clone)]
@@ -137,15 +152,51 @@ impl Directory {
         }
     }
 
-    /// Lists `name` (the roster has admitted it).
-    pub(crate) fn insert(&self, name: UserName, entry: DirectoryEntry) {
+    /// Lists `name` (the roster has admitted it); a Pigeon session with
+    /// its `token`.
+    pub(crate) fn insert(
+        &self,
+        name: UserName,
+        entry: DirectoryEntry,
+        token: Option<SessionToken>,
+    ) {
         let listing = Listing::new(&name, entry);
+        if let Some(token) = token {
+            self.tokens.insert(name.clone(), token);
+        }
         self.users.insert(name, listing);
     }
 
     /// Takes `name` off.
     pub(crate) fn remove(&self, name: &str) {
         self.users.remove(name);
+        self.tokens.remove(name);
+    }
+
+    /// `host` sent a seed-style login at `now`: it may fetch the roster
+    /// for a while.
+    pub(crate) fn seed_login(&self, host: IpAddr, now: Instant) {
+        if self.seed_logins.len() >= MAX_SEED_LOGINS {
+            self.seed_logins
+                .retain(|_, at| now.saturating_duration_since(*at) < SEED_FETCH_WINDOW);
+            if self.seed_logins.len() >= MAX_SEED_LOGINS {
+                return;
+            }
+        }
+        self.seed_logins.insert(host, now);
+    }
+
+    /// Whether `name` is online with the Pigeon session `token`.
+    pub fn holds(&self, name: &str, token: SessionToken) -> bool {
+        self.tokens.get(name).is_some_and(|t| *t == token)
+    }
+
+    /// Whether `host` sent a seed-style login within the window before
+    /// `now`.
+    pub fn seed_login_recent(&self, host: IpAddr, now: Instant) -> bool {
+        self.seed_logins
+            .get(&host)
+            .is_some_and(|at| now.saturating_duration_since(*at) < SEED_FETCH_WINDOW)
     }
 
     /// Publishes the roster's revision, after the change it counts.
@@ -160,6 +211,8 @@ impl Directory {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.users.clear();
+        self.tokens.clear();
+        self.seed_logins.clear();
         self.revision.store(0, Ordering::Release);
         *rendered = [None, None];
     }

@@ -329,6 +329,9 @@ impl Roster {
                     user.last_seen = now;
                 }
                 let session = user.session;
+                if matches!(session, Session::Seed) {
+                    self.directory.seed_login(source.ip().to_canonical(), now);
+                }
                 let accept = self.accept(endpoint, session);
                 return (LoginDecision::Refreshed, vec![accept]);
             }
@@ -362,6 +365,10 @@ impl Roster {
         // who joined before it.
         let mut actions = Vec::with_capacity(3);
         self.insert(name.clone(), endpoint, session, now);
+        if matches!(session, Session::Seed) {
+            // Its host may now fetch the seed-format roster, for a while.
+            self.directory.seed_login(source.ip().to_canonical(), now);
+        }
         actions.push(self.accept(endpoint, session));
         let change = RosterChange::Joined {
             name: name.clone(),
@@ -676,7 +683,11 @@ impl Roster {
             endpoint,
             instance: session.instance(),
         };
-        self.directory.insert(name.clone(), entry);
+        let token = match session {
+            Session::Pigeon { token, .. } => Some(token),
+            Session::Seed => None,
+        };
+        self.directory.insert(name.clone(), entry, token);
         self.users.insert(
             name,
             User {

@@ -21,7 +21,9 @@ use crate::roster::{
     DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, StopRoster, Subscribe};
-use crate::tcp_roster_actor::{RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig};
+use crate::tcp_roster_actor::{
+    RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig, TcpStats,
+};
 use crate::udp_gateway_actor::{GatewayStats, GatewayStatsSnapshot, StopGateway, UdpGatewayActor};
 #[cfg(feature = "faults")]
 use pigeon_shared::net::faults::Faults;
@@ -120,6 +122,7 @@ pub struct ServerHandle {
     gateway: Addr<UdpGatewayActor>,
     tcp: Addr<TcpRosterActor>,
     stats: Arc<GatewayStats>,
+    tcp_stats: Arc<TcpStats>,
     directory: Arc<Directory>,
     gateway_arbiter: Arbiter,
 }
@@ -241,11 +244,13 @@ impl BoundServer {
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),
         ];
+        let tcp_stats = Arc::new(TcpStats::default());
         let tcp = TcpRosterActor::new(
             listeners,
             directory.clone(),
             config.tcp,
             roster.clone().recipient(),
+            tcp_stats.clone(),
         )
         .start();
         info!(
@@ -263,6 +268,7 @@ impl BoundServer {
             gateway,
             tcp,
             stats,
+            tcp_stats,
             directory,
             gateway_arbiter,
         })
@@ -293,6 +299,11 @@ impl ServerHandle {
     /// The roster actor.
     pub fn roster(&self) -> &Addr<RosterActor> {
         &self.roster
+    }
+
+    /// What the TCP roster service did.
+    pub fn tcp_stats(&self) -> &Arc<TcpStats> {
+        &self.tcp_stats
     }
 
     /// The users online, readable without a mailbox round trip.

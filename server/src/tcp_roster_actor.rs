@@ -4,13 +4,18 @@
 //! .NET `BinaryWriter` string, and is closed.
 //!
 //! The snapshot is read from the [`Directory`] the roster writes through to,
-//! never through the roster's mailbox. Each connection is served by its own
-//! task under a write deadline, and at most `max_connections` are served at
-//! once (the rest wait in the kernel's backlog), so slow or silent clients
-//! cost a bounded amount and hold nobody else up.
+//! never through the roster's mailbox, and goes only to a session that just
+//! logged in: a Pigeon client names itself with its session token within a
+//! short deadline; a seed client's host must have sent a login moments
+//! ago. Each connection is served by its own task under deadlines, at most
+//! `max_connections` at once (the rest wait in the kernel's backlog) and at
+//! most `max_per_host` from one host, so slow or silent clients cost a
+//! bounded amount and hold nobody else up.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -31,10 +36,13 @@ use crate::roster_actor::RosterFetched;
 pub struct TcpRosterConfig {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once to one host: one host's silent
+    /// connections cannot take the slots everyone else needs.
+    pub max_per_host: usize,
     /// Time allowed to write one snapshot and close.
     pub write_timeout: Duration,
-    /// Time a Pigeon client has to say who it is before it gets the roster
-    /// anyway (without deltas following).
+    /// Time a Pigeon client has to say who it is (the connection is closed
+    /// without the roster after it).
     pub request_timeout: Duration,
 }
 
@@ -42,8 +50,9 @@ impl Default for TcpRosterConfig {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_per_host: 16,
             write_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -54,6 +63,19 @@ pub struct TcpRosterActor {
     directory: Arc<Directory>,
     config: TcpRosterConfig,
     fetched: Recipient<RosterFetched>,
+    stats: Arc<TcpStats>,
+}
+
+/// What the TCP roster service did, readable from any thread.
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    /// Snapshots sent.
+    pub served: AtomicU64,
+    /// Connections closed without the roster: no recent login from the
+    /// host, no valid request in time.
+    pub refused: AtomicU64,
+    /// Connections closed at once: their host had its share open.
+    pub host_full: AtomicU64,
 }
 
 /// Stop serving and close the listener.
@@ -69,12 +91,14 @@ impl TcpRosterActor {
         directory: Arc<Directory>,
         config: TcpRosterConfig,
         fetched: Recipient<RosterFetched>,
+        stats: Arc<TcpStats>,
     ) -> Self {
         Self {
             listeners,
             directory,
             config,
             fetched,
+            stats,
         }
     }
 }
@@ -85,12 +109,15 @@ impl Actor for TcpRosterActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // One budget of connection slots for both listeners.
         let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let per_host = Arc::new(Mutex::new(HashMap::new()));
         for (listener, format) in std::mem::take(&mut self.listeners) {
             let service = Service {
                 format,
                 directory: self.directory.clone(),
                 config: self.config.clone(),
                 fetched: self.fetched.clone(),
+                stats: self.stats.clone(),
+                per_host: per_host.clone(),
             };
             let accept = accept_loop(listener, service, slots.clone());
             ctx.spawn(accept.into_actor(self));
@@ -113,6 +140,45 @@ struct Service {
     directory: Arc<Directory>,
     config: TcpRosterConfig,
     fetched: Recipient<RosterFetched>,
+    stats: Arc<TcpStats>,
+    /// Connections being served, per host (both listeners).
+    per_host: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A host's place among the connections being served; given back when
+/// dropped.
+struct HostSlot {
+    host: IpAddr,
+    per_host: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        let mut map = self.per_host.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.host) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.host);
+            }
+        }
+    }
+}
+
+impl Service {
+    /// A place for one more connection from `host`, if it has not its
+    /// share open already.
+    fn host_slot(&self, host: IpAddr) -> Option<HostSlot> {
+        let mut map = self.per_host.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = map.entry(host).or_insert(0);
+        if *count >= self.config.max_per_host {
+            return None;
+        }
+        *count += 1;
+        Some(HostSlot {
+            host,
+            per_host: self.per_host.clone(),
+        })
+    }
 }
 
 async fn accept_loop(listener: TcpListener, service: Service, slots: Arc<Semaphore>) {
@@ -125,9 +191,18 @@ async fn accept_loop(listener: TcpListener, service: Service, slots: Arc<Semapho
         };
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(host_slot) = service.host_slot(peer.ip().to_canonical()) else {
+                    service.stats.host_full.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = error_log.allow(Instant::now()) {
+                        warn!(%peer, held_back, "roster connection closed: its host has its share open");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let service = service.clone();
                 actix_rt::spawn(async move {
                     service.serve(stream, peer).await;
+                    drop(host_slot);
                     drop(slot);
                 });
             }
@@ -145,11 +220,36 @@ async fn accept_loop(listener: TcpListener, service: Service, slots: Arc<Semapho
 
 impl Service {
     async fn serve(&self, mut stream: TcpStream, peer: SocketAddr) {
-        // A Pigeon client says who it is first; a seed client says nothing
-        // and never connects to the Pigeon port.
+        // The roster goes only to a session that just logged in: a Pigeon
+        // client names itself with its session's token (read within a
+        // short deadline); a seed client says nothing, and gets the roster
+        // if its host sent a login moments ago.
         let asker = match self.format {
-            RosterFormat::Seed => None,
-            RosterFormat::Pigeon => read_request(&mut stream, self.config.request_timeout).await,
+            RosterFormat::Seed => {
+                if !self
+                    .directory
+                    .seed_login_recent(peer.ip().to_canonical(), Instant::now())
+                {
+                    self.refuse(peer, "no login from this host just now");
+                    return;
+                }
+                None
+            }
+            RosterFormat::Pigeon => {
+                match read_request(&mut stream, self.config.request_timeout).await {
+                    Some((name, token)) if self.directory.holds(name.as_str(), token) => {
+                        Some((name, token))
+                    }
+                    Some(_) => {
+                        self.refuse(peer, "not an online session");
+                        return;
+                    }
+                    None => {
+                        self.refuse(peer, "no request in time");
+                        return;
+                    }
+                }
+            }
         };
         let Rendered {
             revision,
@@ -170,17 +270,26 @@ impl Service {
             stream.shutdown().await
         };
         match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => info!(
-                %peer,
-                users,
-                bytes = buf.len(),
-                ?format,
-                revision,
-                "roster sent over TCP"
-            ),
+            Ok(Ok(())) => {
+                self.stats.served.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    %peer,
+                    users,
+                    bytes = buf.len(),
+                    ?format,
+                    revision,
+                    "roster sent over TCP"
+                )
+            }
             Ok(Err(e)) => debug!(%peer, error = %e, "roster not sent: connection failed"),
             Err(_) => warn!(%peer, ?timeout, "roster not sent: client too slow"),
         }
+    }
+
+    /// A connection closed without the roster.
+    fn refuse(&self, peer: SocketAddr, why: &str) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, format = ?self.format, "roster refused: {why}");
     }
 }
 

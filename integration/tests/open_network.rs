@@ -1,0 +1,81 @@
+//! Pigeon on an open network: what someone who can forge a source address,
+//! or who is simply a logged-in user, can no longer do. Each test is one
+//! attack, tried against the in-process server and real clients.
+
+use std::time::Duration;
+
+use integration::harness::{start_server, TestClient};
+use pigeon_client::roster_fetch::fetch_roster;
+use pigeon_shared::{SessionToken, UserName};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Reads what the server writes on `stream` until it closes (or 5 s).
+async fn read_all(mut stream: TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    buf
+}
+
+#[actix_rt::test]
+async fn the_roster_goes_only_to_a_session_that_just_logged_in() -> anyhow::Result<()> {
+    let server = start_server().await?;
+    let addr = server.udp_addr();
+    let _alice = TestClient::online("alice", addr).await?;
+
+    // Nobody's session: the Pigeon roster port closes without a roster.
+    let mallory = (UserName::parse("mallory")?, SessionToken(7));
+    let fetched = fetch_roster(server.roster_addr(), Duration::from_secs(5), Some(mallory)).await;
+    assert!(fetched.is_err(), "{fetched:?}");
+    // Alice's name with a guessed token: the same.
+    let guessed = (UserName::parse("alice")?, SessionToken(7));
+    let fetched = fetch_roster(server.roster_addr(), Duration::from_secs(5), Some(guessed)).await;
+    assert!(fetched.is_err(), "{fetched:?}");
+    // Saying nothing: closed after the request deadline.
+    let silent = TcpStream::connect(server.roster_addr()).await?;
+    assert!(read_all(silent).await.is_empty());
+    // The seed-format port: no login from this host just now.
+    let seed = TcpStream::connect(server.tcp_addr()).await?;
+    // (alice logged in from this host, but as a Pigeon client.)
+    assert!(read_all(seed).await.is_empty());
+    assert!(
+        server
+            .tcp_stats()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
+
+    // A real client still gets its roster, and so does a late one.
+    let mut bob = TestClient::online("bob", addr).await?;
+    bob.sees_online("alice").await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn silent_connections_from_one_host_do_not_lock_others_out() -> anyhow::Result<()> {
+    let server = start_server().await?;
+    let addr = server.udp_addr();
+    // Thousands of silent connections from one host (127.0.0.3)...
+    let mut silent = Vec::new();
+    for _ in 0..2000 {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.3:0".parse()?)?;
+        if let Ok(stream) = socket.connect(server.roster_addr()).await {
+            silent.push(stream);
+        }
+    }
+    // ... and a new user logs in and gets its roster at once.
+    let mut newcomer = TestClient::start("newcomer", addr)?;
+    tokio::time::timeout(Duration::from_secs(5), newcomer.ready()).await??;
+    let host_full = server
+        .tcp_stats()
+        .host_full
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        host_full > 1000,
+        "{host_full} connections turned away at once"
+    );
+    drop(silent);
+    Ok(())
+}
