@@ -57,6 +57,7 @@ pub const PEER_RATE_LIMITS: RateLimits = RateLimits {
         burst: 10_000.0,
     },
     max_sources: 4096,
+    max_addresses_per_host: 256,
 };
 
 /// How long after the drain's deadline a logout goes on regardless.

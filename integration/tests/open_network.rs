@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use integration::harness::{start_server, TestClient};
+use integration::forge::Forger;
+use integration::harness::{local_server_config, start_server, TestClient};
 use pigeon_client::roster_fetch::fetch_roster;
+use pigeon_server::ServerHandle;
 use pigeon_shared::{SessionToken, UserName};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -77,5 +79,62 @@ async fn silent_connections_from_one_host_do_not_lock_others_out() -> anyhow::Re
         "{host_full} connections turned away at once"
     );
     drop(silent);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn the_forger_sends_from_any_address() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("the_forger_sends_from_any_address") else {
+        return Ok(());
+    };
+    let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let to = receiver.local_addr()?;
+    let from: std::net::SocketAddr = "127.0.0.5:4242".parse()?;
+    forger.send(from, to, b"hello")?;
+    let mut buf = [0u8; 64];
+    let (n, source) =
+        tokio::time::timeout(Duration::from_secs(2), receiver.recv_from(&mut buf)).await??;
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(source, from);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn junk_in_a_users_name_does_not_get_it_evicted() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("junk_in_a_users_name_does_not_get_it_evicted") else {
+        return Ok(());
+    };
+    let mut config = local_server_config();
+    // Keepalives every 167 ms; two seconds of missed ones evict.
+    config.liveness_timeout = Duration::from_secs(1);
+    let server = ServerHandle::start(config).await?;
+    let addr = server.udp_addr();
+    let alice = TestClient::online("alice", addr).await?;
+    let mut bob = TestClient::online("bob", addr).await?;
+    bob.sees_online("alice").await?;
+    // 200 junk datagrams a second, forged from alice's exact endpoint, for
+    // three seconds: her address's share of the rate limit is gone.
+    let from = alice.endpoint().socket_addr();
+    for i in 0..600 {
+        forger.send(from, addr, format!("junk {i}").as_bytes())?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // alice is still online, and nobody was told otherwise.
+    assert!(server
+        .online_users()
+        .await
+        .iter()
+        .any(|(n, _)| n.as_str() == "alice"));
+    assert!(
+        !bob.drain()
+            .iter()
+            .any(|e| matches!(e, pigeon_client::ClientEvent::Offline { name } if name.as_str() == "alice")),
+        "{:?}",
+        bob.seen
+    );
+    // The junk was held back; her keepalives went through on their own.
+    let stats = server.stats();
+    assert!(stats.limited_address > 100, "{stats:?}");
+    assert!(stats.authenticated > 5, "{stats:?}");
     Ok(())
 }

@@ -208,6 +208,7 @@ impl BoundServer {
         let (gateway_tx, gateway_rx) = tokio::sync::oneshot::channel();
         let gateway_stats = stats.clone();
         let limits = config.rate_limits;
+        let gateway_directory = directory.clone();
         #[cfg(feature = "faults")]
         let faults = config.faults.clone();
         // The tokio socket must be created on the thread that will poll it.
@@ -219,7 +220,14 @@ impl BoundServer {
                 .map(|sender| {
                     #[cfg(feature = "faults")]
                     let sender = sender.with_faults(faults);
-                    UdpGatewayActor::new(sender, roster_addr_actor, gateway_stats, limits).start()
+                    UdpGatewayActor::new(
+                        sender,
+                        roster_addr_actor,
+                        gateway_stats,
+                        limits,
+                        gateway_directory,
+                    )
+                    .start()
                 });
             let _ = gateway_tx.send(started);
         });

@@ -14,12 +14,13 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use pigeon_shared::net::{recv_with, LocalSender, SendCounters, UdpSender};
-use pigeon_shared::{Datagram, DecodeErrorKind, LogLimit, Verb};
+use pigeon_shared::rate_limit::{Limited, Rate, RateLimiter, RateLimits};
+use pigeon_shared::{Datagram, DecodeError, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
+use crate::directory::Directory;
 use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
-use pigeon_shared::rate_limit::{Limited, RateLimiter, RateLimits};
 
 /// Most datagrams queued while the kernel's send buffer is full.
 pub const MAX_SEND_QUEUE: usize = 65_536;
@@ -31,7 +32,24 @@ pub struct UdpGatewayActor {
     stats: Arc<GatewayStats>,
     send_log: LogLimit,
     limits: RateLimits,
+    /// Who holds which session, to recognise authenticated keepalives.
+    directory: Arc<Directory>,
 }
+
+/// What one session may send the server, proven (keepalives every sixth
+/// of the liveness timeout, a few logout retries): far more than it needs.
+const SESSION_RATE: RateLimits = RateLimits {
+    per_address: Rate {
+        per_second: 20.0,
+        burst: 40.0,
+    },
+    per_host: Rate {
+        per_second: 1e9,
+        burst: 1e9,
+    },
+    max_sources: 65_536,
+    max_addresses_per_host: 65_536,
+};
 
 /// Send one datagram.
 #[derive(Message, Debug)]
@@ -71,6 +89,11 @@ pub struct GatewayStats {
     pub limited_address: AtomicU64,
     /// Datagrams held back because their host sent too many.
     pub limited_host: AtomicU64,
+    /// Keepalives and logouts proven by their session's token, from the
+    /// session's own endpoint: checked apart from everything else.
+    pub authenticated: AtomicU64,
+    /// ... of which held back because the session sent too many.
+    pub limited_session: AtomicU64,
 }
 
 /// A copy of [`GatewayStats`] at one moment.
@@ -83,6 +106,8 @@ pub struct GatewayStatsSnapshot {
     pub unexpected: u64,
     pub limited_address: u64,
     pub limited_host: u64,
+    pub authenticated: u64,
+    pub limited_session: u64,
 }
 
 impl GatewayStats {
@@ -99,6 +124,8 @@ impl GatewayStats {
             unexpected: self.unexpected.load(Ordering::Relaxed),
             limited_address: self.limited_address.load(Ordering::Relaxed),
             limited_host: self.limited_host.load(Ordering::Relaxed),
+            authenticated: self.authenticated.load(Ordering::Relaxed),
+            limited_session: self.limited_session.load(Ordering::Relaxed),
         }
     }
 }
@@ -110,6 +137,7 @@ impl GatewayStatsSnapshot {
             + self.unexpected
             + self.limited_address
             + self.limited_host
+            + self.limited_session
     }
 }
 
@@ -121,6 +149,7 @@ impl UdpGatewayActor {
         roster: Addr<RosterActor>,
         stats: Arc<GatewayStats>,
         limits: RateLimits,
+        directory: Arc<Directory>,
     ) -> Self {
         Self {
             sender: LocalSender::new(sender, stats.send.clone()),
@@ -128,6 +157,7 @@ impl UdpGatewayActor {
             stats,
             send_log: LogLimit::default(),
             limits,
+            directory,
         }
     }
 
@@ -148,7 +178,11 @@ impl Actor for UdpGatewayActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let socket = self.sender.socket();
-        let limiter = RateLimiter::new(self.limits, Instant::now());
+        let limiter = Limiters {
+            all: RateLimiter::new(self.limits, Instant::now()),
+            sessions: RateLimiter::new(SESSION_RATE, Instant::now()),
+            directory: self.directory.clone(),
+        };
         let receive = receive_loop(socket, self.roster.clone(), self.stats.clone(), limiter);
         ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
         debug!(local = %self.sender.local_addr(), "gateway started");
@@ -168,17 +202,12 @@ async fn receive_loop(
     socket: Arc<UdpSocket>,
     roster: Addr<RosterActor>,
     stats: Arc<GatewayStats>,
-    mut limiter: RateLimiter,
+    mut limiter: Limiters,
 ) {
     let mut drop_log = LogLimit::default();
     loop {
-        // Rate limits are checked before decoding: a flood costs a table
-        // lookup per datagram, not a parse.
         let received = recv_with(&socket, |bytes, source| {
-            let decoded = limiter
-                .check(source, Instant::now())
-                .map(|()| Datagram::decode(bytes));
-            (decoded, bytes.len())
+            (limiter.check(bytes, source, Instant::now()), bytes.len())
         })
         .await;
         let ((checked, len), source) = match received {
@@ -192,11 +221,16 @@ async fn receive_loop(
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         let decoded = match checked {
-            Ok(decoded) => decoded,
-            Err(limited) => {
+            Checked::Session(decoded) => {
+                stats.authenticated.fetch_add(1, Ordering::Relaxed);
+                Ok(decoded)
+            }
+            Checked::Other(decoded) => decoded,
+            Checked::Limited(limited) => {
                 let counter = match limited {
-                    Limited::Address => &stats.limited_address,
-                    Limited::Host => &stats.limited_host,
+                    Over::Address => &stats.limited_address,
+                    Over::Host => &stats.limited_host,
+                    Over::Session => &stats.limited_session,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(held_back) = drop_log.allow(Instant::now()) {
@@ -234,6 +268,102 @@ async fn receive_loop(
             return;
         }
     }
+}
+
+/// The rate limits a datagram goes through.
+struct Limiters {
+    /// Everything but proven session traffic.
+    all: RateLimiter,
+    /// Keepalives and logouts proven by their session's token: checked
+    /// apart, so that junk sent in a user's name (even from its exact
+    /// address) cannot use up what keeps it online.
+    sessions: RateLimiter,
+    directory: Arc<Directory>,
+}
+
+/// Which limit a datagram went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Address,
+    Host,
+    Session,
+}
+
+/// What the limits made of a datagram.
+enum Checked {
+    /// A proven keepalive or logout, within its session's share.
+    Session(Datagram),
+    /// Anything else within the limits, and whether it decoded.
+    Other(Result<Datagram, DecodeError>),
+    Limited(Over),
+}
+
+impl Limiters {
+    /// Checks `bytes` from `source` against the limits. Everything but a
+    /// keepalive or logout is held to the per-address and per-host limits
+    /// before it is decoded: a flood costs a table lookup per datagram,
+    /// not a parse. A keepalive or logout is decoded first (they are
+    /// short), and if its session's token proves it and it comes from the
+    /// session's own endpoint, it is held only to that session's share.
+    fn check(&mut self, bytes: &[u8], source: SocketAddr, now: Instant) -> Checked {
+        if starts_with_verb(bytes, "ping,") || starts_with_verb(bytes, "logout,") {
+            let decoded = Datagram::decode(bytes);
+            if let Ok(datagram) = &decoded {
+                if self.proven(datagram, source) {
+                    return match self.sessions.check(source, now) {
+                        Ok(()) => decoded
+                            .map_or_else(|_| Checked::Limited(Over::Session), Checked::Session),
+                        Err(_) => Checked::Limited(Over::Session),
+                    };
+                }
+            }
+            return match self.all.check(source, now) {
+                Ok(()) => Checked::Other(decoded),
+                Err(limited) => Checked::Limited(over(limited)),
+            };
+        }
+        match self.all.check(source, now) {
+            Ok(()) => Checked::Other(Datagram::decode(bytes)),
+            Err(limited) => Checked::Limited(over(limited)),
+        }
+    }
+
+    /// Whether `datagram` is a keepalive or logout carrying its session's
+    /// token, from the session's own endpoint.
+    fn proven(&self, datagram: &Datagram, source: SocketAddr) -> bool {
+        let (name, token) = match datagram {
+            Datagram::Ping(ping) => (&ping.name, ping.token),
+            Datagram::Logout(logout) => match &logout.pigeon {
+                Some(ext) if logout.endpoint.socket_addr() == source => (&logout.name, ext.token),
+                _ => return false,
+            },
+            _ => return false,
+        };
+        self.directory.holds(name.as_str(), token)
+            && self
+                .directory
+                .get(name.as_str())
+                .is_some_and(|entry| entry.endpoint.socket_addr() == source)
+    }
+}
+
+fn over(limited: Limited) -> Over {
+    match limited {
+        Limited::Address => Over::Address,
+        Limited::Host => Over::Host,
+    }
+}
+
+/// Whether `bytes` (UTF-16LE) start with `verb`.
+fn starts_with_verb(bytes: &[u8], verb: &str) -> bool {
+    let mut at = 0;
+    for unit in verb.encode_utf16() {
+        match bytes.get(at..at + 2) {
+            Some(pair) if pair == unit.to_le_bytes() => at += 2,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Hands `msg` to the roster, waiting only when its mailbox is full.

@@ -5,8 +5,13 @@
 //! Each source address (IP and port) and each source host (IP) has a
 //! bucket; a datagram passes when both have a token. Memory is bounded: at
 //! most `max_sources` buckets of each kind are kept, idle ones are swept,
-//! and when the table is full new sources share one overflow bucket.
+//! and when the table is full new sources share one overflow bucket. One
+//! host holds at most `max_addresses_per_host` address buckets; its
+//! further ports share a bucket of their own, so a host cycling through
+//! its ports cannot fill the table and push everyone else into the
+//! overflow.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +44,8 @@ pub struct RateLimits {
     pub per_host: Rate,
     /// Most buckets of each kind kept.
     pub max_sources: usize,
+    /// Most address buckets one host may hold.
+    pub max_addresses_per_host: usize,
 }
 
 /// Default datagrams per second from one address.
@@ -52,6 +59,7 @@ impl Default for RateLimits {
             per_address: Rate::per_second(DEFAULT_RATE_PER_ADDRESS),
             per_host: Rate::per_second(DEFAULT_RATE_PER_HOST),
             max_sources: 65_536,
+            max_addresses_per_host: 256,
         }
     }
 }
@@ -131,6 +139,10 @@ pub struct RateLimiter {
     limits: RateLimits,
     addresses: Table<SocketAddr>,
     hosts: Table<IpAddr>,
+    /// Address buckets held per host, and the bucket a host's further
+    /// ports share once it holds its most.
+    per_host: HashMap<IpAddr, usize>,
+    host_overflow: HashMap<IpAddr, Bucket>,
     last_sweep: Instant,
 }
 
@@ -144,6 +156,8 @@ impl RateLimiter {
             limits,
             addresses: Table::new(limits.per_address, now),
             hosts: Table::new(limits.per_host, now),
+            per_host: HashMap::new(),
+            host_overflow: HashMap::new(),
             last_sweep: now,
         }
     }
@@ -152,16 +166,31 @@ impl RateLimiter {
     /// from both of its buckets if so.
     pub fn check(&mut self, source: SocketAddr, now: Instant) -> Result<(), Limited> {
         if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
-            self.addresses.sweep(now);
-            self.hosts.sweep(now);
-            self.last_sweep = now;
+            self.sweep(now);
         }
         let max = self.limits.max_sources;
-        let address = self.addresses.bucket(source, max, now);
+        let ip = source.ip().to_canonical();
+        let rate = self.limits.per_address;
+        let held = self.per_host.get(&ip).copied().unwrap_or(0);
+        let room = self.addresses.buckets.len() < max;
+        let address: &mut Bucket = match self.addresses.buckets.entry(source) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            // The host holds its most: its further ports share one bucket.
+            Entry::Vacant(_) if held >= self.limits.max_addresses_per_host => self
+                .host_overflow
+                .entry(ip)
+                .or_insert_with(|| Bucket::full(rate, now)),
+            Entry::Vacant(entry) if room => {
+                *self.per_host.entry(ip).or_insert(0) += 1;
+                entry.insert(Bucket::full(rate, now))
+            }
+            Entry::Vacant(_) => &mut self.addresses.overflow,
+        };
+        address.refill(rate, now);
         if address.tokens < 1.0 {
             return Err(Limited::Address);
         }
-        let host = self.hosts.bucket(source.ip().to_canonical(), max, now);
+        let host = self.hosts.bucket(ip, max, now);
         if host.tokens < 1.0 {
             return Err(Limited::Host);
         }
@@ -170,9 +199,35 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Forgets buckets that have refilled completely.
+    fn sweep(&mut self, now: Instant) {
+        let rate = self.limits.per_address;
+        let per_host = &mut self.per_host;
+        self.addresses.buckets.retain(|source, bucket| {
+            bucket.refill(rate, now);
+            let keep = bucket.tokens < rate.burst;
+            if !keep {
+                let ip = source.ip().to_canonical();
+                if let Some(count) = per_host.get_mut(&ip) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        per_host.remove(&ip);
+                    }
+                }
+            }
+            keep
+        });
+        self.host_overflow.retain(|_, bucket| {
+            bucket.refill(rate, now);
+            bucket.tokens < rate.burst
+        });
+        self.hosts.sweep(now);
+        self.last_sweep = now;
+    }
+
     /// How many buckets are kept (for tests and diagnostics).
     pub fn tracked(&self) -> usize {
-        self.addresses.buckets.len() + self.hosts.buckets.len()
+        self.addresses.buckets.len() + self.hosts.buckets.len() + self.host_overflow.len()
     }
 }
 
@@ -185,6 +240,7 @@ mod tests {
             per_address: Rate::per_second(address),
             per_host: Rate::per_second(host),
             max_sources,
+            max_addresses_per_host: max_sources,
         }
     }
 
@@ -247,5 +303,45 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         let _ = limiter.check(addr("10.9.9.9:1"), later);
         assert_eq!(limiter.tracked(), 2);
+    }
+
+    #[test]
+    fn a_host_cycling_through_its_ports_cannot_push_others_out() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(
+            RateLimits {
+                max_addresses_per_host: 256,
+                ..RateLimits::default()
+            },
+            t0,
+        );
+        // Three hundred users, one datagram each.
+        let user = |i: u32| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 5000));
+        for i in 0..300 {
+            assert!(limiter.check(user(i), t0).is_ok());
+        }
+        // Later (the users' buckets have refilled and are swept), one host
+        // sends from every port it has, and keeps at it.
+        let attacker = |port: u16| SocketAddr::from(([10, 66, 0, 1], port));
+        let later = t0 + Duration::from_secs(11);
+        for port in 1..=u16::MAX {
+            let _ = limiter.check(attacker(port), later);
+        }
+        // It holds its share of the table, no more: its other ports share
+        // one bucket of their own ...
+        assert!(limiter.tracked() < 300, "{}", limiter.tracked());
+        // ... and the users, back, get buckets of their own again: none
+        // waits in an overflow bucket the attacker drains.
+        let back = later + Duration::from_millis(500);
+        for port in 1..=u16::MAX {
+            let _ = limiter.check(attacker(port), back);
+        }
+        for i in 0..300 {
+            assert!(limiter.check(user(i), back).is_ok(), "user {i}");
+        }
+        // A new user too.
+        assert!(limiter
+            .check(SocketAddr::from(([10, 2, 0, 1], 5000)), back)
+            .is_ok());
     }
 }
