@@ -141,3 +141,86 @@ async fn junk_in_a_users_name_does_not_get_it_evicted() -> anyhow::Result<()> {
     assert!(stats.authenticated > 5, "{stats:?}");
     Ok(())
 }
+
+fn wide(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+#[actix_rt::test]
+async fn the_server_is_no_amplifier() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("the_server_is_no_amplifier") else {
+        return Ok(());
+    };
+    let server = start_server().await?;
+    let addr = server.udp_addr();
+    // The victim: 250 ports on a host of its own, counting what arrives.
+    let mut victim = Vec::new();
+    for _ in 0..250 {
+        victim.push(tokio::net::UdpSocket::bind("127.0.0.9:0").await?);
+    }
+    // Seed-style logins forged from the victim's host, each claiming one of
+    // its endpoints.
+    let mut attacker_bytes = 0;
+    for (i, socket) in victim.iter().enumerate() {
+        let endpoint = socket.local_addr()?;
+        let login = wide(&format!("login,victim{i},{endpoint}"));
+        attacker_bytes += login.len();
+        forger.send("127.0.0.9:40000".parse()?, addr, &login)?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Then life goes on: users come and go.
+    for round in 0..10 {
+        let client = TestClient::online(&format!("user{round}"), addr).await?;
+        client.handle.logout();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut victim_bytes = 0;
+    let mut buf = [0u8; 2048];
+    for socket in &victim {
+        while let Ok((n, _)) = socket.try_recv_from(&mut buf) {
+            victim_bytes += n;
+        }
+    }
+    // At most an Accept per forged login, each smaller than the login: the
+    // victim got less than the attacker sent (it was 160 times more).
+    assert!(
+        victim_bytes <= attacker_bytes,
+        "{victim_bytes} bytes at the victim for {attacker_bytes} sent"
+    );
+    eprintln!("amplification: {victim_bytes} bytes at the victim for {attacker_bytes} sent");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn forged_logins_cannot_keep_a_server_full() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("forged_logins_cannot_keep_a_server_full") else {
+        return Ok(());
+    };
+    let mut config = local_server_config();
+    config.max_users = 40;
+    config.seed_confirm_window = Duration::from_millis(500);
+    let server = ServerHandle::start(config).await?;
+    let addr = server.udp_addr();
+    // Forged seed-style logins from many addresses, more than the server
+    // takes; one of them squats a name.
+    for i in 0..100u32 {
+        let host = format!("127.0.{}.{}", 10 + i / 200, 1 + i % 200);
+        let login = wide(&format!("login,squat{i},{host}:5000"));
+        forger.send(format!("{host}:5000").parse()?, addr, &login)?;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let squatted = server.online_count();
+    assert!(
+        squatted <= 20,
+        "seed-era sessions have their own cap: {squatted}"
+    );
+    // A Pigeon user still gets in at once.
+    let _alice = TestClient::online("alice", addr).await?;
+    // Unconfirmed, the forged sessions are gone after the window, and the
+    // squatted name is free.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(server.online_count(), 1);
+    let _squatter = TestClient::online("squat0", addr).await?;
+    Ok(())
+}

@@ -38,6 +38,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_USERS_PER_HOST)]
     max_users_per_host: usize,
 
+    /// Most seed-era users online at once (they send no keepalives and are
+    /// never evicted); later seed-style logins are refused `server-full`
+    /// [default: half of --max-users]
+    #[arg(long, value_name = "N")]
+    max_seed_users: Option<usize>,
+
     /// Evict a Pigeon client not heard from for this long (clients send a
     /// keepalive every sixth of it). Seed-era clients are never evicted.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = parse_seconds)]
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
     config.roster_port = args.roster_port;
     config.max_users = args.max_users;
     config.max_users_per_host = args.max_users_per_host;
+    config.max_seed_users = args.max_seed_users;
     config.liveness_timeout = Duration::from_secs_f64(args.liveness_timeout);
     config.rate_limits.per_address = Rate::per_second(args.rate_per_address);
     config.rate_limits.per_host = Rate::per_second(args.rate_per_host);

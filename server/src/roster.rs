@@ -43,6 +43,13 @@ pub struct RosterConfig {
     /// Most users online from one host; further logins from it are refused
     /// `host-full`.
     pub max_users_per_host: usize,
+    /// Most seed-era users online (they send no keepalives and are never
+    /// evicted); further seed-style logins are refused `server-full`.
+    pub max_seed_users: usize,
+    /// How long a seed-style session waits for its host to fetch the
+    /// roster over TCP (which no forged source can do); unconfirmed, it
+    /// gets no broadcasts, and after this it is gone.
+    pub seed_confirm_window: Duration,
     /// A Pigeon client not heard from for this long is evicted. Clients are
     /// told to send keepalives six times as often, so that even at 20% loss
     /// a live client is evicted only if six keepalives in a row are lost
@@ -62,6 +69,8 @@ pub struct RosterConfig {
 
 /// Default for [`RosterConfig::max_users`].
 pub const DEFAULT_MAX_USERS: usize = 10_000;
+/// Default for [`RosterConfig::seed_confirm_window`].
+pub const DEFAULT_SEED_CONFIRM_WINDOW: Duration = Duration::from_secs(10);
 /// Default for [`RosterConfig::max_users_per_host`].
 pub const DEFAULT_MAX_USERS_PER_HOST: usize = 256;
 /// Default for [`RosterConfig::liveness_timeout`].
@@ -85,6 +94,8 @@ impl RosterConfig {
             roster_port,
             max_users: DEFAULT_MAX_USERS,
             max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
+            max_seed_users: DEFAULT_MAX_USERS / 2,
+            seed_confirm_window: DEFAULT_SEED_CONFIRM_WINDOW,
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             max_delta_bytes: DEFAULT_MAX_DELTA_BYTES,
             delta_delay: DEFAULT_DELTA_DELAY,
@@ -111,8 +122,10 @@ struct User {
     endpoint: PeerAddr,
     session: Session,
     last_seen: Instant,
-    /// Whether the client has fetched the Pigeon roster (and so gets
-    /// deltas from then on).
+    /// Whether the client proved it receives: a Pigeon client fetched the
+    /// Pigeon roster with its token (and so gets deltas from then on); a
+    /// seed-era client's host fetched the seed roster (and so gets
+    /// broadcasts from then on).
     synced: bool,
 }
 
@@ -153,8 +166,10 @@ pub struct Roster {
     rng: StdRng,
     /// When pending changes go out as deltas.
     delta_due: Option<Instant>,
-    /// When to look for clients to evict (while any Pigeon client is on).
+    /// When to look for sessions to end (while any may have to).
     next_sweep: Option<Instant>,
+    /// Seed-style sessions online.
+    seed_count: usize,
 }
 
 /// Changes kept for clients catching up after a snapshot.
@@ -195,6 +210,8 @@ pub enum LeaveReason {
     LoggedOut,
     /// Nothing was heard from it within the liveness timeout.
     Evicted,
+    /// A seed-style session whose host never fetched the roster.
+    Unconfirmed,
 }
 
 /// What the roster decided about a login.
@@ -247,6 +264,7 @@ impl Roster {
             rng,
             delta_due: None,
             next_sweep: None,
+            seed_count: 0,
         }
     }
 
@@ -267,7 +285,7 @@ impl Roster {
             let (_, evicted) = self.expire(now);
             actions.extend(evicted);
             self.next_sweep = self
-                .has_pigeon_users()
+                .has_sessions_to_watch()
                 .then(|| now + self.config.sweep_interval());
         }
         if self.delta_due.is_some_and(|at| now >= at) {
@@ -289,6 +307,9 @@ impl Roster {
         source: SocketAddr,
         now: Instant,
     ) -> (LoginDecision, Vec<RosterAction>) {
+        // How large the login was: nothing sent back before the sender
+        // proves it listens may be larger.
+        let asked = Datagram::Login(login.clone()).encoded_len();
         let Login {
             name,
             endpoint,
@@ -296,14 +317,14 @@ impl Roster {
         } = login;
         if let Err(problem) = endpoint.check_usable() {
             let detail = format!("endpoint {endpoint} cannot receive: {problem}");
-            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
+            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source, asked);
         }
         if !same_host(endpoint.socket_addr().ip(), source.ip()) {
             let detail = format!(
                 "endpoint {endpoint} is not on the sender's address {}",
                 source.ip().to_canonical()
             );
-            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
+            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source, asked);
         }
         // A Pigeon client logs in from its receive endpoint, so nobody else
         // on its host can claim that endpoint in its name.
@@ -311,7 +332,7 @@ impl Roster {
         if pigeon.is_some() && exact != source {
             let detail =
                 format!("a Pigeon login for {endpoint} must come from {endpoint}, not {source}");
-            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source);
+            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source, asked);
         }
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
@@ -336,21 +357,28 @@ impl Roster {
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
-            return refuse(RefuseReason::NameTaken, detail, endpoint, source);
+            return refuse(RefuseReason::NameTaken, detail, endpoint, source, asked);
         }
         if let Some(holder) = self.by_endpoint.get(&endpoint) {
             let detail = format!("{holder} is already online at {endpoint}");
-            return refuse(RefuseReason::EndpointTaken, detail, endpoint, source);
+            return refuse(RefuseReason::EndpointTaken, detail, endpoint, source, asked);
         }
         if self.users.len() >= self.config.max_users {
             let detail = format!("{} users are online, the most allowed", self.users.len());
-            return refuse(RefuseReason::ServerFull, detail, endpoint, source);
+            return refuse(RefuseReason::ServerFull, detail, endpoint, source, asked);
+        }
+        if pigeon.is_none() && self.seed_count >= self.config.max_seed_users {
+            let detail = format!(
+                "{} seed-era users are online, the most allowed",
+                self.seed_count
+            );
+            return refuse(RefuseReason::ServerFull, detail, endpoint, source, asked);
         }
         let host = endpoint.canonical_ip();
         let on_host = self.per_host.get(&host).copied().unwrap_or(0);
         if on_host >= self.config.max_users_per_host {
             let detail = format!("{on_host} users are online from {host}, the most allowed");
-            return refuse(RefuseReason::HostFull, detail, endpoint, source);
+            return refuse(RefuseReason::HostFull, detail, endpoint, source, asked);
         }
 
         let session = match pigeon {
@@ -391,7 +419,7 @@ impl Roster {
             name,
             endpoint,
         }));
-        if matches!(session, Session::Pigeon { .. }) && self.next_sweep.is_none() {
+        if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.config.sweep_interval());
         }
         self.schedule_deltas(now, &mut actions);
@@ -513,24 +541,51 @@ impl Roster {
     }
 
     /// Evicts every Pigeon client not heard from within the liveness
-    /// timeout. Seed-era clients send no keepalives and are never evicted.
+    /// timeout, and every seed-style session whose host did not fetch the
+    /// roster within the confirmation window. Confirmed seed-era clients
+    /// send no keepalives and are never evicted.
     pub fn expire(&mut self, now: Instant) -> (Vec<UserName>, Vec<RosterAction>) {
         let timeout = self.config.liveness_timeout;
-        let mut expired: Vec<UserName> = self
+        let window = self.config.seed_confirm_window;
+        let mut expired: Vec<(UserName, LeaveReason)> = self
             .users
             .iter()
-            .filter(|(_, user)| {
-                matches!(user.session, Session::Pigeon { .. })
-                    && now.saturating_duration_since(user.last_seen) > timeout
+            .filter_map(|(name, user)| {
+                let idle = now.saturating_duration_since(user.last_seen);
+                match user.session {
+                    Session::Pigeon { .. } if idle > timeout => {
+                        Some((name.clone(), LeaveReason::Evicted))
+                    }
+                    Session::Seed if !user.synced && idle > window => {
+                        Some((name.clone(), LeaveReason::Unconfirmed))
+                    }
+                    _ => None,
+                }
             })
-            .map(|(name, _)| name.clone())
             .collect();
-        expired.sort();
+        expired.sort_by(|a, b| a.0.cmp(&b.0));
         let mut actions = Vec::new();
-        for name in &expired {
-            actions.extend(self.remove(name, LeaveReason::Evicted));
+        for (name, reason) in &expired {
+            actions.extend(self.remove(name, *reason));
         }
-        (expired, actions)
+        (expired.into_iter().map(|(name, _)| name).collect(), actions)
+    }
+
+    /// `host` fetched the seed-format roster: its seed-style sessions have
+    /// proved they listen, and get broadcasts from now on. How many were
+    /// confirmed.
+    pub fn seed_fetched(&mut self, host: IpAddr) -> usize {
+        let mut confirmed = 0;
+        for user in self.users.values_mut() {
+            if matches!(user.session, Session::Seed)
+                && !user.synced
+                && user.endpoint.canonical_ip() == host
+            {
+                user.synced = true;
+                confirmed += 1;
+            }
+        }
+        confirmed
     }
 
     /// The roster changes not yet sent to Pigeon clients, as `delta`
@@ -578,10 +633,13 @@ impl Roster {
         }
     }
 
-    fn has_pigeon_users(&self) -> bool {
-        self.users
-            .values()
-            .any(|user| matches!(user.session, Session::Pigeon { .. }))
+    /// Whether any session may have to go: a Pigeon one (liveness), or a
+    /// seed-style one not yet confirmed.
+    fn has_sessions_to_watch(&self) -> bool {
+        self.users.values().any(|user| match user.session {
+            Session::Pigeon { .. } => true,
+            Session::Seed => !user.synced,
+        })
     }
 
     /// How long pending changes should wait to share datagrams: `base`,
@@ -678,6 +736,9 @@ impl Roster {
 
     fn insert(&mut self, name: UserName, endpoint: PeerAddr, session: Session, now: Instant) {
         *self.per_host.entry(endpoint.canonical_ip()).or_insert(0) += 1;
+        if matches!(session, Session::Seed) {
+            self.seed_count += 1;
+        }
         self.by_endpoint.insert(endpoint, name.clone());
         let entry = DirectoryEntry {
             endpoint,
@@ -704,6 +765,9 @@ impl Roster {
             return Vec::new();
         };
         let endpoint = user.endpoint;
+        if matches!(user.session, Session::Seed) {
+            self.seed_count = self.seed_count.saturating_sub(1);
+        }
         self.by_endpoint.remove(&endpoint);
         let host = endpoint.canonical_ip();
         if let Some(count) = self.per_host.get_mut(&host) {
@@ -776,7 +840,9 @@ impl Roster {
     fn seed_addresses_except(&self, name: &UserName) -> Vec<SocketAddr> {
         self.users
             .iter()
-            .filter(|(other, user)| *other != name && matches!(user.session, Session::Seed))
+            .filter(|(other, user)| {
+                *other != name && user.synced && matches!(user.session, Session::Seed)
+            })
             .map(|(_, user)| user.endpoint.socket_addr())
             .collect()
     }
@@ -832,21 +898,40 @@ fn refuse(
     detail: String,
     endpoint: PeerAddr,
     source: SocketAddr,
+    max_len: usize,
 ) -> (LoginDecision, Vec<RosterAction>) {
+    // Sent where nothing yet proves anyone listens: never larger than the
+    // login it answers, so a forged login gains nothing by it. The reason
+    // always fits; the sentence is cut to what room is left.
+    let header = 2 * format!("refused,{reason},").encode_utf16().count();
+    let room = max_len.saturating_sub(header) / 2;
+    let mut sent = String::new();
+    let mut units = 0;
+    for ch in detail.chars() {
+        units += ch.len_utf16();
+        if units > room {
+            break;
+        }
+        sent.push(ch);
+    }
     let to =
         if endpoint.check_usable().is_ok() && same_host(endpoint.socket_addr().ip(), source.ip()) {
             endpoint.socket_addr()
         } else {
             source
         };
-    let send = RosterAction::Send {
-        to,
-        datagram: Datagram::Refused(Refused {
-            reason: reason.clone(),
-            detail: detail.clone(),
-        }),
+    let datagram = Datagram::Refused(Refused {
+        reason: reason.clone(),
+        detail: sent,
+    });
+    // Even its reason does not fit (a short seed-style login, whose sender
+    // would not read a refusal anyway): nothing goes back.
+    let actions = if datagram.encoded_len() <= max_len {
+        vec![RosterAction::Send { to, datagram }]
+    } else {
+        Vec::new()
     };
-    (LoginDecision::Refused { reason, detail }, vec![send])
+    (LoginDecision::Refused { reason, detail }, actions)
 }
 
 #[cfg(test)]

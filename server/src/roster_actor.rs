@@ -66,6 +66,14 @@ pub struct RosterFetched {
     pub revision: Revision,
 }
 
+/// A host fetched the seed-format roster over TCP: its seed-style
+/// sessions proved they listen.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SeedFetched {
+    pub host: std::net::IpAddr,
+}
+
 /// Deliver every later [`RosterEvent`] to `subscriber`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -143,13 +151,22 @@ impl RosterActor {
                     self.gateway.do_send(BroadcastDatagram { to, datagram })
                 }
                 RosterAction::Publish(event) => {
-                    if let RosterEvent::Left {
-                        name,
-                        reason: LeaveReason::Evicted,
-                        ..
-                    } = &event
-                    {
-                        info!(user = %name, online = self.roster.len(), "user evicted: no keepalive within the liveness timeout");
+                    match &event {
+                        RosterEvent::Left {
+                            name,
+                            reason: LeaveReason::Evicted,
+                            ..
+                        } => {
+                            info!(user = %name, online = self.roster.len(), "user evicted: no keepalive within the liveness timeout");
+                        }
+                        RosterEvent::Left {
+                            name,
+                            reason: LeaveReason::Unconfirmed,
+                            ..
+                        } => {
+                            info!(user = %name, online = self.roster.len(), "seed-era session ended: its host never fetched the roster");
+                        }
+                        _ => {}
                     }
                     self.publish(event);
                 }
@@ -301,6 +318,17 @@ impl Handler<RosterFetched> for RosterActor {
             debug!(user = %msg.name, ?decision, "roster fetched by an unknown session");
         }
         self.dispatch(actions, ctx);
+    }
+}
+
+impl Handler<SeedFetched> for RosterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SeedFetched, _: &mut Context<Self>) {
+        let confirmed = self.roster.seed_fetched(msg.host);
+        if confirmed > 0 {
+            debug!(host = %msg.host, confirmed, "seed-era sessions confirmed by their roster fetch");
+        }
     }
 }
 

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub max_users: usize,
     /// Most users online from one host.
     pub max_users_per_host: usize,
+    /// Most seed-era users online (`None`: half of `max_users`).
+    pub max_seed_users: Option<usize>,
+    /// How long a seed-style session waits for its host's roster fetch.
+    pub seed_confirm_window: Duration,
     /// Pigeon clients not heard from for this long are evicted.
     pub liveness_timeout: Duration,
     /// Per-source rate limits on inbound datagrams.
@@ -78,6 +82,8 @@ impl ServerConfig {
             roster_port: 0,
             max_users: DEFAULT_MAX_USERS,
             max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
+            max_seed_users: None,
+            seed_confirm_window: crate::roster::DEFAULT_SEED_CONFIRM_WINDOW,
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             rate_limits: RateLimits::default(),
             delta_delay: DEFAULT_DELTA_DELAY,
@@ -238,6 +244,8 @@ impl BoundServer {
         let mut roster_config = RosterConfig::new(tcp_addr.port(), roster_addr.port());
         roster_config.max_users = config.max_users;
         roster_config.max_users_per_host = config.max_users_per_host;
+        roster_config.max_seed_users = config.max_seed_users.unwrap_or(config.max_users / 2);
+        roster_config.seed_confirm_window = config.seed_confirm_window;
         roster_config.liveness_timeout = config.liveness_timeout;
         roster_config.delta_wait_per_recipient = config.delta_wait_per_recipient;
         roster_config.max_delta_delay = config.max_delta_delay;
@@ -257,6 +265,7 @@ impl BoundServer {
             listeners,
             directory.clone(),
             config.tcp,
+            roster.clone().recipient(),
             roster.clone().recipient(),
             tcp_stats.clone(),
         )

@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::directory::{Directory, Rendered};
-use crate::roster_actor::RosterFetched;
+use crate::roster_actor::{RosterFetched, SeedFetched};
 
 /// Limits of the TCP roster service.
 #[derive(Debug, Clone)]
@@ -63,6 +63,7 @@ pub struct TcpRosterActor {
     directory: Arc<Directory>,
     config: TcpRosterConfig,
     fetched: Recipient<RosterFetched>,
+    seed_fetched: Recipient<SeedFetched>,
     stats: Arc<TcpStats>,
 }
 
@@ -91,6 +92,7 @@ impl TcpRosterActor {
         directory: Arc<Directory>,
         config: TcpRosterConfig,
         fetched: Recipient<RosterFetched>,
+        seed_fetched: Recipient<SeedFetched>,
         stats: Arc<TcpStats>,
     ) -> Self {
         Self {
@@ -98,6 +100,7 @@ impl TcpRosterActor {
             directory,
             config,
             fetched,
+            seed_fetched,
             stats,
         }
     }
@@ -116,6 +119,7 @@ impl Actor for TcpRosterActor {
                 directory: self.directory.clone(),
                 config: self.config.clone(),
                 fetched: self.fetched.clone(),
+                seed_fetched: self.seed_fetched.clone(),
                 stats: self.stats.clone(),
                 per_host: per_host.clone(),
             };
@@ -140,6 +144,7 @@ struct Service {
     directory: Arc<Directory>,
     config: TcpRosterConfig,
     fetched: Recipient<RosterFetched>,
+    seed_fetched: Recipient<SeedFetched>,
     stats: Arc<TcpStats>,
     /// Connections being served, per host (both listeners).
     per_host: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -233,6 +238,11 @@ impl Service {
                     self.refuse(peer, "no login from this host just now");
                     return;
                 }
+                // A TCP handshake cannot be forged off-path: the host's
+                // seed-style sessions listen where they said.
+                self.seed_fetched.do_send(SeedFetched {
+                    host: peer.ip().to_canonical(),
+                });
                 None
             }
             RosterFormat::Pigeon => {

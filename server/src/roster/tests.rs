@@ -75,6 +75,14 @@ fn refusal(decision: &LoginDecision) -> Option<RefuseReason> {
     }
 }
 
+/// The seed-era clients' hosts fetched the roster: their sessions proved
+/// they listen (and get broadcasts).
+fn confirm_seed_hosts(f: &mut Fixture) {
+    for host in ["10.0.0.1", "10.0.0.2", "10.0.0.9"] {
+        f.roster.seed_fetched(host.parse().unwrap());
+    }
+}
+
 /// Logs in a Pigeon client, has it fetch the roster, and returns its
 /// token.
 fn join_pigeon(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
@@ -167,6 +175,7 @@ fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
         sock("10.0.0.9:5000"),
         f.t0,
     );
+    confirm_seed_hosts(&mut f);
     join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
     f.roster.flush_deltas();
     let (_, actions) = f.roster.login(
@@ -505,6 +514,7 @@ fn seed_logout_needs_the_name_endpoint_and_host() {
         sock("10.0.0.2:5000"),
         f.t0,
     );
+    confirm_seed_hosts(&mut f);
     let logout = |n: &str, a: &str| Logout {
         name: name(n),
         endpoint: addr(a),
@@ -660,6 +670,7 @@ fn seed_users_are_never_evicted() {
         sock("10.0.0.9:5000"),
         f.t0,
     );
+    confirm_seed_hosts(&mut f);
     let (evicted, _) = f.roster.expire(f.t0 + Duration::from_secs(3600));
     assert!(evicted.is_empty());
     let (decision, _) = f.roster.ping(
@@ -892,4 +903,102 @@ fn with_no_delta_delay_each_change_goes_out_at_once() {
         "{actions:?}"
     );
     assert!(!f.roster.has_pending_deltas());
+}
+
+#[test]
+fn forged_seed_logins_get_no_broadcasts_and_expire() {
+    let mut f = fixture_with(|c| {
+        c.max_seed_users = 3;
+        c.liveness_timeout = Duration::from_secs(60);
+    });
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    // Forged seed-style logins claiming endpoints on a victim's host.
+    for i in 0..3 {
+        let (decision, actions) = f.roster.login(
+            seed_login(&format!("fake{i}"), &format!("10.0.0.66:{}", 6000 + i)),
+            sock(&format!("10.0.0.66:{}", 7000 + i)),
+            f.t0,
+        );
+        assert_eq!(decision, LoginDecision::Joined);
+        // What goes to the claimed endpoint is no larger than the login.
+        for action in &actions {
+            if let RosterAction::Send { datagram, .. } = action {
+                assert!(
+                    datagram.encoded_len()
+                        <= Datagram::Login(seed_login(
+                            &format!("fake{i}"),
+                            &format!("10.0.0.66:{}", 6000 + i)
+                        ))
+                        .encoded_len()
+                );
+            }
+        }
+    }
+    // Seed-era sessions have their own cap: a fourth is refused ...
+    let (decision, _) = f.roster.login(
+        seed_login("fake3", "10.0.0.67:6000"),
+        sock("10.0.0.67:6000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::ServerFull));
+    // ... but a Pigeon login is not, and its news reaches no unconfirmed
+    // session.
+    let (decision, actions) = f.roster.login(
+        pigeon_login("bob", "10.0.0.2:5000", IID_B, None),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    assert_eq!(decision, LoginDecision::Joined);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, RosterAction::Broadcast { to, .. }
+            if to.iter().any(|t| t.ip().to_string() == "10.0.0.66"))),
+        "{actions:?}"
+    );
+    // Their host never fetches the roster: after the window they are gone,
+    // and the seed cap is free again.
+    let later = f.t0 + Duration::from_secs(11);
+    let (gone, _) = f.roster.expire(later);
+    assert_eq!(
+        gone.iter().map(UserName::as_str).collect::<Vec<_>>(),
+        ["fake0", "fake1", "fake2"]
+    );
+    let (decision, _) = f.roster.login(
+        seed_login("dave", "10.0.0.4:5000"),
+        sock("10.0.0.4:5000"),
+        later,
+    );
+    assert_eq!(decision, LoginDecision::Joined);
+    // A host that fetches in time keeps its session.
+    f.roster.seed_fetched("10.0.0.4".parse().unwrap());
+    let (gone, _) = f.roster.expire(later + Duration::from_secs(3600));
+    assert!(!gone.iter().any(|n| n.as_str() == "dave"), "{gone:?}");
+}
+
+#[test]
+fn refusals_are_never_larger_than_the_login_they_answer() {
+    let mut f = fixture();
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    // endpoint-taken names the holder: cut to fit.
+    let login = seed_login("x", "10.0.0.1:5000");
+    let asked = Datagram::Login(login.clone()).encoded_len();
+    let (decision, actions) = f.roster.login(login, sock("10.0.0.1:61000"), f.t0);
+    assert_eq!(refusal(&decision), Some(RefuseReason::EndpointTaken));
+    // (This one is too short for even the reason to fit: nothing goes back.)
+    assert!(actions.is_empty(), "{actions:?}");
+    // A Pigeon login is long enough for the reason and some of the words.
+    let login = pigeon_login("mallory", "10.0.0.1:5000", IID_B, None);
+    let asked = Datagram::Login(login.clone()).encoded_len();
+    let (decision, actions) = f.roster.login(login, sock("10.0.0.1:5000"), f.t0);
+    assert_eq!(refusal(&decision), Some(RefuseReason::EndpointTaken));
+    let [RosterAction::Send { datagram, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert!(datagram.encoded_len() <= asked, "{datagram:?}");
+    // The decision keeps the whole sentence, for the log.
+    let LoginDecision::Refused { detail, .. } = decision else {
+        unreachable!()
+    };
+    assert!(detail.contains("alice is already online"), "{detail}");
 }
