@@ -982,7 +982,6 @@ fn refusals_are_never_larger_than_the_login_they_answer() {
     join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
     // endpoint-taken names the holder: cut to fit.
     let login = seed_login("x", "10.0.0.1:5000");
-    let asked = Datagram::Login(login.clone()).encoded_len();
     let (decision, actions) = f.roster.login(login, sock("10.0.0.1:61000"), f.t0);
     assert_eq!(refusal(&decision), Some(RefuseReason::EndpointTaken));
     // (This one is too short for even the reason to fit: nothing goes back.)
