@@ -40,6 +40,7 @@ fn online_session() -> Session {
         plain_protocol: false,
         keep_trying: false,
         drain_timeout: Duration::from_secs(5),
+        nonce_seed: 1,
     });
     let now = Instant::now();
     session.start(now);
@@ -49,6 +50,7 @@ fn online_session() -> Session {
             roster_port: 2,
             token: SessionToken(1),
             keepalive_ms: 1000,
+            nonce: Some(session.login_nonce()),
         }),
     });
     session.datagram_received(accept, server, now);

@@ -180,6 +180,7 @@ impl ClientHandle {
             drain_timeout: config.drain_timeout,
             plain_protocol: config.plain_protocol,
             keep_trying: config.keep_trying,
+            nonce_seed: rand::rng().random(),
         });
         let settings = SessionSettings {
             fetch_timeout: config.fetch_timeout,

@@ -28,7 +28,7 @@
 //! the conversations directly; [`crate::session_actor::SessionActor`] owns
 //! the socket, the TCP fetch and the timer, and carries out the outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,10 @@ use pigeon_shared::{
 };
 
 use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
+use pigeon_shared::seal::{open, SessionKey};
+use pigeon_shared::Nonce;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use self::replica::{Buffered, Replica};
 use crate::conversation::SendRefusal;
@@ -59,6 +63,12 @@ pub const PEER_RATE_LIMITS: RateLimits = RateLimits {
     max_sources: 4096,
     max_addresses_per_host: 256,
 };
+
+/// Keepalive nonces remembered for an `expired` to echo.
+const PING_NONCES_KEPT: usize = 4;
+
+/// Fetching the roster again to fill a gap, at most this often.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// How long after the drain's deadline a logout goes on regardless.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -94,6 +104,10 @@ pub struct SessionConfig {
     /// Speak the seed's plain protocol only, as a seed-era client would:
     /// no extension in `login`, so the server treats this client as one.
     pub plain_protocol: bool,
+    /// Seed of the random numbers (login and keepalive nonces) this
+    /// session makes: from the system's randomness, except in a
+    /// reproducible test.
+    pub nonce_seed: u64,
     /// Never give up the first login: after `login_timeouts` run out, keep
     /// trying with the reconnect backoff (for a person watching a screen,
     /// who quits when they want to). Otherwise the session ends with
@@ -259,11 +273,25 @@ pub struct Session {
     drain_until: Option<Instant>,
     /// What each source may make this client do.
     limiter: RateLimiter,
+    /// Where this session's nonces come from.
+    rng: StdRng,
+    /// The nonce of this round of login attempts: the server's answer must
+    /// echo it.
+    login_nonce: Nonce,
+    /// The key the server seals what it sends this session with, from the
+    /// token in its `Accept`.
+    key: Option<SessionKey>,
+    /// The nonces of the last keepalives: an `expired` must echo one.
+    ping_nonces: VecDeque<Nonce>,
+    /// When the roster was last fetched again to fill a gap.
+    last_resync: Option<Instant>,
 }
 
 impl Session {
     /// A session that has not sent anything yet.
     pub fn new(config: SessionConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.nonce_seed);
+        let login_nonce = Nonce(rng.random());
         let me = Peer {
             endpoint: config.endpoint,
             instance: (!config.plain_protocol).then_some(config.instance),
@@ -281,7 +309,18 @@ impl Session {
             last_heard: None,
             drain_until: None,
             limiter: RateLimiter::new(PEER_RATE_LIMITS, Instant::now()),
+            rng,
+            login_nonce,
+            key: None,
+            ping_nonces: VecDeque::new(),
+            last_resync: None,
         }
+    }
+
+    /// The nonce the server's answer to this round of logins must echo
+    /// (it is in the `login` this session sends).
+    pub fn login_nonce(&self) -> Nonce {
+        self.login_nonce
     }
 
     /// Sends the first login.
@@ -403,6 +442,23 @@ impl Session {
             // Everything else comes from the server, or from nobody we
             // listen to.
             other if !self.is_from_server(&other, source) => Vec::new(),
+            // Sealed with this session's key: the server's, after Accept.
+            Datagram::Sealed(sealed) => {
+                let opened = self.key.as_ref().and_then(|key| open(key, &sealed).ok());
+                match opened {
+                    Some(
+                        inner @ (Datagram::Delta(_)
+                        | Datagram::Pong(_)
+                        | Datagram::Closing(_)
+                        | Datagram::Bye(_)),
+                    ) => {
+                        self.last_heard = Some(now);
+                        self.server_datagram(inner, now)
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            other if !self.authentic(&other) => Vec::new(),
             other => {
                 self.last_heard = Some(now);
                 self.server_datagram(other, now)
@@ -428,6 +484,30 @@ impl Session {
         }
     }
 
+    /// Whether an unsealed datagram from the server's address can be the
+    /// server's: an answer to a login echoes its nonce; an `expired`
+    /// echoes a keepalive's; the seed's plain broadcasts come only from a
+    /// seed server. What a Pigeon server sends after `Accept` comes sealed.
+    fn authentic(&self, datagram: &Datagram) -> bool {
+        let pigeon_server = matches!(self.server, Server::Pigeon { .. });
+        match datagram {
+            Datagram::Accept(Accept {
+                pigeon: Some(ext), ..
+            }) => ext.nonce == Some(self.login_nonce),
+            // A seed server's answer carries nothing to check (and no
+            // Pigeon server sends one to a Pigeon client).
+            Datagram::Accept(Accept { pigeon: None, .. }) => !pigeon_server,
+            Datagram::Refused(refused) => {
+                self.config.plain_protocol || refused.nonce == Some(self.login_nonce)
+            }
+            Datagram::Expired(expired) => expired
+                .nonce
+                .is_some_and(|nonce| self.ping_nonces.contains(&nonce)),
+            Datagram::Login(_) | Datagram::Logout(_) => !pigeon_server,
+            _ => false,
+        }
+    }
+
     fn server_datagram(&mut self, datagram: Datagram, now: Instant) -> Vec<SessionOutput> {
         match datagram {
             Datagram::Accept(accept) => self.accepted(accept),
@@ -444,11 +524,11 @@ impl Session {
             Datagram::Logout(Logout { name, endpoint, .. }) => {
                 self.plain_change(RosterChange::Left { name, endpoint })
             }
-            Datagram::Delta(delta) => self.delta(delta),
+            Datagram::Delta(delta) => self.delta(delta, now),
             Datagram::Pong(pong) => match (self.replica.revision(), &self.state) {
                 // A delta went missing: the revision moved on without us.
                 (Some(mine), State::Online { resyncing: false }) if pong.revision > mine => {
-                    self.resync()
+                    self.resync(now)
                 }
                 _ => Vec::new(),
             },
@@ -526,7 +606,7 @@ impl Session {
                 }
                 // Back from a lost server, the differences are news; a first
                 // roster comes whole, with `Ready`.
-                let mut out = self.install(snapshot, reconnect);
+                let mut out = self.install(snapshot, reconnect, now);
                 let online = self.replica.len();
                 let event = if reconnect {
                     ClientEvent::Reconnected { online }
@@ -543,7 +623,7 @@ impl Session {
             }
             (State::Online { resyncing: true }, Ok(snapshot)) => {
                 self.state = State::Online { resyncing: false };
-                self.install(snapshot, true)
+                self.install(snapshot, true, now)
             }
             _ => Vec::new(),
         }
@@ -673,11 +753,17 @@ impl Session {
             return Vec::new();
         };
         self.next_ping = Some(now + keepalive);
+        let nonce = Nonce(self.rng.random());
+        if self.ping_nonces.len() >= PING_NONCES_KEPT {
+            self.ping_nonces.pop_front();
+        }
+        self.ping_nonces.push_back(nonce);
         vec![SessionOutput::Send {
             to: self.config.server,
             datagram: Datagram::Ping(Ping {
                 name: self.config.name.clone(),
                 token,
+                nonce: Some(nonce),
             }),
         }]
     }
@@ -696,6 +782,7 @@ impl Session {
         let pigeon = (!self.config.plain_protocol).then_some(LoginExt {
             instance: self.config.instance,
             token: None,
+            nonce: Some(self.login_nonce),
         });
         Datagram::Login(Login {
             name: self.config.name.clone(),
@@ -768,6 +855,8 @@ impl Session {
     /// The server is gone (or forgot us): keep the roster and the chats,
     /// and log in again until it answers.
     fn lose_server(&mut self, reason: &str, at_once: bool, now: Instant) -> Vec<SessionOutput> {
+        // A new round of logins: its answer echoes a new nonce.
+        self.login_nonce = Nonce(self.rng.random());
         self.next_ping = None;
         self.last_heard = None;
         self.replica.clear_buffered();
@@ -806,11 +895,13 @@ impl Session {
             // A second Accept answers a repeated login: already handled.
             _ => return Vec::new(),
         };
+        self.key = accept.pigeon.map(|ext| SessionKey::from_token(ext.token));
         self.server = match accept.pigeon {
             Some(AcceptExt {
                 roster_port,
                 token,
                 keepalive_ms,
+                ..
             }) => Server::Pigeon {
                 token,
                 roster_port,
@@ -858,10 +949,19 @@ impl Session {
         })]
     }
 
-    fn resync(&mut self) -> Vec<SessionOutput> {
+    fn resync(&mut self, now: Instant) -> Vec<SessionOutput> {
         let Server::Pigeon { roster_port, .. } = self.server else {
             return Vec::new();
         };
+        // At most once a second: the gap is noticed again at the next
+        // keepalive's answer if need be.
+        if self
+            .last_resync
+            .is_some_and(|at| now.saturating_duration_since(at) < RESYNC_EVERY)
+        {
+            return Vec::new();
+        }
+        self.last_resync = Some(now);
         self.state = State::Online { resyncing: true };
         vec![SessionOutput::FetchRoster {
             from: SocketAddr::new(self.config.server.ip(), roster_port),
@@ -884,7 +984,7 @@ impl Session {
         }
     }
 
-    fn delta(&mut self, delta: Delta) -> Vec<SessionOutput> {
+    fn delta(&mut self, delta: Delta, now: Instant) -> Vec<SessionOutput> {
         match self.state {
             State::LoggingIn { .. }
             | State::FetchingRoster { .. }
@@ -897,12 +997,12 @@ impl Session {
                     // A gap: a delta went missing. Fetch a fresh snapshot
                     // and replay this one on top of it.
                     self.replica.buffer(Buffered::Delta(delta));
-                    self.resync()
+                    self.resync(now)
                 }
                 _ => {
                     let mut out = Vec::new();
                     if !self.replica.apply_delta(delta, &mut out) {
-                        out.extend(self.resync());
+                        out.extend(self.resync(now));
                     }
                     out
                 }
@@ -914,10 +1014,15 @@ impl Session {
     /// Installs a fetched snapshot (reporting the differences if
     /// `report`), and fetches again if a change that waited for it showed
     /// a gap.
-    fn install(&mut self, snapshot: RosterSnapshot, report: bool) -> Vec<SessionOutput> {
+    fn install(
+        &mut self,
+        snapshot: RosterSnapshot,
+        report: bool,
+        now: Instant,
+    ) -> Vec<SessionOutput> {
         let (mut out, gap) = self.replica.install(snapshot, report);
         if gap {
-            out.extend(self.resync());
+            out.extend(self.resync(now));
         }
         out
     }

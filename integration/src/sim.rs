@@ -27,6 +27,7 @@ use pigeon_client::session::{
 use pigeon_server::directory::Directory;
 use pigeon_server::roster::{Roster, RosterAction, RosterConfig};
 use pigeon_shared::roster_snapshot::{decode_frame, RosterFormat};
+use pigeon_shared::seal::{seal, SessionKey};
 use pigeon_shared::{
     Datagram, InstanceId, PeerAddr, RosterSnapshot, TalkTime, TimeOfDay, UserName,
 };
@@ -268,6 +269,7 @@ impl Sim {
             // given up (a script's gives up after eight attempts, which a
             // lossy enough network sometimes takes).
             keep_trying: true,
+            nonce_seed: self.rng.random(),
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());
         core.start(self.base + self.now);
@@ -671,6 +673,15 @@ impl Sim {
                         self.transmit(from, to, &datagram);
                     }
                 }
+                RosterAction::SendSealed { to, datagram, key } => {
+                    self.transmit(from, to, &sealed(key, &datagram))
+                }
+                RosterAction::BroadcastSealed { mut to, datagram } => {
+                    to.sort_by_key(|(addr, _)| *addr);
+                    for (to, key) in to {
+                        self.transmit(from, to, &sealed(key, &datagram));
+                    }
+                }
                 RosterAction::Publish(_) => {}
             }
         }
@@ -752,5 +763,13 @@ impl Sim {
                 },
             );
         }
+    }
+}
+
+/// `datagram` as the server sends it to a session with `key`.
+fn sealed(key: Option<SessionKey>, datagram: &Datagram) -> Datagram {
+    match key {
+        Some(key) => seal(&key, datagram),
+        None => datagram.clone(),
     }
 }

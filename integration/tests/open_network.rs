@@ -224,3 +224,67 @@ async fn forged_logins_cannot_keep_a_server_full() -> anyhow::Result<()> {
     let _squatter = TestClient::online("squat0", addr).await?;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn datagrams_forged_from_the_servers_address_change_nothing() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("datagrams_forged_from_the_servers_address_change_nothing")
+    else {
+        return Ok(());
+    };
+    let server = start_server().await?;
+    let addr = server.udp_addr();
+    let mut alice = TestClient::online("alice", addr).await?;
+    let mut bob = TestClient::online("bob", addr).await?;
+    alice.sees_online("bob").await?;
+    bob.sees_online("alice").await?;
+    let before = alice.drain().len();
+    let to = alice.endpoint().socket_addr();
+    let bob_at = bob.endpoint();
+    // What the server would send, forged from its address by someone who
+    // did not read alice's Accept: a delta at every likely revision, the
+    // server shutting down, her session expired, the seed's broadcasts, a
+    // refusal, a seal with a guessed MAC.
+    let mut forged = Vec::new();
+    for revision in 0..16 {
+        forged.push(format!(
+            "delta,{revision},{},+mallory;127.0.0.66:5000;-",
+            revision + 1
+        ));
+        forged.push(format!("delta,{revision},{},-bob;{bob_at}", revision + 1));
+        forged.push(format!("pong,{}", revision + 100));
+    }
+    forged.extend([
+        "closing,restarting".to_owned(),
+        "expired,alice".to_owned(),
+        format!("expired,alice,{:032x}", 0x5EED),
+        "refused,name-taken,alice is online elsewhere".to_owned(),
+        "login,mallory,127.0.0.66:5000".to_owned(),
+        format!("logout,bob,{bob_at}"),
+        "bye,alice".to_owned(),
+        format!("sealed,{:032x},closing,restarting", 0),
+        format!("sealed,{:032x},delta,2,3,+mallory;127.0.0.66:5000;-", 0),
+    ]);
+    for text in &forged {
+        forger.send(addr, to, &wide(text))?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // alice noticed nothing: nobody came or went, the server is not lost.
+    let events = alice.drain().get(before..).unwrap_or_default().to_vec();
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            pigeon_client::ClientEvent::Online { .. }
+                | pigeon_client::ClientEvent::Offline { .. }
+                | pigeon_client::ClientEvent::ServerLost { .. }
+                | pigeon_client::ClientEvent::Refused { .. }
+        )),
+        "{events:?}"
+    );
+    alice.roster_becomes(&["alice", "bob"]).await?;
+    // And she still chats with bob, and hears of a real newcomer.
+    alice.say("bob", "still here?").await?;
+    assert_eq!(bob.message_from("alice").await?, "still here?");
+    let _carol = TestClient::online("carol", addr).await?;
+    alice.sees_online("carol").await?;
+    Ok(())
+}

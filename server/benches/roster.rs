@@ -14,7 +14,7 @@ use pigeon_server::directory::Directory;
 use pigeon_server::roster::{Roster, RosterAction, RosterConfig};
 use pigeon_server::tcp_roster_actor::RosterFormat;
 use pigeon_shared::{
-    Datagram, InstanceId, Login, LoginExt, Logout, LogoutExt, PeerAddr, Ping, SessionToken,
+    Datagram, InstanceId, Login, LoginExt, Logout, LogoutExt, Nonce, PeerAddr, Ping, SessionToken,
     UserName,
 };
 use rand::rngs::StdRng;
@@ -31,6 +31,7 @@ fn login(i: usize) -> (Login, SocketAddr) {
         pigeon: Some(LoginExt {
             instance: InstanceId(i as u64),
             token: None,
+            nonce: Some(Nonce(i as u128)),
         }),
     };
     (login, endpoint.socket_addr())
@@ -108,6 +109,7 @@ fn sessions(c: &mut Criterion) {
     let ping = Ping {
         name: user.name.clone(),
         token: tokens[500],
+        nonce: Some(Nonce(1)),
     };
     c.bench_function("roster/keepalive of one user among 1000", |b| {
         b.iter(|| full.ping(black_box(ping.clone()), source, now))

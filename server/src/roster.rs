@@ -21,11 +21,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pigeon_shared::seal::{SessionKey, SEAL_OVERHEAD};
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
     Logout, PeerAddr, Ping, Pong, RefuseReason, Refused, Revision, RosterChange, SessionToken,
     UserName,
 };
+use pigeon_shared::{Nonce, PIGEON_TAG};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -135,6 +137,10 @@ enum Session {
     Pigeon {
         instance: InstanceId,
         token: SessionToken,
+        /// What everything sent to it after `Accept` is sealed with; none
+        /// for a client from before sealing (its login has no nonce),
+        /// which is sent everything plain.
+        key: Option<SessionKey>,
     },
 }
 
@@ -183,6 +189,19 @@ pub enum RosterAction {
     /// Send the same datagram to each of these addresses.
     Broadcast {
         to: Vec<SocketAddr>,
+        datagram: Datagram,
+    },
+    /// Send one datagram to one Pigeon session, sealed with its key (plain
+    /// to a client from before sealing, which has none).
+    SendSealed {
+        to: SocketAddr,
+        datagram: Datagram,
+        key: Option<SessionKey>,
+    },
+    /// Send the same datagram to each of these Pigeon sessions, each copy
+    /// sealed with its session's key (or plain, as above).
+    BroadcastSealed {
+        to: Vec<(SocketAddr, Option<SessionKey>)>,
         datagram: Datagram,
     },
     /// Tell subscribers.
@@ -315,16 +334,32 @@ impl Roster {
             endpoint,
             pigeon,
         } = login;
+        // A Pigeon login's nonce: the answer echoes it.
+        let nonce = pigeon.and_then(|ext| ext.nonce);
         if let Err(problem) = endpoint.check_usable() {
             let detail = format!("endpoint {endpoint} cannot receive: {problem}");
-            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::BadEndpoint,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         if !same_host(endpoint.socket_addr().ip(), source.ip()) {
             let detail = format!(
                 "endpoint {endpoint} is not on the sender's address {}",
                 source.ip().to_canonical()
             );
-            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::BadEndpoint,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         // A Pigeon client logs in from its receive endpoint, so nobody else
         // on its host can claim that endpoint in its name.
@@ -332,14 +367,24 @@ impl Roster {
         if pigeon.is_some() && exact != source {
             let detail =
                 format!("a Pigeon login for {endpoint} must come from {endpoint}, not {source}");
-            return refuse(RefuseReason::BadEndpoint, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::BadEndpoint,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
                 (Session::Seed, None) => true,
-                (Session::Pigeon { instance, token }, Some(ext)) => {
-                    ext.instance == instance && ext.token.is_none_or(|t| t == token)
-                }
+                (
+                    Session::Pigeon {
+                        instance, token, ..
+                    },
+                    Some(ext),
+                ) => ext.instance == instance && ext.token.is_none_or(|t| t == token),
                 _ => false,
             };
             if user.endpoint == endpoint && same_session {
@@ -353,39 +398,78 @@ impl Roster {
                 if matches!(session, Session::Seed) {
                     self.directory.seed_login(source.ip().to_canonical(), now);
                 }
-                let accept = self.accept(endpoint, session);
+                let accept = self.accept(endpoint, session, nonce);
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
-            return refuse(RefuseReason::NameTaken, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::NameTaken,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         if let Some(holder) = self.by_endpoint.get(&endpoint) {
             let detail = format!("{holder} is already online at {endpoint}");
-            return refuse(RefuseReason::EndpointTaken, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::EndpointTaken,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         if self.users.len() >= self.config.max_users {
             let detail = format!("{} users are online, the most allowed", self.users.len());
-            return refuse(RefuseReason::ServerFull, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::ServerFull,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         if pigeon.is_none() && self.seed_count >= self.config.max_seed_users {
             let detail = format!(
                 "{} seed-era users are online, the most allowed",
                 self.seed_count
             );
-            return refuse(RefuseReason::ServerFull, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::ServerFull,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
         let host = endpoint.canonical_ip();
         let on_host = self.per_host.get(&host).copied().unwrap_or(0);
         if on_host >= self.config.max_users_per_host {
             let detail = format!("{on_host} users are online from {host}, the most allowed");
-            return refuse(RefuseReason::HostFull, detail, endpoint, source, asked);
+            return refuse(
+                RefuseReason::HostFull,
+                detail,
+                endpoint,
+                source,
+                asked,
+                nonce,
+            );
         }
 
         let session = match pigeon {
-            Some(ext) => Session::Pigeon {
-                instance: ext.instance,
-                token: SessionToken(self.rng.random()),
-            },
+            Some(ext) => {
+                let token = SessionToken(self.rng.random());
+                Session::Pigeon {
+                    instance: ext.instance,
+                    token,
+                    key: ext.nonce.map(|_| SessionKey::from_token(token)),
+                }
+            }
             None => Session::Seed,
         };
         // Write through before the Accept goes out: a client fetches the
@@ -397,7 +481,7 @@ impl Roster {
             // Its host may now fetch the seed-format roster, for a while.
             self.directory.seed_login(source.ip().to_canonical(), now);
         }
-        actions.push(self.accept(endpoint, session));
+        actions.push(self.accept(endpoint, session, nonce));
         let change = RosterChange::Joined {
             name: name.clone(),
             endpoint,
@@ -441,19 +525,27 @@ impl Roster {
             pigeon,
         } = logout;
         // A Pigeon client retries its logout until it hears `bye`; answer
-        // even when the session is already gone.
-        let bye = pigeon.map(|_| RosterAction::Send {
-            to: source,
-            datagram: Datagram::Bye(Bye { name: name.clone() }),
-        });
+        // even when the session is already gone (unsealed, then: its key is
+        // gone with it).
         let decision = self.check_session(&name, endpoint, source, pigeon.map(|e| e.token));
         if decision != SessionDecision::Done {
-            let actions = match decision {
-                SessionDecision::UnknownUser => bye.into_iter().collect(),
+            let actions = match (decision.clone(), pigeon) {
+                (SessionDecision::UnknownUser, Some(_)) => vec![RosterAction::Send {
+                    to: source,
+                    datagram: Datagram::Bye(Bye { name: name.clone() }),
+                }],
                 _ => Vec::new(),
             };
             return (decision, actions);
         }
+        let bye = match self.users.get(&name).map(|user| user.session) {
+            Some(Session::Pigeon { key, .. }) => Some(RosterAction::SendSealed {
+                to: source,
+                datagram: Datagram::Bye(Bye { name: name.clone() }),
+                key,
+            }),
+            _ => None,
+        };
         let mut actions = self.remove(&name, LeaveReason::LoggedOut);
         actions.extend(bye);
         self.schedule_deltas(now, &mut actions);
@@ -470,7 +562,7 @@ impl Roster {
         source: SocketAddr,
         now: Instant,
     ) -> (SessionDecision, Vec<RosterAction>) {
-        let Ping { name, token } = ping;
+        let Ping { name, token, nonce } = ping;
         // A Pigeon client pings from its receive endpoint, so the source
         // must be exactly the registered endpoint; seed-era sessions have
         // nothing to keep alive.
@@ -480,23 +572,29 @@ impl Roster {
         };
         match decision {
             SessionDecision::Done => {
-                if let Some(user) = self.users.get_mut(&name) {
-                    user.last_seen = now;
-                }
-                let pong = RosterAction::Send {
+                let Some(user) = self.users.get_mut(&name) else {
+                    return (SessionDecision::UnknownUser, Vec::new());
+                };
+                user.last_seen = now;
+                let Session::Pigeon { key, .. } = user.session else {
+                    return (SessionDecision::BadToken, Vec::new());
+                };
+                let pong = RosterAction::SendSealed {
                     to: source,
                     datagram: Datagram::Pong(Pong {
                         revision: self.revision,
                     }),
+                    key,
                 };
                 (decision, vec![pong])
             }
             // Whatever is wrong, the answer goes only to the sender, and is
-            // smaller than the ping: nothing to amplify.
+            // smaller than the ping: nothing to amplify. It echoes the
+            // ping's nonce (there is no session key to seal it with).
             _ => {
                 let expired = RosterAction::Send {
                     to: source,
-                    datagram: Datagram::Expired(Expired { name }),
+                    datagram: Datagram::Expired(Expired { name, nonce }),
                 };
                 (decision, vec![expired])
             }
@@ -517,12 +615,14 @@ impl Roster {
         let Some(user) = self.users.get_mut(name) else {
             return (SessionDecision::UnknownUser, Vec::new());
         };
-        match user.session {
+        let key = match user.session {
             Session::Pigeon {
-                token: expected, ..
-            } if expected == token => {}
+                token: expected,
+                key,
+                ..
+            } if expected == token => key,
             _ => return (SessionDecision::BadToken, Vec::new()),
-        }
+        };
         user.synced = true;
         let to = user.endpoint.socket_addr();
         if revision >= self.revision || revision < self.recent_from {
@@ -532,9 +632,10 @@ impl Roster {
         let missed: Vec<RosterChange> = self.recent.iter().skip(skip).cloned().collect();
         let actions = chunk_changes(revision, &missed, self.config.max_delta_bytes)
             .into_iter()
-            .map(|delta| RosterAction::Send {
+            .map(|delta| RosterAction::SendSealed {
                 to,
                 datagram: Datagram::Delta(delta),
+                key,
             })
             .collect();
         (SessionDecision::Done, actions)
@@ -607,7 +708,7 @@ impl Roster {
         }
         chunk_changes(from, &changes, self.config.max_delta_bytes)
             .into_iter()
-            .map(|delta| RosterAction::Broadcast {
+            .map(|delta| RosterAction::BroadcastSealed {
                 to: to.clone(),
                 datagram: Datagram::Delta(delta),
             })
@@ -661,7 +762,7 @@ impl Roster {
     /// `closing` for every Pigeon client: the server is shutting down.
     pub fn closing(&self, detail: &str) -> Option<RosterAction> {
         let to = self.pigeon_addresses();
-        (!to.is_empty()).then(|| RosterAction::Broadcast {
+        (!to.is_empty()).then(|| RosterAction::BroadcastSealed {
             to,
             datagram: Datagram::Closing(Closing {
                 detail: detail.to_owned(),
@@ -818,10 +919,11 @@ impl Roster {
         self.pending.push(change);
     }
 
-    fn accept(&self, endpoint: PeerAddr, session: Session) -> RosterAction {
+    fn accept(&self, endpoint: PeerAddr, session: Session, nonce: Option<Nonce>) -> RosterAction {
         let pigeon = match session {
             Session::Seed => None,
             Session::Pigeon { token, .. } => Some(AcceptExt {
+                nonce,
                 roster_port: self.config.roster_port,
                 token,
                 keepalive_ms: u32::try_from(self.config.keepalive_interval().as_millis())
@@ -847,10 +949,14 @@ impl Roster {
             .collect()
     }
 
-    /// Pigeon clients that fetched the roster: those that follow deltas.
-    fn pigeon_addresses(&self) -> Vec<SocketAddr> {
+    /// Pigeon clients that fetched the roster (those that follow deltas),
+    /// with their sessions' keys.
+    fn pigeon_addresses(&self) -> Vec<(SocketAddr, Option<SessionKey>)> {
         self.delta_recipients()
-            .map(|user| user.endpoint.socket_addr())
+            .filter_map(|user| match user.session {
+                Session::Pigeon { key, .. } => Some((user.endpoint.socket_addr(), key)),
+                Session::Seed => None,
+            })
             .collect()
     }
 
@@ -865,8 +971,9 @@ impl Roster {
 /// Splits changes into `delta`s of at most `max_bytes` on the wire, each
 /// change rendered once (a single change always goes, whatever its size).
 fn chunk_changes(from: Revision, changes: &[RosterChange], max_bytes: usize) -> Vec<Delta> {
-    // "delta," plus two revisions of up to 20 digits and their commas.
-    const HEADER_BYTES: usize = 2 * (6 + 2 * 21);
+    // "delta," plus two revisions of up to 20 digits and their commas,
+    // sealed.
+    const HEADER_BYTES: usize = 2 * (6 + 2 * 21) + SEAL_OVERHEAD;
     let mut deltas = Vec::new();
     let mut start = 0;
     let mut bytes = HEADER_BYTES;
@@ -899,11 +1006,13 @@ fn refuse(
     endpoint: PeerAddr,
     source: SocketAddr,
     max_len: usize,
+    nonce: Option<Nonce>,
 ) -> (LoginDecision, Vec<RosterAction>) {
     // Sent where nothing yet proves anyone listens: never larger than the
     // login it answers, so a forged login gains nothing by it. The reason
     // always fits; the sentence is cut to what room is left.
-    let header = 2 * format!("refused,{reason},").encode_utf16().count();
+    let echo = nonce.map_or(0, |_| 2 * (PIGEON_TAG.len() + 3 + 32 + 1));
+    let header = echo + 2 * format!("refused,{reason},").encode_utf16().count();
     let room = max_len.saturating_sub(header) / 2;
     let mut sent = String::new();
     let mut units = 0;
@@ -923,6 +1032,7 @@ fn refuse(
     let datagram = Datagram::Refused(Refused {
         reason: reason.clone(),
         detail: sent,
+        nonce,
     });
     // Even its reason does not fit (a short seed-style login, whose sender
     // would not read a refusal anyway): nothing goes back.

@@ -16,7 +16,9 @@ use tracing::{debug, info, warn};
 use crate::roster::{
     LeaveReason, LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision,
 };
-use crate::udp_gateway_actor::{BroadcastDatagram, SendDatagram, UdpGatewayActor};
+use crate::udp_gateway_actor::{
+    BroadcastDatagram, BroadcastSealedDatagram, SendDatagram, UdpGatewayActor,
+};
 
 /// Mailbox size: room for a burst of logins while the gateway waits.
 pub const ROSTER_MAILBOX: usize = 4096;
@@ -150,6 +152,15 @@ impl RosterActor {
                 RosterAction::Broadcast { to, datagram } => {
                     self.gateway.do_send(BroadcastDatagram { to, datagram })
                 }
+                RosterAction::SendSealed { to, datagram, key } => {
+                    self.gateway.do_send(BroadcastSealedDatagram {
+                        to: vec![(to, key)],
+                        datagram,
+                    })
+                }
+                RosterAction::BroadcastSealed { to, datagram } => self
+                    .gateway
+                    .do_send(BroadcastSealedDatagram { to, datagram }),
                 RosterAction::Publish(event) => {
                     match &event {
                         RosterEvent::Left {

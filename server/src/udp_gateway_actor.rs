@@ -15,6 +15,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use pigeon_shared::net::{recv_with, LocalSender, SendCounters, UdpSender};
 use pigeon_shared::rate_limit::{Limited, Rate, RateLimiter, RateLimits};
+use pigeon_shared::seal::{seal_bytes, SessionKey};
 use pigeon_shared::{Datagram, DecodeError, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
@@ -64,6 +65,15 @@ pub struct SendDatagram {
 #[rtype(result = "()")]
 pub struct BroadcastDatagram {
     pub to: Vec<SocketAddr>,
+    pub datagram: Datagram,
+}
+
+/// Send one datagram to many Pigeon sessions, each copy sealed with its
+/// session's key (plain where there is none); it is encoded once.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct BroadcastSealedDatagram {
+    pub to: Vec<(SocketAddr, Option<SessionKey>)>,
     pub datagram: Datagram,
 }
 
@@ -396,6 +406,20 @@ impl Handler<BroadcastDatagram> for UdpGatewayActor {
         let bytes = msg.datagram.to_bytes();
         for to in msg.to {
             self.send(&bytes, to);
+        }
+    }
+}
+
+impl Handler<BroadcastSealedDatagram> for UdpGatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BroadcastSealedDatagram, _: &mut Context<Self>) {
+        let inner = msg.datagram.to_bytes();
+        for (to, key) in msg.to {
+            match key {
+                Some(key) => self.send(&seal_bytes(&key, &inner), to),
+                None => self.send(&inner, to),
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use pigeon_shared::roster_snapshot::{decode_frame, encode_pigeon_roster, encode_roster};
 use pigeon_shared::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, Delta, Expired, InstanceId, Login,
-    LoginExt, Logout, LogoutExt, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
+    LoginExt, Logout, LogoutExt, Nonce, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
     RosterSnapshot, SessionToken, Talk, TalkTime, UserName,
 };
 
@@ -44,6 +44,7 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
                 pigeon: Some(LoginExt {
                     instance: InstanceId(0x1234_5678_9abc_def0),
                     token: None,
+                    nonce: Some(Nonce(u128::MAX / 5)),
                 }),
             }),
         ),
@@ -55,6 +56,7 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
                     roster_port: 40124,
                     token: SessionToken(u128::MAX / 3),
                     keepalive_ms: 5000,
+                    nonce: Some(Nonce(u128::MAX / 5)),
                 }),
             }),
         ),
@@ -88,6 +90,7 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
             Datagram::Refused(Refused {
                 reason: RefuseReason::NameTaken,
                 detail: "user1 is online from another endpoint".into(),
+                nonce: Some(Nonce(u128::MAX / 5)),
             }),
         ),
         (
@@ -124,10 +127,17 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
             Datagram::Ping(Ping {
                 name: name(1),
                 token: SessionToken(u128::MAX / 3),
+                nonce: Some(Nonce(u128::MAX / 5)),
             }),
         ),
         ("pong", Datagram::Pong(Pong { revision: 123_456 })),
-        ("expired", Datagram::Expired(Expired { name: name(1) })),
+        (
+            "expired",
+            Datagram::Expired(Expired {
+                name: name(1),
+                nonce: Some(Nonce(u128::MAX / 5)),
+            }),
+        ),
         ("bye", Datagram::Bye(Bye { name: name(1) })),
         (
             "closing",

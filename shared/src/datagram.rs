@@ -32,7 +32,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::endpoint::PeerAddr;
-use crate::ids::{parse_decimal, InstanceId, Revision, Seq, SessionToken};
+use crate::ids::{parse_decimal, InstanceId, Nonce, Revision, Seq, SessionToken};
 use crate::name::{NameError, UserName};
 use crate::talk_time::{TalkTime, TimeError};
 use crate::utf16::{decode_utf16le, put_utf16le, Utf16Error};
@@ -74,6 +74,20 @@ pub enum Datagram {
     Delta(Delta),
     Chat(Chat),
     Ack(Ack),
+    Sealed(Sealed),
+}
+
+/// `sealed,<mac>,<datagram>`: a datagram from the server to a Pigeon client
+/// after its `Accept`, with a MAC keyed by the session's secret
+/// ([`crate::seal`]): nobody who has not read the `Accept` can forge one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// 32 lowercase hex digits: the first 16 bytes of a keyed BLAKE3 hash
+    /// of the inner datagram's bytes.
+    pub mac: [u8; 16],
+    /// The inner datagram's text, not yet read: only a receiver with the
+    /// key may read it ([`crate::seal::open`]).
+    pub inner: String,
 }
 
 /// `login,<name>,<endpoint>[,<ext>]`: a user announces itself and the
@@ -86,13 +100,17 @@ pub struct Login {
     pub pigeon: Option<LoginExt>,
 }
 
-/// A Pigeon client's login extension: `pigeon1;iid=<16 hex>[;tok=<32 hex>]`.
+/// A Pigeon client's login extension:
+/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginExt {
     /// The client's instance id, kept across re-logins.
     pub instance: InstanceId,
-    /// The session token from an earlier `Accept`, when logging in again.
+    /// The session token from an earlier `Accept` (no longer sent by
+    /// Pigeon clients; still honoured).
     pub token: Option<SessionToken>,
+    /// A random number the answer (`Accept` or `refused`) echoes.
+    pub nonce: Option<Nonce>,
 }
 
 /// `logout,<name>,<endpoint>[,<ext>]`: a user leaves.
@@ -129,6 +147,8 @@ pub struct AcceptExt {
     pub token: SessionToken,
     /// How often to send `ping`, in milliseconds.
     pub keepalive_ms: u32,
+    /// The login's nonce, echoed.
+    pub nonce: Option<Nonce>,
 }
 
 /// `talk,<time>,<from>,<text>`: a chat message in the seed's form.
@@ -140,12 +160,15 @@ pub struct Talk {
     pub text: String,
 }
 
-/// `refused,<reason>[,<detail>]`: a login is refused.
+/// `refused,<reason>[,pigeon1;n=<32 hex>][,<detail>]`: a login is refused;
+/// the extension echoes a Pigeon login's nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub reason: RefuseReason,
     /// Human-readable explanation; may be empty.
     pub detail: String,
+    /// The Pigeon login's nonce, echoed.
+    pub nonce: Option<Nonce>,
 }
 
 /// Why a login was refused, as a stable token on the wire.
@@ -167,11 +190,13 @@ pub enum RefuseReason {
     Other(String),
 }
 
-/// `ping,<name>,<token>`: a Pigeon client's keepalive.
+/// `ping,<name>,<token>[,<nonce>]`: a Pigeon client's keepalive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ping {
     pub name: UserName,
     pub token: SessionToken,
+    /// For an `expired` answer to echo.
+    pub nonce: Option<Nonce>,
 }
 
 /// `pong,<revision>`: the keepalive is answered; the roster is at
@@ -181,11 +206,13 @@ pub struct Pong {
     pub revision: Revision,
 }
 
-/// `expired,<name>`: the server has no such session (it restarted, or
-/// evicted the user): log in again.
+/// `expired,<name>[,<nonce>]`: the server has no such session (it
+/// restarted, or evicted the user): log in again. It echoes the keepalive's
+/// nonce (the server no longer has the session's key to seal it with).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
     pub name: UserName,
+    pub nonce: Option<Nonce>,
 }
 
 /// `bye,<name>`: the logout is done.
@@ -276,6 +303,7 @@ pub enum Verb {
     Delta,
     Chat,
     Ack,
+    Sealed,
 }
 
 /// Why bytes are not a datagram of the protocol.
@@ -362,6 +390,7 @@ impl Datagram {
                     Some(ext) => Some(LoginExt {
                         instance: ext.require(verb, "iid", InstanceId::parse)?,
                         token: ext.optional(verb, "tok", SessionToken::parse)?,
+                        nonce: ext.optional(verb, "n", Nonce::parse)?,
                     }),
                     None => None,
                 };
@@ -399,6 +428,7 @@ impl Datagram {
                                 .and_then(|ms| u32::try_from(ms).ok())
                                 .filter(|&ms| ms > 0)
                         })?,
+                        nonce: ext.optional(verb, "n", Nonce::parse)?,
                     }),
                     None => None,
                 };
@@ -419,18 +449,35 @@ impl Datagram {
                 let reason = RefuseReason::parse(token).ok_or_else(|| DecodeError::BadReason {
                     text: excerpt(token),
                 })?;
-                let detail = f.remainder("detail").unwrap_or("").to_owned();
-                Self::Refused(Refused { reason, detail })
+                let rest = f.remainder("detail").unwrap_or("");
+                // A Pigeon server's refusal starts with its extension.
+                let (nonce, detail) = match rest.strip_prefix(PIGEON_TAG) {
+                    Some(ext) if ext.is_empty() || ext.starts_with(';') || ext.starts_with(',') => {
+                        let (items, detail) = ext.split_once(',').unwrap_or((ext, ""));
+                        let ext = Extension {
+                            items: items.strip_prefix(';').unwrap_or(items),
+                        };
+                        (ext.optional(verb, "n", Nonce::parse)?, detail)
+                    }
+                    _ => (None, rest),
+                };
+                Self::Refused(Refused {
+                    reason,
+                    detail: detail.to_owned(),
+                    nonce,
+                })
             }
             Verb::Ping => Self::Ping(Ping {
                 name: f.name("name")?,
                 token: f.parsed("token", SessionToken::parse)?,
+                nonce: f.optional("nonce", Nonce::parse)?,
             }),
             Verb::Pong => Self::Pong(Pong {
                 revision: f.parsed("revision", parse_decimal)?,
             }),
             Verb::Expired => Self::Expired(Expired {
                 name: f.name("name")?,
+                nonce: f.optional("nonce", Nonce::parse)?,
             }),
             Verb::Bye => Self::Bye(Bye {
                 name: f.name("name")?,
@@ -490,6 +537,14 @@ impl Datagram {
                 instance: f.parsed("iid", InstanceId::parse)?,
                 seq: f.parsed("seq", parse_seq)?,
             }),
+            Verb::Sealed => {
+                let mac = f.parsed("mac", parse_mac)?;
+                let inner = f.remainder("datagram")?;
+                Self::Sealed(Sealed {
+                    mac,
+                    inner: inner.to_owned(),
+                })
+            }
         })
     }
 
@@ -509,6 +564,7 @@ impl Datagram {
             Self::Delta(_) => Verb::Delta,
             Self::Chat(_) => Verb::Chat,
             Self::Ack(_) => Verb::Ack,
+            Self::Sealed(_) => Verb::Sealed,
         }
     }
 
@@ -529,6 +585,9 @@ impl Datagram {
                     if let Some(token) = ext.token {
                         text.push_str(&format!(";tok={token}"));
                     }
+                    if let Some(nonce) = ext.nonce {
+                        text.push_str(&format!(";n={nonce}"));
+                    }
                     w.field(&text);
                 }
             }
@@ -546,10 +605,14 @@ impl Datagram {
             Self::Accept(Accept { tcp_port, pigeon }) => {
                 w.display(tcp_port);
                 if let Some(ext) = pigeon {
-                    w.field(&format!(
+                    let mut text = format!(
                         "{PIGEON_TAG};rx={};tok={};ka={}",
                         ext.roster_port, ext.token, ext.keepalive_ms
-                    ));
+                    );
+                    if let Some(nonce) = ext.nonce {
+                        text.push_str(&format!(";n={nonce}"));
+                    }
+                    w.field(&text);
                 }
             }
             Self::Talk(Talk { time, from, text }) => {
@@ -557,18 +620,34 @@ impl Datagram {
                 w.field(from.as_str());
                 w.field(text);
             }
-            Self::Refused(Refused { reason, detail }) => {
+            Self::Refused(Refused {
+                reason,
+                detail,
+                nonce,
+            }) => {
                 w.field(reason.as_str());
+                if let Some(nonce) = nonce {
+                    w.field(&format!("{PIGEON_TAG};n={nonce}"));
+                }
                 if !detail.is_empty() {
                     w.field(detail);
                 }
             }
-            Self::Ping(Ping { name, token }) => {
+            Self::Ping(Ping { name, token, nonce }) => {
                 w.field(name.as_str());
                 w.display(token);
+                if let Some(nonce) = nonce {
+                    w.display(nonce);
+                }
             }
             Self::Pong(Pong { revision }) => w.display(revision),
-            Self::Expired(Expired { name }) | Self::Bye(Bye { name }) => w.field(name.as_str()),
+            Self::Expired(Expired { name, nonce }) => {
+                w.field(name.as_str());
+                if let Some(nonce) = nonce {
+                    w.display(nonce);
+                }
+            }
+            Self::Bye(Bye { name }) => w.field(name.as_str()),
             Self::Closing(Closing { detail }) => {
                 if !detail.is_empty() {
                     w.field(detail);
@@ -596,6 +675,10 @@ impl Datagram {
                 w.field(from.as_str());
                 w.display(instance);
                 w.display(seq);
+            }
+            Self::Sealed(Sealed { mac, inner }) => {
+                w.field(&hex(mac));
+                w.field(inner);
             }
         }
     }
@@ -739,6 +822,29 @@ fn parse_part(text: &str) -> Option<(u16, u16)> {
     (part >= 1 && part <= parts && parts <= MAX_PARTS).then_some((part, parts))
 }
 
+/// A MAC: exactly 32 lowercase hex digits.
+fn parse_mac(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut mac = [0u8; 16];
+    for (i, byte) in mac.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Bytes as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
 /// A sequence number: from 1 to [`MAX_SEQ`].
 fn parse_seq(text: &str) -> Option<Seq> {
     parse_decimal(text).filter(|&s| (1..=MAX_SEQ).contains(&s))
@@ -827,6 +933,18 @@ impl<'a> Fields<'a> {
         Ok(std::mem::take(&mut self.rest))
     }
 
+    /// The next field through `parse`, if there is one.
+    fn optional<T>(
+        &mut self,
+        field: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, DecodeError> {
+        if self.exhausted {
+            return Ok(None);
+        }
+        self.parsed(field, parse).map(Some)
+    }
+
     /// The next field through `parse`.
     fn parsed<T>(
         &mut self,
@@ -912,7 +1030,7 @@ fn excerpt(text: &str) -> String {
 
 impl Verb {
     /// Every verb.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Login,
         Self::Accept,
         Self::Logout,
@@ -926,6 +1044,7 @@ impl Verb {
         Self::Delta,
         Self::Chat,
         Self::Ack,
+        Self::Sealed,
     ];
 
     /// The verb exactly as it is spelled on the wire (the seed's `switch`
@@ -945,6 +1064,7 @@ impl Verb {
             Self::Delta => "delta",
             Self::Chat => "chat",
             Self::Ack => "ack",
+            Self::Sealed => "sealed",
         }
     }
 
@@ -1120,6 +1240,7 @@ mod tests {
             wide("logout,alice,[::1]:7000").as_slice()
         );
         let refused = Datagram::Refused(Refused {
+            nonce: None,
             reason: RefuseReason::NameTaken,
             detail: "alice is online".into(),
         });
@@ -1412,6 +1533,7 @@ mod tests {
         assert_eq!(
             Datagram::decode(&wide("refused,too-early")),
             Ok(Datagram::Refused(Refused {
+                nonce: None,
                 reason: RefuseReason::Other("too-early".into()),
                 detail: String::new(),
             }))

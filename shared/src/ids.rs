@@ -18,6 +18,12 @@ pub struct InstanceId(pub u64);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionToken(pub u128);
 
+/// A random number a client puts in a login or keepalive, for the answer
+/// to echo: someone who cannot read the client's traffic cannot forge an
+/// answer. 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce(pub u128);
+
 /// The roster's revision: it grows by one with every join and leave.
 pub type Revision = u64;
 
@@ -42,6 +48,22 @@ impl SessionToken {
         }
         u128::from_str_radix(text, 16).ok().map(Self)
     }
+}
+
+impl Nonce {
+    /// Reads exactly 32 lowercase hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        if !is_lower_hex(text, 32) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(Self)
+    }
+}
+
+/// Whether `text` is exactly `digits` lowercase hex digits: the only
+/// spelling that encodes back to the same bytes.
+fn is_lower_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Whether `text` is exactly `digits` hex digits (`from_str_radix` alone
@@ -79,6 +101,18 @@ impl fmt::Debug for InstanceId {
 impl fmt::Display for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({self})")
     }
 }
 

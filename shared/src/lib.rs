@@ -21,16 +21,17 @@ pub mod name;
 pub mod net;
 pub mod rate_limit;
 pub mod roster_snapshot;
+pub mod seal;
 pub mod talk_time;
 pub mod utf16;
 
 pub use datagram::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, DecodeError, DecodeErrorKind, Delta,
     Expired, Login, LoginExt, Logout, LogoutExt, Ping, Pong, RefuseReason, Refused, RosterChange,
-    Talk, Verb, MAX_DATAGRAM_LEN, MAX_PARTS, MAX_PART_UNITS, MAX_SEQ, PIGEON_TAG,
+    Sealed, Talk, Verb, MAX_DATAGRAM_LEN, MAX_PARTS, MAX_PART_UNITS, MAX_SEQ, PIGEON_TAG,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
-pub use ids::{InstanceId, Revision, Seq, SessionToken};
+pub use ids::{InstanceId, Nonce, Revision, Seq, SessionToken};
 pub use log_limit::LogLimit;
 pub use name::{NameError, UserName, MAX_NAME_CHARS};
 pub use roster_snapshot::{RosterEntry, RosterError, RosterSnapshot};

@@ -4,11 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use pigeon_shared::roster_snapshot::{decode_frame, encode_pigeon_roster, encode_roster};
+use pigeon_shared::seal::{open, seal, SealError, SessionKey};
 use pigeon_shared::utf16::put_utf16le;
 use pigeon_shared::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, Delta, Expired, InstanceId, Login,
-    LoginExt, Logout, LogoutExt, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
-    RosterSnapshot, SessionToken, Talk, TalkTime, TimeOfDay, UserName, MAX_DATAGRAM_LEN,
+    LoginExt, Logout, LogoutExt, Nonce, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
+    RosterSnapshot, Sealed, SessionToken, Talk, TalkTime, TimeOfDay, UserName, MAX_DATAGRAM_LEN,
 };
 use proptest::prelude::*;
 
@@ -62,6 +63,10 @@ fn token() -> impl Strategy<Value = SessionToken> {
     any::<u128>().prop_map(SessionToken)
 }
 
+fn nonce() -> impl Strategy<Value = Option<Nonce>> {
+    proptest::option::of(any::<u128>().prop_map(Nonce))
+}
+
 fn roster_change() -> impl Strategy<Value = RosterChange> {
     prop_oneof![
         (user_name(), peer_addr(), proptest::option::of(instance())).prop_map(
@@ -104,12 +109,16 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         (
             user_name(),
             peer_addr(),
-            proptest::option::of((instance(), proptest::option::of(token())))
+            proptest::option::of((instance(), proptest::option::of(token()), nonce()))
         )
             .prop_map(|(name, endpoint, ext)| Datagram::Login(Login {
                 name,
                 endpoint,
-                pigeon: ext.map(|(instance, token)| LoginExt { instance, token }),
+                pigeon: ext.map(|(instance, token, nonce)| LoginExt {
+                    instance,
+                    token,
+                    nonce
+                }),
             })),
         (user_name(), peer_addr(), proptest::option::of(token())).prop_map(
             |(name, endpoint, token)| Datagram::Logout(Logout {
@@ -118,16 +127,21 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 pigeon: token.map(|token| LogoutExt { token }),
             })
         ),
-        (1u16.., proptest::option::of((1u16.., token(), 1u32..))).prop_map(|(tcp_port, ext)| {
-            Datagram::Accept(Accept {
-                tcp_port,
-                pigeon: ext.map(|(roster_port, token, keepalive_ms)| AcceptExt {
-                    roster_port,
-                    token,
-                    keepalive_ms,
-                }),
-            })
-        }),
+        (
+            1u16..,
+            proptest::option::of((1u16.., token(), 1u32.., nonce()))
+        )
+            .prop_map(|(tcp_port, ext)| {
+                Datagram::Accept(Accept {
+                    tcp_port,
+                    pigeon: ext.map(|(roster_port, token, keepalive_ms, nonce)| AcceptExt {
+                        roster_port,
+                        token,
+                        keepalive_ms,
+                        nonce,
+                    }),
+                })
+            }),
         (talk_time(), user_name(), ".{0,200}")
             .prop_map(|(time, from, text)| Datagram::Talk(Talk { time, from, text })),
         (
@@ -139,12 +153,24 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 Just(RefuseReason::HostFull),
                 "[a-z][a-z0-9-]{0,31}".prop_map(|t| RefuseReason::parse(&t).unwrap()),
             ],
-            ".{0,80}"
+            // A detail never starts with the extension's tag.
+            "([^p].{0,79})?",
+            nonce()
         )
-            .prop_map(|(reason, detail)| Datagram::Refused(Refused { reason, detail })),
-        (user_name(), token()).prop_map(|(name, token)| Datagram::Ping(Ping { name, token })),
+            .prop_map(|(reason, detail, nonce)| Datagram::Refused(Refused {
+                reason,
+                detail,
+                nonce
+            })),
+        (user_name(), token(), nonce()).prop_map(|(name, token, nonce)| Datagram::Ping(Ping {
+            name,
+            token,
+            nonce
+        })),
         any::<u64>().prop_map(|revision| Datagram::Pong(Pong { revision })),
-        user_name().prop_map(|name| Datagram::Expired(Expired { name })),
+        (user_name(), nonce()).prop_map(|(name, nonce)| Datagram::Expired(Expired { name, nonce })),
+        (any::<[u8; 16]>(), ".{1,80}")
+            .prop_map(|(mac, inner)| Datagram::Sealed(Sealed { mac, inner })),
         user_name().prop_map(|name| Datagram::Bye(Bye { name })),
         ".{0,80}".prop_map(|detail| Datagram::Closing(Closing { detail })),
         (
@@ -208,6 +234,33 @@ proptest! {
         prop_assert_eq!(bytes.len(), datagram.encoded_len());
         prop_assert!(bytes.len() <= MAX_DATAGRAM_LEN);
         prop_assert_eq!(Datagram::decode(&bytes), Ok(datagram));
+    }
+
+    #[test]
+    fn only_the_sessions_key_opens_a_sealed_datagram(
+        datagram in datagram().prop_filter("sealed already", |d| !matches!(d, Datagram::Sealed(_))),
+        token in token(),
+        other in token(),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let key = SessionKey::from_token(token);
+        let sealed = seal(&key, &datagram);
+        // Sealed, it travels like any datagram.
+        let Ok(Datagram::Sealed(sealed)) = Datagram::decode(&sealed.to_bytes()) else {
+            panic!("not a sealed datagram");
+        };
+        prop_assert_eq!(open(&key, &sealed), Ok(datagram));
+        if other != token {
+            prop_assert_eq!(open(&SessionKey::from_token(other), &sealed), Err(SealError::BadMac));
+        }
+        // Any change to one character of what is inside breaks the seal.
+        let mut chars: Vec<char> = sealed.inner.chars().collect();
+        let at = flip.index(chars.len());
+        if let Some(c) = chars.get_mut(at) {
+            *c = if *c == 'x' { 'y' } else { 'x' };
+        }
+        let forged = Sealed { mac: sealed.mac, inner: chars.into_iter().collect() };
+        prop_assert_eq!(open(&key, &forged), Err(SealError::BadMac));
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use pigeon_shared::seal::seal;
 use pigeon_shared::{Bye, Closing, Expired, Pong, RefuseReason, RosterEntry, TalkTime};
 
 use super::*;
@@ -50,6 +51,7 @@ fn session() -> (Session, Instant) {
         drain_timeout: Duration::from_secs(5),
         plain_protocol: false,
         keep_trying: false,
+        nonce_seed: 7,
     };
     (Session::new(config), Instant::now())
 }
@@ -70,13 +72,15 @@ fn snapshot(revision: Option<Revision>, entries: Vec<RosterEntry>) -> RosterSnap
     }
 }
 
-fn my_login(token: Option<SessionToken>) -> Datagram {
+/// The login `s` sends in its current round of attempts.
+fn my_login(s: &Session, token: Option<SessionToken>) -> Datagram {
     Datagram::Login(Login {
         name: name("alice"),
         endpoint: addr("10.0.0.2:5000"),
         pigeon: Some(LoginExt {
             instance: ME,
             token,
+            nonce: Some(s.login_nonce()),
         }),
     })
 }
@@ -88,15 +92,49 @@ fn seed_accept() -> Datagram {
     })
 }
 
-fn pigeon_accept() -> Datagram {
+/// A Pigeon server's answer to `s`'s login.
+fn pigeon_accept(s: &Session) -> Datagram {
     Datagram::Accept(Accept {
         tcp_port: 4000,
         pigeon: Some(AcceptExt {
             roster_port: 4001,
             token: TOKEN,
             keepalive_ms: 2000,
+            nonce: Some(s.login_nonce()),
         }),
     })
+}
+
+/// A Pigeon server's refusal of `s`'s login.
+fn refused(s: &Session, reason: RefuseReason, detail: &str) -> Datagram {
+    Datagram::Refused(Refused {
+        reason,
+        detail: detail.into(),
+        nonce: Some(s.login_nonce()),
+    })
+}
+
+/// `datagram` as the Pigeon server sends it to a session whose token is
+/// `TOKEN`.
+fn sealed(datagram: Datagram) -> Datagram {
+    seal(&SessionKey::from_token(TOKEN), &datagram)
+}
+
+/// The keepalive among `out`, and its nonce.
+fn ping_nonce(out: &[SessionOutput]) -> Nonce {
+    let pings: Vec<Nonce> = sends(out)
+        .into_iter()
+        .filter_map(|d| match d {
+            Datagram::Ping(Ping {
+                nonce: Some(nonce), ..
+            }) => Some(nonce),
+            _ => None,
+        })
+        .collect();
+    let [nonce] = pings.as_slice() else {
+        panic!("not one keepalive: {out:?}")
+    };
+    *nonce
 }
 
 fn joined(n: &str, a: &str, instance: Option<InstanceId>) -> RosterChange {
@@ -115,7 +153,7 @@ fn left(n: &str, a: &str) -> RosterChange {
 }
 
 fn delta(from: Revision, changes: Vec<RosterChange>) -> Datagram {
-    Datagram::Delta(Delta::new(from, &changes))
+    sealed(Datagram::Delta(Delta::new(from, &changes)))
 }
 
 fn emitted(out: &[SessionOutput]) -> Vec<ClientEvent> {
@@ -140,7 +178,7 @@ fn sends(out: &[SessionOutput]) -> Vec<Datagram> {
 fn pigeon_online() -> (Session, Instant) {
     let (mut s, t) = session();
     s.start(t);
-    s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
     s.roster_fetched(
         Ok(snapshot(
             Some(3),
@@ -162,7 +200,7 @@ fn a_seed_server_login_fetches_the_seed_roster_and_is_ready() {
         s.start(t),
         vec![SessionOutput::Send {
             to: sock(SERVER),
-            datagram: my_login(None)
+            datagram: my_login(&s, None)
         }]
     );
     // A seed server answers from a throwaway port.
@@ -214,7 +252,7 @@ fn a_seed_server_login_fetches_the_seed_roster_and_is_ready() {
 fn a_pigeon_accept_fetches_the_pigeon_roster_and_starts_keepalives() {
     let (mut s, t) = session();
     s.start(t);
-    let out = s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
     assert_eq!(
         out,
         vec![SessionOutput::FetchRoster {
@@ -236,7 +274,8 @@ fn a_pigeon_accept_fetches_the_pigeon_roster_and_starts_keepalives() {
         sends(&out),
         vec![Datagram::Ping(Ping {
             name: name("alice"),
-            token: TOKEN
+            token: TOKEN,
+            nonce: Some(ping_nonce(&out)),
         })]
     );
 }
@@ -247,7 +286,7 @@ fn a_lost_login_is_retried_then_fails_with_a_clear_reason() {
     s.start(t);
     assert!(s.timer_fired(t + Duration::from_millis(499)).is_empty());
     let out = s.timer_fired(t + Duration::from_millis(500));
-    assert_eq!(sends(&out), vec![my_login(None)]);
+    assert_eq!(sends(&out), vec![my_login(&s, None)]);
     let out = s.timer_fired(t + Duration::from_millis(1500));
     let events = emitted(&out);
     let [ClientEvent::LoginFailed { reason }] = events.as_slice() else {
@@ -289,7 +328,7 @@ fn a_session_that_keeps_trying_never_gives_up_the_first_login() {
         waits.push(next - now);
         now = next;
         let out = s.timer_fired(now);
-        assert_eq!(sends(&out), vec![my_login(None)], "attempt {attempt}");
+        assert_eq!(sends(&out), vec![my_login(&s, None)], "attempt {attempt}");
         let events = emitted(&out);
         assert!(
             matches!(events.as_slice(), [ClientEvent::Connecting { attempt: a, .. }] if *a == attempt),
@@ -301,7 +340,7 @@ fn a_session_that_keeps_trying_never_gives_up_the_first_login() {
     let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
     assert_eq!(ms, [500, 1000, 1000, 1000, 2000, 4000, 4000, 4000]);
     // An answer at last: logged in as usual.
-    let out = s.datagram_received(pigeon_accept(), sock(SERVER), now);
+    let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), now);
     assert!(matches!(
         out.as_slice(),
         [SessionOutput::FetchRoster { .. }]
@@ -324,10 +363,7 @@ fn a_session_that_keeps_trying_still_takes_no_for_an_answer() {
         s.timer_fired(at);
     }
     let out = s.datagram_received(
-        Datagram::Refused(Refused {
-            reason: RefuseReason::NameTaken,
-            detail: "alice is already online".into(),
-        }),
+        refused(&s, RefuseReason::NameTaken, "alice is already online"),
         sock(SERVER),
         t,
     );
@@ -344,7 +380,7 @@ fn a_failed_fetch_logs_in_again() {
     s.start(t);
     s.datagram_received(seed_accept(), sock(SERVER), t);
     let out = s.roster_fetched(Err("connection refused".into()), t);
-    assert_eq!(sends(&out), vec![my_login(None)]);
+    assert_eq!(sends(&out), vec![my_login(&s, None)]);
 }
 
 #[test]
@@ -352,10 +388,7 @@ fn refusal_ends_the_session() {
     let (mut s, t) = session();
     s.start(t);
     let out = s.datagram_received(
-        Datagram::Refused(Refused {
-            reason: RefuseReason::NameTaken,
-            detail: "alice is already online".into(),
-        }),
+        refused(&s, RefuseReason::NameTaken, "alice is already online"),
         sock(SERVER),
         t,
     );
@@ -374,14 +407,11 @@ fn server_datagrams_from_other_hosts_are_ignored() {
     let (mut s, t) = session();
     s.start(t);
     assert!(s
-        .datagram_received(pigeon_accept(), sock("10.6.6.6:7788"), t)
+        .datagram_received(pigeon_accept(&s), sock("10.6.6.6:7788"), t)
         .is_empty());
-    let refused = Datagram::Refused(Refused {
-        reason: RefuseReason::NameTaken,
-        detail: String::new(),
-    });
+    let refusal = refused(&s, RefuseReason::NameTaken, "");
     assert!(s
-        .datagram_received(refused, sock("10.6.6.6:7788"), t)
+        .datagram_received(refusal, sock("10.6.6.6:7788"), t)
         .is_empty());
     assert!(!s.is_ended());
 }
@@ -392,16 +422,17 @@ fn pigeon_server_datagrams_must_come_from_the_servers_own_address() {
     s.start(t);
     // Another process on the server's host cannot pose as the server.
     assert!(s
-        .datagram_received(pigeon_accept(), sock("10.0.0.1:61000"), t)
+        .datagram_received(pigeon_accept(&s), sock("10.0.0.1:61000"), t)
         .is_empty());
-    s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
     s.roster_fetched(Ok(snapshot(Some(3), vec![])), t);
     for forged in [
-        Datagram::Closing(Closing {
+        sealed(Datagram::Closing(Closing {
             detail: String::new(),
-        }),
+        })),
         Datagram::Expired(Expired {
             name: name("alice"),
+            nonce: None,
         }),
         delta(3, vec![joined("mallory", "10.0.0.1:9", None)]),
         Datagram::Login(Login {
@@ -455,7 +486,7 @@ fn seed_broadcasts_during_the_fetch_are_replayed_on_the_snapshot() {
 fn deltas_during_the_fetch_apply_only_past_the_snapshot_revision() {
     let (mut s, t) = session();
     s.start(t);
-    s.datagram_received(pigeon_accept(), sock(SERVER), t);
+    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
     // Revisions 3..5: bob joins (3), carol joins (4), bob leaves (5).
     s.datagram_received(
         delta(2, vec![joined("bob", "10.0.0.3:5000", Some(BOB))]),
@@ -562,7 +593,8 @@ fn a_delta_with_a_change_that_does_not_parse_fetches_a_fresh_snapshot() {
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
         .collect();
-    let corrupt = Datagram::decode(&text).unwrap();
+    let sealed = pigeon_shared::seal::seal_bytes(&SessionKey::from_token(TOKEN), &text);
+    let corrupt = Datagram::decode(&sealed).unwrap();
     let out = s.datagram_received(corrupt, sock(SERVER), t);
     // carol, before the bad change, is taken; then a resync.
     assert!(out.iter().any(|o| matches!(o, SessionOutput::Emit(ClientEvent::Online { name, .. }) if name.as_str() == "carol")));
@@ -577,9 +609,17 @@ fn a_delta_with_a_change_that_does_not_parse_fetches_a_fresh_snapshot() {
 fn a_pong_ahead_of_the_roster_means_a_lost_delta() {
     let (mut s, t) = pigeon_online();
     assert!(s
-        .datagram_received(Datagram::Pong(Pong { revision: 3 }), sock(SERVER), t)
+        .datagram_received(
+            sealed(Datagram::Pong(Pong { revision: 3 })),
+            sock(SERVER),
+            t
+        )
         .is_empty());
-    let out = s.datagram_received(Datagram::Pong(Pong { revision: 4 }), sock(SERVER), t);
+    let out = s.datagram_received(
+        sealed(Datagram::Pong(Pong { revision: 4 })),
+        sock(SERVER),
+        t,
+    );
     assert!(matches!(
         out.as_slice(),
         [SessionOutput::FetchRoster { .. }]
@@ -605,34 +645,37 @@ fn silence_from_the_server_means_reconnecting() {
     // earlier attempt (see
     // a_restarted_server_whose_first_accept_is_lost_takes_the_next_attempt).
     let out = s.timer_fired(t + Duration::from_millis(16_500));
-    assert_eq!(sends(&out), vec![my_login(None)]);
+    assert_eq!(sends(&out), vec![my_login(&s, None)]);
     // It keeps trying, further apart each time.
     let out = s.timer_fired(t + Duration::from_millis(17_500));
-    assert_eq!(sends(&out), vec![my_login(None)]);
+    assert_eq!(sends(&out), vec![my_login(&s, None)]);
     assert_eq!(s.deadline(), Some(t + Duration::from_millis(18_500)));
 }
 
 #[test]
 fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
     let (mut s, t) = pigeon_online();
+    let ping = s.timer_fired(t + KEEPALIVE);
     let out = s.datagram_received(
         Datagram::Expired(Expired {
             name: name("alice"),
+            nonce: Some(ping_nonce(&ping)),
         }),
         sock(SERVER),
-        t,
+        t + KEEPALIVE,
     );
     assert!(matches!(
         emitted(&out).as_slice(),
         [ClientEvent::ServerLost { .. }]
     ));
-    assert_eq!(sends(&out), vec![my_login(None)]);
+    assert_eq!(sends(&out), vec![my_login(&s, None)]);
     let new_accept = Datagram::Accept(Accept {
         tcp_port: 5000,
         pigeon: Some(AcceptExt {
             roster_port: 5001,
             token: SessionToken(0xBEEF),
             keepalive_ms: 2000,
+            nonce: Some(s.login_nonce()),
         }),
     });
     let out = s.datagram_received(new_accept, sock(SERVER), t);
@@ -671,7 +714,8 @@ fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
         sends(&out),
         vec![Datagram::Ping(Ping {
             name: name("alice"),
-            token: SessionToken(0xBEEF)
+            token: SessionToken(0xBEEF),
+            nonce: Some(ping_nonce(&out)),
         })]
     );
 }
@@ -680,9 +724,9 @@ fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
 fn closing_waits_a_moment_before_logging_in_again() {
     let (mut s, t) = pigeon_online();
     let out = s.datagram_received(
-        Datagram::Closing(Closing {
+        sealed(Datagram::Closing(Closing {
             detail: String::new(),
-        }),
+        })),
         sock(SERVER),
         t,
     );
@@ -708,9 +752,9 @@ fn pigeon_logout_is_repeated_until_bye() {
     let out = s.timer_fired(t + Duration::from_millis(200));
     assert_eq!(sends(&out), vec![logout]);
     let out = s.datagram_received(
-        Datagram::Bye(Bye {
+        sealed(Datagram::Bye(Bye {
             name: name("alice"),
-        }),
+        })),
         sock(SERVER),
         t,
     );
@@ -915,9 +959,9 @@ fn a_restarted_server_whose_first_accept_is_lost_takes_the_next_attempt() {
     // refused as `name-taken`: the client quit, and its messages with it.
     let (mut s, t) = pigeon_online();
     let out = s.datagram_received(
-        Datagram::Closing(Closing {
+        sealed(Datagram::Closing(Closing {
             detail: String::new(),
-        }),
+        })),
         sock(SERVER),
         t,
     );
@@ -927,19 +971,19 @@ fn a_restarted_server_whose_first_accept_is_lost_takes_the_next_attempt() {
     ));
     // A repeated `closing` is not news.
     let out = s.datagram_received(
-        Datagram::Closing(Closing {
+        sealed(Datagram::Closing(Closing {
             detail: String::new(),
-        }),
+        })),
         sock(SERVER),
         t,
     );
     assert!(emitted(&out).is_empty(), "{out:?}");
     let first = s.timer_fired(s.deadline().unwrap());
-    assert_eq!(sends(&first), vec![my_login(None)]);
+    assert_eq!(sends(&first), vec![my_login(&s, None)]);
     // Its Accept is lost (or it arrives twice): the next attempt, or the
     // copy, is answered with the same Accept, never refused.
     let second = s.timer_fired(s.deadline().unwrap());
-    assert_eq!(sends(&second), vec![my_login(None)]);
+    assert_eq!(sends(&second), vec![my_login(&s, None)]);
 }
 
 #[test]
@@ -973,4 +1017,156 @@ fn a_flooding_source_gets_its_share_and_others_theirs() {
     let later = t + Duration::from_millis(100);
     let out = s.datagram_received(Datagram::Talk(talk("bob")), sock("10.0.0.3:5000"), later);
     assert_eq!(out, vec![to_peer("bob", PeerInput::Talk(talk("bob")))]);
+}
+
+#[test]
+fn forged_answers_to_a_login_are_ignored() {
+    let (mut s, t) = session();
+    s.start(t);
+    // From the server's own address, but not echoing this login's nonce:
+    // someone who did not read the login.
+    let forged_nonce = Nonce(s.login_nonce().0 ^ 1);
+    for forged in [
+        Datagram::Accept(Accept {
+            tcp_port: 6666,
+            pigeon: Some(AcceptExt {
+                roster_port: 6667,
+                token: SessionToken(0xBAD),
+                keepalive_ms: 2000,
+                nonce: Some(forged_nonce),
+            }),
+        }),
+        Datagram::Accept(Accept {
+            tcp_port: 6666,
+            pigeon: Some(AcceptExt {
+                roster_port: 6667,
+                token: SessionToken(0xBAD),
+                keepalive_ms: 2000,
+                nonce: None,
+            }),
+        }),
+        Datagram::Refused(Refused {
+            reason: RefuseReason::NameTaken,
+            detail: String::new(),
+            nonce: Some(forged_nonce),
+        }),
+        Datagram::Refused(Refused {
+            reason: RefuseReason::ServerFull,
+            detail: String::new(),
+            nonce: None,
+        }),
+        // Sealed with a key nobody has agreed yet.
+        sealed(pigeon_accept(&s)),
+    ] {
+        assert!(
+            s.datagram_received(forged.clone(), sock(SERVER), t)
+                .is_empty(),
+            "{forged:?}"
+        );
+    }
+    assert!(!s.is_ended());
+    // The real answer is taken.
+    let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
+    assert!(matches!(
+        out.as_slice(),
+        [SessionOutput::FetchRoster { .. }]
+    ));
+}
+
+#[test]
+fn forged_server_datagrams_from_the_servers_own_address_are_ignored() {
+    let (mut s, t) = pigeon_online();
+    let ping = s.timer_fired(t + KEEPALIVE);
+    let nonce = ping_nonce(&ping);
+    let t = t + KEEPALIVE;
+    let mallory = vec![joined("mallory", "10.0.0.66:5000", None)];
+    let wrong_key = SessionKey::from_token(SessionToken(TOKEN.0 + 1));
+    for forged in [
+        // Unsealed, what the server sends only sealed.
+        Datagram::Delta(Delta::new(3, &mallory)),
+        Datagram::Pong(Pong { revision: 9 }),
+        Datagram::Closing(Closing {
+            detail: String::new(),
+        }),
+        Datagram::Bye(Bye {
+            name: name("alice"),
+        }),
+        // Sealed with another session's key.
+        seal(&wrong_key, &Datagram::Delta(Delta::new(3, &mallory))),
+        seal(
+            &wrong_key,
+            &Datagram::Closing(Closing {
+                detail: String::new(),
+            }),
+        ),
+        // Sealed right, but an answer only a login gets.
+        sealed(Datagram::Refused(Refused {
+            reason: RefuseReason::NameTaken,
+            detail: String::new(),
+            nonce: None,
+        })),
+        // `expired` not echoing a keepalive's nonce.
+        Datagram::Expired(Expired {
+            name: name("alice"),
+            nonce: None,
+        }),
+        Datagram::Expired(Expired {
+            name: name("alice"),
+            nonce: Some(Nonce(nonce.0 ^ 1)),
+        }),
+        // The seed's plain broadcasts, from a Pigeon server.
+        Datagram::Login(Login {
+            name: name("mallory"),
+            endpoint: addr("10.0.0.66:5000"),
+            pigeon: None,
+        }),
+        Datagram::Logout(Logout {
+            name: name("bob"),
+            endpoint: addr("10.0.0.3:5000"),
+            pigeon: None,
+        }),
+        // A refusal or an Accept after the login is done.
+        refused(&s, RefuseReason::NameTaken, ""),
+        Datagram::Accept(Accept {
+            tcp_port: 6666,
+            pigeon: None,
+        }),
+    ] {
+        let out = s.datagram_received(forged.clone(), sock(SERVER), t);
+        assert!(
+            out.iter().all(|o| !matches!(
+                o,
+                SessionOutput::Emit(_) | SessionOutput::FetchRoster { .. }
+            )),
+            "{forged:?}: {out:?}"
+        );
+    }
+    assert!(s.is_online() && !s.is_ended());
+    assert!(s.peer("mallory").is_none());
+    assert!(s.peer("bob").is_some());
+    assert_eq!(s.revision(), Some(3));
+    // What the server really sends still counts.
+    s.datagram_received(delta(3, mallory), sock(SERVER), t);
+    assert!(s.peer("mallory").is_some());
+}
+
+#[test]
+fn a_gap_is_fetched_again_at_most_once_a_second() {
+    let (mut s, t) = pigeon_online();
+    let pong = |revision| sealed(Datagram::Pong(Pong { revision }));
+    let out = s.datagram_received(pong(4), sock(SERVER), t);
+    assert!(matches!(
+        out.as_slice(),
+        [SessionOutput::FetchRoster { .. }]
+    ));
+    // The fetch brings nothing newer (a pong ahead of every snapshot).
+    s.roster_fetched(Ok(snapshot(Some(3), vec![])), t);
+    let soon = t + Duration::from_millis(300);
+    assert!(s.datagram_received(pong(4), sock(SERVER), soon).is_empty());
+    let later = t + Duration::from_secs(1);
+    let out = s.datagram_received(pong(4), sock(SERVER), later);
+    assert!(matches!(
+        out.as_slice(),
+        [SessionOutput::FetchRoster { .. }]
+    ));
 }

@@ -49,6 +49,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
             pigeon: Some(LoginExt {
                 instance: InstanceId(i as u64),
                 token: None,
+                nonce: None,
             }),
         };
         drop(roster.login(login, endpoint.socket_addr(), now));
@@ -70,6 +71,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         plain_protocol: false,
         keep_trying: false,
         drain_timeout: Duration::from_secs(5),
+        nonce_seed: 1,
     });
     drop(session.start(now));
     let accept = Datagram::Accept(Accept {
@@ -78,6 +80,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
             roster_port: 2,
             token: SessionToken(1),
             keepalive_ms: 1000,
+            nonce: Some(session.login_nonce()),
         }),
     });
     drop(session.datagram_received(accept, server_addr, now));

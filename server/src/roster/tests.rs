@@ -1,5 +1,5 @@
 use pigeon_shared::roster_snapshot::RosterFormat;
-use pigeon_shared::{LoginExt, LogoutExt};
+use pigeon_shared::{LoginExt, LogoutExt, Nonce};
 use rand::SeedableRng;
 
 use super::*;
@@ -54,7 +54,11 @@ fn pigeon_login(n: &str, a: &str, instance: InstanceId, token: Option<SessionTok
     Login {
         name: name(n),
         endpoint: addr(a),
-        pigeon: Some(LoginExt { instance, token }),
+        pigeon: Some(LoginExt {
+            instance,
+            token,
+            nonce: Some(Nonce(u128::from(instance.0))),
+        }),
     }
 }
 
@@ -176,7 +180,7 @@ fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
         f.t0,
     );
     confirm_seed_hosts(&mut f);
-    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let alice = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
     f.roster.flush_deltas();
     let (_, actions) = f.roster.login(
         pigeon_login("bob", "10.0.0.2:5000", IID_B, None),
@@ -191,16 +195,18 @@ fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
     // Pigeon users that fetched the roster hear of it in the next delta
     // (bob, who has not fetched yet, gets it in his snapshot).
     let deltas = f.roster.flush_deltas();
-    let [RosterAction::Broadcast {
+    let [RosterAction::BroadcastSealed {
         to,
         datagram: Datagram::Delta(delta),
     }] = deltas.as_slice()
     else {
         panic!("{deltas:?}")
     };
-    let mut to = to.clone();
-    to.sort();
-    assert_eq!(to, vec![sock("10.0.0.1:5000")]);
+    // Sealed for each with its own key.
+    assert_eq!(
+        to,
+        &vec![(sock("10.0.0.1:5000"), Some(SessionKey::from_token(alice)))]
+    );
     assert_eq!((delta.from, delta.to()), (2, 3));
     let changes: Vec<_> = delta.changes().map(|(_, c)| c.unwrap()).collect();
     assert_eq!(
@@ -235,14 +241,16 @@ fn deltas_go_only_to_clients_that_fetched_the_roster_and_catch_them_up() {
     // changes after it come to her at once.
     let (decision, actions) = f.roster.synced(&name("alice"), alice_token, 1);
     assert_eq!(decision, SessionDecision::Done);
-    let [RosterAction::Send {
+    let [RosterAction::SendSealed {
         to,
         datagram: Datagram::Delta(delta),
+        key,
     }] = actions.as_slice()
     else {
         panic!("{actions:?}")
     };
     assert_eq!(*to, sock("10.0.0.1:5000"));
+    assert_eq!(*key, Some(SessionKey::from_token(alice_token)));
     assert_eq!((delta.from, delta.to()), (1, 3));
     // From now on she is in every delta.
     f.roster.login(
@@ -278,7 +286,7 @@ fn bursts_of_changes_share_deltas_with_contiguous_revisions() {
     );
     let mut next = 1;
     for action in &deltas {
-        let RosterAction::Broadcast {
+        let RosterAction::BroadcastSealed {
             datagram: datagram @ Datagram::Delta(delta),
             ..
         } = action
@@ -286,7 +294,9 @@ fn bursts_of_changes_share_deltas_with_contiguous_revisions() {
             panic!("{action:?}")
         };
         assert_eq!(delta.from, next);
-        assert!(datagram.encoded_len() <= 300, "{}", datagram.encoded_len());
+        // Sealed, it still fits.
+        let sealed = datagram.encoded_len() + SEAL_OVERHEAD;
+        assert!(sealed <= 300, "{sealed}");
         next = delta.to();
     }
     assert_eq!(next, 21);
@@ -598,11 +608,12 @@ fn pigeon_logout_needs_the_token_and_is_answered_with_bye() {
         .roster
         .logout(logout(Some(token)), sock("10.0.0.1:5000"), f.t0);
     assert_eq!(decision, SessionDecision::Done);
-    assert!(actions.contains(&RosterAction::Send {
+    assert!(actions.contains(&RosterAction::SendSealed {
         to: sock("10.0.0.1:5000"),
         datagram: Datagram::Bye(Bye {
             name: name("alice")
         }),
+        key: Some(SessionKey::from_token(token)),
     }));
     // A retry after the bye was lost is answered again.
     let (decision, actions) = f
@@ -619,15 +630,17 @@ fn pings_keep_a_session_alive_and_others_are_told_to_log_in_again() {
     let ping = |token| Ping {
         name: name("alice"),
         token,
+        nonce: Some(Nonce(0x5EED)),
     };
     let at = f.t0 + Duration::from_secs(5);
     let (decision, actions) = f.roster.ping(ping(token), sock("10.0.0.1:5000"), at);
     assert_eq!(decision, SessionDecision::Done);
     assert_eq!(
         actions,
-        vec![RosterAction::Send {
+        vec![RosterAction::SendSealed {
             to: sock("10.0.0.1:5000"),
             datagram: Datagram::Pong(Pong { revision: 1 }),
+            key: Some(SessionKey::from_token(token)),
         }]
     );
     // Wrong token, wrong port, or nobody by that name: `expired`, to the
@@ -643,8 +656,11 @@ fn pings_keep_a_session_alive_and_others_are_told_to_log_in_again() {
             actions,
             vec![RosterAction::Send {
                 to: sock(source),
+                // Unsealed (there may be no session to seal it for),
+                // echoing the keepalive's nonce.
                 datagram: Datagram::Expired(Expired {
-                    name: name("alice")
+                    name: name("alice"),
+                    nonce: Some(Nonce(0x5EED)),
                 }),
             }]
         );
@@ -677,6 +693,7 @@ fn seed_users_are_never_evicted() {
         Ping {
             name: name("old"),
             token: SessionToken(0),
+            nonce: None,
         },
         sock("10.0.0.9:5000"),
         f.t0,
@@ -693,11 +710,11 @@ fn closing_goes_to_pigeon_users_only() {
         f.t0,
     );
     assert!(f.roster.closing("bye").is_none());
-    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let alice = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
     assert_eq!(
         f.roster.closing("restarting"),
-        Some(RosterAction::Broadcast {
-            to: vec![sock("10.0.0.1:5000")],
+        Some(RosterAction::BroadcastSealed {
+            to: vec![(sock("10.0.0.1:5000"), Some(SessionKey::from_token(alice)))],
             datagram: Datagram::Closing(Closing {
                 detail: "restarting".into()
             }),
@@ -851,7 +868,7 @@ fn the_roster_keeps_its_own_time() {
         .filter(|a| {
             matches!(
                 a,
-                RosterAction::Broadcast {
+                RosterAction::BroadcastSealed {
                     datagram: Datagram::Delta(_),
                     ..
                 }
@@ -889,16 +906,17 @@ fn the_roster_keeps_its_own_time() {
 #[test]
 fn with_no_delta_delay_each_change_goes_out_at_once() {
     let mut f = fixture_with(|c| c.delta_delay = Duration::ZERO);
-    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let alice = join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
     let (_, actions) = f.roster.login(
         pigeon_login("bob", "10.0.0.2:5000", IID_B, None),
         sock("10.0.0.2:5000"),
         f.t0,
     );
+    let to_alice = vec![(sock("10.0.0.1:5000"), Some(SessionKey::from_token(alice)))];
     assert!(
         actions.iter().any(|a| matches!(
             a,
-            RosterAction::Broadcast { datagram: Datagram::Delta(_), to } if to == &vec![sock("10.0.0.1:5000")]
+            RosterAction::BroadcastSealed { datagram: Datagram::Delta(_), to } if to == &to_alice
         )),
         "{actions:?}"
     );
@@ -1000,4 +1018,117 @@ fn refusals_are_never_larger_than_the_login_they_answer() {
         unreachable!()
     };
     assert!(detail.contains("alice is already online"), "{detail}");
+}
+
+#[test]
+fn answers_to_a_login_echo_its_nonce() {
+    let mut f = fixture();
+    let with_nonce = |n: &str, a: &str, instance, nonce| Login {
+        name: name(n),
+        endpoint: addr(a),
+        pigeon: Some(LoginExt {
+            instance,
+            token: None,
+            nonce: Some(Nonce(nonce)),
+        }),
+    };
+    let (_, actions) = f.roster.login(
+        with_nonce("alice", "10.0.0.1:5000", IID_A, 0xA),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    let Some(RosterAction::Send {
+        datagram:
+            Datagram::Accept(Accept {
+                pigeon: Some(accepted),
+                ..
+            }),
+        ..
+    }) = actions.first()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(accepted.nonce, Some(Nonce(0xA)));
+    // A repeated login (a new round of attempts) gets its own nonce back.
+    let (_, actions) = f.roster.login(
+        with_nonce("alice", "10.0.0.1:5000", IID_A, 0xB),
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [RosterAction::Send {
+                datagram: Datagram::Accept(Accept {
+                    pigeon: Some(AcceptExt {
+                        nonce: Some(Nonce(0xB)),
+                        ..
+                    }),
+                    ..
+                }),
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    // A refusal too, and it still fits in the login it answers.
+    let login = with_nonce("alice", "10.0.0.2:5000", IID_B, 0xC);
+    let asked = Datagram::Login(login.clone()).encoded_len();
+    let (_, actions) = f.roster.login(login, sock("10.0.0.2:5000"), f.t0);
+    let [RosterAction::Send {
+        datagram: refused @ Datagram::Refused(Refused { nonce, reason, .. }),
+        ..
+    }] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        (nonce, reason),
+        (&Some(Nonce(0xC)), &RefuseReason::NameTaken)
+    );
+    assert!(refused.encoded_len() <= asked);
+}
+
+#[test]
+fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
+    let mut f = fixture();
+    // Its login has no nonce.
+    let login = Login {
+        name: name("early"),
+        endpoint: addr("10.0.0.1:5000"),
+        pigeon: Some(LoginExt {
+            instance: IID_A,
+            token: None,
+            nonce: None,
+        }),
+    };
+    let (_, actions) = f.roster.login(login, sock("10.0.0.1:5000"), f.t0);
+    let Some(RosterAction::Send {
+        datagram:
+            Datagram::Accept(Accept {
+                pigeon: Some(AcceptExt { token, nonce, .. }),
+                ..
+            }),
+        ..
+    }) = actions.first()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*nonce, None);
+    let token = *token;
+    f.roster.synced(&name("early"), token, f.roster.revision());
+    let current = join_pigeon(&mut f, "current", "10.0.0.2:5000", IID_B);
+    let deltas = f.roster.flush_deltas();
+    let [RosterAction::BroadcastSealed { to, .. }] = deltas.as_slice() else {
+        panic!("{deltas:?}")
+    };
+    let mut to = to.clone();
+    to.sort_by_key(|(addr, _)| *addr);
+    assert_eq!(
+        to,
+        vec![
+            (sock("10.0.0.1:5000"), None),
+            (sock("10.0.0.2:5000"), Some(SessionKey::from_token(current)))
+        ]
+    );
 }
