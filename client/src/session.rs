@@ -783,12 +783,17 @@ impl Session {
             instance: self.config.instance,
             token: None,
             nonce: Some(self.login_nonce),
+            pad: 0,
         });
-        Datagram::Login(Login {
-            name: self.config.name.clone(),
-            endpoint: self.config.endpoint,
-            pigeon,
-        })
+        // Padded: the server's answer is never larger than what asked.
+        Datagram::Login(
+            Login {
+                name: self.config.name.clone(),
+                endpoint: self.config.endpoint,
+                pigeon,
+            }
+            .padded(),
+        )
     }
 
     fn send_login(&mut self, attempt: usize, now: Instant) -> SessionOutput {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use integration::forge::Forger;
 use integration::harness::{local_server_config, start_server, TestClient};
+use integration::process::{self, Proc};
+use integration::seed::client::SeedClient;
 use pigeon_client::roster_fetch::fetch_roster;
 use pigeon_server::ServerHandle;
 use pigeon_shared::{SessionToken, UserName};
@@ -286,5 +288,103 @@ async fn datagrams_forged_from_the_servers_address_change_nothing() -> anyhow::R
     assert_eq!(bob.message_from("alice").await?, "still here?");
     let _carol = TestClient::online("carol", addr).await?;
     alice.sees_online("carol").await?;
+    Ok(())
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+}
+
+/// The endpoint in a plain-mode `ready <endpoint> <online>` line.
+fn ready_endpoint(proc: &mut Proc) -> anyhow::Result<std::net::SocketAddr> {
+    let line = proc.expect_prefix("ready ", Duration::from_secs(15))?;
+    let endpoint = line.split(' ').nth(1).unwrap_or_default();
+    Ok(endpoint.parse()?)
+}
+
+#[test]
+fn a_logged_in_user_cannot_eat_a_clients_memory() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("a_logged_in_user_cannot_eat_a_clients_memory") else {
+        return Ok(());
+    };
+    let wait = Duration::from_secs(15);
+    let (_server, udp) = process::start_server()?;
+    let server_addr: std::net::SocketAddr = udp.parse()?;
+    let mut victim = process::pigeon("victim", &udp)?;
+    let to = ready_endpoint(&mut victim)?;
+    // mallory is a user like any other (a seed-era client: her instance
+    // id is learnt from her first `chat`); what she sends comes from her
+    // own endpoint, written raw, as a hostile client would.
+    let mallory = SeedClient::login("mallory", "127.0.0.1:0".parse()?, server_addr)?;
+    assert!(mallory.wait_for_user("victim", wait));
+    let from = mallory.endpoint();
+    victim.expect_prefix("online mallory ", wait)?;
+    let before = rss_kib(victim.pid())?;
+    let chat = |seq: u64, base: u64, part: u32, parts: u32, text: &str| {
+        wide(&format!(
+            "chat,00000000000000aa,{seq},{base},{part}/{parts},12:00:00,mallory,{text}"
+        ))
+    };
+    let mut sent = 0usize;
+    // Parts k/65535 of 31,000 characters each (3,000 of them once took a
+    // client from 5 MB to 286 MB).
+    let huge = "x".repeat(31_000);
+    for k in 1..=300 {
+        let bytes = chat(1, 1, k, 65_535, &huge);
+        sent += bytes.len();
+        forger.send(from, to, &bytes)?;
+        if k % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Within the protocol's limits: parts 1..127 of 128-part messages
+    // that never end, as many as the victim will take, paced under its
+    // per-source rate limit.
+    let full = "y".repeat(420);
+    let mut n = 0;
+    'flood: for seq_block in 0..64u64 {
+        for part in 1..128u32 {
+            let seq = seq_block * 128 + u64::from(part) + 1;
+            let bytes = chat(seq, 2, part, 128, &full);
+            sent += bytes.len();
+            forger.send(from, to, &bytes)?;
+            n += 1;
+            if n % 4 == 0 {
+                std::thread::sleep(Duration::from_millis(8));
+            }
+            if n >= 1500 {
+                break 'flood;
+            }
+        }
+    }
+    // Sequence numbers at the very top.
+    for seq in [u64::MAX, (1 << 62) - 1, 1 << 62] {
+        forger.send(from, to, &chat(seq, seq, 1, 1, "top"))?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(victim.pid())?;
+    eprintln!(
+        "victim's memory: {before} KiB before, {after} KiB after {} MB sent by a logged-in user",
+        sent / 1_000_000
+    );
+    // Bounded: 1 MiB of held text per conversation, plus what the
+    // allocator keeps; it was hundreds of megabytes.
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "{before} KiB -> {after} KiB"
+    );
+    // The victim is alive and still chats.
+    let mut bob = process::pigeon("bob", &udp)?;
+    ready_endpoint(&mut bob)?;
+    victim.expect_prefix("online bob ", wait)?;
+    bob.send("/msg victim are you there?")?;
+    let line = victim.expect_prefix("msg bob ", wait)?;
+    assert!(line.ends_with(" are you there?"), "{line}");
     Ok(())
 }

@@ -32,8 +32,10 @@ fn login(i: usize) -> (Login, SocketAddr) {
             instance: InstanceId(i as u64),
             token: None,
             nonce: Some(Nonce(i as u128)),
+            pad: 0,
         }),
-    };
+    }
+    .padded();
     (login, endpoint.socket_addr())
 }
 

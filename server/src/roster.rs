@@ -376,6 +376,29 @@ impl Roster {
                 nonce,
             );
         }
+        // The Pigeon `Accept` is not sent to an endpoint that has proved
+        // nothing yet unless it is no larger than the login (a Pigeon
+        // client pads its login).
+        if pigeon.is_some() {
+            // Every token is as long as any other.
+            let any = Session::Pigeon {
+                instance: InstanceId(0),
+                token: SessionToken(0),
+                key: None,
+            };
+            let needed = self.accept_datagram(any, nonce).encoded_len();
+            if needed > asked {
+                let detail = format!("pad the login to {needed} bytes (newer clients do)");
+                return refuse(
+                    RefuseReason::ShortLogin,
+                    detail,
+                    endpoint,
+                    source,
+                    asked,
+                    nonce,
+                );
+            }
+        }
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
                 (Session::Seed, None) => true,
@@ -920,6 +943,13 @@ impl Roster {
     }
 
     fn accept(&self, endpoint: PeerAddr, session: Session, nonce: Option<Nonce>) -> RosterAction {
+        RosterAction::Send {
+            to: endpoint.socket_addr(),
+            datagram: self.accept_datagram(session, nonce),
+        }
+    }
+
+    fn accept_datagram(&self, session: Session, nonce: Option<Nonce>) -> Datagram {
         let pigeon = match session {
             Session::Seed => None,
             Session::Pigeon { token, .. } => Some(AcceptExt {
@@ -930,13 +960,10 @@ impl Roster {
                     .unwrap_or(u32::MAX),
             }),
         };
-        RosterAction::Send {
-            to: endpoint.socket_addr(),
-            datagram: Datagram::Accept(Accept {
-                tcp_port: self.config.tcp_port,
-                pigeon,
-            }),
-        }
+        Datagram::Accept(Accept {
+            tcp_port: self.config.tcp_port,
+            pigeon,
+        })
     }
 
     fn seed_addresses_except(&self, name: &UserName) -> Vec<SocketAddr> {

@@ -45,6 +45,7 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
                     instance: InstanceId(0x1234_5678_9abc_def0),
                     token: None,
                     nonce: Some(Nonce(u128::MAX / 5)),
+                    pad: 0,
                 }),
             }),
         ),

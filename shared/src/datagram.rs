@@ -41,6 +41,16 @@ use crate::utf16::{decode_utf16le, put_utf16le, Utf16Error};
 /// or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 65_507;
 
+/// The largest `Accept` a Pigeon server sends (5-digit ports, a 10-digit
+/// keepalive, the token and the echoed nonce), in bytes: a Pigeon login is
+/// padded to at least this, so that the server's answer is never larger
+/// than the datagram that asked for it.
+pub const MIN_PIGEON_LOGIN_BYTES: usize =
+    2 * ("Accept,65535,pigeon1;rx=65535;tok=;ka=4294967295;n=".len() + 2 * 32);
+
+/// The most padding a login may carry.
+pub const MAX_PAD: usize = 512;
+
 /// The version tag that starts Pigeon's extension field.
 pub const PIGEON_TAG: &str = "pigeon1";
 
@@ -101,7 +111,7 @@ pub struct Login {
 }
 
 /// A Pigeon client's login extension:
-/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>]`.
+/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>][;pad=<0s>]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginExt {
     /// The client's instance id, kept across re-logins.
@@ -111,6 +121,9 @@ pub struct LoginExt {
     pub token: Option<SessionToken>,
     /// A random number the answer (`Accept` or `refused`) echoes.
     pub nonce: Option<Nonce>,
+    /// Padding: this many `0`s, so that the login is no smaller than the
+    /// `Accept` that answers it ([`Login::padded`]).
+    pub pad: u16,
 }
 
 /// `logout,<name>,<endpoint>[,<ext>]`: a user leaves.
@@ -186,6 +199,9 @@ pub enum RefuseReason {
     /// The sender's host has as many users online as the server allows one
     /// host.
     HostFull,
+    /// The login is smaller than the `Accept` it asks for (a Pigeon login
+    /// is padded to [`MIN_PIGEON_LOGIN_BYTES`]).
+    ShortLogin,
     /// A reason this version does not know (kept for forward compatibility).
     Other(String),
 }
@@ -391,6 +407,7 @@ impl Datagram {
                         instance: ext.require(verb, "iid", InstanceId::parse)?,
                         token: ext.optional(verb, "tok", SessionToken::parse)?,
                         nonce: ext.optional(verb, "n", Nonce::parse)?,
+                        pad: ext.optional(verb, "pad", parse_pad)?.unwrap_or(0),
                     }),
                     None => None,
                 };
@@ -588,6 +605,10 @@ impl Datagram {
                     if let Some(nonce) = ext.nonce {
                         text.push_str(&format!(";n={nonce}"));
                     }
+                    if ext.pad > 0 {
+                        text.push_str(";pad=");
+                        text.extend(std::iter::repeat_n('0', usize::from(ext.pad)));
+                    }
                     w.field(&text);
                 }
             }
@@ -694,6 +715,28 @@ impl Datagram {
     /// against its size limit before sending user-supplied text.
     pub fn encoded_len(&self) -> usize {
         self.to_bytes().len()
+    }
+}
+
+impl Login {
+    /// This login with its Pigeon extension padded (if it has one) so that
+    /// it is at least [`MIN_PIGEON_LOGIN_BYTES`] long.
+    pub fn padded(mut self) -> Self {
+        let Some(ext) = self.pigeon.as_mut() else {
+            return self;
+        };
+        ext.pad = 0;
+        let len = Datagram::Login(self.clone()).encoded_len();
+        if len < MIN_PIGEON_LOGIN_BYTES {
+            // `;pad=` then two bytes a `0`.
+            let zeros = (MIN_PIGEON_LOGIN_BYTES - len)
+                .saturating_sub(10)
+                .div_ceil(2);
+            if let Some(ext) = self.pigeon.as_mut() {
+                ext.pad = u16::try_from(zeros.max(1)).unwrap_or(u16::MAX);
+            }
+        }
+        self
     }
 }
 
@@ -820,6 +863,14 @@ fn parse_part(text: &str) -> Option<(u16, u16)> {
     let part = u16::try_from(parse_decimal(part)?).ok()?;
     let parts = u16::try_from(parse_decimal(parts)?).ok()?;
     (part >= 1 && part <= parts && parts <= MAX_PARTS).then_some((part, parts))
+}
+
+/// Login padding: 1 to [`MAX_PAD`] `0`s.
+fn parse_pad(text: &str) -> Option<u16> {
+    if text.is_empty() || text.len() > MAX_PAD || !text.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    u16::try_from(text.len()).ok()
 }
 
 /// A MAC: exactly 32 lowercase hex digits.
@@ -1091,6 +1142,7 @@ impl RefuseReason {
             Self::BadEndpoint => "bad-endpoint",
             Self::ServerFull => "server-full",
             Self::HostFull => "host-full",
+            Self::ShortLogin => "short-login",
             Self::Other(token) => token,
         }
     }
@@ -1103,6 +1155,7 @@ impl RefuseReason {
             "bad-endpoint" => Self::BadEndpoint,
             "server-full" => Self::ServerFull,
             "host-full" => Self::HostFull,
+            "short-login" => Self::ShortLogin,
             _ => {
                 let well_formed = !token.is_empty()
                     && token.len() <= MAX_REASON_CHARS
@@ -1203,6 +1256,74 @@ mod tests {
 
     fn addr(text: &str) -> PeerAddr {
         PeerAddr::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_padded_pigeon_login_is_as_large_as_the_largest_accept() {
+        let largest = Datagram::Accept(Accept {
+            tcp_port: 65535,
+            pigeon: Some(AcceptExt {
+                roster_port: 65535,
+                token: SessionToken(u128::MAX),
+                keepalive_ms: u32::MAX,
+                nonce: Some(Nonce(u128::MAX)),
+            }),
+        });
+        assert_eq!(largest.encoded_len(), MIN_PIGEON_LOGIN_BYTES);
+        for (n, a) in [
+            ("a", "1.2.3.4:5"),
+            ("bob", "127.0.0.1:5000"),
+            ("天涯若比邻天涯若比邻", "[fe80::1%3]:65535"),
+            (
+                "a-name-of-thirty-two-characters!",
+                "[2001:db8:1:2:3:4:5:6]:65535",
+            ),
+        ] {
+            for nonce in [None, Some(Nonce(1))] {
+                let login = Login {
+                    name: name(n),
+                    endpoint: addr(a),
+                    pigeon: Some(LoginExt {
+                        instance: InstanceId(1),
+                        token: None,
+                        nonce,
+                        pad: 0,
+                    }),
+                }
+                .padded();
+                let datagram = Datagram::Login(login);
+                let len = datagram.encoded_len();
+                let pad = match &datagram {
+                    Datagram::Login(Login {
+                        pigeon: Some(ext), ..
+                    }) => ext.pad,
+                    _ => 0,
+                };
+                assert!(len >= MIN_PIGEON_LOGIN_BYTES, "{n}: {len}");
+                // No more than needed: one `0` less would not do.
+                assert!(
+                    pad == 0 || len - 2 < MIN_PIGEON_LOGIN_BYTES || pad == 1,
+                    "{n}: {len}"
+                );
+                assert_eq!(Datagram::decode(&datagram.to_bytes()), Ok(datagram));
+            }
+        }
+        // A seed login is left as it is.
+        let seed = Login {
+            name: name("old"),
+            endpoint: addr("1.2.3.4:5"),
+            pigeon: None,
+        };
+        assert_eq!(seed.clone().padded(), seed);
+        // Padding is zeros, and bounded.
+        for bad in [
+            "pad=",
+            "pad=01",
+            &format!("pad={}", "0".repeat(MAX_PAD + 1)),
+        ] {
+            let text = format!("login,a,1.2.3.4:5,pigeon1;iid=0000000000000001;{bad}");
+            assert!(Datagram::decode(&wide(&text)).is_err(), "{bad}");
+        }
     }
 
     #[test]

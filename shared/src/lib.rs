@@ -28,7 +28,8 @@ pub mod utf16;
 pub use datagram::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, DecodeError, DecodeErrorKind, Delta,
     Expired, Login, LoginExt, Logout, LogoutExt, Ping, Pong, RefuseReason, Refused, RosterChange,
-    Sealed, Talk, Verb, MAX_DATAGRAM_LEN, MAX_PARTS, MAX_PART_UNITS, MAX_SEQ, PIGEON_TAG,
+    Sealed, Talk, Verb, MAX_DATAGRAM_LEN, MAX_PAD, MAX_PARTS, MAX_PART_UNITS, MAX_SEQ,
+    MIN_PIGEON_LOGIN_BYTES, PIGEON_TAG,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
 pub use ids::{InstanceId, Nonce, Revision, Seq, SessionToken};

@@ -109,15 +109,21 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         (
             user_name(),
             peer_addr(),
-            proptest::option::of((instance(), proptest::option::of(token()), nonce()))
+            proptest::option::of((
+                instance(),
+                proptest::option::of(token()),
+                nonce(),
+                0..=pigeon_shared::MAX_PAD as u16
+            ))
         )
             .prop_map(|(name, endpoint, ext)| Datagram::Login(Login {
                 name,
                 endpoint,
-                pigeon: ext.map(|(instance, token, nonce)| LoginExt {
+                pigeon: ext.map(|(instance, token, nonce, pad)| LoginExt {
                     instance,
                     token,
-                    nonce
+                    nonce,
+                    pad,
                 }),
             })),
         (user_name(), peer_addr(), proptest::option::of(token())).prop_map(

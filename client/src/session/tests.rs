@@ -74,15 +74,19 @@ fn snapshot(revision: Option<Revision>, entries: Vec<RosterEntry>) -> RosterSnap
 
 /// The login `s` sends in its current round of attempts.
 fn my_login(s: &Session, token: Option<SessionToken>) -> Datagram {
-    Datagram::Login(Login {
-        name: name("alice"),
-        endpoint: addr("10.0.0.2:5000"),
-        pigeon: Some(LoginExt {
-            instance: ME,
-            token,
-            nonce: Some(s.login_nonce()),
-        }),
-    })
+    Datagram::Login(
+        Login {
+            name: name("alice"),
+            endpoint: addr("10.0.0.2:5000"),
+            pigeon: Some(LoginExt {
+                instance: ME,
+                token,
+                nonce: Some(s.login_nonce()),
+                pad: 0,
+            }),
+        }
+        .padded(),
+    )
 }
 
 fn seed_accept() -> Datagram {

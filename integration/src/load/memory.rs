@@ -50,8 +50,10 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
                 instance: InstanceId(i as u64),
                 token: None,
                 nonce: None,
+                pad: 0,
             }),
-        };
+        }
+        .padded();
         drop(roster.login(login, endpoint.socket_addr(), now));
         drop(roster.flush_deltas());
     }

@@ -51,15 +51,17 @@ fn seed_login(n: &str, a: &str) -> Login {
 }
 
 fn pigeon_login(n: &str, a: &str, instance: InstanceId, token: Option<SessionToken>) -> Login {
-    Login {
+    let login = Login {
         name: name(n),
         endpoint: addr(a),
         pigeon: Some(LoginExt {
             instance,
             token,
             nonce: Some(Nonce(u128::from(instance.0))),
+            pad: 0,
         }),
-    }
+    };
+    login.padded()
 }
 
 fn seed_accept_to(a: &str) -> RosterAction {
@@ -1023,14 +1025,18 @@ fn refusals_are_never_larger_than_the_login_they_answer() {
 #[test]
 fn answers_to_a_login_echo_its_nonce() {
     let mut f = fixture();
-    let with_nonce = |n: &str, a: &str, instance, nonce| Login {
-        name: name(n),
-        endpoint: addr(a),
-        pigeon: Some(LoginExt {
-            instance,
-            token: None,
-            nonce: Some(Nonce(nonce)),
-        }),
+    let with_nonce = |n: &str, a: &str, instance, nonce| {
+        Login {
+            name: name(n),
+            endpoint: addr(a),
+            pigeon: Some(LoginExt {
+                instance,
+                token: None,
+                nonce: Some(Nonce(nonce)),
+                pad: 0,
+            }),
+        }
+        .padded()
     };
     let (_, actions) = f.roster.login(
         with_nonce("alice", "10.0.0.1:5000", IID_A, 0xA),
@@ -1092,14 +1098,15 @@ fn answers_to_a_login_echo_its_nonce() {
 #[test]
 fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
     let mut f = fixture();
-    // Its login has no nonce.
+    // Its login has no nonce (nor padding: its name is long enough).
     let login = Login {
-        name: name("early"),
+        name: name("pigeon-from-before-sealing"),
         endpoint: addr("10.0.0.1:5000"),
         pigeon: Some(LoginExt {
             instance: IID_A,
             token: None,
             nonce: None,
+            pad: 0,
         }),
     };
     let (_, actions) = f.roster.login(login, sock("10.0.0.1:5000"), f.t0);
@@ -1116,7 +1123,12 @@ fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
     };
     assert_eq!(*nonce, None);
     let token = *token;
-    f.roster.synced(&name("early"), token, f.roster.revision());
+    let (decision, _) = f.roster.synced(
+        &name("pigeon-from-before-sealing"),
+        token,
+        f.roster.revision(),
+    );
+    assert_eq!(decision, SessionDecision::Done);
     let current = join_pigeon(&mut f, "current", "10.0.0.2:5000", IID_B);
     let deltas = f.roster.flush_deltas();
     let [RosterAction::BroadcastSealed { to, .. }] = deltas.as_slice() else {
@@ -1131,4 +1143,37 @@ fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
             (sock("10.0.0.2:5000"), Some(SessionKey::from_token(current)))
         ]
     );
+}
+
+#[test]
+fn a_pigeon_login_smaller_than_its_accept_is_refused_in_fewer_bytes() {
+    let mut f = fixture();
+    let login = Login {
+        name: name("al"),
+        endpoint: addr("10.0.0.1:5000"),
+        pigeon: Some(LoginExt {
+            instance: IID_A,
+            token: None,
+            nonce: Some(Nonce(7)),
+            pad: 0,
+        }),
+    };
+    let asked = Datagram::Login(login.clone()).encoded_len();
+    let (decision, actions) = f.roster.login(login.clone(), sock("10.0.0.1:5000"), f.t0);
+    assert_eq!(refusal(&decision), Some(RefuseReason::ShortLogin));
+    assert!(f.roster.is_empty());
+    let [RosterAction::Send { datagram, .. }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert!(datagram.encoded_len() <= asked);
+    // Padded, the same login is answered, in no more bytes than it took.
+    let padded = login.padded();
+    let asked = Datagram::Login(padded.clone()).encoded_len();
+    let (decision, actions) = f.roster.login(padded, sock("10.0.0.1:5000"), f.t0);
+    assert_eq!(decision, LoginDecision::Joined);
+    let Some(RosterAction::Send { datagram, .. }) = actions.first() else {
+        panic!("{actions:?}")
+    };
+    assert!(matches!(datagram, Datagram::Accept(_)));
+    assert!(datagram.encoded_len() <= asked);
 }
