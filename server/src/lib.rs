@@ -5,10 +5,13 @@
 //! Three actors, each in its own file: [`udp_gateway_actor`] owns the UDP
 //! socket, [`roster_actor`] owns who is online (deciding through the
 //! socket-free [`roster`]), and [`tcp_roster_actor`] serves roster
-//! snapshots from the [`directory`] the roster writes through to.
-//! [`server`] binds and wires them.
+//! snapshots from the [`directory`] the roster writes through to; a
+//! fourth, [`metrics_actor`], serves their counters ([`metrics`]) when
+//! asked to. [`server`] binds and wires them.
 
 pub mod directory;
+pub mod metrics;
+pub mod metrics_actor;
 pub mod roster;
 pub mod roster_actor;
 pub mod server;

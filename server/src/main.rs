@@ -56,6 +56,12 @@ struct Args {
     /// Datagrams per second accepted from one host (burst: twice that).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_HOST)]
     rate_per_host: u32,
+
+    /// Serve the server's counters, the online count and the datagram
+    /// rates for Prometheus at http://IP:PORT/metrics (port 0: any free
+    /// port).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
     config.liveness_timeout = Duration::from_secs_f64(args.liveness_timeout);
     config.rate_limits.per_address = Rate::per_second(args.rate_per_address);
     config.rate_limits.per_host = Rate::per_second(args.rate_per_host);
+    config.metrics = args.metrics;
 
     let bound = match BoundServer::bind(config) {
         Ok(bound) => bound,
@@ -89,12 +96,16 @@ fn main() -> ExitCode {
     let outcome = system.block_on(async move {
         let server = bound.start().await?;
         let mut stdout = std::io::stdout().lock();
-        writeln!(
+        write!(
             stdout,
             "listening udp={} tcp={}",
             server.udp_addr(),
             server.tcp_addr()
         )?;
+        if let Some(metrics) = server.metrics_addr() {
+            write!(stdout, " metrics={metrics}")?;
+        }
+        writeln!(stdout)?;
         stdout.flush()?;
         drop(stdout);
         let signal = shutdown_signal().await?;

@@ -233,6 +233,29 @@ pub enum LeaveReason {
     Unconfirmed,
 }
 
+impl LeaveReason {
+    /// Every reason.
+    pub const ALL: [Self; 3] = [Self::LoggedOut, Self::Evicted, Self::Unconfirmed];
+
+    /// A short name (a metric's label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoggedOut => "logged-out",
+            Self::Evicted => "evicted",
+            Self::Unconfirmed => "unconfirmed",
+        }
+    }
+
+    /// This reason's place in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::LoggedOut => 0,
+            Self::Evicted => 1,
+            Self::Unconfirmed => 2,
+        }
+    }
+}
+
 /// What the roster decided about a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginDecision {
@@ -262,6 +285,20 @@ pub enum SessionDecision {
     WrongSource { registered: PeerAddr },
     /// Ignored: a Pigeon session's token was missing or wrong.
     BadToken,
+}
+
+impl SessionDecision {
+    /// Why a datagram was ignored, as a metric's label (`None`: it was
+    /// not).
+    pub fn ignored_as(&self) -> Option<&'static str> {
+        match self {
+            Self::Done => None,
+            Self::UnknownUser => Some("unknown-user"),
+            Self::EndpointMismatch { .. } => Some("endpoint-mismatch"),
+            Self::WrongSource { .. } => Some("wrong-source"),
+            Self::BadToken => Some("bad-token"),
+        }
+    }
 }
 
 impl Roster {

@@ -7,10 +7,14 @@
 //! bot) is a new actor rather than an edit here.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use pigeon_shared::{LogLimit, Login, Logout, PeerAddr, Ping, Revision, SessionToken, UserName};
+use pigeon_shared::{
+    LogLimit, Login, Logout, PeerAddr, Ping, RefuseReason, Revision, SessionToken, UserName,
+};
 use tracing::{debug, info, warn};
 
 use crate::roster::{
@@ -23,12 +27,85 @@ use crate::udp_gateway_actor::{
 /// Mailbox size: room for a burst of logins while the gateway waits.
 pub const ROSTER_MAILBOX: usize = 4096;
 
+/// The refusal reasons counted apart; any other is counted as `other`.
+pub const REFUSALS: [&str; 7] = [
+    "name-taken",
+    "endpoint-taken",
+    "bad-endpoint",
+    "server-full",
+    "host-full",
+    "short-login",
+    "other",
+];
+
+/// Why a logout or keepalive was ignored.
+pub const IGNORED: [&str; 4] = [
+    "unknown-user",
+    "endpoint-mismatch",
+    "wrong-source",
+    "bad-token",
+];
+
+/// What the roster decided, counted (`pigeon-server --metrics` serves
+/// them).
+#[derive(Debug, Default)]
+pub struct RosterStats {
+    /// Logins that put a new user online.
+    pub joined: AtomicU64,
+    /// Logins repeated by the same session: `Accept` again.
+    pub refreshed: AtomicU64,
+    /// Logins refused, by reason ([`REFUSALS`]).
+    pub refused: [AtomicU64; REFUSALS.len()],
+    /// Users gone, by [`LeaveReason::index`].
+    pub left: [AtomicU64; LeaveReason::ALL.len()],
+    /// Keepalives that kept a session alive.
+    pub keepalives: AtomicU64,
+    /// Logouts (first) and keepalives (second) ignored, by why
+    /// ([`IGNORED`]).
+    pub ignored: [[AtomicU64; IGNORED.len()]; 2],
+    /// Hosts whose roster fetch confirmed seed-style sessions.
+    pub seed_confirmed: AtomicU64,
+    /// Roster events a subscriber's full mailbox lost.
+    pub events_dropped: AtomicU64,
+}
+
+impl RosterStats {
+    fn refused(&self, reason: &RefuseReason) {
+        let label = match reason {
+            RefuseReason::Other(_) => "other",
+            known => known.as_str(),
+        };
+        let index = REFUSALS
+            .iter()
+            .position(|r| *r == label)
+            .unwrap_or(REFUSALS.len() - 1);
+        if let Some(counter) = self.refused.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn ignored(&self, keepalive: bool, decision: &SessionDecision) {
+        let Some(why) = decision.ignored_as() else {
+            return;
+        };
+        let row = usize::from(keepalive);
+        let counter = IGNORED
+            .iter()
+            .position(|i| *i == why)
+            .and_then(|i| self.ignored.get(row).and_then(|r| r.get(i)));
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The roster actor. See the module documentation.
 pub struct RosterActor {
     roster: Roster,
     gateway: Addr<UdpGatewayActor>,
     subscribers: Vec<Recipient<RosterEvent>>,
     events_dropped: u64,
+    stats: Arc<RosterStats>,
     /// The timer, and when it fires.
     timer: Option<(Instant, SpawnHandle)>,
     /// Refusals are logged, but a flood of them must not flood the log.
@@ -102,12 +179,13 @@ impl Message for RosterEvent {
 
 impl RosterActor {
     /// A roster actor sending through `gateway`.
-    pub fn new(roster: Roster, gateway: Addr<UdpGatewayActor>) -> Self {
+    pub fn new(roster: Roster, gateway: Addr<UdpGatewayActor>, stats: Arc<RosterStats>) -> Self {
         Self {
             roster,
             gateway,
             subscribers: Vec::new(),
             events_dropped: 0,
+            stats,
             timer: None,
             refusal_log: LogLimit::default(),
         }
@@ -162,6 +240,11 @@ impl RosterActor {
                     .gateway
                     .do_send(BroadcastSealedDatagram { to, datagram }),
                 RosterAction::Publish(event) => {
+                    if let RosterEvent::Left { reason, .. } = &event {
+                        if let Some(counter) = self.stats.left.get(reason.index()) {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     match &event {
                         RosterEvent::Left {
                             name,
@@ -200,6 +283,9 @@ impl RosterActor {
             });
         if dropped > 0 {
             self.events_dropped += dropped;
+            self.stats
+                .events_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
             warn!(
                 dropped,
                 total = self.events_dropped,
@@ -256,6 +342,14 @@ impl Handler<LoginReceived> for RosterActor {
         let source = msg.source;
         let (decision, actions) = self.roster.login(msg.login, source, Instant::now());
         match &decision {
+            LoginDecision::Joined => self.stats.joined.fetch_add(1, Ordering::Relaxed),
+            LoginDecision::Refreshed => self.stats.refreshed.fetch_add(1, Ordering::Relaxed),
+            LoginDecision::Refused { reason, .. } => {
+                self.stats.refused(reason);
+                0
+            }
+        };
+        match &decision {
             LoginDecision::Joined => info!(
                 user = %name,
                 %endpoint,
@@ -296,6 +390,7 @@ impl Handler<LogoutReceived> for RosterActor {
                 "user left; others told"
             );
         } else {
+            self.stats.ignored(false, &decision);
             self.log_ignored("logout", &name, source, &decision);
         }
         self.dispatch(actions, ctx);
@@ -310,8 +405,10 @@ impl Handler<PingReceived> for RosterActor {
         let source = msg.source;
         let (decision, actions) = self.roster.ping(msg.ping, source, Instant::now());
         if decision == SessionDecision::Done {
+            self.stats.keepalives.fetch_add(1, Ordering::Relaxed);
             debug!(user = %name, %source, "keepalive");
         } else {
+            self.stats.ignored(true, &decision);
             self.log_ignored("keepalive", &name, source, &decision);
         }
         self.dispatch(actions, ctx);
@@ -338,6 +435,7 @@ impl Handler<SeedFetched> for RosterActor {
     fn handle(&mut self, msg: SeedFetched, _: &mut Context<Self>) {
         let confirmed = self.roster.seed_fetched(msg.host);
         if confirmed > 0 {
+            self.stats.seed_confirmed.fetch_add(1, Ordering::Relaxed);
             debug!(host = %msg.host, confirmed, "seed-era sessions confirmed by their roster fetch");
         }
     }

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -16,11 +16,13 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
 use crate::directory::Directory;
+use crate::metrics::{Rates, ServerMetrics};
+use crate::metrics_actor::{MetricsActor, StopMetrics};
 use crate::roster::{
     Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT, DEFAULT_LIVENESS_TIMEOUT,
     DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
 };
-use crate::roster_actor::{OnlineUsers, RosterActor, StopRoster, Subscribe};
+use crate::roster_actor::{OnlineUsers, RosterActor, RosterStats, StopRoster, Subscribe};
 use crate::tcp_roster_actor::{
     RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig, TcpStats,
 };
@@ -68,6 +70,8 @@ pub struct ServerConfig {
     /// Seed of the session-token generator (`None`: from the OS, which is
     /// what anything but a reproducible test wants).
     pub token_seed: Option<u64>,
+    /// Where to serve the metrics over HTTP (`None`: nowhere).
+    pub metrics: Option<SocketAddr>,
     /// A fault-injection layer on every datagram the server sends (tests).
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
@@ -91,6 +95,7 @@ impl ServerConfig {
             max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
             tcp: TcpRosterConfig::default(),
             token_seed: None,
+            metrics: None,
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -113,6 +118,7 @@ pub struct BoundServer {
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
     roster_tcp: std::net::TcpListener,
+    metrics: Option<(std::net::TcpListener, SocketAddr)>,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
     roster_addr: SocketAddr,
@@ -127,8 +133,10 @@ pub struct ServerHandle {
     roster: Addr<RosterActor>,
     gateway: Addr<UdpGatewayActor>,
     tcp: Addr<TcpRosterActor>,
+    metrics: Option<(Addr<MetricsActor>, SocketAddr)>,
     stats: Arc<GatewayStats>,
     tcp_stats: Arc<TcpStats>,
+    roster_stats: Arc<RosterStats>,
     directory: Arc<Directory>,
     gateway_arbiter: Arbiter,
 }
@@ -165,10 +173,12 @@ impl BoundServer {
         let (tcp, tcp_addr) = bind_tcp(SocketAddr::new(udp_addr.ip(), config.tcp_port))?;
         let (roster_tcp, roster_addr) =
             bind_tcp(SocketAddr::new(udp_addr.ip(), config.roster_port))?;
+        let metrics = config.metrics.map(bind_tcp).transpose()?;
         Ok(Self {
             udp,
             tcp,
             roster_tcp,
+            metrics,
             udp_addr,
             tcp_addr,
             roster_addr,
@@ -191,12 +201,18 @@ impl BoundServer {
         self.roster_addr
     }
 
+    /// Where the metrics are served, if anywhere (real port).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Starts the actors. Must run inside an actix `System`.
     pub async fn start(self) -> io::Result<ServerHandle> {
         let Self {
             udp,
             tcp,
             roster_tcp,
+            metrics,
             udp_addr,
             tcp_addr,
             roster_addr,
@@ -255,7 +271,12 @@ impl BoundServer {
             None => StdRng::from_os_rng(),
         };
         let roster = Roster::new(roster_config, directory.clone(), rng);
-        let roster = roster_ctx.run(RosterActor::new(roster, gateway.clone()));
+        let roster_stats = Arc::new(RosterStats::default());
+        let roster = roster_ctx.run(RosterActor::new(
+            roster,
+            gateway.clone(),
+            roster_stats.clone(),
+        ));
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),
@@ -270,6 +291,21 @@ impl BoundServer {
             tcp_stats.clone(),
         )
         .start();
+        let metrics = match metrics {
+            Some((listener, addr)) => {
+                let served = ServerMetrics {
+                    gateway: stats.clone(),
+                    tcp: tcp_stats.clone(),
+                    roster: roster_stats.clone(),
+                    directory: directory.clone(),
+                    rates: Arc::new(Mutex::new(Rates::default())),
+                };
+                let actor = MetricsActor::new(TcpListener::from_std(listener)?, served).start();
+                info!(url = %crate::metrics_actor::url(addr), "serving metrics");
+                Some((actor, addr))
+            }
+            None => None,
+        };
         info!(
             udp = %udp_addr,
             tcp = %tcp_addr,
@@ -284,8 +320,10 @@ impl BoundServer {
             roster,
             gateway,
             tcp,
+            metrics,
             stats,
             tcp_stats,
+            roster_stats,
             directory,
             gateway_arbiter,
         })
@@ -321,6 +359,16 @@ impl ServerHandle {
     /// What the TCP roster service did.
     pub fn tcp_stats(&self) -> &Arc<TcpStats> {
         &self.tcp_stats
+    }
+
+    /// What the roster decided, counted.
+    pub fn roster_stats(&self) -> &Arc<RosterStats> {
+        &self.roster_stats
+    }
+
+    /// Where the metrics are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The users online, readable without a mailbox round trip.
@@ -365,6 +413,9 @@ impl ServerHandle {
         // so a new server can bind the same ports at once. The roster goes
         // first: its goodbye reaches the gateway before the gateway stops.
         let _ = self.tcp.send(StopTcpRoster).await;
+        if let Some((metrics, _)) = &self.metrics {
+            let _ = metrics.send(StopMetrics).await;
+        }
         let _ = self.roster.send(StopRoster { announce }).await;
         let _ = self.gateway.send(StopGateway).await;
         let arbiter = self.gateway_arbiter;

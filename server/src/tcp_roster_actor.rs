@@ -77,6 +77,9 @@ pub struct TcpStats {
     pub refused: AtomicU64,
     /// Connections closed at once: their host had its share open.
     pub host_full: AtomicU64,
+    /// Rosters not sent: the connection failed, or the client was too
+    /// slow to take it.
+    pub failed: AtomicU64,
 }
 
 /// Stop serving and close the listener.
@@ -291,8 +294,14 @@ impl Service {
                     "roster sent over TCP"
                 )
             }
-            Ok(Err(e)) => debug!(%peer, error = %e, "roster not sent: connection failed"),
-            Err(_) => warn!(%peer, ?timeout, "roster not sent: client too slow"),
+            Ok(Err(e)) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, error = %e, "roster not sent: connection failed")
+            }
+            Err(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, ?timeout, "roster not sent: client too slow")
+            }
         }
     }
 
