@@ -49,11 +49,16 @@ async fn the_metrics_count_what_happened() -> anyhow::Result<()> {
     config.metrics = Some("127.0.0.1:0".parse()?);
     let server = ServerHandle::start(config).await?;
     let addr = server.udp_addr();
-    let metrics = server.metrics_addr().ok_or_else(|| anyhow::anyhow!("no metrics"))?;
+    let metrics = server
+        .metrics_addr()
+        .ok_or_else(|| anyhow::anyhow!("no metrics"))?;
 
     let start = scrape(metrics).await?;
     assert_eq!(start.get("pigeon_users_online"), Some(&0.0));
-    assert_eq!(start.get("pigeon_logins_total{result=\"joined\"}"), Some(&0.0));
+    assert_eq!(
+        start.get("pigeon_logins_total{result=\"joined\"}"),
+        Some(&0.0)
+    );
 
     let mut alice = TestClient::online("alice", addr).await?;
     let _bob = TestClient::online("bob", addr).await?;
@@ -72,7 +77,13 @@ async fn the_metrics_count_what_happened() -> anyhow::Result<()> {
     )
     .await?;
     eventually("the junk counted", || {
-        server.stats().undecodable.iter().map(|(_, n)| n).sum::<u64>() >= 5
+        server
+            .stats()
+            .undecodable
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>()
+            >= 5
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -81,8 +92,14 @@ async fn the_metrics_count_what_happened() -> anyhow::Result<()> {
     let get = |key: &str| m.get(key).copied().unwrap_or(-1.0);
     assert_eq!(get("pigeon_users_online"), 2.0);
     assert_eq!(get("pigeon_logins_total{result=\"joined\"}"), 2.0);
-    assert_eq!(get("pigeon_logins_refused_total{reason=\"name-taken\"}"), 1.0);
-    assert_eq!(get("pigeon_logins_refused_total{reason=\"short-login\"}"), 1.0);
+    assert_eq!(
+        get("pigeon_logins_refused_total{reason=\"name-taken\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("pigeon_logins_refused_total{reason=\"short-login\"}"),
+        1.0
+    );
     assert_eq!(
         get("pigeon_datagrams_undecodable_total{error=\"unknown-verb\"}"),
         5.0

@@ -2,8 +2,9 @@
 //! writes for the text it is captioned with, and must decode back.
 
 use pigeon_shared::roster_snapshot::{decode_frame, parse_roster_request, put_dotnet_string};
+use pigeon_shared::seal::{open, SessionKey};
 use pigeon_shared::utf16::put_utf16le;
-use pigeon_shared::{Datagram, RosterSnapshot};
+use pigeon_shared::{Datagram, RosterSnapshot, SessionToken};
 
 /// (caption text, bytes) for each "Example: `...`" followed by a hex block.
 fn examples() -> Vec<(String, Vec<u8>)> {
@@ -41,7 +42,7 @@ fn examples() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn every_example_in_protocol_md_matches_the_codec() {
     let examples = examples();
-    assert_eq!(examples.len(), 15, "examples found: {examples:?}");
+    assert_eq!(examples.len(), 21, "examples found: {examples:?}");
     for (caption, bytes) in examples {
         if caption.starts_with("pigeon1 ") && !caption.ends_with(";end") {
             let mut expected = Vec::new();
@@ -63,6 +64,12 @@ fn every_example_in_protocol_md_matches_the_codec() {
             assert_eq!(bytes, expected, "{caption}");
             let datagram = Datagram::decode(&bytes).unwrap_or_else(|e| panic!("{caption}: {e}"));
             assert_eq!(datagram.to_bytes().as_ref(), bytes.as_slice(), "{caption}");
+            // A sealed example opens with the token the text names.
+            if let Datagram::Sealed(sealed) = &datagram {
+                let key =
+                    SessionKey::from_token(SessionToken(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff));
+                assert!(open(&key, sealed).is_ok(), "{caption}");
+            }
         }
     }
 }

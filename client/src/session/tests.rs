@@ -1174,3 +1174,41 @@ fn a_gap_is_fetched_again_at_most_once_a_second() {
         [SessionOutput::FetchRoster { .. }]
     ));
 }
+
+#[test]
+fn a_forged_plain_accept_only_delays_a_login_to_a_pigeon_server() {
+    let (mut s, t) = session();
+    s.start(t);
+    // A forger answers first, as a seed server would (no nonce to check).
+    let out = s.datagram_received(seed_accept(), sock(SERVER), t);
+    assert_eq!(
+        out,
+        vec![SessionOutput::FetchRoster {
+            from: sock("10.0.0.1:4000"),
+            as_user: None,
+        }]
+    );
+    // The Pigeon server's real answer comes while the client fetches; the
+    // server does not give its seed-format roster to a Pigeon login's host.
+    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
+    let out = s.roster_fetched(Err("closed without a roster".into()), t);
+    assert_eq!(sends(&out), vec![my_login(&s, None)]);
+    // The answer to the next attempt is taken for what it is.
+    let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
+    assert_eq!(
+        out,
+        vec![SessionOutput::FetchRoster {
+            from: sock("10.0.0.1:4001"),
+            as_user: Some((name("alice"), TOKEN)),
+        }]
+    );
+    s.roster_fetched(Ok(snapshot(Some(3), vec![])), t);
+    assert!(s.is_online());
+    // Sealed datagrams count from now on; plain ones do not.
+    s.datagram_received(
+        delta(3, vec![joined("carol", "10.0.0.4:5000", None)]),
+        sock(SERVER),
+        t,
+    );
+    assert!(s.peer("carol").is_some());
+}
