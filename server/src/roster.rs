@@ -373,30 +373,17 @@ impl Roster {
         } = login;
         // A Pigeon login's nonce: the answer echoes it.
         let nonce = pigeon.and_then(|ext| ext.nonce);
+        let refused = |reason, detail| refuse(reason, detail, endpoint, source, asked, nonce);
         if let Err(problem) = endpoint.check_usable() {
             let detail = format!("endpoint {endpoint} cannot receive: {problem}");
-            return refuse(
-                RefuseReason::BadEndpoint,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::BadEndpoint, detail);
         }
         if !same_host(endpoint.socket_addr().ip(), source.ip()) {
             let detail = format!(
                 "endpoint {endpoint} is not on the sender's address {}",
                 source.ip().to_canonical()
             );
-            return refuse(
-                RefuseReason::BadEndpoint,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::BadEndpoint, detail);
         }
         // A Pigeon client logs in from its receive endpoint, so nobody else
         // on its host can claim that endpoint in its name.
@@ -404,14 +391,7 @@ impl Roster {
         if pigeon.is_some() && exact != source {
             let detail =
                 format!("a Pigeon login for {endpoint} must come from {endpoint}, not {source}");
-            return refuse(
-                RefuseReason::BadEndpoint,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::BadEndpoint, detail);
         }
         // The Pigeon `Accept` is not sent to an endpoint that has proved
         // nothing yet unless it is no larger than the login (a Pigeon
@@ -426,14 +406,7 @@ impl Roster {
             let needed = self.accept_datagram(any, nonce).encoded_len();
             if needed > asked {
                 let detail = format!("pad the login to {needed} bytes (newer clients do)");
-                return refuse(
-                    RefuseReason::ShortLogin,
-                    detail,
-                    endpoint,
-                    source,
-                    asked,
-                    nonce,
-                );
+                return refused(RefuseReason::ShortLogin, detail);
             }
         }
         if let Some(user) = self.users.get_mut(&name) {
@@ -462,63 +435,28 @@ impl Roster {
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
-            return refuse(
-                RefuseReason::NameTaken,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::NameTaken, detail);
         }
         if let Some(holder) = self.by_endpoint.get(&endpoint) {
             let detail = format!("{holder} is already online at {endpoint}");
-            return refuse(
-                RefuseReason::EndpointTaken,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::EndpointTaken, detail);
         }
         if self.users.len() >= self.config.max_users {
             let detail = format!("{} users are online, the most allowed", self.users.len());
-            return refuse(
-                RefuseReason::ServerFull,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::ServerFull, detail);
         }
         if pigeon.is_none() && self.seed_count >= self.config.max_seed_users {
             let detail = format!(
                 "{} seed-era users are online, the most allowed",
                 self.seed_count
             );
-            return refuse(
-                RefuseReason::ServerFull,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::ServerFull, detail);
         }
         let host = endpoint.canonical_ip();
         let on_host = self.per_host.get(&host).copied().unwrap_or(0);
         if on_host >= self.config.max_users_per_host {
             let detail = format!("{on_host} users are online from {host}, the most allowed");
-            return refuse(
-                RefuseReason::HostFull,
-                detail,
-                endpoint,
-                source,
-                asked,
-                nonce,
-            );
+            return refused(RefuseReason::HostFull, detail);
         }
 
         let session = match pigeon {
