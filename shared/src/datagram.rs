@@ -468,16 +468,25 @@ impl Datagram {
                 })?;
                 let rest = f.remainder("detail").unwrap_or("");
                 // A Pigeon server's refusal starts with its extension.
-                let (nonce, detail) = match rest.strip_prefix(PIGEON_TAG) {
-                    Some(ext) if ext.is_empty() || ext.starts_with(';') || ext.starts_with(',') => {
+                let (nonce, detail) = match pigeon_items(rest) {
+                    Some(ext) => {
                         let (items, detail) = ext.split_once(',').unwrap_or((ext, ""));
                         let ext = Extension {
                             items: items.strip_prefix(';').unwrap_or(items),
                         };
                         (ext.optional(verb, "n", Nonce::parse)?, detail)
                     }
-                    _ => (None, rest),
+                    None => (None, rest),
                 };
+                // The sentence never looks like the extension: each
+                // refusal has one spelling.
+                if pigeon_items(detail).is_some() {
+                    return Err(DecodeError::BadField {
+                        verb,
+                        field: "detail",
+                        text: excerpt(detail),
+                    });
+                }
                 Self::Refused(Refused {
                     reason,
                     detail: detail.to_owned(),
@@ -863,6 +872,13 @@ fn parse_part(text: &str) -> Option<(u16, u16)> {
     let part = u16::try_from(parse_decimal(part)?).ok()?;
     let parts = u16::try_from(parse_decimal(parts)?).ok()?;
     (part >= 1 && part <= parts && parts <= MAX_PARTS).then_some((part, parts))
+}
+
+/// What follows the Pigeon tag, if `text` starts with the extension
+/// (`pigeon1` alone, or followed by `;` or `,`).
+fn pigeon_items(text: &str) -> Option<&str> {
+    text.strip_prefix(PIGEON_TAG)
+        .filter(|rest| rest.is_empty() || rest.starts_with(';') || rest.starts_with(','))
 }
 
 /// Login padding: 1 to [`MAX_PAD`] `0`s.
@@ -1256,6 +1272,34 @@ mod tests {
 
     fn addr(text: &str) -> PeerAddr {
         PeerAddr::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_refusals_extension_and_sentence_cannot_be_mistaken() {
+        let nonce = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let text = format!("refused,name-taken,pigeon1;n={nonce},pigeon1 is a fine word");
+        let Ok(Datagram::Refused(refused)) = Datagram::decode(&wide(&text)) else {
+            panic!("{text}")
+        };
+        assert_eq!(refused.nonce, Nonce::parse(nonce));
+        assert_eq!(refused.detail, "pigeon1 is a fine word");
+        // An extension without a nonce reads as none.
+        assert_eq!(
+            Datagram::decode(&wide("refused,name-taken,pigeon1;x=1")),
+            Ok(Datagram::Refused(Refused {
+                reason: RefuseReason::NameTaken,
+                detail: String::new(),
+                nonce: None,
+            }))
+        );
+        // A sentence that would read as the extension is refused: it could
+        // not be written back the same (found by fuzzing).
+        for text in [
+            "refused,n,pigeon1;n=x,pigeon1;n=y",
+            "refused,n,pigeon1,pigeon1",
+        ] {
+            assert!(Datagram::decode(&wide(text)).is_err(), "{text}");
+        }
     }
 
     #[test]
