@@ -670,21 +670,57 @@ impl Roster {
         (expired.into_iter().map(|(name, _)| name).collect(), actions)
     }
 
-    /// `host` fetched the seed-format roster: its seed-style sessions have
-    /// proved they listen, and get broadcasts from now on. How many were
-    /// confirmed.
-    pub fn seed_fetched(&mut self, host: IpAddr) -> usize {
-        let mut confirmed = 0;
-        for user in self.users.values_mut() {
+    /// `host` fetched the seed-format roster, a snapshot at `revision`: its
+    /// seed-style sessions have proved they listen, and get broadcasts from
+    /// now on. Changes after `revision` that were broadcast while they
+    /// waited are sent to them now, one seed datagram each, so that none
+    /// falls between the snapshot and their first broadcast. How many were
+    /// confirmed, and the sends.
+    pub fn seed_fetched(&mut self, host: IpAddr, revision: Revision) -> (usize, Vec<RosterAction>) {
+        let mut confirmed = Vec::new();
+        for (name, user) in self.users.iter_mut() {
             if matches!(user.session, Session::Seed)
                 && !user.synced
                 && user.endpoint.canonical_ip() == host
             {
                 user.synced = true;
-                confirmed += 1;
+                confirmed.push((name.clone(), user.endpoint.socket_addr()));
             }
         }
-        confirmed
+        let mut actions = Vec::new();
+        if confirmed.is_empty() || revision >= self.revision || revision < self.recent_from {
+            return (confirmed.len(), actions);
+        }
+        let skip = usize::try_from(revision - self.recent_from).unwrap_or(usize::MAX);
+        for change in self.recent.iter().skip(skip) {
+            let (subject, datagram) = match change {
+                RosterChange::Joined { name, endpoint, .. } => (
+                    name,
+                    Datagram::Login(Login {
+                        name: name.clone(),
+                        endpoint: *endpoint,
+                        pigeon: None,
+                    }),
+                ),
+                RosterChange::Left { name, endpoint } => (
+                    name,
+                    Datagram::Logout(Logout {
+                        name: name.clone(),
+                        endpoint: *endpoint,
+                        pigeon: None,
+                    }),
+                ),
+            };
+            let to: Vec<SocketAddr> = confirmed
+                .iter()
+                .filter(|(name, _)| name != subject)
+                .map(|(_, addr)| *addr)
+                .collect();
+            if !to.is_empty() {
+                actions.push(RosterAction::Broadcast { to, datagram });
+            }
+        }
+        (confirmed.len(), actions)
     }
 
     /// The roster changes not yet sent to Pigeon clients, as `delta`

@@ -151,6 +151,8 @@ pub struct RosterFetched {
 #[rtype(result = "()")]
 pub struct SeedFetched {
     pub host: std::net::IpAddr,
+    /// The revision of the snapshot it was sent.
+    pub revision: Revision,
 }
 
 /// Deliver every later [`RosterEvent`] to `subscriber`.
@@ -432,12 +434,13 @@ impl Handler<RosterFetched> for RosterActor {
 impl Handler<SeedFetched> for RosterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SeedFetched, _: &mut Context<Self>) {
-        let confirmed = self.roster.seed_fetched(msg.host);
+    fn handle(&mut self, msg: SeedFetched, ctx: &mut Context<Self>) {
+        let (confirmed, actions) = self.roster.seed_fetched(msg.host, msg.revision);
         if confirmed > 0 {
             self.stats.seed_confirmed.fetch_add(1, Ordering::Relaxed);
-            debug!(host = %msg.host, confirmed, "seed-era sessions confirmed by their roster fetch");
+            debug!(host = %msg.host, confirmed, catch_up = actions.len(), "seed-era sessions confirmed by their roster fetch");
         }
+        self.dispatch(actions, ctx);
     }
 }
 

@@ -241,11 +241,6 @@ impl Service {
                     self.refuse(peer, "no login from this host just now");
                     return;
                 }
-                // A TCP handshake cannot be forged off-path: the host's
-                // seed-style sessions listen where they said.
-                self.seed_fetched.do_send(SeedFetched {
-                    host: peer.ip().to_canonical(),
-                });
                 None
             }
             RosterFormat::Pigeon => {
@@ -269,12 +264,20 @@ impl Service {
             users,
             bytes: buf,
         } = self.directory.encode(self.format);
-        if let Some((name, token)) = asker {
-            self.fetched.do_send(RosterFetched {
+        match asker {
+            Some((name, token)) => self.fetched.do_send(RosterFetched {
                 name,
                 token,
                 revision,
-            });
+            }),
+            // A TCP handshake cannot be forged off-path: the host's
+            // seed-style sessions listen where they said. Told after the
+            // snapshot is taken, with its revision, so that the changes
+            // since reach them.
+            None => self.seed_fetched.do_send(SeedFetched {
+                host: peer.ip().to_canonical(),
+                revision,
+            }),
         }
         let timeout = self.config.write_timeout;
         let format = self.format;

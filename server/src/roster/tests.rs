@@ -85,7 +85,8 @@ fn refusal(decision: &LoginDecision) -> Option<RefuseReason> {
 /// they listen (and get broadcasts).
 fn confirm_seed_hosts(f: &mut Fixture) {
     for host in ["10.0.0.1", "10.0.0.2", "10.0.0.9"] {
-        f.roster.seed_fetched(host.parse().unwrap());
+        let revision = f.roster.revision();
+        f.roster.seed_fetched(host.parse().unwrap(), revision);
     }
 }
 
@@ -991,9 +992,57 @@ fn forged_seed_logins_get_no_broadcasts_and_expire() {
     );
     assert_eq!(decision, LoginDecision::Joined);
     // A host that fetches in time keeps its session.
-    f.roster.seed_fetched("10.0.0.4".parse().unwrap());
+    let revision = f.roster.revision();
+    f.roster.seed_fetched("10.0.0.4".parse().unwrap(), revision);
     let (gone, _) = f.roster.expire(later + Duration::from_secs(3600));
     assert!(!gone.iter().any(|n| n.as_str() == "dave"), "{gone:?}");
+}
+
+#[test]
+fn a_seed_session_confirmed_late_is_sent_what_its_snapshot_missed() {
+    let mut f = fixture();
+    let now = f.t0;
+    f.roster
+        .login(seed_login("carol", "10.0.0.4:5000"), sock("10.0.0.4:5000"), now);
+    // carol's snapshot is taken here; dave joins and erin leaves before the
+    // roster hears of the fetch, so carol, unconfirmed, is not told.
+    let taken_at = f.roster.revision();
+    let (_, actions) = f.roster.login(
+        seed_login("dave", "10.0.0.5:5000"),
+        sock("10.0.0.5:5000"),
+        now,
+    );
+    let to_carol = |actions: &[RosterAction]| {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                RosterAction::Broadcast { to, datagram } if to.contains(&sock("10.0.0.4:5000")) => {
+                    Some(datagram.clone())
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(to_carol(&actions).is_empty());
+    let (confirmed, actions) = f.roster.seed_fetched("10.0.0.4".parse().unwrap(), taken_at);
+    assert_eq!(confirmed, 1);
+    assert_eq!(
+        to_carol(&actions),
+        [Datagram::Login(seed_login("dave", "10.0.0.5:5000"))]
+    );
+    // Confirmed, carol gets the next change as it happens, and a second
+    // fetch replays nothing.
+    let (_, actions) = f.roster.login(
+        seed_login("erin", "10.0.0.6:5000"),
+        sock("10.0.0.6:5000"),
+        now,
+    );
+    assert_eq!(
+        to_carol(&actions),
+        [Datagram::Login(seed_login("erin", "10.0.0.6:5000"))]
+    );
+    let (confirmed, actions) = f.roster.seed_fetched("10.0.0.4".parse().unwrap(), taken_at);
+    assert_eq!((confirmed, actions.len()), (0, 0));
 }
 
 #[test]
