@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST};
+use pigeon_server::tcp_roster_actor::TcpRosterConfig;
 use pigeon_server::{BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
 use pigeon_shared::log::init_tracing;
 use tracing::{error, info};
@@ -57,6 +58,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_HOST)]
     rate_per_host: u32,
 
+    /// Roster connections (TCP) served at once to one host; more are
+    /// closed at once and their clients try again.
+    #[arg(long, value_name = "N", default_value_t = TcpRosterConfig::default().max_per_host)]
+    roster_connections_per_host: usize,
+
     /// Serve the server's counters, the online count and the datagram
     /// rates for Prometheus at http://IP:PORT/metrics (port 0: any free
     /// port).
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
     config.rate_limits.per_address = Rate::per_second(args.rate_per_address);
     config.rate_limits.per_host = Rate::per_second(args.rate_per_host);
     config.metrics = args.metrics;
+    config.tcp.max_per_host = args.roster_connections_per_host.max(1);
 
     let bound = match BoundServer::bind(config) {
         Ok(bound) => bound,

@@ -229,7 +229,11 @@ impl BoundServer {
         let gateway_arbiter = Arbiter::new();
         let (gateway_tx, gateway_rx) = tokio::sync::oneshot::channel();
         let gateway_stats = stats.clone();
-        let limits = config.rate_limits;
+        // A host allowed N users needs a rate-limiter bucket for each.
+        let mut limits = config.rate_limits;
+        limits.max_addresses_per_host = limits
+            .max_addresses_per_host
+            .max(config.max_users_per_host.saturating_add(16));
         let gateway_directory = directory.clone();
         #[cfg(feature = "faults")]
         let faults = config.faults.clone();

@@ -337,10 +337,8 @@ pub async fn run(
             // storm of all of them.
             server_config.rate_limits.per_host =
                 Rate::per_second(u32::try_from(n * 20).unwrap_or(u32::MAX).max(5_000));
-            // ... its share of rate-limiter buckets one each, and its share
-            // of roster connections a storm of all of them fetching at once.
-            let limits = &mut server_config.rate_limits;
-            limits.max_addresses_per_host = limits.max_addresses_per_host.max(n + 16);
+            // ... and its share of roster connections a storm of all of them
+            // fetching at once.
             server_config.tcp.max_per_host = server_config.tcp.max_per_host.max(n + 16);
             Some(ServerHandle::start(server_config).await?)
         }

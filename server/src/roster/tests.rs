@@ -1002,8 +1002,11 @@ fn forged_seed_logins_get_no_broadcasts_and_expire() {
 fn a_seed_session_confirmed_late_is_sent_what_its_snapshot_missed() {
     let mut f = fixture();
     let now = f.t0;
-    f.roster
-        .login(seed_login("carol", "10.0.0.4:5000"), sock("10.0.0.4:5000"), now);
+    f.roster.login(
+        seed_login("carol", "10.0.0.4:5000"),
+        sock("10.0.0.4:5000"),
+        now,
+    );
     // carol's snapshot is taken here; dave joins and erin leaves before the
     // roster hears of the fetch, so carol, unconfirmed, is not told.
     let taken_at = f.roster.revision();
