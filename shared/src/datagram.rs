@@ -891,14 +891,19 @@ fn parse_pad(text: &str) -> Option<u16> {
 
 /// A MAC: exactly 32 lowercase hex digits.
 fn parse_mac(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    parse_hex_array(text)
+}
+
+/// Exactly `2 * N` lowercase hex digits, as `N` bytes.
+pub(crate) fn parse_hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let mut mac = [0u8; 16];
-    for (i, byte) in mac.iter_mut().enumerate() {
+    let mut bytes = [0u8; N];
+    for (i, byte) in bytes.iter_mut().enumerate() {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some(mac)
+    Some(bytes)
 }
 
 /// Bytes as lowercase hex.

@@ -12,6 +12,8 @@
 
 pub mod datagram;
 pub mod endpoint;
+pub mod handshake;
+pub mod identity;
 pub mod ids;
 #[cfg(feature = "log")]
 pub mod log;
@@ -32,6 +34,7 @@ pub use datagram::{
     MIN_PIGEON_LOGIN_BYTES, PIGEON_TAG,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
+pub use identity::{Fingerprint, Identity, IdentityError, PublicKey};
 pub use ids::{InstanceId, Nonce, Revision, Seq, SessionToken};
 pub use log_limit::LogLimit;
 pub use name::{NameError, UserName, MAX_NAME_CHARS};

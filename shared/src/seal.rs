@@ -17,8 +17,11 @@ use crate::datagram::{hex, Datagram, DecodeError, Sealed};
 use crate::ids::SessionToken;
 use crate::utf16::{decode_utf16le, put_utf16le};
 
-/// The context string the key is derived with.
+/// The context string the key is derived with from a token.
 const CONTEXT: &str = "pigeon1 server datagrams";
+
+/// The context string the key is derived with from a login handshake.
+const HANDSHAKE_CONTEXT: &str = "pigeon1 server datagrams v2";
 
 /// The bytes sealing adds to a datagram: `sealed,`, the MAC and a comma,
 /// in UTF-16.
@@ -32,6 +35,12 @@ impl SessionKey {
     /// The key of the session whose token is `token`.
     pub fn from_token(token: SessionToken) -> Self {
         Self(blake3::derive_key(CONTEXT, &token.0.to_le_bytes()))
+    }
+
+    /// The key of a session set up by the login handshake
+    /// ([`crate::handshake`]), from its handshake hash.
+    pub fn from_handshake(hash: &[u8]) -> Self {
+        Self(blake3::derive_key(HANDSHAKE_CONTEXT, hash))
     }
 
     /// The MAC of `bytes`.
