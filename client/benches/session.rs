@@ -41,6 +41,8 @@ fn online_session() -> Session {
         keep_trying: false,
         drain_timeout: Duration::from_secs(5),
         nonce_seed: 1,
+        identity: None,
+        server_key: None,
     });
     let now = Instant::now();
     session.start(now);
@@ -48,9 +50,10 @@ fn online_session() -> Session {
         tcp_port: 1,
         pigeon: Some(AcceptExt {
             roster_port: 2,
-            token: SessionToken(1),
+            token: Some(SessionToken(1)),
             keepalive_ms: 1000,
             nonce: Some(session.login_nonce()),
+            reply: None,
         }),
     });
     session.datagram_received(accept, server, now);

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use actix::prelude::*;
 #[cfg(feature = "faults")]
 use pigeon_shared::net::faults::Faults;
 use pigeon_shared::net::{bind_udp, LocalSender, UdpSender};
-use pigeon_shared::{InstanceId, PeerAddr, UserName};
+use pigeon_shared::{Identity, InstanceId, PeerAddr, UserName};
 use rand::Rng;
 use tokio::net::UdpSocket;
 
@@ -19,6 +20,7 @@ use crate::client_core::Sent;
 use crate::clock::SharedClock;
 use crate::conversation::{ChatLine, DeliveryConfig};
 use crate::events::{ClientEvents, MessageId};
+use crate::known_servers;
 use crate::session::{
     default_login_timeouts, default_logout_timeouts, SendTextError, Session, SessionConfig,
 };
@@ -73,6 +75,12 @@ pub struct ClientConfig {
     pub plain_protocol: bool,
     /// Never give up the first login (see `SessionConfig::keep_trying`).
     pub keep_trying: bool,
+    /// Who this user is (`None`: log in without a key, as clients from
+    /// before keys did). [`ClientConfig::new`] makes a new key pair.
+    pub identity: Option<Identity>,
+    /// Where servers' keys are pinned (`None`: in memory only, for as
+    /// long as the client runs).
+    pub known_servers: Option<PathBuf>,
     /// A fault-injection layer on every datagram the client sends (tests).
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
@@ -96,6 +104,8 @@ impl ClientConfig {
             instance: None,
             plain_protocol: false,
             keep_trying: false,
+            identity: Some(Identity::generate()),
+            known_servers: None,
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -108,6 +118,8 @@ impl ClientConfig {
 pub enum StartError {
     #[error("cannot receive on {addr}: {cause}")]
     Bind { addr: SocketAddr, cause: io::Error },
+    #[error("cannot read the servers' keys in {path}: {cause}")]
+    KnownServers { path: String, cause: io::Error },
     #[error("no local address reaches the server {server}: {cause}")]
     NoRoute {
         server: SocketAddr,
@@ -169,6 +181,15 @@ impl ClientHandle {
         let instance = config
             .instance
             .unwrap_or_else(|| InstanceId(rand::rng().random()));
+        let server_key = match &config.known_servers {
+            Some(path) => known_servers::lookup(path, config.server).map_err(|cause| {
+                StartError::KnownServers {
+                    path: path.display().to_string(),
+                    cause,
+                }
+            })?,
+            None => None,
+        };
         let session = Session::new(SessionConfig {
             name: config.name,
             server: config.server,
@@ -181,8 +202,11 @@ impl ClientHandle {
             plain_protocol: config.plain_protocol,
             keep_trying: config.keep_trying,
             nonce_seed: rand::rng().random(),
+            identity: config.identity,
+            server_key,
         });
         let settings = SessionSettings {
+            known_servers: config.known_servers,
             fetch_timeout: config.fetch_timeout,
             delivery: config.delivery,
             idle_stop: config.idle_stop,

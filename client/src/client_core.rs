@@ -208,6 +208,9 @@ impl ClientCore {
                     self.fetches.push_back(Fetch { from, as_user });
                 }
                 SessionOutput::Emit(event) => self.events.push_back(event),
+                // Nothing on disk here: the session keeps the key for as
+                // long as it runs.
+                SessionOutput::PinServer(_) => {}
                 SessionOutput::Conversation { peer, input } => {
                     let opens = matches!(input, PeerInput::Talk(_) | PeerInput::Chat(_));
                     if opens && !self.peers.contains_key(&peer) {

@@ -12,6 +12,7 @@ use pigeon_client::clock::SharedClock;
 use pigeon_client::front_end::{Attach, Quit};
 use pigeon_client::history::{self, History};
 use pigeon_client::history_actor::{HistoryActor, LoadSetting};
+use pigeon_client::known_servers;
 use pigeon_client::plain_console_actor::PlainConsoleActor;
 use pigeon_client::settings::{
     default_config_path, load_config, parse_server, write_config, Choices, HistoryChoice,
@@ -21,7 +22,7 @@ use pigeon_client::tui_console_actor::{give_back_terminal, TuiConsoleActor, BELL
 use pigeon_client::ui::state::{Stamp, UiState};
 use pigeon_client::{ClientConfig, ClientEvents, ClientHandle, DEFAULT_BIND};
 use pigeon_shared::log::{init_tracing, init_tracing_to_file};
-use pigeon_shared::UserName;
+use pigeon_shared::{Identity, UserName};
 
 /// Pigeon: chat on your network from the console. Logs in to a Pigeon
 /// server, then talks to other users directly.
@@ -72,6 +73,12 @@ struct Args {
     /// ~/.local/share/pigeon).
     #[arg(long, value_name = "PATH")]
     history: Option<PathBuf>,
+
+    /// Your key file (made on first use): who you are to the server and
+    /// to other users [default: keys/NAME.key in the per-user data folder,
+    /// such as ~/.local/share/pigeon]
+    #[arg(long, value_name = "PATH")]
+    identity: Option<PathBuf>,
 
     /// Terminal UI: keep no history on disk.
     #[arg(long, conflicts_with = "history")]
@@ -218,7 +225,39 @@ fn write_choices(path: Option<&std::path::Path>, chosen: &Choices) -> ExitCode {
     }
 }
 
+/// The key file of `name`: `--identity`, else `keys/NAME.key` in the
+/// per-user data folder.
+fn identity_path(args: &Args, name: &UserName) -> Result<PathBuf, String> {
+    match &args.identity {
+        Some(path) => Ok(path.clone()),
+        None => dirs::data_dir()
+            .map(|dir| dir.join("pigeon").join("keys").join(format!("{name}.key")))
+            .ok_or_else(|| "no per-user data folder for your key; give --identity PATH".to_owned()),
+    }
+}
+
 fn run(args: Args, settings: Settings, tui: bool) -> i32 {
+    let identity = match identity_path(&args, &settings.name).and_then(|path| {
+        Identity::load_or_create(&path)
+            .map(|(identity, made)| (identity, made, path))
+            .map_err(|e| e.to_string())
+    }) {
+        Ok((identity, made, path)) => {
+            if made {
+                eprintln!(
+                    "pigeon: made a key for {} in {}; its fingerprint is {}",
+                    settings.name,
+                    path.display(),
+                    identity.public().fingerprint()
+                );
+            }
+            identity
+        }
+        Err(e) => {
+            eprintln!("pigeon: {e}");
+            return 1;
+        }
+    };
     let hosted = if args.host {
         match hosting::bind(settings.server, args.tcp_port) {
             Ok(bound) => Some(bound),
@@ -249,6 +288,8 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
         // takes the screen.
         let mut config = ClientConfig::new(settings.name.clone(), server_addr);
         config.bind = bind;
+        config.identity = Some(identity);
+        config.known_servers = known_servers::default_path();
         // A person watching the screen decides when to give up; a script
         // gets the documented exit after the login attempts.
         config.keep_trying = tui;
@@ -293,6 +334,7 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
 mod hosting {
     use std::net::SocketAddr;
 
+    use pigeon_server::store::StoreChoice;
     use pigeon_server::{BoundServer, ServerConfig, ServerHandle};
 
     /// A server bound, not yet started.
@@ -302,6 +344,12 @@ mod hosting {
     pub fn bind(udp: SocketAddr, tcp_port: u16) -> Result<Hosted, String> {
         let mut config = ServerConfig::new(udp);
         config.tcp_port = tcp_port;
+        // The same store as `pigeon-server` on this machine: its key, and
+        // the names registered, outlive the process.
+        if let Some(dir) = StoreChoice::default_folder() {
+            config.store = StoreChoice::Folder(dir);
+            config.identity = None;
+        }
         BoundServer::bind(config)
             .map(Hosted)
             .map_err(|e| e.to_string())

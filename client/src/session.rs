@@ -38,9 +38,11 @@ use pigeon_shared::{
     UserName,
 };
 
+use pigeon_shared::handshake::{Hello, LoginHandshake, Reply};
 use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
 use pigeon_shared::seal::{open, SessionKey};
 use pigeon_shared::Nonce;
+use pigeon_shared::{Identity, PublicKey, RefuseReason};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -81,6 +83,10 @@ pub const NO_ANSWER: &str = "no answer from the server";
 /// and eight in a row one time in 3,500.
 const SILENT_INTERVALS: u32 = 8;
 
+/// The refusal a session ends with when the server shows another key than
+/// the one pinned for it.
+pub const SERVER_KEY_CHANGED: &str = "server-key-changed";
+
 /// What a session needs to know.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -113,6 +119,12 @@ pub struct SessionConfig {
     /// who quits when they want to). Otherwise the session ends with
     /// `LoginFailed` (for scripts).
     pub keep_trying: bool,
+    /// Who this user is: the key pair its logins prove (`None`: log in
+    /// without a handshake, as clients from before keys did).
+    pub identity: Option<Identity>,
+    /// The key this server showed before (pinned on first contact): a
+    /// server showing another one is not logged in to.
+    pub server_key: Option<PublicKey>,
 }
 
 /// Default wait after each login attempt: eight attempts over 13.5 s (at
@@ -159,6 +171,9 @@ pub enum SessionOutput {
     },
     /// Tell the front end.
     Emit(ClientEvent),
+    /// Remember `key` as this server's (first contact): a later login to a
+    /// server at this address showing another key is refused.
+    PinServer(PublicKey),
     /// An input for the conversation with `peer`: see [`PeerInput`] for
     /// which inputs open a conversation and which only reach an open one.
     Conversation { peer: UserName, input: PeerInput },
@@ -278,6 +293,10 @@ pub struct Session {
     /// The nonce of this round of login attempts: the server's answer must
     /// echo it.
     login_nonce: Nonce,
+    /// This round's login handshake and the hello each attempt repeats.
+    handshake: Option<(LoginHandshake, Hello)>,
+    /// The server's key: pinned, or first seen in this process.
+    server_key: Option<PublicKey>,
     /// The key the server seals what it sends this session with, from the
     /// token in its `Accept`.
     key: Option<SessionKey>,
@@ -296,6 +315,8 @@ impl Session {
             endpoint: config.endpoint,
             instance: (!config.plain_protocol).then_some(config.instance),
         };
+        let handshake = Self::new_handshake(&config);
+        let server_key = config.server_key;
         Self {
             replica: Replica::new(config.name.clone(), me),
             config,
@@ -311,10 +332,39 @@ impl Session {
             limiter: RateLimiter::new(PEER_RATE_LIMITS, Instant::now()),
             rng,
             login_nonce,
+            handshake,
+            server_key,
             key: None,
             ping_nonces: VecDeque::new(),
             last_resync: None,
         }
+    }
+
+    /// A login handshake for a new round of logins, if this client has a
+    /// key and speaks Pigeon.
+    fn new_handshake(config: &SessionConfig) -> Option<(LoginHandshake, Hello)> {
+        if config.plain_protocol {
+            return None;
+        }
+        let identity = config.identity.as_ref()?;
+        LoginHandshake::start(identity, &config.name, config.endpoint).ok()
+    }
+
+    /// Starts a new round of logins: a new nonce for the answer to echo,
+    /// a new handshake.
+    fn new_round(&mut self) {
+        self.login_nonce = Nonce(self.rng.random());
+        self.handshake = Self::new_handshake(&self.config);
+    }
+
+    /// The server's address.
+    pub fn server(&self) -> SocketAddr {
+        self.config.server
+    }
+
+    /// The server's key, once it showed one.
+    pub fn server_key(&self) -> Option<PublicKey> {
+        self.server_key
     }
 
     /// The nonce the server's answer to this round of logins must echo
@@ -783,6 +833,7 @@ impl Session {
             instance: self.config.instance,
             token: None,
             nonce: Some(self.login_nonce),
+            hello: self.handshake.as_ref().map(|(_, hello)| *hello),
             pad: 0,
         });
         // Padded: the server's answer is never larger than what asked.
@@ -797,6 +848,7 @@ impl Session {
     }
 
     fn send_login(&mut self, attempt: usize, now: Instant) -> SessionOutput {
+        self.renew_spent_handshake();
         let configured = self.config.login_timeouts.len();
         let wait = match self.config.login_timeouts.get(attempt) {
             Some(wait) => *wait,
@@ -861,7 +913,7 @@ impl Session {
     /// and log in again until it answers.
     fn lose_server(&mut self, reason: &str, at_once: bool, now: Instant) -> Vec<SessionOutput> {
         // A new round of logins: its answer echoes a new nonce.
-        self.login_nonce = Nonce(self.rng.random());
+        self.new_round();
         self.next_ping = None;
         self.last_heard = None;
         self.replica.clear_buffered();
@@ -887,10 +939,20 @@ impl Session {
             attempt: attempt + 1,
         };
         self.deadline = Some(now + self.reconnect_delay(attempt));
+        self.renew_spent_handshake();
         vec![SessionOutput::Send {
             to: self.config.server,
             datagram: self.login_datagram(),
         }]
+    }
+
+    /// An answer to this round was read already (and what followed it
+    /// failed): its handshake is spent, so a new round begins.
+    fn renew_spent_handshake(&mut self) {
+        if self.handshake.is_none() && self.config.identity.is_some() && !self.config.plain_protocol
+        {
+            self.new_round();
+        }
     }
 
     fn accepted(&mut self, accept: Accept) -> Vec<SessionOutput> {
@@ -900,19 +962,33 @@ impl Session {
             // A second Accept answers a repeated login: already handled.
             _ => return Vec::new(),
         };
-        self.key = accept.pigeon.map(|ext| SessionKey::from_token(ext.token));
+        let mut out = Vec::new();
         self.server = match accept.pigeon {
             Some(AcceptExt {
                 roster_port,
                 token,
                 keepalive_ms,
+                reply,
                 ..
-            }) => Server::Pigeon {
-                token,
-                roster_port,
-                keepalive: Duration::from_millis(u64::from(keepalive_ms)),
-            },
-            None => Server::Seed,
+            }) => {
+                let (token, key) = match self.answered(reply, token) {
+                    Ok((token, key, pin)) => {
+                        out.extend(pin.map(SessionOutput::PinServer));
+                        (token, key)
+                    }
+                    Err(end) => return end,
+                };
+                self.key = Some(key);
+                Server::Pigeon {
+                    token,
+                    roster_port,
+                    keepalive: Duration::from_millis(u64::from(keepalive_ms)),
+                }
+            }
+            None => {
+                self.key = None;
+                Server::Seed
+            }
         };
         self.state = State::FetchingRoster { attempt, reconnect };
         // The fetch carries its own timeout.
@@ -923,10 +999,80 @@ impl Session {
             Server::Pigeon { roster_port, .. } => roster_port,
             _ => accept.tcp_port,
         };
-        vec![SessionOutput::FetchRoster {
+        out.push(SessionOutput::FetchRoster {
             from: SocketAddr::new(self.config.server.ip(), port),
             as_user: self.roster_request(),
-        }]
+        });
+        out
+    }
+
+    /// Reads a Pigeon `Accept`'s handshake reply (or, from a server that
+    /// answered without one, its token in clear): the token, the sealing
+    /// key and, on first contact, the server key to pin. A server showing
+    /// another key than the pinned one is not logged in to: the session
+    /// ends refused, `server-key-changed`.
+    #[allow(clippy::type_complexity)]
+    fn answered(
+        &mut self,
+        reply: Option<Reply>,
+        token: Option<SessionToken>,
+    ) -> Result<(SessionToken, SessionKey, Option<PublicKey>), Vec<SessionOutput>> {
+        let outcome = match (reply, self.handshake.take()) {
+            (Some(reply), Some((handshake, _))) => match handshake.finish(&reply) {
+                Ok(outcome) => Some(outcome),
+                // It echoed the nonce but does not verify: someone on the
+                // path. Start over; a genuine answer to the new round
+                // will do.
+                Err(_) => {
+                    self.new_round();
+                    return Err(Vec::new());
+                }
+            },
+            (_, handshake) => {
+                self.handshake = handshake;
+                None
+            }
+        };
+        match (outcome, token) {
+            (Some(outcome), _) => match self.server_key {
+                Some(pinned) if pinned != outcome.server => {
+                    Err(self.server_key_changed(pinned, outcome.server))
+                }
+                Some(_) => Ok((outcome.token, outcome.key, None)),
+                None => {
+                    self.server_key = Some(outcome.server);
+                    Ok((outcome.token, outcome.key, Some(outcome.server)))
+                }
+            },
+            // A server that proves no key: one from before keys. Not if
+            // this one showed a key before (that would be a downgrade).
+            (None, Some(token)) => match self.server_key {
+                Some(pinned) => Err(self.server_key_changed_to_none(pinned)),
+                None => Ok((token, SessionKey::from_token(token), None)),
+            },
+            // No token at all (a handshake reply this session did not ask
+            // for): nothing to log in with.
+            (None, None) => Err(Vec::new()),
+        }
+    }
+
+    fn server_key_changed(&mut self, pinned: PublicKey, shown: PublicKey) -> Vec<SessionOutput> {
+        let detail = format!(
+            "the server at {} shows the key {}, not {} as before; if its operator changed the key, remove its line from known_servers in the data folder",
+            self.config.server,
+            shown.fingerprint(),
+            pinned.fingerprint()
+        );
+        self.end_refused(RefuseReason::Other(SERVER_KEY_CHANGED.to_owned()), detail)
+    }
+
+    fn server_key_changed_to_none(&mut self, pinned: PublicKey) -> Vec<SessionOutput> {
+        let detail = format!(
+            "the server at {} shows no key, but showed {} before",
+            self.config.server,
+            pinned.fingerprint()
+        );
+        self.end_refused(RefuseReason::Other(SERVER_KEY_CHANGED.to_owned()), detail)
     }
 
     /// Who asks for a Pigeon roster: this client, with its token.
@@ -945,13 +1091,14 @@ impl Session {
         if !waiting {
             return Vec::new();
         }
+        self.end_refused(refused.reason, refused.detail)
+    }
+
+    fn end_refused(&mut self, reason: RefuseReason, detail: String) -> Vec<SessionOutput> {
         self.state = State::Ended;
         self.deadline = None;
         self.next_ping = None;
-        vec![SessionOutput::Emit(ClientEvent::Refused {
-            reason: refused.reason,
-            detail: refused.detail,
-        })]
+        vec![SessionOutput::Emit(ClientEvent::Refused { reason, detail })]
     }
 
     fn resync(&mut self, now: Instant) -> Vec<SessionOutput> {

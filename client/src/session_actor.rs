@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::stream;
 use pigeon_shared::net::{recv_with, LocalSender, SendCounters};
-use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, SessionToken, UserName};
+use pigeon_shared::{Datagram, DecodeError, LogLimit, PeerAddr, PublicKey, SessionToken, UserName};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -28,6 +28,7 @@ use crate::client_core::{PeerCore, PeerOutput, Sent};
 use crate::clock::SharedClock;
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig};
 use crate::events::{ClientEvent, ClientEvents, MessageIds};
+use crate::known_servers;
 use crate::peer_actor::{Drain, History, Park, PeerActor, PeerIdle, PeerOutputs, Say, ToPeer};
 use crate::roster_fetch::fetch_roster;
 use crate::session::{PeerInput, SendTextError, Session, SessionOutput};
@@ -108,6 +109,8 @@ struct Inbound(io::Result<(Result<Datagram, DecodeError>, SocketAddr)>);
 /// Settings of a session actor beyond the session's own.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
+    /// Where servers' keys are pinned (`None`: nowhere on disk).
+    pub known_servers: Option<std::path::PathBuf>,
     /// Time allowed for a TCP roster fetch.
     pub fetch_timeout: Duration,
     /// How conversations deliver.
@@ -193,6 +196,7 @@ impl SessionActor {
             match output {
                 SessionOutput::Send { to, datagram } => self.transmit(to, &datagram),
                 SessionOutput::FetchRoster { from, as_user } => self.fetch(from, as_user, ctx),
+                SessionOutput::PinServer(key) => self.pin_server(key),
                 SessionOutput::Emit(event) => {
                     self.log_event(&event);
                     events.push(event);
@@ -365,6 +369,17 @@ impl SessionActor {
             self.draining = None;
             let outputs = self.session.drained(self.settings.clock.now());
             self.apply(outputs, ctx);
+        }
+    }
+
+    /// Keeps the server's key, first seen now, for the next start.
+    fn pin_server(&mut self, key: PublicKey) {
+        let server = self.session.server();
+        info!(%server, key = %key.fingerprint(), "server key pinned on first contact");
+        if let Some(path) = &self.settings.known_servers {
+            if let Err(e) = known_servers::pin(path, server, key) {
+                warn!(path = %path.display(), error = %e, "the server's key is pinned for this run only: cannot write it");
+            }
         }
     }
 

@@ -4,8 +4,15 @@
 use std::net::UdpSocket;
 use std::process::Command;
 
+/// The client binary, its data (keys, pinned server keys) in a folder of
+/// this test process's own.
 fn pigeon() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pigeon"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pigeon"));
+    command.env(
+        "XDG_DATA_HOME",
+        std::env::temp_dir().join(format!("pigeon-client-tests-{}", std::process::id())),
+    );
+    command
 }
 
 #[test]

@@ -38,6 +38,18 @@ pub fn no_config_home() -> PathBuf {
     std::env::temp_dir().join("pigeon-tests-no-config")
 }
 
+/// The variable that says where per-user data is (Linux): keys, pinned
+/// server keys, history, a server's store.
+pub const DATA_HOME_VARIABLE: &str = "XDG_DATA_HOME";
+
+/// The data folder the binaries under test get unless a test gives its
+/// own: one per test process, so that the data of the person running the
+/// tests is never touched, and the processes of one test binary share
+/// keys (a name has one key), and servers one store (one server key).
+pub fn test_data_home() -> PathBuf {
+    std::env::temp_dir().join(format!("pigeon-tests-data-{}", std::process::id()))
+}
+
 /// Starts a `pigeon-server` on free loopback ports; the server and its UDP
 /// address (`IP:PORT`).
 pub fn start_server() -> anyhow::Result<(Proc, String)> {
@@ -95,6 +107,9 @@ impl Proc {
             .any(|(key, _)| key == CONFIG_HOME_VARIABLE)
         {
             command.env(CONFIG_HOME_VARIABLE, no_config_home());
+        }
+        if !command.get_envs().any(|(key, _)| key == DATA_HOME_VARIABLE) {
+            command.env(DATA_HOME_VARIABLE, test_data_home());
         }
         let mut child = command
             .env("RUST_LOG", log)

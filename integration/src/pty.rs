@@ -50,6 +50,10 @@ impl PtyProc {
         command.args(args);
         command.env("TERM", "xterm-256color");
         command.env(
+            crate::process::DATA_HOME_VARIABLE,
+            crate::process::test_data_home(),
+        );
+        command.env(
             crate::process::CONFIG_HOME_VARIABLE,
             crate::process::no_config_home(),
         );

@@ -31,6 +31,7 @@ use pigeon_shared::seal::{seal, SessionKey};
 use pigeon_shared::{
     Datagram, InstanceId, PeerAddr, RosterSnapshot, TalkTime, TimeOfDay, UserName,
 };
+use pigeon_shared::{Identity, PublicKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -146,6 +147,8 @@ pub struct NetStats {
 pub struct Sim {
     pub config: SimConfig,
     rng: StdRng,
+    /// The names the server registered, kept across its restarts.
+    registry: HashMap<UserName, PublicKey>,
     base: Instant,
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -188,6 +191,7 @@ impl Sim {
             .collect();
         let mut sim = Self {
             rng: StdRng::seed_from_u64(config.seed),
+            registry: HashMap::new(),
             config,
             base: Instant::now(),
             now: Duration::ZERO,
@@ -238,10 +242,12 @@ impl Sim {
     fn server_up(&mut self) {
         let mut config = RosterConfig::new(TCP_PORT, ROSTER_PORT);
         config.liveness_timeout = self.config.liveness_timeout;
+        // The server's key, as a real server keeps it in its store.
+        config.identity = Identity::from_secret([0x33; 32]);
         let directory = Arc::new(Directory::default());
         let rng = StdRng::seed_from_u64(self.rng.random());
         self.server = Some(Server {
-            roster: Roster::new(config, directory.clone(), rng),
+            roster: Roster::with_registry(config, directory.clone(), rng, self.registry.clone()),
             directory,
         });
     }
@@ -270,6 +276,9 @@ impl Sim {
             // lossy enough network sometimes takes).
             keep_trying: true,
             nonce_seed: self.rng.random(),
+            // One key per name, the same in every life of the client.
+            identity: Some(identity_of(&client.name)),
+            server_key: None,
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());
         core.start(self.base + self.now);
@@ -317,9 +326,11 @@ impl Sim {
     }
 
     /// The server stops (telling its Pigeon clients first if `announce`)
-    /// and comes back, empty, after `downtime`.
+    /// and comes back, empty but with its key and the names registered,
+    /// after `downtime`.
     pub fn restart_server(&mut self, announce: bool, downtime: Duration) {
         if let Some(mut server) = self.server.take() {
+            self.registry = server.roster.registry().clone();
             if announce {
                 let mut actions = server.roster.flush_deltas();
                 actions.extend(server.roster.closing("the server is shutting down"));
@@ -682,7 +693,7 @@ impl Sim {
                         self.transmit(from, to, &sealed(key, &datagram));
                     }
                 }
-                RosterAction::Publish(_) => {}
+                RosterAction::Publish(_) | RosterAction::Register { .. } => {}
             }
         }
     }
@@ -772,4 +783,13 @@ fn sealed(key: Option<SessionKey>, datagram: &Datagram) -> Datagram {
         Some(key) => seal(&key, datagram),
         None => datagram.clone(),
     }
+}
+
+/// A simulated user's key pair, made from its name: the same in every run.
+fn identity_of(name: &UserName) -> Identity {
+    let mut secret = [0x5a; 32];
+    for (byte, from) in secret.iter_mut().zip(name.as_str().bytes()) {
+        *byte ^= from;
+    }
+    Identity::from_secret(secret)
 }

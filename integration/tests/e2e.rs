@@ -98,17 +98,22 @@ async fn second_login_with_same_name_is_refused() -> anyhow::Result<()> {
     let server = start_server().await?;
     let addr = server.udp_addr();
     let mut alice = TestClient::online("alice", addr).await?;
+    // Another client, with a key of its own: alice's name is registered to
+    // alice's key since her first login.
     let mut impostor = TestClient::start("alice", addr)?;
     let event = impostor
         .wait_for("refusal", |e| matches!(e, ClientEvent::Refused { .. }))
         .await?;
-    assert!(matches!(
-        event,
-        ClientEvent::Refused {
-            reason: RefuseReason::NameTaken,
-            ..
-        }
-    ));
+    assert!(
+        matches!(
+            event,
+            ClientEvent::Refused {
+                reason: RefuseReason::NameRegistered,
+                ..
+            }
+        ),
+        "{event:?}"
+    );
     // The real alice is untouched.
     let online = server.online_users().await;
     assert_eq!(online.len(), 1);

@@ -63,7 +63,8 @@ async fn the_metrics_count_what_happened() -> anyhow::Result<()> {
     let mut alice = TestClient::online("alice", addr).await?;
     let _bob = TestClient::online("bob", addr).await?;
     alice.sees_online("bob").await?;
-    // A second alice is refused; junk and an unpadded Pigeon login too.
+    // A second alice (another key: alice's name is registered to hers) is
+    // refused; junk and an unpadded Pigeon login too.
     let mut impostor = TestClient::start("alice", addr)?;
     let _ = impostor.ready().await;
     let junk = UdpSocket::bind("127.0.0.1:0").await?;
@@ -93,7 +94,7 @@ async fn the_metrics_count_what_happened() -> anyhow::Result<()> {
     assert_eq!(get("pigeon_users_online"), 2.0);
     assert_eq!(get("pigeon_logins_total{result=\"joined\"}"), 2.0);
     assert_eq!(
-        get("pigeon_logins_refused_total{reason=\"name-taken\"}"),
+        get("pigeon_logins_refused_total{reason=\"name-registered\"}"),
         1.0
     );
     assert_eq!(

@@ -32,6 +32,8 @@ fn login(i: usize) -> (Login, SocketAddr) {
             instance: InstanceId(i as u64),
             token: None,
             nonce: Some(Nonce(i as u128)),
+            // Without a handshake: this measures the roster's own work.
+            hello: None,
             pad: 0,
         }),
     }
@@ -58,7 +60,7 @@ fn token(actions: &[RosterAction]) -> SessionToken {
             RosterAction::Send {
                 datagram: Datagram::Accept(accept),
                 ..
-            } => accept.pigeon.map(|ext| ext.token),
+            } => accept.pigeon.and_then(|ext| ext.token),
             _ => None,
         })
         .unwrap()

@@ -15,6 +15,8 @@ pub mod metrics_actor;
 pub mod roster;
 pub mod roster_actor;
 pub mod server;
+pub mod store;
+pub mod store_actor;
 pub mod tcp_roster_actor;
 pub mod udp_gateway_actor;
 

@@ -2,15 +2,18 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST};
+use pigeon_server::store::{Store, StoreChoice};
 use pigeon_server::tcp_roster_actor::TcpRosterConfig;
 use pigeon_server::{BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
 use pigeon_shared::log::init_tracing;
+use pigeon_shared::UserName;
 use tracing::{error, info};
 
 /// Pigeon's presence server: keeps the list of who is online and tells
@@ -63,6 +66,22 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = TcpRosterConfig::default().max_per_host)]
     roster_connections_per_host: usize,
 
+    /// Keep the server's key and the registered names in this folder
+    /// [default: pigeon-server in the per-user data folder, such as
+    /// ~/.local/share/pigeon-server]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Keep nothing on disk: a new server key each start, and names
+    /// registered only until it stops.
+    #[arg(long, conflicts_with = "data")]
+    ephemeral: bool,
+
+    /// Free NAME, registered to a key that was lost, so that the next
+    /// login under it registers it again; print what was done and exit.
+    #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "ephemeral")]
+    forget: Option<UserName>,
+
     /// Serve the server's counters, the online count and the datagram
     /// rates for Prometheus at http://IP:PORT/metrics (port 0: any free
     /// port).
@@ -77,9 +96,66 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_name(text: &str) -> Result<UserName, String> {
+    UserName::parse(text).map_err(|e| e.to_string())
+}
+
+/// The store the flags choose.
+fn store_choice(args: &Args) -> Result<StoreChoice, String> {
+    if args.ephemeral {
+        return Ok(StoreChoice::Ephemeral);
+    }
+    match args.data.clone().or_else(StoreChoice::default_folder) {
+        Some(dir) => Ok(StoreChoice::Folder(dir)),
+        None => Err(
+            "no per-user data folder to keep the server's key in; give --data DIR or --ephemeral"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `--forget NAME`: frees the name in the store and says what was done.
+fn forget(store: &StoreChoice, name: &UserName) -> ExitCode {
+    let opened = match store {
+        StoreChoice::Folder(dir) => Store::open(dir),
+        StoreChoice::Ephemeral => Store::in_memory(),
+    };
+    match opened.and_then(|store| store.forget(name).map(|key| (key, store))) {
+        Ok((Some(key), store)) => {
+            println!(
+                "forgot {name}: it was registered to the key {} in {}; the next login under it registers it again (restart a running server for it to take effect)",
+                key.fingerprint(),
+                store.path()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((None, store)) => {
+            println!(
+                "{name} is not registered in {}; nothing to do",
+                store.path()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pigeon-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing("info");
+    let store = match store_choice(&args) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("pigeon-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(name) = &args.forget {
+        return forget(&store, name);
+    }
     let mut config = ServerConfig::new(args.udp);
     config.tcp_port = args.tcp_port;
     config.roster_port = args.roster_port;
@@ -90,6 +166,9 @@ fn main() -> ExitCode {
     config.rate_limits.per_address = Rate::per_second(args.rate_per_address);
     config.rate_limits.per_host = Rate::per_second(args.rate_per_host);
     config.metrics = args.metrics;
+    config.store = store;
+    // The key is the store's: kept in the data folder, or new each start.
+    config.identity = None;
     config.tcp.max_per_host = args.roster_connections_per_host.max(1);
 
     let bound = match BoundServer::bind(config) {

@@ -21,12 +21,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pigeon_shared::handshake::{self, Hello, Reply, HELLO_BYTES, REPLY_BYTES};
+use pigeon_shared::identity::KEY_BYTES;
 use pigeon_shared::seal::{SessionKey, SEAL_OVERHEAD};
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
     Logout, PeerAddr, Ping, Pong, RefuseReason, Refused, Revision, RosterChange, SessionToken,
     UserName,
 };
+use pigeon_shared::{Identity, PublicKey};
 use pigeon_shared::{Nonce, PIGEON_TAG};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -36,6 +39,8 @@ use crate::directory::{Directory, DirectoryEntry};
 /// Limits and settings of a roster.
 #[derive(Debug, Clone)]
 pub struct RosterConfig {
+    /// The server's key pair: its side of every login handshake.
+    pub identity: Identity,
     /// Seed-format roster port, announced in `Accept`.
     pub tcp_port: u16,
     /// Pigeon-format roster port, announced in Pigeon's `Accept` extension.
@@ -90,8 +95,10 @@ pub const DEFAULT_MAX_DELTA_BYTES: usize = 1200;
 
 impl RosterConfig {
     /// Defaults, announcing the given ports.
+    /// Defaults, with a new key pair.
     pub fn new(tcp_port: u16, roster_port: u16) -> Self {
         Self {
+            identity: Identity::generate(),
             tcp_port,
             roster_port,
             max_users: DEFAULT_MAX_USERS,
@@ -131,6 +138,9 @@ struct User {
     synced: bool,
 }
 
+// Nearly every user is a Pigeon session: boxing its fields would cost an
+// allocation per user and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 enum Session {
     Seed,
@@ -141,6 +151,12 @@ enum Session {
         /// for a client from before sealing (its login has no nonce),
         /// which is sent everything plain.
         key: Option<SessionKey>,
+        /// The key the client logged in with (none for a client from
+        /// before keys); proved once it names its token.
+        client_key: Option<PublicKey>,
+        /// The hello answered and the answer, to repeat the same answer
+        /// to a repeated hello.
+        answered: Option<(Hello, Reply)>,
     },
 }
 
@@ -176,6 +192,9 @@ pub struct Roster {
     next_sweep: Option<Instant>,
     /// Seed-style sessions online.
     seed_count: usize,
+    /// Registered names and their keys: a name is registered to the key of
+    /// the first session under it that proved it holds its key.
+    registry: HashMap<UserName, PublicKey>,
 }
 
 /// Changes kept for clients catching up after a snapshot.
@@ -206,6 +225,8 @@ pub enum RosterAction {
     },
     /// Tell subscribers.
     Publish(RosterEvent),
+    /// Keep, durably, that `name` is registered to `key`.
+    Register { name: UserName, key: PublicKey },
 }
 
 /// A change to who is online, published to subscribing actors.
@@ -305,6 +326,16 @@ impl Roster {
     /// An empty roster writing through to `directory`, drawing session
     /// tokens from `rng`.
     pub fn new(config: RosterConfig, directory: Arc<Directory>, rng: StdRng) -> Self {
+        Self::with_registry(config, directory, rng, HashMap::new())
+    }
+
+    /// An empty roster that knows the names registered so far.
+    pub fn with_registry(
+        config: RosterConfig,
+        directory: Arc<Directory>,
+        rng: StdRng,
+        registry: HashMap<UserName, PublicKey>,
+    ) -> Self {
         directory.clear();
         Self {
             config,
@@ -321,7 +352,18 @@ impl Roster {
             delta_due: None,
             next_sweep: None,
             seed_count: 0,
+            registry,
         }
+    }
+
+    /// Every registered name with its key.
+    pub fn registry(&self) -> &HashMap<UserName, PublicKey> {
+        &self.registry
+    }
+
+    /// The key `name` is registered to, if any.
+    pub fn registered(&self, name: &str) -> Option<PublicKey> {
+        self.registry.get(name).copied()
     }
 
     /// When [`Roster::handle_timeout`] is next due, if at all: pending
@@ -396,12 +438,14 @@ impl Roster {
         // The Pigeon `Accept` is not sent to an endpoint that has proved
         // nothing yet unless it is no larger than the login (a Pigeon
         // client pads its login).
-        if pigeon.is_some() {
-            // Every token is as long as any other.
+        if let Some(ext) = pigeon {
+            // Every token is as long as any other, every answer too.
             let any = Session::Pigeon {
                 instance: InstanceId(0),
                 token: SessionToken(0),
                 key: None,
+                client_key: None,
+                answered: ext.hello.map(|hello| (hello, [0; REPLY_BYTES])),
             };
             let needed = self.accept_datagram(any, nonce).encoded_len();
             if needed > asked {
@@ -409,15 +453,34 @@ impl Roster {
                 return refused(RefuseReason::ShortLogin, detail);
             }
         }
+        // The key the login claims; proved later, when its session names
+        // the token only that key's holder could read.
+        let claimed = pigeon.and_then(|ext| ext.hello).map(|hello| key_of(&hello));
+        if let Some(registered) = self.registry.get(&name) {
+            if claimed != Some(*registered) {
+                let detail = format!(
+                    "{name} is registered to the key {}",
+                    registered.fingerprint()
+                );
+                return refused(RefuseReason::NameRegistered, detail);
+            }
+        }
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
                 (Session::Seed, None) => true,
                 (
                     Session::Pigeon {
-                        instance, token, ..
+                        instance,
+                        token,
+                        client_key,
+                        ..
                     },
                     Some(ext),
-                ) => ext.instance == instance && ext.token.is_none_or(|t| t == token),
+                ) => {
+                    ext.instance == instance
+                        && ext.token.is_none_or(|t| t == token)
+                        && client_key == claimed
+                }
                 _ => false,
             };
             if user.endpoint == endpoint && same_session {
@@ -426,6 +489,38 @@ impl Roster {
                 // its Accept again but no credit against eviction.
                 if pigeon.is_some_and(|ext| ext.token.is_some()) {
                     user.last_seen = now;
+                }
+                // A new hello (the client started over) gets a new answer
+                // for the same session: the old handshake is the client's
+                // no more.
+                if let (
+                    Session::Pigeon {
+                        token,
+                        key,
+                        answered,
+                        ..
+                    },
+                    Some(hello),
+                ) = (&mut user.session, pigeon.and_then(|ext| ext.hello))
+                {
+                    if answered.is_none_or(|(seen, _)| seen != hello) {
+                        match handshake::answer(
+                            &self.config.identity,
+                            &name,
+                            endpoint,
+                            &hello,
+                            *token,
+                        ) {
+                            Ok(answer) => {
+                                *key = Some(answer.key);
+                                *answered = Some((hello, answer.reply));
+                            }
+                            Err(e) => {
+                                let detail = format!("the login's handshake: {e}");
+                                return refused(RefuseReason::BadHandshake, detail);
+                            }
+                        }
+                    }
                 }
                 let session = user.session;
                 if matches!(session, Session::Seed) {
@@ -462,10 +557,35 @@ impl Roster {
         let session = match pigeon {
             Some(ext) => {
                 let token = SessionToken(self.rng.random());
-                Session::Pigeon {
-                    instance: ext.instance,
-                    token,
-                    key: ext.nonce.map(|_| SessionKey::from_token(token)),
+                match ext.hello {
+                    Some(hello) => {
+                        match handshake::answer(
+                            &self.config.identity,
+                            &name,
+                            endpoint,
+                            &hello,
+                            token,
+                        ) {
+                            Ok(answer) => Session::Pigeon {
+                                instance: ext.instance,
+                                token,
+                                key: Some(answer.key),
+                                client_key: Some(answer.client),
+                                answered: Some((hello, answer.reply)),
+                            },
+                            Err(e) => {
+                                let detail = format!("the login's handshake: {e}");
+                                return refused(RefuseReason::BadHandshake, detail);
+                            }
+                        }
+                    }
+                    None => Session::Pigeon {
+                        instance: ext.instance,
+                        token,
+                        key: ext.nonce.map(|_| SessionKey::from_token(token)),
+                        client_key: None,
+                        answered: None,
+                    },
                 }
             }
             None => Session::Seed,
@@ -613,29 +733,45 @@ impl Roster {
         let Some(user) = self.users.get_mut(name) else {
             return (SessionDecision::UnknownUser, Vec::new());
         };
-        let key = match user.session {
+        let (key, client_key) = match user.session {
             Session::Pigeon {
                 token: expected,
                 key,
+                client_key,
                 ..
-            } if expected == token => key,
+            } if expected == token => (key, client_key),
             _ => return (SessionDecision::BadToken, Vec::new()),
         };
         user.synced = true;
         let to = user.endpoint.socket_addr();
+        // Naming the token proves the key: only its holder could read it.
+        // The first session under a free name to prove its key registers
+        // the name to it.
+        let mut registered = Vec::new();
+        if let Some(client_key) = client_key {
+            if !self.registry.contains_key(name) {
+                self.registry.insert(name.clone(), client_key);
+                registered.push(RosterAction::Register {
+                    name: name.clone(),
+                    key: client_key,
+                });
+            }
+        }
         if revision >= self.revision || revision < self.recent_from {
-            return (SessionDecision::Done, Vec::new());
+            return (SessionDecision::Done, registered);
         }
         let skip = usize::try_from(revision - self.recent_from).unwrap_or(usize::MAX);
         let missed: Vec<RosterChange> = self.recent.iter().skip(skip).cloned().collect();
-        let actions = chunk_changes(revision, &missed, self.config.max_delta_bytes)
-            .into_iter()
-            .map(|delta| RosterAction::SendSealed {
-                to,
-                datagram: Datagram::Delta(delta),
-                key,
-            })
-            .collect();
+        let mut actions = registered;
+        actions.extend(
+            chunk_changes(revision, &missed, self.config.max_delta_bytes)
+                .into_iter()
+                .map(|delta| RosterAction::SendSealed {
+                    to,
+                    datagram: Datagram::Delta(delta),
+                    key,
+                }),
+        );
         (SessionDecision::Done, actions)
     }
 
@@ -963,12 +1099,16 @@ impl Roster {
     fn accept_datagram(&self, session: Session, nonce: Option<Nonce>) -> Datagram {
         let pigeon = match session {
             Session::Seed => None,
-            Session::Pigeon { token, .. } => Some(AcceptExt {
+            Session::Pigeon {
+                token, answered, ..
+            } => Some(AcceptExt {
                 nonce,
                 roster_port: self.config.roster_port,
-                token,
+                // With a handshake, the token goes encrypted in its reply.
+                token: answered.is_none().then_some(token),
                 keepalive_ms: u32::try_from(self.config.keepalive_interval().as_millis())
                     .unwrap_or(u32::MAX),
+                reply: answered.map(|(_, reply)| reply),
             }),
         };
         Datagram::Accept(Accept {
@@ -1004,6 +1144,15 @@ impl Roster {
             .values()
             .filter(|user| user.synced && matches!(user.session, Session::Pigeon { .. }))
     }
+}
+
+/// The static key a hello claims (it travels in clear in `IX`).
+fn key_of(hello: &Hello) -> PublicKey {
+    let mut key = [0u8; KEY_BYTES];
+    if let Some(bytes) = hello.get(KEY_BYTES..HELLO_BYTES) {
+        key.copy_from_slice(bytes);
+    }
+    PublicKey(key)
 }
 
 /// Splits changes into `delta`s of at most `max_bytes` on the wire, each

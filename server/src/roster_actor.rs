@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::roster::{
     LeaveReason, LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision,
 };
+use crate::store_actor::{Register, StoreActor};
 use crate::udp_gateway_actor::{
     BroadcastDatagram, BroadcastSealedDatagram, SendDatagram, UdpGatewayActor,
 };
@@ -28,13 +29,15 @@ use crate::udp_gateway_actor::{
 pub const ROSTER_MAILBOX: usize = 4096;
 
 /// The refusal reasons counted apart; any other is counted as `other`.
-pub const REFUSALS: [&str; 7] = [
+pub const REFUSALS: [&str; 9] = [
     "name-taken",
     "endpoint-taken",
     "bad-endpoint",
     "server-full",
     "host-full",
     "short-login",
+    "name-registered",
+    "bad-handshake",
     "other",
 ];
 
@@ -110,6 +113,8 @@ pub struct RosterActor {
     timer: Option<(Instant, SpawnHandle)>,
     /// Refusals are logged, but a flood of them must not flood the log.
     refusal_log: LogLimit,
+    /// Where registrations are kept.
+    store: Option<Addr<StoreActor>>,
 }
 
 /// A login datagram arrived from `source`.
@@ -190,7 +195,15 @@ impl RosterActor {
             stats,
             timer: None,
             refusal_log: LogLimit::default(),
+            store: None,
         }
+    }
+
+    /// Registrations go to `store` to be kept (without one, they live as
+    /// long as the roster).
+    pub fn with_store(mut self, store: Option<Addr<StoreActor>>) -> Self {
+        self.store = store;
+        self
     }
 
     fn dispatch(&mut self, actions: Vec<RosterAction>, ctx: &mut Context<Self>) {
@@ -241,6 +254,12 @@ impl RosterActor {
                 RosterAction::BroadcastSealed { to, datagram } => self
                     .gateway
                     .do_send(BroadcastSealedDatagram { to, datagram }),
+                RosterAction::Register { name, key } => {
+                    info!(user = %name, key = %key.fingerprint(), "name registered to its key");
+                    if let Some(store) = &self.store {
+                        store.do_send(Register { name, key });
+                    }
+                }
                 RosterAction::Publish(event) => {
                     if let RosterEvent::Left { reason, .. } = &event {
                         if let Some(counter) = self.stats.left.get(reason.index()) {

@@ -2,13 +2,14 @@
 //! as a port in use are reported), then wire the three actors together,
 //! the gateway on an arbiter (thread) of its own.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use pigeon_shared::{PeerAddr, UserName};
+use pigeon_shared::{Identity, PeerAddr, PublicKey, UserName};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -23,6 +24,8 @@ use crate::roster::{
     DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, RosterStats, StopRoster, Subscribe};
+use crate::store::{Store, StoreChoice, StoreError};
+use crate::store_actor::StoreActor;
 use crate::tcp_roster_actor::{
     RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig, TcpStats,
 };
@@ -72,6 +75,12 @@ pub struct ServerConfig {
     pub token_seed: Option<u64>,
     /// Where to serve the metrics over HTTP (`None`: nowhere).
     pub metrics: Option<SocketAddr>,
+    /// Where the server keeps its key and the registered names.
+    pub store: StoreChoice,
+    /// The server's key pair (`None`: the one in the store, or a new one
+    /// kept there). [`ServerConfig::new`] makes one, so that a server
+    /// started again from the same config keeps its key in memory too.
+    pub identity: Option<Identity>,
     /// A fault-injection layer on every datagram the server sends (tests).
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
@@ -96,6 +105,8 @@ impl ServerConfig {
             tcp: TcpRosterConfig::default(),
             token_seed: None,
             metrics: None,
+            store: StoreChoice::Ephemeral,
+            identity: Some(Identity::generate()),
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -110,6 +121,8 @@ pub enum BindError {
     Udp { addr: SocketAddr, cause: io::Error },
     #[error("cannot listen on TCP {addr}: {cause}")]
     Tcp { addr: SocketAddr, cause: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Sockets bound and ready; nothing runs yet.
@@ -123,10 +136,14 @@ pub struct BoundServer {
     tcp_addr: SocketAddr,
     roster_addr: SocketAddr,
     config: ServerConfig,
+    store: Store,
+    identity: Identity,
+    registry: HashMap<UserName, PublicKey>,
 }
 
 /// A running server.
 pub struct ServerHandle {
+    public_key: PublicKey,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
     roster_addr: SocketAddr,
@@ -174,6 +191,12 @@ impl BoundServer {
         let (roster_tcp, roster_addr) =
             bind_tcp(SocketAddr::new(udp_addr.ip(), config.roster_port))?;
         let metrics = config.metrics.map(bind_tcp).transpose()?;
+        let store = config.store.open()?;
+        let identity = match &config.identity {
+            Some(identity) => identity.clone(),
+            None => store.identity()?,
+        };
+        let registry = store.registry()?;
         Ok(Self {
             udp,
             tcp,
@@ -183,6 +206,9 @@ impl BoundServer {
             tcp_addr,
             roster_addr,
             config,
+            store,
+            identity,
+            registry,
         })
     }
 
@@ -206,6 +232,11 @@ impl BoundServer {
         self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// The server's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public()
+    }
+
     /// Starts the actors. Must run inside an actix `System`.
     pub async fn start(self) -> io::Result<ServerHandle> {
         let Self {
@@ -217,7 +248,27 @@ impl BoundServer {
             tcp_addr,
             roster_addr,
             config,
+            store,
+            identity,
+            registry,
         } = self;
+        let public_key = identity.public();
+        let registered = registry.len();
+        // Only a store on disk needs writing to; one in memory dies with
+        // the roster's own copy.
+        let store_actor = match config.store {
+            StoreChoice::Ephemeral => None,
+            StoreChoice::Folder(_) => {
+                let cell = Mutex::new(Some(store));
+                Some(SyncArbiter::start(1, move || {
+                    let store = cell
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    StoreActor::new(store)
+                }))
+            }
+        };
         let directory = Arc::new(Directory::default());
         let stats = Arc::new(GatewayStats::default());
 
@@ -262,6 +313,7 @@ impl BoundServer {
             .map_err(|_| io::Error::other("the gateway's arbiter stopped"))??;
 
         let mut roster_config = RosterConfig::new(tcp_addr.port(), roster_addr.port());
+        roster_config.identity = identity;
         roster_config.max_users = config.max_users;
         roster_config.max_users_per_host = config.max_users_per_host;
         roster_config.max_seed_users = config.max_seed_users.unwrap_or(config.max_users / 2);
@@ -274,13 +326,11 @@ impl BoundServer {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        let roster = Roster::new(roster_config, directory.clone(), rng);
+        let roster = Roster::with_registry(roster_config, directory.clone(), rng, registry);
         let roster_stats = Arc::new(RosterStats::default());
-        let roster = roster_ctx.run(RosterActor::new(
-            roster,
-            gateway.clone(),
-            roster_stats.clone(),
-        ));
+        let roster = roster_ctx.run(
+            RosterActor::new(roster, gateway.clone(), roster_stats.clone()).with_store(store_actor),
+        );
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),
@@ -315,9 +365,12 @@ impl BoundServer {
             tcp = %tcp_addr,
             pigeon_roster = %roster_addr,
             liveness_timeout = ?config.liveness_timeout,
+            key = %public_key.fingerprint(),
+            registered,
             "server started"
         );
         Ok(ServerHandle {
+            public_key,
             udp_addr,
             tcp_addr,
             roster_addr,
@@ -343,6 +396,11 @@ impl ServerHandle {
     /// The UDP address clients log in to.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
+    }
+
+    /// The server's public key (clients pin it).
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
     }
 
     /// The seed-format TCP roster address.

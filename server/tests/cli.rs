@@ -5,8 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 
+/// The server binary, keeping nothing on disk.
 fn server() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pigeon-server"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pigeon-server"));
+    command.arg("--ephemeral");
+    command
 }
 
 #[test]

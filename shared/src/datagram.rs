@@ -32,6 +32,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::endpoint::PeerAddr;
+use crate::handshake::{Hello, Reply, REPLY_BYTES};
 use crate::ids::{parse_decimal, InstanceId, Nonce, Revision, Seq, SessionToken};
 use crate::name::{NameError, UserName};
 use crate::talk_time::{TalkTime, TimeError};
@@ -46,7 +47,7 @@ pub const MAX_DATAGRAM_LEN: usize = 65_507;
 /// padded to at least this, so that the server's answer is never larger
 /// than the datagram that asked for it.
 pub const MIN_PIGEON_LOGIN_BYTES: usize =
-    2 * ("Accept,65535,pigeon1;rx=65535;tok=;ka=4294967295;n=".len() + 2 * 32);
+    2 * ("Accept,65535,pigeon1;rx=65535;ka=4294967295;n=;hs=".len() + 32 + 2 * REPLY_BYTES);
 
 /// The most padding a login may carry.
 pub const MAX_PAD: usize = 512;
@@ -111,7 +112,7 @@ pub struct Login {
 }
 
 /// A Pigeon client's login extension:
-/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>][;pad=<0s>]`.
+/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>][;hs=<128 hex>][;pad=<0s>]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginExt {
     /// The client's instance id, kept across re-logins.
@@ -121,6 +122,9 @@ pub struct LoginExt {
     pub token: Option<SessionToken>,
     /// A random number the answer (`Accept` or `refused`) echoes.
     pub nonce: Option<Nonce>,
+    /// The first message of the login handshake ([`crate::handshake`]):
+    /// who the client is. Clients from before keys send none.
+    pub hello: Option<Hello>,
     /// Padding: this many `0`s, so that the login is no smaller than the
     /// `Accept` that answers it ([`Login::padded`]).
     pub pad: u16,
@@ -151,17 +155,22 @@ pub struct Accept {
 }
 
 /// A Pigeon server's accept extension:
-/// `pigeon1;rx=<port>;tok=<32 hex>;ka=<ms>`.
+/// `pigeon1;rx=<port>[;tok=<32 hex>];ka=<ms>[;n=<32 hex>][;hs=<224 hex>]`:
+/// the token in clear for a login without a handshake, inside the
+/// handshake's reply otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AcceptExt {
     /// TCP port of the Pigeon-format roster (with revisions and instance ids).
     pub roster_port: u16,
-    /// The session's secret.
-    pub token: SessionToken,
+    /// The session's secret, in clear (a login without a handshake).
+    pub token: Option<SessionToken>,
     /// How often to send `ping`, in milliseconds.
     pub keepalive_ms: u32,
     /// The login's nonce, echoed.
     pub nonce: Option<Nonce>,
+    /// The second message of the login handshake: the server's key, and
+    /// the token encrypted to the client's.
+    pub reply: Option<Reply>,
 }
 
 /// `talk,<time>,<from>,<text>`: a chat message in the seed's form.
@@ -202,6 +211,11 @@ pub enum RefuseReason {
     /// The login is smaller than the `Accept` it asks for (a Pigeon login
     /// is padded to [`MIN_PIGEON_LOGIN_BYTES`]).
     ShortLogin,
+    /// The name is registered to another key: only its holder may log in
+    /// under it ([`crate::handshake`]).
+    NameRegistered,
+    /// The login's handshake does not verify.
+    BadHandshake,
     /// A reason this version does not know (kept for forward compatibility).
     Other(String),
 }
@@ -407,6 +421,7 @@ impl Datagram {
                         instance: ext.require(verb, "iid", InstanceId::parse)?,
                         token: ext.optional(verb, "tok", SessionToken::parse)?,
                         nonce: ext.optional(verb, "n", Nonce::parse)?,
+                        hello: ext.optional(verb, "hs", parse_hex_array)?,
                         pad: ext.optional(verb, "pad", parse_pad)?.unwrap_or(0),
                     }),
                     None => None,
@@ -437,16 +452,28 @@ impl Datagram {
                     text: excerpt(text),
                 })?;
                 let pigeon = match f.extension() {
-                    Some(ext) => Some(AcceptExt {
-                        roster_port: ext.require(verb, "rx", parse_port)?,
-                        token: ext.require(verb, "tok", SessionToken::parse)?,
-                        keepalive_ms: ext.require(verb, "ka", |t| {
+                    Some(ext) => {
+                        let roster_port = ext.require(verb, "rx", parse_port)?;
+                        let token = ext.optional(verb, "tok", SessionToken::parse)?;
+                        let keepalive_ms = ext.require(verb, "ka", |t| {
                             parse_decimal(t)
                                 .and_then(|ms| u32::try_from(ms).ok())
                                 .filter(|&ms| ms > 0)
-                        })?,
-                        nonce: ext.optional(verb, "n", Nonce::parse)?,
-                    }),
+                        })?;
+                        let nonce = ext.optional(verb, "n", Nonce::parse)?;
+                        let reply = ext.optional(verb, "hs", parse_hex_array)?;
+                        if token.is_none() && reply.is_none() {
+                            // Neither way to hand over the token.
+                            ext.require(verb, "tok", SessionToken::parse)?;
+                        }
+                        Some(AcceptExt {
+                            roster_port,
+                            token,
+                            keepalive_ms,
+                            nonce,
+                            reply,
+                        })
+                    }
                     None => None,
                 };
                 Self::Accept(Accept { tcp_port, pigeon })
@@ -614,6 +641,10 @@ impl Datagram {
                     if let Some(nonce) = ext.nonce {
                         text.push_str(&format!(";n={nonce}"));
                     }
+                    if let Some(hello) = &ext.hello {
+                        text.push_str(";hs=");
+                        text.push_str(&hex(hello));
+                    }
                     if ext.pad > 0 {
                         text.push_str(";pad=");
                         text.extend(std::iter::repeat_n('0', usize::from(ext.pad)));
@@ -635,12 +666,17 @@ impl Datagram {
             Self::Accept(Accept { tcp_port, pigeon }) => {
                 w.display(tcp_port);
                 if let Some(ext) = pigeon {
-                    let mut text = format!(
-                        "{PIGEON_TAG};rx={};tok={};ka={}",
-                        ext.roster_port, ext.token, ext.keepalive_ms
-                    );
+                    let mut text = format!("{PIGEON_TAG};rx={}", ext.roster_port);
+                    if let Some(token) = ext.token {
+                        text.push_str(&format!(";tok={token}"));
+                    }
+                    text.push_str(&format!(";ka={}", ext.keepalive_ms));
                     if let Some(nonce) = ext.nonce {
                         text.push_str(&format!(";n={nonce}"));
+                    }
+                    if let Some(reply) = &ext.reply {
+                        text.push_str(";hs=");
+                        text.push_str(&hex(reply));
                     }
                     w.field(&text);
                 }
@@ -1164,6 +1200,8 @@ impl RefuseReason {
             Self::ServerFull => "server-full",
             Self::HostFull => "host-full",
             Self::ShortLogin => "short-login",
+            Self::NameRegistered => "name-registered",
+            Self::BadHandshake => "bad-handshake",
             Self::Other(token) => token,
         }
     }
@@ -1177,6 +1215,8 @@ impl RefuseReason {
             "server-full" => Self::ServerFull,
             "host-full" => Self::HostFull,
             "short-login" => Self::ShortLogin,
+            "name-registered" => Self::NameRegistered,
+            "bad-handshake" => Self::BadHandshake,
             _ => {
                 let well_formed = !token.is_empty()
                     && token.len() <= MAX_REASON_CHARS
@@ -1313,12 +1353,25 @@ mod tests {
             tcp_port: 65535,
             pigeon: Some(AcceptExt {
                 roster_port: 65535,
-                token: SessionToken(u128::MAX),
+                token: None,
                 keepalive_ms: u32::MAX,
                 nonce: Some(Nonce(u128::MAX)),
+                reply: Some([0xff; REPLY_BYTES]),
             }),
         });
         assert_eq!(largest.encoded_len(), MIN_PIGEON_LOGIN_BYTES);
+        // The form without a handshake, its token in clear, is smaller.
+        let plain = Datagram::Accept(Accept {
+            tcp_port: 65535,
+            pigeon: Some(AcceptExt {
+                roster_port: 65535,
+                token: Some(SessionToken(u128::MAX)),
+                keepalive_ms: u32::MAX,
+                nonce: Some(Nonce(u128::MAX)),
+                reply: None,
+            }),
+        });
+        assert!(plain.encoded_len() < MIN_PIGEON_LOGIN_BYTES);
         for (n, a) in [
             ("a", "1.2.3.4:5"),
             ("bob", "127.0.0.1:5000"),
@@ -1328,7 +1381,11 @@ mod tests {
                 "[2001:db8:1:2:3:4:5:6]:65535",
             ),
         ] {
-            for nonce in [None, Some(Nonce(1))] {
+            for (nonce, hello) in [
+                (None, None),
+                (Some(Nonce(1)), None),
+                (Some(Nonce(1)), Some([7; crate::handshake::HELLO_BYTES])),
+            ] {
                 let login = Login {
                     name: name(n),
                     endpoint: addr(a),
@@ -1336,6 +1393,7 @@ mod tests {
                         instance: InstanceId(1),
                         token: None,
                         nonce,
+                        hello,
                         pad: 0,
                     }),
                 }

@@ -66,7 +66,9 @@ fn prologue(name: &UserName, endpoint: PeerAddr) -> Vec<u8> {
 
 fn builder<'a>(identity: &'a Identity, prologue: &'a [u8]) -> Result<Builder<'a>, HandshakeError> {
     // The protocol name is a constant that parses.
-    let params = LOGIN_PROTOCOL.parse().map_err(|_| HandshakeError::Invalid)?;
+    let params = LOGIN_PROTOCOL
+        .parse()
+        .map_err(|_| HandshakeError::Invalid)?;
     Ok(Builder::new(params)
         .local_private_key(identity.secret())?
         .prologue(prologue)?)
@@ -222,7 +224,9 @@ mod tests {
         assert!(login.finish(&answered.reply).is_err());
         // A bit flipped in transit.
         let (login, hello) = LoginHandshake::start(&client, &name, endpoint).unwrap();
-        let mut reply = answer(&server, &name, endpoint, &hello, token).unwrap().reply;
+        let mut reply = answer(&server, &name, endpoint, &hello, token)
+            .unwrap()
+            .reply;
         reply[REPLY_BYTES - 1] ^= 1;
         assert!(login.finish(&reply).is_err());
         // Someone who claims alice's public key without her private key

@@ -263,7 +263,10 @@ mod tests {
         let (again, created) = Identity::load_or_create(&path).unwrap();
         assert!(!created);
         assert_eq!(made.public(), again.public());
-        assert!(made.save(&path).is_err(), "an existing key file was overwritten");
+        assert!(
+            made.save(&path).is_err(),
+            "an existing key file was overwritten"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

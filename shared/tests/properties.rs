@@ -113,16 +113,18 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 instance(),
                 proptest::option::of(token()),
                 nonce(),
+                proptest::option::of(proptest::array::uniform::<_, 64>(any::<u8>())),
                 0..=pigeon_shared::MAX_PAD as u16
             ))
         )
             .prop_map(|(name, endpoint, ext)| Datagram::Login(Login {
                 name,
                 endpoint,
-                pigeon: ext.map(|(instance, token, nonce, pad)| LoginExt {
+                pigeon: ext.map(|(instance, token, nonce, hello, pad)| LoginExt {
                     instance,
                     token,
                     nonce,
+                    hello,
                     pad,
                 }),
             })),
@@ -135,16 +137,26 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         ),
         (
             1u16..,
-            proptest::option::of((1u16.., token(), 1u32.., nonce()))
+            proptest::option::of((
+                1u16..,
+                token(),
+                1u32..,
+                nonce(),
+                proptest::option::of(proptest::array::uniform::<_, 112>(any::<u8>()))
+            ))
         )
             .prop_map(|(tcp_port, ext)| {
                 Datagram::Accept(Accept {
                     tcp_port,
-                    pigeon: ext.map(|(roster_port, token, keepalive_ms, nonce)| AcceptExt {
-                        roster_port,
-                        token,
-                        keepalive_ms,
-                        nonce,
+                    pigeon: ext.map(|(roster_port, token, keepalive_ms, nonce, reply)| {
+                        AcceptExt {
+                            roster_port,
+                            // Without a handshake, the token goes in clear.
+                            token: if reply.is_some() { None } else { Some(token) },
+                            keepalive_ms,
+                            nonce,
+                            reply,
+                        }
                     }),
                 })
             }),

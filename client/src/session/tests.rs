@@ -52,6 +52,8 @@ fn session() -> (Session, Instant) {
         plain_protocol: false,
         keep_trying: false,
         nonce_seed: 7,
+        identity: None,
+        server_key: None,
     };
     (Session::new(config), Instant::now())
 }
@@ -82,6 +84,7 @@ fn my_login(s: &Session, token: Option<SessionToken>) -> Datagram {
                 instance: ME,
                 token,
                 nonce: Some(s.login_nonce()),
+                hello: None,
                 pad: 0,
             }),
         }
@@ -102,9 +105,10 @@ fn pigeon_accept(s: &Session) -> Datagram {
         tcp_port: 4000,
         pigeon: Some(AcceptExt {
             roster_port: 4001,
-            token: TOKEN,
+            token: Some(TOKEN),
             keepalive_ms: 2000,
             nonce: Some(s.login_nonce()),
+            reply: None,
         }),
     })
 }
@@ -677,9 +681,10 @@ fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
         tcp_port: 5000,
         pigeon: Some(AcceptExt {
             roster_port: 5001,
-            token: SessionToken(0xBEEF),
+            token: Some(SessionToken(0xBEEF)),
             keepalive_ms: 2000,
             nonce: Some(s.login_nonce()),
+            reply: None,
         }),
     });
     let out = s.datagram_received(new_accept, sock(SERVER), t);
@@ -1035,18 +1040,20 @@ fn forged_answers_to_a_login_are_ignored() {
             tcp_port: 6666,
             pigeon: Some(AcceptExt {
                 roster_port: 6667,
-                token: SessionToken(0xBAD),
+                token: Some(SessionToken(0xBAD)),
                 keepalive_ms: 2000,
                 nonce: Some(forged_nonce),
+                reply: None,
             }),
         }),
         Datagram::Accept(Accept {
             tcp_port: 6666,
             pigeon: Some(AcceptExt {
                 roster_port: 6667,
-                token: SessionToken(0xBAD),
+                token: Some(SessionToken(0xBAD)),
                 keepalive_ms: 2000,
                 nonce: None,
+                reply: None,
             }),
         }),
         Datagram::Refused(Refused {
@@ -1211,4 +1218,108 @@ fn a_forged_plain_accept_only_delays_a_login_to_a_pigeon_server() {
         t,
     );
     assert!(s.peer("carol").is_some());
+}
+
+/// A session that logs in with a key, the server's key pinned as given.
+fn keyed_session(pinned: Option<PublicKey>) -> (Session, Instant) {
+    let (s, t) = session();
+    let mut config = s.config.clone();
+    config.identity = Some(Identity::from_secret([3; 32]));
+    config.server_key = pinned;
+    (Session::new(config), t)
+}
+
+/// The hello in the login `out` sends.
+fn hello_in(out: &[SessionOutput]) -> Hello {
+    out.iter()
+        .find_map(|o| match o {
+            SessionOutput::Send {
+                datagram:
+                    Datagram::Login(Login {
+                        pigeon: Some(LoginExt { hello, .. }),
+                        ..
+                    }),
+                ..
+            } => *hello,
+            _ => None,
+        })
+        .expect("a login with a hello")
+}
+
+/// The server `server` answers `s`'s login whose hello is `hello`.
+fn keyed_accept(s: &Session, server: &Identity, hello: &Hello) -> Datagram {
+    let answer = pigeon_shared::handshake::answer(
+        server,
+        &name("alice"),
+        addr("10.0.0.2:5000"),
+        hello,
+        TOKEN,
+    )
+    .unwrap();
+    Datagram::Accept(Accept {
+        tcp_port: 4000,
+        pigeon: Some(AcceptExt {
+            roster_port: 4001,
+            token: None,
+            keepalive_ms: 2000,
+            nonce: Some(s.login_nonce()),
+            reply: Some(answer.reply),
+        }),
+    })
+}
+
+#[test]
+fn a_keyed_login_pins_the_servers_key_on_first_contact() {
+    let (mut s, t) = keyed_session(None);
+    let hello = hello_in(&s.start(t));
+    let server = Identity::from_secret([9; 32]);
+    let out = s.datagram_received(keyed_accept(&s, &server, &hello), sock(SERVER), t);
+    assert!(
+        out.contains(&SessionOutput::PinServer(server.public())),
+        "{out:?}"
+    );
+    // The token came encrypted; the fetch names it.
+    assert!(out.contains(&SessionOutput::FetchRoster {
+        from: sock("10.0.0.1:4001"),
+        as_user: Some((name("alice"), TOKEN)),
+    }));
+    assert_eq!(s.server_key(), Some(server.public()));
+}
+
+#[test]
+fn a_server_showing_another_key_than_the_pinned_one_is_not_logged_in_to() {
+    let pinned = Identity::from_secret([9; 32]).public();
+    let (mut s, t) = keyed_session(Some(pinned));
+    let hello = hello_in(&s.start(t));
+    let impostor = Identity::from_secret([10; 32]);
+    let out = s.datagram_received(keyed_accept(&s, &impostor, &hello), sock(SERVER), t);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [SessionOutput::Emit(ClientEvent::Refused { reason: RefuseReason::Other(r), .. })]
+                if r == SERVER_KEY_CHANGED
+        ),
+        "{out:?}"
+    );
+    // Nor one that shows no key at all where one was pinned.
+    let (mut s, t) = keyed_session(Some(pinned));
+    drop(s.start(t));
+    let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [SessionOutput::Emit(ClientEvent::Refused { reason: RefuseReason::Other(r), .. })]
+                if r == SERVER_KEY_CHANGED
+        ),
+        "{out:?}"
+    );
+    // The pinned server itself is logged in to, and pinned no more.
+    let (mut s, t) = keyed_session(Some(pinned));
+    let hello = hello_in(&s.start(t));
+    let server = Identity::from_secret([9; 32]);
+    let out = s.datagram_received(keyed_accept(&s, &server, &hello), sock(SERVER), t);
+    assert!(
+        matches!(out.as_slice(), [SessionOutput::FetchRoster { .. }]),
+        "{out:?}"
+    );
 }

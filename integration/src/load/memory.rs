@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use pigeon_client::session::{Session, SessionConfig};
 use pigeon_server::directory::Directory;
 use pigeon_server::roster::{Roster, RosterConfig};
+use pigeon_shared::handshake::LoginHandshake;
 use pigeon_shared::{
     Accept, AcceptExt, Datagram, InstanceId, Login, LoginExt, PeerAddr, RosterEntry,
     RosterSnapshot, SessionToken, UserName,
 };
+use pigeon_shared::{Identity, Nonce};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -41,15 +43,21 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
     config.max_users = n + 1;
     config.max_users_per_host = n + 1;
     let mut roster = Roster::new(config, directory, StdRng::seed_from_u64(1));
+    // Logins as today's clients send them: with a handshake.
+    let identity = Identity::generate();
     for i in 0..n {
         let endpoint = endpoint(i);
+        let hello = LoginHandshake::start(&identity, &name(i), endpoint)
+            .ok()
+            .map(|(_, hello)| hello);
         let login = Login {
             name: name(i),
             endpoint,
             pigeon: Some(LoginExt {
                 instance: InstanceId(i as u64),
                 token: None,
-                nonce: None,
+                nonce: Some(Nonce(i as u128)),
+                hello,
                 pad: 0,
             }),
         }
@@ -74,15 +82,18 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         keep_trying: false,
         drain_timeout: Duration::from_secs(5),
         nonce_seed: 1,
+        identity: None,
+        server_key: None,
     });
     drop(session.start(now));
     let accept = Datagram::Accept(Accept {
         tcp_port: 1,
         pigeon: Some(AcceptExt {
             roster_port: 2,
-            token: SessionToken(1),
+            token: Some(SessionToken(1)),
             keepalive_ms: 1000,
             nonce: Some(session.login_nonce()),
+            reply: None,
         }),
     });
     drop(session.datagram_received(accept, server_addr, now));

@@ -1,5 +1,5 @@
 use pigeon_shared::roster_snapshot::RosterFormat;
-use pigeon_shared::{LoginExt, LogoutExt, Nonce};
+use pigeon_shared::{Identity, LoginExt, LogoutExt, Nonce};
 use rand::SeedableRng;
 
 use super::*;
@@ -58,6 +58,7 @@ fn pigeon_login(n: &str, a: &str, instance: InstanceId, token: Option<SessionTok
             instance,
             token,
             nonce: Some(Nonce(u128::from(instance.0))),
+            hello: None,
             pad: 0,
         }),
     };
@@ -112,7 +113,9 @@ fn join_unsynced(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> Ses
                 pigeon: Some(ext), ..
             }),
             ..
-        } => ext.token,
+        } => ext
+            .token
+            .expect("a login without a handshake gets its token in clear"),
         other => panic!("no Pigeon Accept: {other:?}"),
     }
 }
@@ -1085,6 +1088,7 @@ fn answers_to_a_login_echo_its_nonce() {
                 instance,
                 token: None,
                 nonce: Some(Nonce(nonce)),
+                hello: None,
                 pad: 0,
             }),
         }
@@ -1120,6 +1124,7 @@ fn answers_to_a_login_echo_its_nonce() {
                 datagram: Datagram::Accept(Accept {
                     pigeon: Some(AcceptExt {
                         nonce: Some(Nonce(0xB)),
+                        reply: None,
                         ..
                     }),
                     ..
@@ -1158,6 +1163,7 @@ fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
             instance: IID_A,
             token: None,
             nonce: None,
+            hello: None,
             pad: 0,
         }),
     };
@@ -1174,7 +1180,7 @@ fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
         panic!("{actions:?}")
     };
     assert_eq!(*nonce, None);
-    let token = *token;
+    let token = token.unwrap();
     let (decision, _) = f.roster.synced(
         &name("pigeon-from-before-sealing"),
         token,
@@ -1207,6 +1213,7 @@ fn a_pigeon_login_smaller_than_its_accept_is_refused_in_fewer_bytes() {
             instance: IID_A,
             token: None,
             nonce: Some(Nonce(7)),
+            hello: None,
             pad: 0,
         }),
     };
@@ -1228,4 +1235,123 @@ fn a_pigeon_login_smaller_than_its_accept_is_refused_in_fewer_bytes() {
     };
     assert!(matches!(datagram, Datagram::Accept(_)));
     assert!(datagram.encoded_len() <= asked);
+}
+
+/// A login with a handshake, as `identity`: the login, and the client's
+/// side of the handshake.
+fn keyed_login(
+    identity: &Identity,
+    n: &str,
+    a: &str,
+    instance: InstanceId,
+) -> (Login, handshake::LoginHandshake) {
+    let (state, hello) = handshake::LoginHandshake::start(identity, &name(n), addr(a)).unwrap();
+    let login = Login {
+        name: name(n),
+        endpoint: addr(a),
+        pigeon: Some(LoginExt {
+            instance,
+            token: None,
+            nonce: Some(Nonce(7)),
+            hello: Some(hello),
+            pad: 0,
+        }),
+    }
+    .padded();
+    (login, state)
+}
+
+/// The handshake reply in the `Accept` among `actions`.
+fn reply_in(actions: &[RosterAction]) -> Option<(Option<SessionToken>, Option<Reply>)> {
+    actions.iter().find_map(|action| match action {
+        RosterAction::Send {
+            datagram: Datagram::Accept(Accept {
+                pigeon: Some(ext), ..
+            }),
+            ..
+        } => Some((ext.token, ext.reply)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_name_is_registered_to_the_first_key_that_proves_itself() {
+    let mut f = fixture();
+    let alice = Identity::generate();
+    let (login, state) = keyed_login(&alice, "alice", "10.0.0.1:5000", IID_A);
+    let (decision, actions) = f.roster.login(login.clone(), sock("10.0.0.1:5000"), f.t0);
+    assert_eq!(decision, LoginDecision::Joined);
+    // The token goes only inside the reply, which only alice can read.
+    let (clear, reply) = reply_in(&actions).unwrap();
+    assert_eq!(clear, None);
+    // A lost Accept: the repeated hello gets the very same answer.
+    let (decision, again) = f.roster.login(login, sock("10.0.0.1:5000"), f.t0);
+    assert_eq!(decision, LoginDecision::Refreshed);
+    assert_eq!(reply_in(&again).unwrap().1, reply);
+    let outcome = state.finish(&reply.unwrap()).unwrap();
+    assert_eq!(outcome.server, f.roster.config().identity.public());
+    // Not registered until the token is used (only the key's holder has
+    // it): a claimed key proves nothing.
+    assert_eq!(f.roster.registered("alice"), None);
+    let (decision, actions) = f
+        .roster
+        .synced(&name("alice"), outcome.token, f.roster.revision());
+    assert_eq!(decision, SessionDecision::Done);
+    assert!(actions.contains(&RosterAction::Register {
+        name: name("alice"),
+        key: alice.public(),
+    }));
+    assert_eq!(f.roster.registered("alice"), Some(alice.public()));
+
+    // alice leaves; another key cannot have her name, nor can a seed-era
+    // login or a Pigeon login without a key.
+    f.roster.logout(
+        Logout {
+            name: name("alice"),
+            endpoint: addr("10.0.0.1:5000"),
+            pigeon: Some(LogoutExt {
+                token: outcome.token,
+            }),
+        },
+        sock("10.0.0.1:5000"),
+        f.t0,
+    );
+    assert!(f.roster.is_empty());
+    let mallory = Identity::generate();
+    let (login, _) = keyed_login(&mallory, "alice", "10.0.0.2:5000", IID_B);
+    let (decision, _) = f.roster.login(login, sock("10.0.0.2:5000"), f.t0);
+    assert_eq!(refusal(&decision), Some(RefuseReason::NameRegistered));
+    let (decision, _) = f.roster.login(
+        seed_login("alice", "10.0.0.2:5000"),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::NameRegistered));
+    let (decision, _) = f.roster.login(
+        pigeon_login("alice", "10.0.0.2:5000", IID_B, None),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::NameRegistered));
+    // alice herself comes back from elsewhere.
+    let (login, _) = keyed_login(&alice, "alice", "10.0.0.3:5000", IID_B);
+    let (decision, _) = f.roster.login(login, sock("10.0.0.3:5000"), f.t0);
+    assert_eq!(decision, LoginDecision::Joined);
+}
+
+#[test]
+fn a_known_registry_is_kept_from_the_start() {
+    let alice = Identity::generate();
+    let mut config = RosterConfig::new(4242, 4343);
+    config.liveness_timeout = Duration::from_secs(8);
+    let registry = HashMap::from([(name("alice"), alice.public())]);
+    let mut roster = Roster::with_registry(
+        config,
+        Arc::new(Directory::default()),
+        StdRng::seed_from_u64(7),
+        registry,
+    );
+    let (login, _) = keyed_login(&Identity::generate(), "alice", "10.0.0.1:5000", IID_A);
+    let (decision, _) = roster.login(login, sock("10.0.0.1:5000"), Instant::now());
+    assert_eq!(refusal(&decision), Some(RefuseReason::NameRegistered));
 }
