@@ -1036,7 +1036,7 @@ impl Session {
         match (outcome, token) {
             (Some(outcome), _) => match self.server_key {
                 Some(pinned) if pinned != outcome.server => {
-                    Err(self.server_key_changed(pinned, outcome.server))
+                    Err(self.server_key_changed(pinned, Some(outcome.server)))
                 }
                 Some(_) => Ok((outcome.token, outcome.key, None)),
                 None => {
@@ -1047,7 +1047,7 @@ impl Session {
             // A server that proves no key: one from before keys. Not if
             // this one showed a key before (that would be a downgrade).
             (None, Some(token)) => match self.server_key {
-                Some(pinned) => Err(self.server_key_changed_to_none(pinned)),
+                Some(pinned) => Err(self.server_key_changed(pinned, None)),
                 None => Ok((token, SessionKey::from_token(token), None)),
             },
             // No token at all (a handshake reply this session did not ask
@@ -1056,22 +1056,22 @@ impl Session {
         }
     }
 
-    fn server_key_changed(&mut self, pinned: PublicKey, shown: PublicKey) -> Vec<SessionOutput> {
-        let detail = format!(
-            "the server at {} shows the key {}, not {} as before; if its operator changed the key, remove its line from known_servers in the data folder",
-            self.config.server,
-            shown.fingerprint(),
-            pinned.fingerprint()
-        );
-        self.end_refused(RefuseReason::Other(SERVER_KEY_CHANGED.to_owned()), detail)
-    }
-
-    fn server_key_changed_to_none(&mut self, pinned: PublicKey) -> Vec<SessionOutput> {
-        let detail = format!(
-            "the server at {} shows no key, but showed {} before",
-            self.config.server,
-            pinned.fingerprint()
-        );
+    /// The server shows another key than the pinned one (`None`: no key
+    /// at all): the session ends, refused `server-key-changed`.
+    fn server_key_changed(
+        &mut self,
+        pinned: PublicKey,
+        shown: Option<PublicKey>,
+    ) -> Vec<SessionOutput> {
+        let server = self.config.server;
+        let pinned = pinned.fingerprint();
+        let detail = match shown {
+            Some(shown) => format!(
+                "the server at {server} shows the key {}, not {pinned} as before; if its operator changed the key, remove its line from known_servers in the data folder",
+                shown.fingerprint()
+            ),
+            None => format!("the server at {server} shows no key, but showed {pinned} before"),
+        };
         self.end_refused(RefuseReason::Other(SERVER_KEY_CHANGED.to_owned()), detail)
     }
 

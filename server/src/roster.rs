@@ -504,21 +504,12 @@ impl Roster {
                 ) = (&mut user.session, pigeon.and_then(|ext| ext.hello))
                 {
                     if answered.is_none_or(|(seen, _)| seen != hello) {
-                        match handshake::answer(
-                            &self.config.identity,
-                            &name,
-                            endpoint,
-                            &hello,
-                            *token,
-                        ) {
+                        match answer_hello(&self.config.identity, &name, endpoint, &hello, *token) {
                             Ok(answer) => {
                                 *key = Some(answer.key);
                                 *answered = Some((hello, answer.reply));
                             }
-                            Err(e) => {
-                                let detail = format!("the login's handshake: {e}");
-                                return refused(RefuseReason::BadHandshake, detail);
-                            }
+                            Err(detail) => return refused(RefuseReason::BadHandshake, detail),
                         }
                     }
                 }
@@ -559,13 +550,7 @@ impl Roster {
                 let token = SessionToken(self.rng.random());
                 match ext.hello {
                     Some(hello) => {
-                        match handshake::answer(
-                            &self.config.identity,
-                            &name,
-                            endpoint,
-                            &hello,
-                            token,
-                        ) {
+                        match answer_hello(&self.config.identity, &name, endpoint, &hello, token) {
                             Ok(answer) => Session::Pigeon {
                                 instance: ext.instance,
                                 token,
@@ -573,10 +558,7 @@ impl Roster {
                                 client_key: Some(answer.client),
                                 answered: Some((hello, answer.reply)),
                             },
-                            Err(e) => {
-                                let detail = format!("the login's handshake: {e}");
-                                return refused(RefuseReason::BadHandshake, detail);
-                            }
+                            Err(detail) => return refused(RefuseReason::BadHandshake, detail),
                         }
                     }
                     None => Session::Pigeon {
@@ -1144,6 +1126,19 @@ impl Roster {
             .values()
             .filter(|user| user.synced && matches!(user.session, Session::Pigeon { .. }))
     }
+}
+
+/// The server's answer to `hello`, with `token` inside; a hello that does
+/// not read, as the refusal's sentence.
+fn answer_hello(
+    identity: &Identity,
+    name: &UserName,
+    endpoint: PeerAddr,
+    hello: &Hello,
+    token: SessionToken,
+) -> Result<handshake::Answered, String> {
+    handshake::answer(identity, name, endpoint, hello, token)
+        .map_err(|e| format!("the login's handshake: {e}"))
 }
 
 /// The static key a hello claims (it travels in clear in `IX`).

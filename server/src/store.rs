@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pigeon_shared::identity::create_private_dir;
 use pigeon_shared::{Identity, PublicKey, UserName};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -40,14 +41,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// The store in folder `dir` (made, private to its owner, if missing).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(dir).map_err(|cause| StoreError::Folder {
+        create_private_dir(dir).map_err(|cause| StoreError::Folder {
             path: dir.display().to_string(),
             cause,
         })?;

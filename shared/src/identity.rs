@@ -207,14 +207,7 @@ impl Identity {
             cause,
         };
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            let mut builder = fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::DirBuilderExt;
-                builder.mode(0o700);
-            }
-            builder.create(dir).map_err(write_error)?;
+            create_private_dir(dir).map_err(write_error)?;
         }
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
@@ -228,6 +221,19 @@ impl Identity {
             .and_then(|()| file.sync_all())
             .map_err(write_error)
     }
+}
+
+/// Makes `dir` and the folders above it that are missing, readable by
+/// their owner only (on Unix).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 #[cfg(test)]
