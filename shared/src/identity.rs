@@ -173,8 +173,16 @@ impl Identity {
             Ok(identity) => Ok((identity, false)),
             Err(IdentityError::Read { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => {
                 let identity = Self::generate();
-                identity.save(path)?;
-                Ok((identity, true))
+                match identity.save(path) {
+                    Ok(()) => Ok((identity, true)),
+                    // Another process made it first: that one is the key.
+                    Err(IdentityError::Write { cause, .. })
+                        if cause.kind() == io::ErrorKind::AlreadyExists =>
+                    {
+                        Self::load(path).map(|identity| (identity, false))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -209,6 +217,13 @@ impl Identity {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(write_error)?;
         }
+        // Written whole under a name of its own, then linked into place:
+        // the link fails if the file exists, and nobody reads half a key.
+        let mut nonce = [0u8; 8];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.new", crate::datagram::hex(&nonce)));
+        let temporary = std::path::PathBuf::from(temporary);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -216,10 +231,13 @@ impl Identity {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(path).map_err(write_error)?;
-        file.write_all(self.to_file_text().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(write_error)
+        let written = options.open(&temporary).and_then(|mut file| {
+            file.write_all(self.to_file_text().as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| fs::hard_link(&temporary, path));
+        let _ = fs::remove_file(&temporary);
+        linked.map_err(write_error)
     }
 }
 
@@ -258,6 +276,24 @@ mod tests {
         assert_eq!(text.split('-').count(), 8);
         assert_ne!(PublicKey([8; 32]).fingerprint(), key.fingerprint());
         assert_eq!(PublicKey::parse(&key.to_string()), Some(key));
+    }
+
+    #[test]
+    fn processes_starting_together_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("bob.key");
+        let keys: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| Identity::load_or_create(&path).map(|(id, _)| id.public())))
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(keys.iter().all(|key| *key == keys[0]), "{keys:?}");
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files were left behind");
     }
 
     #[test]
