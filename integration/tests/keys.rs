@@ -1,0 +1,133 @@
+//! Names belong to keys, with the real binaries: a server with its own
+//! data folder, `pigeon` clients with their key files. A second key and a
+//! seed-style login are refused under a registered name; the operator frees
+//! it with `--forget`; a restarted server keeps its key, and a server
+//! showing another key at a pinned address is not logged in to.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use integration::process::{binary, udp_of, Proc};
+use integration::seed::{decode_unicode, encode_unicode};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// `pigeon-server --udp ADDR --data DIR`.
+fn start_server_on(data: &str, udp: &str) -> anyhow::Result<(Proc, String)> {
+    let mut server = Proc::spawn(
+        "server",
+        "pigeon-server",
+        &["--udp", udp, "--data", data],
+        "info",
+    )?;
+    let line = server.expect_prefix("listening ", WAIT)?;
+    Ok((server, udp_of(&line)?))
+}
+
+/// `pigeon --name NAME --server SERVER --identity KEY`, in plain mode.
+fn pigeon_with_key(name: &str, server: &str, key: &str) -> anyhow::Result<Proc> {
+    Proc::spawn(
+        name,
+        "pigeon",
+        &["--name", name, "--server", server, "--identity", key],
+        "warn",
+    )
+}
+
+/// Sends a seed-style login for `name` and returns the server's answer.
+fn seed_login(name: &str, server: &str) -> anyhow::Result<String> {
+    let receiver = UdpSocket::bind("127.0.0.1:0")?;
+    receiver.set_read_timeout(Some(WAIT))?;
+    let endpoint = receiver.local_addr()?;
+    let server: SocketAddr = server.parse()?;
+    receiver.send_to(&encode_unicode(&format!("login,{name},{endpoint}")), server)?;
+    let mut buf = [0u8; 2048];
+    let (len, _) = receiver.recv_from(&mut buf)?;
+    Ok(decode_unicode(buf.get(..len).unwrap_or_default()))
+}
+
+fn exits_with(proc: &mut Proc, code: i32) -> anyhow::Result<()> {
+    let status = proc.wait_exit(WAIT)?;
+    anyhow::ensure!(
+        status.code() == Some(code),
+        "{} exited {status:?}, not {code}",
+        proc.label
+    );
+    Ok(())
+}
+
+#[test]
+fn a_name_stays_with_its_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("server").display().to_string();
+    let first_key = dir.path().join("first.key").display().to_string();
+    let second_key = dir.path().join("second.key").display().to_string();
+
+    let (mut server, udp) = start_server_on(&data, "127.0.0.1:0")?;
+    let mut owner = pigeon_with_key("dana", &udp, &first_key)?;
+    owner.expect_prefix("ready ", WAIT)?;
+    let made = owner.expect_stderr("made a key for dana", WAIT)?;
+    assert!(made.contains("fingerprint"), "{made}");
+
+    // Online or not, the name is dana's key's: another key is refused,
+    // and so is a seed-era client.
+    let mut thief = pigeon_with_key("dana", &udp, &second_key)?;
+    thief.expect("refusal", WAIT, |l| l == "refused name-registered")?;
+    exits_with(&mut thief, 2)?;
+    owner.send("/quit")?;
+    exits_with(&mut owner, 0)?;
+    let mut thief = pigeon_with_key("dana", &udp, &second_key)?;
+    thief.expect("refusal", WAIT, |l| l == "refused name-registered")?;
+    exits_with(&mut thief, 2)?;
+    let answer = seed_login("dana", &udp)?;
+    assert!(
+        answer.starts_with("refused,name-registered"),
+        "a seed-style login under a registered name got {answer:?}"
+    );
+    // The owner still gets in.
+    let mut owner = pigeon_with_key("dana", &udp, &first_key)?;
+    owner.expect_prefix("ready ", WAIT)?;
+    owner.send("/quit")?;
+    exits_with(&mut owner, 0)?;
+    server.signal(libc::SIGTERM)?;
+    server.wait_exit(WAIT)?;
+
+    // The operator frees the name; the next key to log in takes it.
+    let out = Command::new(binary("pigeon-server")?)
+        .args(["--data", &data, "--forget", "dana"])
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("forgot dana: it was registered to the key "),
+        "{said}"
+    );
+
+    // Restarted on the same folder and port: the same server key, so the
+    // clients that pinned it log in without a word.
+    let (mut server, again) = start_server_on(&data, &udp)?;
+    assert_eq!(again, udp);
+    let mut taker = pigeon_with_key("dana", &udp, &second_key)?;
+    taker.expect_prefix("ready ", WAIT)?;
+    let mut owner = pigeon_with_key("dana", &udp, &first_key)?;
+    owner.expect("refusal", WAIT, |l| l == "refused name-registered")?;
+    exits_with(&mut owner, 2)?;
+    taker.send("/quit")?;
+    exits_with(&mut taker, 0)?;
+    server.signal(libc::SIGTERM)?;
+    server.wait_exit(WAIT)?;
+
+    // Another server at the same address (a key of its own): refused.
+    let mut other = Proc::spawn(
+        "other server",
+        "pigeon-server",
+        &["--udp", &udp, "--ephemeral"],
+        "info",
+    )?;
+    other.expect_prefix("listening ", WAIT)?;
+    let mut fooled = pigeon_with_key("dana", &udp, &second_key)?;
+    fooled.expect("refusal", WAIT, |l| l == "refused server-key-changed")?;
+    exits_with(&mut fooled, 2)?;
+    Ok(())
+}
