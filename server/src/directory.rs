@@ -33,6 +33,9 @@ pub struct Directory {
     /// Each Pigeon session's token: the roster goes to a Pigeon client
     /// that names itself with it.
     tokens: DashMap<UserName, SessionToken>,
+    /// A session's next token, offered to a client that started its
+    /// handshake over; it replaces the token once the client names it.
+    next_tokens: DashMap<UserName, SessionToken>,
     /// When each host last sent a seed-style login: the seed-format roster
     /// goes only to a host that just logged in.
     seed_logins: DashMap<IpAddr, Instant>,
@@ -171,6 +174,22 @@ impl Directory {
     pub(crate) fn remove(&self, name: &str) {
         self.users.remove(name);
         self.tokens.remove(name);
+        self.next_tokens.remove(name);
+    }
+
+    /// `name`'s session may move to `token` (see [`Directory::holds`]).
+    pub(crate) fn offer_token(&self, name: &UserName, token: SessionToken) {
+        if self.tokens.contains_key(name) {
+            self.next_tokens.insert(name.clone(), token);
+        }
+    }
+
+    /// `name`'s session moved to `token`: the one before is void.
+    pub(crate) fn move_token(&self, name: &UserName, token: SessionToken) {
+        self.next_tokens.remove(name);
+        if let Some(mut current) = self.tokens.get_mut(name) {
+            *current = token;
+        }
     }
 
     /// `host` sent a seed-style login at `now`: it may fetch the roster
@@ -187,8 +206,10 @@ impl Directory {
     }
 
     /// Whether `name` is online with the Pigeon session `token`.
+    /// (Or with the token it was offered to move to.)
     pub fn holds(&self, name: &str, token: SessionToken) -> bool {
         self.tokens.get(name).is_some_and(|t| *t == token)
+            || self.next_tokens.get(name).is_some_and(|t| *t == token)
     }
 
     /// Whether `host` sent a seed-style login within the window before
@@ -212,6 +233,7 @@ impl Directory {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.users.clear();
         self.tokens.clear();
+        self.next_tokens.clear();
         self.seed_logins.clear();
         self.revision.store(0, Ordering::Release);
         *rendered = [None, None];

@@ -157,7 +157,21 @@ enum Session {
         /// The hello answered and the answer, to repeat the same answer
         /// to a repeated hello.
         answered: Option<(Hello, Reply)>,
+        /// A handshake the client started over while the session runs.
+        rekey: Option<Rekey>,
     },
+}
+
+/// The answer to a handshake started over during a session, with the token
+/// and key the session moves to once the client names that token: only the
+/// holder of the client's key can read it, so a login forged from the
+/// client's address cannot move the session away from the client.
+#[derive(Debug, Clone, Copy)]
+struct Rekey {
+    hello: Hello,
+    reply: Reply,
+    token: SessionToken,
+    key: SessionKey,
 }
 
 impl Session {
@@ -446,6 +460,7 @@ impl Roster {
                 key: None,
                 client_key: None,
                 answered: ext.hello.map(|hello| (hello, [0; REPLY_BYTES])),
+                rekey: None,
             };
             let needed = self.accept_datagram(any, nonce).encoded_len();
             if needed > asked {
@@ -465,6 +480,10 @@ impl Roster {
                 return refused(RefuseReason::NameRegistered, detail);
             }
         }
+        if let Some(token) = pigeon.and_then(|ext| ext.token) {
+            self.take_up_token(&name, token);
+        }
+        let next_token = SessionToken(self.rng.random());
         if let Some(user) = self.users.get_mut(&name) {
             let same_session = match (user.session, pigeon) {
                 (Session::Seed, None) => true,
@@ -490,34 +509,52 @@ impl Roster {
                 if pigeon.is_some_and(|ext| ext.token.is_some()) {
                     user.last_seen = now;
                 }
-                // A new hello (the client started over) gets a new answer
-                // for the same session: the old handshake is the client's
-                // no more.
+                // A new hello (the client started over) gets a new answer,
+                // with the token the session moves to when the client names
+                // it; until then the session keeps its token and key.
+                let mut shown = user.session;
                 if let (
                     Session::Pigeon {
-                        token,
-                        key,
-                        answered,
-                        ..
+                        answered, rekey, ..
                     },
                     Some(hello),
                 ) = (&mut user.session, pigeon.and_then(|ext| ext.hello))
                 {
-                    if answered.is_none_or(|(seen, _)| seen != hello) {
-                        match answer_hello(&self.config.identity, &name, endpoint, &hello, *token) {
+                    let known = answered.is_some_and(|(seen, _)| seen == hello);
+                    if !known && rekey.is_none_or(|r| r.hello != hello) {
+                        match answer_hello(
+                            &self.config.identity,
+                            &name,
+                            endpoint,
+                            &hello,
+                            next_token,
+                        ) {
                             Ok(answer) => {
-                                *key = Some(answer.key);
-                                *answered = Some((hello, answer.reply));
+                                *rekey = Some(Rekey {
+                                    hello,
+                                    reply: answer.reply,
+                                    token: next_token,
+                                    key: answer.key,
+                                });
+                                self.directory.offer_token(&name, next_token);
                             }
                             Err(detail) => return refused(RefuseReason::BadHandshake, detail),
                         }
                     }
+                    if let (
+                        Session::Pigeon {
+                            answered: shown, ..
+                        },
+                        Some(offer),
+                    ) = (&mut shown, rekey.filter(|r| r.hello == hello))
+                    {
+                        *shown = Some((offer.hello, offer.reply));
+                    }
                 }
-                let session = user.session;
-                if matches!(session, Session::Seed) {
+                if matches!(shown, Session::Seed) {
                     self.directory.seed_login(source.ip().to_canonical(), now);
                 }
-                let accept = self.accept(endpoint, session, nonce);
+                let accept = self.accept(endpoint, shown, nonce);
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
@@ -557,6 +594,7 @@ impl Roster {
                                 key: Some(answer.key),
                                 client_key: Some(answer.client),
                                 answered: Some((hello, answer.reply)),
+                                rekey: None,
                             },
                             Err(detail) => return refused(RefuseReason::BadHandshake, detail),
                         }
@@ -567,6 +605,7 @@ impl Roster {
                         key: ext.nonce.map(|_| SessionKey::from_token(token)),
                         client_key: None,
                         answered: None,
+                        rekey: None,
                     },
                 }
             }
@@ -627,6 +666,9 @@ impl Roster {
         // A Pigeon client retries its logout until it hears `bye`; answer
         // even when the session is already gone (unsealed, then: its key is
         // gone with it).
+        if let Some(ext) = pigeon {
+            self.take_up_token(&name, ext.token);
+        }
         let decision = self.check_session(&name, endpoint, source, pigeon.map(|e| e.token));
         if decision != SessionDecision::Done {
             let actions = match (decision.clone(), pigeon) {
@@ -663,6 +705,7 @@ impl Roster {
         now: Instant,
     ) -> (SessionDecision, Vec<RosterAction>) {
         let Ping { name, token, nonce } = ping;
+        self.take_up_token(&name, token);
         // A Pigeon client pings from its receive endpoint, so the source
         // must be exactly the registered endpoint; seed-era sessions have
         // nothing to keep alive.
@@ -712,6 +755,7 @@ impl Roster {
         token: SessionToken,
         revision: Revision,
     ) -> (SessionDecision, Vec<RosterAction>) {
+        self.take_up_token(name, token);
         let Some(user) = self.users.get_mut(name) else {
             return (SessionDecision::UnknownUser, Vec::new());
         };
@@ -956,6 +1000,31 @@ impl Roster {
     /// The endpoint of `name`, if online.
     pub fn endpoint_of(&self, name: &str) -> Option<PeerAddr> {
         self.users.get(name).map(|u| u.endpoint)
+    }
+
+    /// The client named the token its handshake started over was answered
+    /// with: the session moves to it (and its key), and the old token is
+    /// void. Anything else changes nothing.
+    fn take_up_token(&mut self, name: &UserName, named: SessionToken) {
+        let Some(user) = self.users.get_mut(name) else {
+            return;
+        };
+        if let Session::Pigeon {
+            token,
+            key,
+            answered,
+            rekey,
+            ..
+        } = &mut user.session
+        {
+            if let Some(offer) = rekey.filter(|r| r.token == named) {
+                *token = offer.token;
+                *key = Some(offer.key);
+                *answered = Some((offer.hello, offer.reply));
+                *rekey = None;
+                self.directory.move_token(name, offer.token);
+            }
+        }
     }
 
     fn check_session(

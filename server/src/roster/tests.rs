@@ -1355,3 +1355,62 @@ fn a_known_registry_is_kept_from_the_start() {
     let (decision, _) = roster.login(login, sock("10.0.0.1:5000"), Instant::now());
     assert_eq!(refusal(&decision), Some(RefuseReason::NameRegistered));
 }
+
+#[test]
+fn a_forged_hello_does_not_move_a_session_off_its_key() {
+    let mut f = fixture();
+    let alice = Identity::generate();
+    let at = sock("10.0.0.1:5000");
+    let (login, state) = keyed_login(&alice, "alice", "10.0.0.1:5000", IID_A);
+    let (_, actions) = f.roster.login(login, at, f.t0);
+    let first = state
+        .finish(&reply_in(&actions).unwrap().1.unwrap())
+        .unwrap();
+    f.roster
+        .synced(&name("alice"), first.token, f.roster.revision());
+    let ping = |token| Ping {
+        name: name("alice"),
+        token,
+        nonce: None,
+    };
+    let sealed_with = |actions: &[RosterAction]| match actions {
+        [RosterAction::SendSealed { key, .. }] => *key,
+        other => panic!("{other:?}"),
+    };
+
+    // Someone who can forge alice's address sends a login claiming her
+    // key (it travels in clear) with a handshake of its own.
+    let (mut forged, _) = keyed_login(&Identity::generate(), "alice", "10.0.0.1:5000", IID_A);
+    if let Some(LoginExt {
+        hello: Some(hello), ..
+    }) = forged.pigeon.as_mut()
+    {
+        hello[32..64].copy_from_slice(&alice.public().0);
+    }
+    let (decision, _) = f.roster.login(forged, at, f.t0);
+    assert_eq!(decision, LoginDecision::Refreshed);
+    // alice's session keeps its token and key.
+    let (decision, actions) = f.roster.ping(ping(first.token), at, f.t0);
+    assert_eq!(decision, SessionDecision::Done);
+    assert_eq!(sealed_with(&actions), Some(first.key));
+    assert!(f.directory.holds("alice", first.token));
+
+    // alice herself starts over: the session moves to the new token and
+    // key when she names it, and the old token is void.
+    let (again, state) = keyed_login(&alice, "alice", "10.0.0.1:5000", IID_A);
+    let (decision, actions) = f.roster.login(again, at, f.t0);
+    assert_eq!(decision, LoginDecision::Refreshed);
+    let second = state
+        .finish(&reply_in(&actions).unwrap().1.unwrap())
+        .unwrap();
+    assert_ne!(second.token, first.token);
+    let (_, actions) = f.roster.ping(ping(first.token), at, f.t0);
+    assert_eq!(sealed_with(&actions), Some(first.key), "moved too early");
+    assert!(f.directory.holds("alice", second.token));
+    let (decision, actions) = f.roster.ping(ping(second.token), at, f.t0);
+    assert_eq!(decision, SessionDecision::Done);
+    assert_eq!(sealed_with(&actions), Some(second.key));
+    let (decision, _) = f.roster.ping(ping(first.token), at, f.t0);
+    assert_eq!(decision, SessionDecision::BadToken);
+    assert!(!f.directory.holds("alice", first.token));
+}
