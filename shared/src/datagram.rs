@@ -34,6 +34,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::endpoint::PeerAddr;
 use crate::handshake::{Hello, Reply, REPLY_BYTES};
 use crate::ids::{parse_decimal, InstanceId, Nonce, Revision, Seq, SessionToken};
+use crate::link::{Secure, FRAME_MARK};
 use crate::name::{NameError, UserName};
 use crate::talk_time::{TalkTime, TimeError};
 use crate::utf16::{decode_utf16le, put_utf16le, Utf16Error};
@@ -86,6 +87,9 @@ pub enum Datagram {
     Chat(Chat),
     Ack(Ack),
     Sealed(Sealed),
+    /// An end-to-end frame between Pigeon peers: binary, not text
+    /// ([`crate::link`]).
+    Secure(Secure),
 }
 
 /// `sealed,<mac>,<datagram>`: a datagram from the server to a Pigeon client
@@ -334,6 +338,8 @@ pub enum Verb {
     Chat,
     Ack,
     Sealed,
+    /// Not a text verb: the binary end-to-end frame.
+    Secure,
 }
 
 /// Why bytes are not a datagram of the protocol.
@@ -394,6 +400,9 @@ impl Datagram {
         }
         if bytes.len() > MAX_DATAGRAM_LEN {
             return Err(DecodeError::TooLong { len: bytes.len() });
+        }
+        if bytes.first() == Some(&FRAME_MARK) {
+            return Secure::decode(bytes).map(Self::Secure);
         }
         let text = decode_utf16le(bytes)?;
         Self::decode_text(&text)
@@ -598,6 +607,12 @@ impl Datagram {
                     inner: inner.to_owned(),
                 })
             }
+            // Never read from text (`Verb::parse` does not know it).
+            Verb::Secure => {
+                return Err(DecodeError::UnknownVerb {
+                    verb: excerpt(verb_text),
+                })
+            }
         })
     }
 
@@ -618,11 +633,16 @@ impl Datagram {
             Self::Chat(_) => Verb::Chat,
             Self::Ack(_) => Verb::Ack,
             Self::Sealed(_) => Verb::Sealed,
+            Self::Secure(_) => Verb::Secure,
         }
     }
 
     /// Appends the encoded datagram to `buf`.
     pub fn encode(&self, buf: &mut impl BufMut) {
+        if let Self::Secure(secure) = self {
+            secure.encode(buf);
+            return;
+        }
         put_utf16le(buf, self.verb().as_str());
         let mut w = Writer { buf };
         match self {
@@ -746,6 +766,7 @@ impl Datagram {
                 w.field(&hex(mac));
                 w.field(inner);
             }
+            Self::Secure(_) => {}
         }
     }
 
@@ -1138,7 +1159,7 @@ fn excerpt(text: &str) -> String {
 
 impl Verb {
     /// Every verb.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Login,
         Self::Accept,
         Self::Logout,
@@ -1153,6 +1174,7 @@ impl Verb {
         Self::Chat,
         Self::Ack,
         Self::Sealed,
+        Self::Secure,
     ];
 
     /// The verb exactly as it is spelled on the wire (the seed's `switch`
@@ -1173,11 +1195,15 @@ impl Verb {
             Self::Chat => "chat",
             Self::Ack => "ack",
             Self::Sealed => "sealed",
+            Self::Secure => "secure",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|verb| verb.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .filter(|verb| *verb != Self::Secure)
+            .find(|verb| verb.as_str() == text)
     }
 }
 
@@ -1532,7 +1558,9 @@ mod tests {
         let cases: &[(&[u8], DecodeErrorKind)] = &[
             (b"", DecodeErrorKind::Empty),
             (b"l\0o", DecodeErrorKind::Text),
-            (&[0x00, 0xD8], DecodeErrorKind::Text),
+            (&[0x61, 0x00, 0x00, 0xD8], DecodeErrorKind::Text),
+            // A first byte 0 is an end-to-end frame.
+            (&[0x00, 0xD8], DecodeErrorKind::BadField),
             (&wide("hello,world"), DecodeErrorKind::UnknownVerb),
             (&wide("LOGIN,bob,1.2.3.4:5"), DecodeErrorKind::UnknownVerb),
             (&wide("login"), DecodeErrorKind::MissingField),

@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod handshake;
 pub mod identity;
 pub mod ids;
+pub mod link;
 #[cfg(feature = "log")]
 pub mod log;
 pub mod log_limit;
@@ -36,6 +37,7 @@ pub use datagram::{
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
 pub use identity::{Fingerprint, Identity, IdentityError, PublicKey};
 pub use ids::{InstanceId, Nonce, Revision, Seq, SessionToken};
+pub use link::{Link, LinkDrop, LinkEvent, Secure, SecureFrame};
 pub use log_limit::LogLimit;
 pub use name::{NameError, UserName, MAX_NAME_CHARS};
 pub use roster_snapshot::{RosterEntry, RosterError, RosterSnapshot};
