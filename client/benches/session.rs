@@ -68,6 +68,7 @@ fn snapshot(n: usize) -> RosterSnapshot {
                 name: name(i),
                 endpoint: addr(i),
                 instance: Some(InstanceId(i as u64)),
+                key: Some(pigeon_shared::PublicKey([i as u8; 32])),
             })
             .collect(),
         skipped: Vec::new(),
@@ -97,6 +98,7 @@ fn roster_work(c: &mut Criterion) {
                         name: name(i),
                         endpoint: addr(i),
                         instance: Some(InstanceId(i as u64)),
+                        key: Some(pigeon_shared::PublicKey([i as u8; 32])),
                     }
                 })
                 .collect();

@@ -202,7 +202,7 @@ impl ClientHandle {
             plain_protocol: config.plain_protocol,
             keep_trying: config.keep_trying,
             nonce_seed: rand::rng().random(),
-            identity: config.identity,
+            identity: config.identity.map(Arc::new),
             server_key,
         });
         let settings = SessionSettings {

@@ -161,6 +161,7 @@ mod tests {
         let peer = |text: &str| Peer {
             endpoint: PeerAddr::parse(text).unwrap(),
             instance: None,
+            key: None,
         };
         let roster: RosterMap = [
             (name("carol"), peer("127.0.0.1:5002")),

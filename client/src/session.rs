@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pigeon_shared::{
@@ -121,7 +122,7 @@ pub struct SessionConfig {
     pub keep_trying: bool,
     /// Who this user is: the key pair its logins prove (`None`: log in
     /// without a handshake, as clients from before keys did).
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     /// The key this server showed before (pinned on first contact): a
     /// server showing another one is not logged in to.
     pub server_key: Option<PublicKey>,
@@ -155,6 +156,10 @@ pub struct Peer {
     /// The user's instance id if it is a Pigeon client (which takes `chat`);
     /// `None` for a seed-era client, which takes only `talk`.
     pub instance: Option<InstanceId>,
+    /// The user's public key, from a Pigeon server's roster: chat with it
+    /// is end-to-end encrypted. `None` for a seed-era client, a client
+    /// without a key, or anyone on a seed server.
+    pub key: Option<PublicKey>,
 }
 
 /// Something the session wants done.
@@ -314,6 +319,11 @@ impl Session {
         let me = Peer {
             endpoint: config.endpoint,
             instance: (!config.plain_protocol).then_some(config.instance),
+            key: config
+                .identity
+                .as_ref()
+                .filter(|_| !config.plain_protocol)
+                .map(|identity| identity.public()),
         };
         let handshake = Self::new_handshake(&config);
         let server_key = config.server_key;
@@ -570,6 +580,7 @@ impl Session {
                 name,
                 endpoint,
                 instance: pigeon.map(|ext| ext.instance),
+                key: None,
             }),
             Datagram::Logout(Logout { name, endpoint, .. }) => {
                 self.plain_change(RosterChange::Left { name, endpoint })

@@ -277,7 +277,7 @@ impl Sim {
             keep_trying: true,
             nonce_seed: self.rng.random(),
             // One key per name, the same in every life of the client.
-            identity: Some(identity_of(&client.name)),
+            identity: Some(Arc::new(identity_of(&client.name))),
             server_key: None,
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());

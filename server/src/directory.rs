@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pigeon_shared::roster_snapshot::{encode_roster_lines, roster_line, RosterFormat};
-use pigeon_shared::{InstanceId, PeerAddr, Revision, SessionToken, UserName};
+use pigeon_shared::{InstanceId, PeerAddr, PublicKey, Revision, SessionToken, UserName};
 
 /// The users online, readable from any thread: what TCP roster snapshots
 /// are made of. Written only by the [`Roster`], always before the `Accept`
@@ -62,10 +62,12 @@ pub struct DirectoryEntry {
     pub endpoint: PeerAddr,
     /// The instance id of a Pigeon client; `None` for a seed-era client.
     pub instance: Option<InstanceId>,
+    /// A Pigeon client's public key, if it logged in with one.
+    pub key: Option<PublicKey>,
 }
 
-/// A [`DirectoryEntry`] and its roster line, `name,ip:port,iid` (`-` for no
-/// instance id), with the length of its seed-format start.
+/// A [`DirectoryEntry`] and its roster line, `name,ip:port,iid[,key]` (`-`
+/// for no instance id), with the length of its seed-format start.
 #[derive(Debug)]
 struct Listing {
     entry: DirectoryEntry,
@@ -75,7 +77,7 @@ struct Listing {
 
 impl Listing {
     fn new(name: &UserName, entry: DirectoryEntry) -> Self {
-        let (line, seed_len) = roster_line(name, &entry.endpoint, entry.instance);
+        let (line, seed_len) = roster_line(name, &entry.endpoint, entry.instance, entry.key);
         Self {
             entry,
             line: Arc::from(line),

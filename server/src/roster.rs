@@ -181,6 +181,17 @@ impl Session {
             Self::Pigeon { instance, .. } => Some(instance),
         }
     }
+
+    /// The key the client logged in with, as the roster lists it. Listed
+    /// before it is proved (its session proves it by naming its token, or
+    /// is evicted soon): a key is only ever a key to encrypt to, which
+    /// nobody but its holder can use.
+    fn client_key(self) -> Option<PublicKey> {
+        match self {
+            Self::Seed => None,
+            Self::Pigeon { client_key, .. } => client_key,
+        }
+    }
 }
 
 /// The online users and the rules for changing them.
@@ -625,6 +636,7 @@ impl Roster {
             name: name.clone(),
             endpoint,
             instance: session.instance(),
+            key: session.client_key(),
         };
         let seed_users = self.seed_addresses_except(&name);
         if !seed_users.is_empty() {
@@ -1065,6 +1077,7 @@ impl Roster {
         let entry = DirectoryEntry {
             endpoint,
             instance: session.instance(),
+            key: session.client_key(),
         };
         let token = match session {
             Session::Pigeon { token, .. } => Some(token),

@@ -157,6 +157,7 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
                         name: name(i),
                         endpoint: addr(i),
                         instance: Some(InstanceId(i as u64)),
+                        key: Some(pigeon_shared::PublicKey([i as u8; 32])),
                     })
                     .collect::<Vec<_>>(),
             )),
@@ -199,14 +200,18 @@ fn rosters(c: &mut Criterion) {
         b.iter_batched(
             Vec::new,
             |mut buf| {
-                encode_pigeon_roster(7, users.iter().map(|(n, a, i)| (n, a, *i)), &mut buf);
+                encode_pigeon_roster(7, users.iter().map(|(n, a, i)| (n, a, *i, None)), &mut buf);
                 buf
             },
             BatchSize::SmallInput,
         )
     });
     let mut encoded = Vec::new();
-    encode_pigeon_roster(7, users.iter().map(|(n, a, i)| (n, a, *i)), &mut encoded);
+    encode_pigeon_roster(
+        7,
+        users.iter().map(|(n, a, i)| (n, a, *i, None)),
+        &mut encoded,
+    );
     group.bench_function("decode pigeon format", |b| {
         b.iter(|| {
             let (text, _) = decode_frame(black_box(&encoded), 1 << 24).unwrap().unwrap();

@@ -33,6 +33,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::endpoint::PeerAddr;
 use crate::handshake::{Hello, Reply, REPLY_BYTES};
+use crate::identity::PublicKey;
 use crate::ids::{parse_decimal, InstanceId, Nonce, Revision, Seq, SessionToken};
 use crate::link::{Secure, FRAME_MARK};
 use crate::name::{NameError, UserName};
@@ -281,11 +282,13 @@ pub struct Delta {
 /// One roster change in a [`Delta`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RosterChange {
-    /// `+<name>;<endpoint>;<iid>` (`-` for a seed-era client's iid).
+    /// `+<name>;<endpoint>;<iid>[;<key>]` (`-` for a seed-era client's
+    /// iid; the key in 64 hex digits, for a Pigeon client with one).
     Joined {
         name: UserName,
         endpoint: PeerAddr,
         instance: Option<InstanceId>,
+        key: Option<PublicKey>,
     },
     /// `-<name>;<endpoint>`.
     Left { name: UserName, endpoint: PeerAddr },
@@ -888,13 +891,19 @@ impl fmt::Display for RosterChange {
             Self::Joined {
                 name,
                 endpoint,
-                instance: Some(iid),
-            } => write!(f, "+{name};{endpoint};{iid}"),
-            Self::Joined {
-                name,
-                endpoint,
-                instance: None,
-            } => write!(f, "+{name};{endpoint};-"),
+                instance,
+                key,
+            } => {
+                write!(f, "+{name};{endpoint};")?;
+                match instance {
+                    Some(iid) => write!(f, "{iid}")?,
+                    None => f.write_str("-")?,
+                }
+                match key {
+                    Some(key) => write!(f, ";{key}"),
+                    None => Ok(()),
+                }
+            }
             Self::Left { name, endpoint } => write!(f, "-{name};{endpoint}"),
         }
     }
@@ -912,11 +921,17 @@ fn parse_change(op: &str) -> Option<RosterChange> {
                 "-" => None,
                 iid => Some(InstanceId::parse(iid)?),
             };
-            RosterChange::Joined {
+            let key = match parts.next() {
+                None => None,
+                Some(key) => Some(PublicKey::parse(key)?),
+            };
+            // Fields past the key are for later versions.
+            return Some(RosterChange::Joined {
                 name,
                 endpoint,
                 instance,
-            }
+                key,
+            });
         }
         '-' => RosterChange::Left { name, endpoint },
         _ => return None,

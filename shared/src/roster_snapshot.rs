@@ -16,6 +16,7 @@ use bytes::BufMut;
 
 use crate::datagram::PIGEON_TAG;
 use crate::endpoint::PeerAddr;
+use crate::identity::PublicKey;
 use crate::ids::{InstanceId, Revision, SessionToken};
 use crate::name::UserName;
 
@@ -33,6 +34,9 @@ pub struct RosterEntry {
     /// The user's instance id, for a Pigeon client listed in a Pigeon-format
     /// roster; `None` for a seed-era client or a seed-format roster.
     pub instance: Option<InstanceId>,
+    /// The user's public key, for a Pigeon client with one, in a
+    /// Pigeon-format roster.
+    pub key: Option<PublicKey>,
 }
 
 /// A decoded roster. Entries this version cannot represent (a seed server
@@ -87,20 +91,26 @@ pub fn pigeon_roster_header(revision: Revision) -> String {
 }
 
 /// One user's roster line as the Pigeon format writes it,
-/// `name,ip:port,iid` (`-` for no instance id), and the length of its
+/// `name,ip:port,iid[,key]` (`-` for no instance id; the key in 64 hex
+/// digits where the user has one), and the length of its
 /// start `name,ip:port`, which is the seed format's line. A server renders
 /// each user's line once and writes every snapshot from these.
 pub fn roster_line(
     name: &UserName,
     endpoint: &PeerAddr,
     instance: Option<InstanceId>,
+    key: Option<PublicKey>,
 ) -> (String, usize) {
     let seed = format!("{name},{endpoint}");
     let seed_len = seed.len();
-    let line = match instance {
+    let mut line = match instance {
         Some(iid) => format!("{seed},{iid}"),
         None => format!("{seed},-"),
     };
+    if let Some(key) = key {
+        line.push(',');
+        line.push_str(&key.to_string());
+    }
     (line, seed_len)
 }
 
@@ -136,12 +146,19 @@ pub fn encode_roster_lines<'a>(
 /// string.
 pub fn encode_pigeon_roster<'a>(
     revision: Revision,
-    entries: impl IntoIterator<Item = (&'a UserName, &'a PeerAddr, Option<InstanceId>)>,
+    entries: impl IntoIterator<
+        Item = (
+            &'a UserName,
+            &'a PeerAddr,
+            Option<InstanceId>,
+            Option<PublicKey>,
+        ),
+    >,
     buf: &mut impl BufMut,
 ) {
     let lines: Vec<(String, usize)> = entries
         .into_iter()
-        .map(|(name, endpoint, instance)| roster_line(name, endpoint, instance))
+        .map(|(name, endpoint, instance, key)| roster_line(name, endpoint, instance, key))
         .collect();
     encode_roster_lines(
         RosterFormat::Pigeon,
@@ -180,7 +197,7 @@ pub fn encode_roster<'a>(
 ) {
     let lines: Vec<(String, usize)> = entries
         .into_iter()
-        .map(|(name, endpoint)| roster_line(name, endpoint, None))
+        .map(|(name, endpoint)| roster_line(name, endpoint, None, None))
         .collect();
     encode_roster_lines(
         RosterFormat::Seed,
@@ -291,16 +308,21 @@ impl RosterSnapshot {
 }
 
 fn parse_entry(item: &str) -> Result<RosterEntry, String> {
-    let (name, rest) = item
-        .split_once(',')
+    let mut fields = item.split(',');
+    let name = fields.next().unwrap_or_default();
+    let endpoint = fields
+        .next()
         .ok_or_else(|| "no comma between name and endpoint".to_owned())?;
-    let (endpoint, instance) = match rest.split_once(',') {
-        Some((endpoint, "-")) => (endpoint, None),
-        Some((endpoint, iid)) => (
-            endpoint,
-            Some(InstanceId::parse(iid).ok_or_else(|| format!("bad instance id {iid:?}"))?),
-        ),
-        None => (rest, None),
+    let instance = match fields.next() {
+        None | Some("-") => None,
+        Some(iid) => {
+            Some(InstanceId::parse(iid).ok_or_else(|| format!("bad instance id {iid:?}"))?)
+        }
+    };
+    // Fields past the key are for later versions.
+    let key = match fields.next() {
+        None => None,
+        Some(key) => Some(PublicKey::parse(key).ok_or_else(|| format!("bad key {key:?}"))?),
     };
     let name = UserName::parse(name).map_err(|e| e.to_string())?;
     let endpoint = PeerAddr::parse(endpoint).map_err(|e| e.to_string())?;
@@ -308,6 +330,7 @@ fn parse_entry(item: &str) -> Result<RosterEntry, String> {
         name,
         endpoint,
         instance,
+        key,
     })
 }
 
@@ -431,18 +454,34 @@ mod tests {
         let mut buf = Vec::new();
         encode_pigeon_roster(
             7,
-            [(&alice, &alice_at, Some(iid)), (&old, &old_at, None)],
+            [
+                (&alice, &alice_at, Some(iid), Some(PublicKey([0xab; 32]))),
+                (&old, &old_at, None, None),
+            ],
             &mut buf,
         );
         let (text, _) = decode_frame(&buf, 1000).unwrap().unwrap();
         assert_eq!(
             text,
-            "pigeon1 7;alice,127.0.0.1:5000,0000000000001234;old,127.0.0.1:6000,-;end"
+            format!(
+                "pigeon1 7;alice,127.0.0.1:5000,0000000000001234,{};old,127.0.0.1:6000,-;end",
+                "ab".repeat(32)
+            )
         );
         let snapshot = RosterSnapshot::parse(&text).unwrap();
         assert_eq!(snapshot.revision, Some(7));
         assert_eq!(snapshot.entries[0].instance, Some(iid));
+        assert_eq!(snapshot.entries[0].key, Some(PublicKey([0xab; 32])));
         assert_eq!(snapshot.entries[1].instance, None);
+        assert_eq!(snapshot.entries[1].key, None);
+        // A key that does not read skips its entry, not the roster; fields
+        // past the key are for later versions.
+        let snapshot =
+            RosterSnapshot::parse("pigeon1 7;a,1.2.3.4:5,-,zz;b,1.2.3.4:6,-,-;end").unwrap();
+        assert_eq!(snapshot.entries.len(), 0);
+        assert_eq!(snapshot.skipped.len(), 2);
+        let later = format!("pigeon1 7;a,1.2.3.4:5,-,{},more;end", "01".repeat(32));
+        assert_eq!(RosterSnapshot::parse(&later).unwrap().entries.len(), 1);
         assert_eq!(
             RosterSnapshot::parse("pigeon1 7;end").unwrap().revision,
             Some(7)

@@ -69,13 +69,18 @@ fn nonce() -> impl Strategy<Value = Option<Nonce>> {
 
 fn roster_change() -> impl Strategy<Value = RosterChange> {
     prop_oneof![
-        (user_name(), peer_addr(), proptest::option::of(instance())).prop_map(
-            |(name, endpoint, instance)| RosterChange::Joined {
+        (
+            user_name(),
+            peer_addr(),
+            proptest::option::of(instance()),
+            proptest::option::of(any::<[u8; 32]>().prop_map(pigeon_shared::PublicKey))
+        )
+            .prop_map(|(name, endpoint, instance, key)| RosterChange::Joined {
                 name,
                 endpoint,
-                instance
-            }
-        ),
+                instance,
+                key,
+            }),
         (user_name(), peer_addr())
             .prop_map(|(name, endpoint)| RosterChange::Left { name, endpoint }),
     ]
@@ -299,7 +304,7 @@ proptest! {
         users in proptest::collection::vec((user_name(), peer_addr(), proptest::option::of(instance())), 0..40),
     ) {
         let mut buf = Vec::new();
-        encode_pigeon_roster(revision, users.iter().map(|(n, a, i)| (n, a, *i)), &mut buf);
+        encode_pigeon_roster(revision, users.iter().map(|(n, a, i)| (n, a, *i, None)), &mut buf);
         let (text, _) = decode_frame(&buf, usize::MAX).unwrap().unwrap();
         let snapshot = RosterSnapshot::parse(&text).unwrap();
         prop_assert_eq!(snapshot.revision, Some(revision));

@@ -175,6 +175,7 @@ impl Replica {
                 let peer = Peer {
                     endpoint: entry.endpoint,
                     instance: entry.instance,
+                    key: entry.key,
                 };
                 (entry.name, peer)
             })
@@ -249,8 +250,13 @@ impl Replica {
                 name,
                 endpoint,
                 instance,
+                key,
             } => {
-                let peer = Peer { endpoint, instance };
+                let peer = Peer {
+                    endpoint,
+                    instance,
+                    key,
+                };
                 let old = Arc::make_mut(&mut self.roster).insert(name.clone(), peer);
                 if old == Some(peer) {
                     return;

@@ -63,6 +63,7 @@ fn entry(n: &str, a: &str, instance: Option<InstanceId>) -> RosterEntry {
         name: name(n),
         endpoint: addr(a),
         instance,
+        key: None,
     }
 }
 
@@ -150,6 +151,7 @@ fn joined(n: &str, a: &str, instance: Option<InstanceId>) -> RosterChange {
         name: name(n),
         endpoint: addr(a),
         instance,
+        key: None,
     }
 }
 
@@ -1224,7 +1226,7 @@ fn a_forged_plain_accept_only_delays_a_login_to_a_pigeon_server() {
 fn keyed_session(pinned: Option<PublicKey>) -> (Session, Instant) {
     let (s, t) = session();
     let mut config = s.config.clone();
-    config.identity = Some(Identity::from_secret([3; 32]));
+    config.identity = Some(Arc::new(Identity::from_secret([3; 32])));
     config.server_key = pinned;
     (Session::new(config), t)
 }

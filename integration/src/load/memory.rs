@@ -104,6 +104,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
                 name: name(i),
                 endpoint: endpoint(i),
                 instance: Some(InstanceId(i as u64)),
+                key: Some(pigeon_shared::PublicKey([i as u8; 32])),
             })
             .collect(),
         skipped: Vec::new(),

@@ -144,7 +144,8 @@ fn a_seed_login_gets_a_plain_accept_at_its_claimed_endpoint() {
         f.directory.get("alice"),
         Some(DirectoryEntry {
             endpoint: addr("10.0.0.1:5000"),
-            instance: None
+            instance: None,
+            key: None,
         })
     );
     assert_eq!(f.directory.revision(), 1);
@@ -220,7 +221,8 @@ fn seed_users_get_one_datagram_per_change_and_pigeon_users_get_deltas() {
         vec![RosterChange::Joined {
             name: name("bob"),
             endpoint: addr("10.0.0.2:5000"),
-            instance: Some(IID_B)
+            instance: Some(IID_B),
+            key: None,
         }]
     );
     assert!(f.roster.flush_deltas().is_empty());

@@ -85,6 +85,7 @@ fn logged_in(others: &[&str]) -> UiState {
                 Peer {
                     endpoint: PeerAddr::parse(&format!("127.0.0.1:{}", 5000 + i)).unwrap(),
                     instance: Some(InstanceId(i as u64)),
+                    key: None,
                 },
             )
         })

@@ -48,6 +48,7 @@ fn peer(port: u16, pigeon: bool) -> Peer {
     Peer {
         endpoint: PeerAddr::parse(&format!("127.0.0.1:{port}")).unwrap(),
         instance: pigeon.then_some(InstanceId(u64::from(port))),
+        key: None,
     }
 }
 
