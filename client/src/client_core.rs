@@ -49,7 +49,8 @@ pub struct Fetch {
 /// Counts a client keeps of what it turned away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CoreStats {
-    /// Peer datagrams that did not come from the user they name.
+    /// Peer datagrams that did not come from the user they name, or did
+    /// not verify.
     pub refused: u64,
 }
 
@@ -122,6 +123,7 @@ impl ClientCore {
                     self.delivery.clone(),
                 ),
                 Some(peer),
+                self.session.identity(),
             )
         });
         let (sent, out) = conversation.say(text, time, &self.ids, now)?;
@@ -212,7 +214,10 @@ impl ClientCore {
                 // long as it runs.
                 SessionOutput::PinServer(_) => {}
                 SessionOutput::Conversation { peer, input } => {
-                    let opens = matches!(input, PeerInput::Talk(_) | PeerInput::Chat(_));
+                    let opens = matches!(
+                        input,
+                        PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(_)
+                    );
                     if opens && !self.peers.contains_key(&peer) {
                         let known = self.session.peer(peer.as_str());
                         let conversation = Conversation::new(
@@ -221,8 +226,10 @@ impl ClientCore {
                             self.session.instance(),
                             self.delivery.clone(),
                         );
-                        self.peers
-                            .insert(peer.clone(), PeerCore::new(conversation, known));
+                        self.peers.insert(
+                            peer.clone(),
+                            PeerCore::new(conversation, known, self.session.identity()),
+                        );
                     }
                     if let Some(conversation) = self.peers.get_mut(&peer) {
                         let out = conversation.handle(input, now);
@@ -252,6 +259,7 @@ impl ClientCore {
                     self.transmits.push_back(Transmit { to, datagram });
                 }
                 PeerOutput::Emit(event) => self.events.push_back(event),
+                PeerOutput::Refused(_) => self.stats.refused += 1,
                 PeerOutput::Drained => {
                     if let Some(waiting) = self.draining.as_mut() {
                         waiting.remove(name);

@@ -259,6 +259,11 @@ impl Conversation {
         &self.peer
     }
 
+    /// This user's name.
+    pub fn own_name(&self) -> &UserName {
+        &self.own_name
+    }
+
     /// The history, oldest line first.
     pub fn lines(&self) -> impl ExactSizeIterator<Item = &ChatLine> {
         self.history.iter()

@@ -43,7 +43,7 @@ use pigeon_shared::handshake::{Hello, LoginHandshake, Reply};
 use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
 use pigeon_shared::seal::{open, SessionKey};
 use pigeon_shared::Nonce;
-use pigeon_shared::{Identity, PublicKey, RefuseReason};
+use pigeon_shared::{Identity, LinkDrop, PublicKey, RefuseReason, SecureFrame};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -207,6 +207,9 @@ pub enum PeerInput {
     /// An `ack` from the peer: for an open conversation only (one never
     /// opened sent nothing to acknowledge).
     Ack(Ack),
+    /// An end-to-end frame from the peer's exact endpoint (opens the
+    /// conversation): a handshake, or an encrypted `chat` or `ack`.
+    Secure(SecureFrame),
 }
 
 /// Why a chat message was not sent.
@@ -233,6 +236,14 @@ pub enum Refusal {
     WrongInstance,
     /// The source sent more than its share: dropped unread.
     RateLimited,
+    /// In clear from a user chat with is end-to-end encrypted (or an
+    /// end-to-end frame where it is not).
+    NotEncrypted,
+    /// An end-to-end frame that did not verify, was replayed, or names a
+    /// session this client does not have.
+    Secure(LinkDrop),
+    /// Authenticated as the peer, but not what a peer sends.
+    Inconsistent,
 }
 
 /// What the server is, as far as this session has learnt.
@@ -460,7 +471,27 @@ impl Session {
     /// client (which sends from it), the host for a seed-era client (which
     /// sends from throwaway ports, so its port cannot be checked).
     pub fn check_talk(&self, talk: &Talk, source: SocketAddr) -> Result<(), Refusal> {
-        self.replica.check_talk(talk, source)
+        self.replica.check_talk(talk, source)?;
+        // A Pigeon client with a key never sends `talk` to one with a key.
+        match self.replica.peer(talk.from.as_str()) {
+            Some(peer) if self.encrypted_with(&peer) => Err(Refusal::NotEncrypted),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether chat with `peer` is end-to-end encrypted: this client has a
+    /// key and speaks Pigeon, and the roster lists the peer's key.
+    pub fn encrypted_with(&self, peer: &Peer) -> bool {
+        peer.key.is_some() && self.identity().is_some()
+    }
+
+    /// This user's key, if chat may be encrypted with it (a client
+    /// speaking the seed's plain protocol never encrypts).
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.config
+            .identity
+            .clone()
+            .filter(|_| !self.config.plain_protocol)
     }
 
     /// Why a `chat` would be refused, for counting (the same checks as
@@ -484,6 +515,7 @@ impl Session {
                 Datagram::Talk(talk) => talk.from.clone(),
                 Datagram::Chat(chat) => chat.from.clone(),
                 Datagram::Ack(ack) => ack.from.clone(),
+                Datagram::Secure(secure) => secure.from.clone(),
                 _ => return Vec::new(),
             };
             return refused(from, source, Refusal::RateLimited);
@@ -496,8 +528,19 @@ impl Session {
             },
             Datagram::Chat(chat) => self.chat_received(chat, source),
             Datagram::Ack(ack) => match self.replica.check_exact(&ack.from, source) {
+                Ok(peer) if self.encrypted_with(&peer) => {
+                    refused(ack.from, source, Refusal::NotEncrypted)
+                }
                 Ok(_) => vec![to_conversation(ack.from.clone(), PeerInput::Ack(ack))],
                 Err(refusal) => refused(ack.from, source, refusal),
+            },
+            Datagram::Secure(secure) => match self.replica.check_exact(&secure.from, source) {
+                Ok(peer) if self.encrypted_with(&peer) => vec![to_conversation(
+                    secure.from,
+                    PeerInput::Secure(secure.frame),
+                )],
+                Ok(_) => refused(secure.from, source, Refusal::NotEncrypted),
+                Err(refusal) => refused(secure.from, source, refusal),
             },
             // Everything else comes from the server, or from nobody we
             // listen to.
@@ -618,6 +661,9 @@ impl Session {
 
     fn chat_received(&mut self, chat: Chat, source: SocketAddr) -> Vec<SessionOutput> {
         let peer = match self.replica.check_exact(&chat.from, source) {
+            Ok(peer) if self.encrypted_with(&peer) => {
+                return refused(chat.from, source, Refusal::NotEncrypted)
+            }
             Ok(peer) => peer,
             Err(refusal) => return refused(chat.from, source, refusal),
         };

@@ -261,7 +261,10 @@ impl SessionActor {
     /// need be; an update about the peer reaches only a conversation that
     /// exists.
     fn route(&mut self, peer: UserName, msg: ToPeer, ctx: &mut Context<Self>) {
-        let opens = matches!(msg.input, PeerInput::Talk(_) | PeerInput::Chat(_));
+        let opens = matches!(
+            msg.input,
+            PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(_)
+        );
         match self.conversations.get_mut(&peer) {
             Some(Slot::Running(actor)) if actor.connected() => actor.do_send(msg),
             Some(Slot::Parking(waiting)) => waiting.push(msg),
@@ -297,6 +300,12 @@ impl SessionActor {
                 PeerOutput::Transmit { to, datagram } => self.transmit(to, &datagram),
                 PeerOutput::Emit(event) => events.push(event),
                 PeerOutput::Drained => drained = true,
+                PeerOutput::Refused(refusal) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = self.drop_log.allow(self.settings.clock.now()) {
+                        warn!(claimed = %peer, ?refusal, held_back, "dropped a peer datagram");
+                    }
+                }
             }
         }
         let ready = match ticket {
@@ -328,6 +337,7 @@ impl SessionActor {
                     self.settings.delivery.clone(),
                 ),
                 self.session.peer(peer.as_str()),
+                self.session.identity(),
             )
         });
         self.stats

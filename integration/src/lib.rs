@@ -2,6 +2,7 @@
 //! harness that starts real servers and clients in-process, and a
 //! deterministic simulator of a whole network without sockets.
 
+pub mod capture;
 pub mod forge;
 pub mod harness;
 pub mod load;

@@ -62,7 +62,9 @@ pub struct SimConfig {
     pub fetch_failure: f64,
     /// The server's liveness timeout (keepalives every sixth of it).
     pub liveness_timeout: Duration,
-    /// Sabotage, to prove the checks can fail: every `ack` is lost.
+    /// Sabotage, to prove the checks can fail: every `ack` is lost. (The
+    /// clients then have no keys, so that acks cross the network in clear
+    /// where the sabotage can see them.)
     pub eat_acks: bool,
 }
 
@@ -277,7 +279,7 @@ impl Sim {
             keep_trying: true,
             nonce_seed: self.rng.random(),
             // One key per name, the same in every life of the client.
-            identity: Some(Arc::new(identity_of(&client.name))),
+            identity: (!self.config.eat_acks).then(|| Arc::new(identity_of(&client.name))),
             server_key: None,
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());

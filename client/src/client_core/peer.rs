@@ -4,17 +4,25 @@
 //! `chat`s) or a seed-era one (one plain `talk`), and where to send
 //! (the peer's endpoint, kept while it is offline so that
 //! retransmissions reach it if it comes back before the deadline). It also
-//! drains when the user leaves. No sockets, no timers: inputs and `now`
-//! go in, datagrams with their destinations and events come out.
+//! drains when the user leaves. With a peer whose key the roster lists
+//! (and a key of this user's own), every `chat` and `ack` goes end-to-end
+//! encrypted through the conversation's [`Link`], and only what arrives
+//! through it, authenticated, reaches the conversation. No sockets, no
+//! timers: inputs and `now` go in, datagrams with their destinations and
+//! events come out.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use pigeon_shared::{Datagram, PeerAddr, TalkTime, UserName};
+use pigeon_shared::{
+    Datagram, Identity, Link, LinkEvent, PeerAddr, PublicKey, Secure, SecureFrame, TalkTime,
+    UserName,
+};
 
 use crate::conversation::{ChatLine, Conversation, ConversationOutput, SendRefusal};
 use crate::events::{ClientEvent, MessageId, MessageIds};
-use crate::session::{Peer, PeerInput};
+use crate::session::{Peer, PeerInput, Refusal};
 
 /// What a conversation wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +34,8 @@ pub enum PeerOutput {
     /// Draining is over: everything sent was confirmed or reported
     /// failed.
     Drained,
+    /// A datagram from the peer was dropped (to count and log).
+    Refused(Refusal),
 }
 
 /// A message accepted for sending.
@@ -49,19 +59,43 @@ pub struct PeerCore {
     peer: Option<Peer>,
     /// Where the peer was last seen.
     last_endpoint: Option<PeerAddr>,
+    /// The peer's key when last seen (`None`: it has none; chat in clear).
+    last_key: Option<PublicKey>,
+    /// This user's key (`None`: no end-to-end encryption from this side).
+    identity: Option<Arc<Identity>>,
+    /// The end-to-end link, made when first needed.
+    link: Option<Link>,
     /// Leaving: what is unconfirmed at this time is given up.
     drain_deadline: Option<Instant>,
 }
 
 impl PeerCore {
-    /// `conversation`, with the peer as the session knows it now.
-    pub fn new(conversation: Conversation, peer: Option<Peer>) -> Self {
+    /// `conversation`, with the peer as the session knows it now, and this
+    /// user's key (if it has one and speaks Pigeon).
+    pub fn new(
+        conversation: Conversation,
+        peer: Option<Peer>,
+        identity: Option<Arc<Identity>>,
+    ) -> Self {
         Self {
             last_endpoint: peer.map(|p| p.endpoint),
+            last_key: peer.and_then(|p| p.key),
             conversation,
             peer,
+            identity,
+            link: None,
             drain_deadline: None,
         }
+    }
+
+    /// Whether chat with the peer is end-to-end encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.identity.is_some() && self.last_key.is_some()
+    }
+
+    /// Handshakes this conversation's link has completed.
+    pub fn handshakes(&self) -> u64 {
+        self.link.as_ref().map_or(0, Link::handshakes)
     }
 
     /// Who the conversation is with.
@@ -86,7 +120,14 @@ impl PeerCore {
         let out = match input {
             PeerInput::Peer(peer) => {
                 if let Some(peer) = peer {
+                    // Another key, or a restarted client: the keys agreed
+                    // with the one before are of no use.
+                    let restarted = self.peer.is_some_and(|old| old.instance != peer.instance);
+                    if self.last_key != peer.key || restarted {
+                        self.link = None;
+                    }
                     self.last_endpoint = Some(peer.endpoint);
+                    self.last_key = peer.key;
                 }
                 self.peer = peer;
                 Vec::new()
@@ -94,8 +135,72 @@ impl PeerCore {
             PeerInput::Talk(talk) => self.conversation.talk_received(talk),
             PeerInput::Chat(chat) => self.conversation.chat_received(chat),
             PeerInput::Ack(ack) => self.conversation.ack_received(ack, now),
+            PeerInput::Secure(frame) => return self.secure_received(frame, now),
         };
-        self.outputs(out)
+        self.outputs(out, now)
+    }
+
+    /// An end-to-end frame from the peer: handshake frames are answered,
+    /// and what a data frame holds, once authenticated, goes to the
+    /// conversation like a `chat` or `ack` in clear would.
+    fn secure_received(&mut self, frame: SecureFrame, now: Instant) -> Vec<PeerOutput> {
+        let (Some(identity), Some(link)) = (self.identity.clone(), self.link_mut()) else {
+            return vec![PeerOutput::Refused(Refusal::NotEncrypted)];
+        };
+        let events = match link.receive(&identity, frame, now) {
+            Ok(events) => events,
+            Err(drop) => return vec![PeerOutput::Refused(Refusal::Secure(drop))],
+        };
+        let mut outputs = Vec::new();
+        for event in events {
+            match event {
+                LinkEvent::Send(frame) => outputs.extend(self.frame_to_peer(frame)),
+                LinkEvent::Plain(bytes) => {
+                    let out = match Datagram::decode(&bytes) {
+                        Ok(Datagram::Chat(chat)) if chat.from == *self.name() => {
+                            if self.peer.and_then(|p| p.instance) == Some(chat.instance) {
+                                self.conversation.chat_received(chat)
+                            } else {
+                                outputs.push(PeerOutput::Refused(Refusal::WrongInstance));
+                                continue;
+                            }
+                        }
+                        Ok(Datagram::Ack(ack)) if ack.from == *self.name() => {
+                            self.conversation.ack_received(ack, now)
+                        }
+                        // Authenticated as the peer, yet not what a peer
+                        // sends: a broken or hostile client.
+                        _ => {
+                            outputs.push(PeerOutput::Refused(Refusal::Inconsistent));
+                            continue;
+                        }
+                    };
+                    outputs.extend(self.outputs(out, now));
+                }
+            }
+        }
+        outputs
+    }
+
+    /// The link with the peer, made if needed; `None` if chat with it is
+    /// not encrypted.
+    fn link_mut(&mut self) -> Option<&mut Link> {
+        let key = self.last_key.filter(|_| self.identity.is_some())?;
+        let me = self.conversation.own_name().clone();
+        let peer = self.name().clone();
+        Some(self.link.get_or_insert_with(|| Link::new(me, peer, key)))
+    }
+
+    /// `frame` on its way to where the peer was last seen.
+    fn frame_to_peer(&self, frame: SecureFrame) -> Option<PeerOutput> {
+        let to = self.last_endpoint?.socket_addr();
+        Some(PeerOutput::Transmit {
+            to,
+            datagram: Datagram::Secure(Secure {
+                from: self.conversation.own_name().clone(),
+                frame,
+            }),
+        })
     }
 
     /// This user writes `text` at `time` (of day): numbered from `ids`
@@ -121,7 +226,7 @@ impl PeerCore {
             confirmed: pigeon,
             time,
         };
-        Ok((sent, self.outputs(out)))
+        Ok((sent, self.outputs(out, now)))
     }
 
     /// The user is leaving: deliver what can be until `deadline`, then
@@ -147,26 +252,41 @@ impl PeerCore {
                 out.extend(self.conversation.abandon());
             }
         }
-        self.outputs(out)
+        self.outputs(out, now)
     }
 
-    /// The conversation's outputs with their destinations; an ack that
-    /// completes a drain ends it.
-    fn outputs(&mut self, out: Vec<ConversationOutput>) -> Vec<PeerOutput> {
-        let mut outputs: Vec<PeerOutput> = out
-            .into_iter()
-            .filter_map(|o| match o {
+    /// The conversation's outputs with their destinations (encrypted where
+    /// chat with the peer is); an ack that completes a drain ends it.
+    fn outputs(&mut self, out: Vec<ConversationOutput>, now: Instant) -> Vec<PeerOutput> {
+        let mut outputs = Vec::with_capacity(out.len());
+        for o in out {
+            match o {
                 // Sent where the peer was last seen: while it is offline,
                 // retransmissions keep going there, in case it comes back.
                 ConversationOutput::Transmit(datagram) => {
-                    self.last_endpoint.map(|to| PeerOutput::Transmit {
-                        to: to.socket_addr(),
-                        datagram,
-                    })
+                    let Some(to) = self.last_endpoint else {
+                        continue;
+                    };
+                    let identity = self.identity.clone();
+                    let answered = matches!(datagram, Datagram::Chat(_));
+                    match (identity, self.link_mut()) {
+                        (Some(identity), Some(link)) => {
+                            let frames = link.seal(&identity, &datagram.to_bytes(), answered, now);
+                            outputs.extend(
+                                frames
+                                    .into_iter()
+                                    .filter_map(|frame| self.frame_to_peer(frame)),
+                            );
+                        }
+                        _ => outputs.push(PeerOutput::Transmit {
+                            to: to.socket_addr(),
+                            datagram,
+                        }),
+                    }
                 }
-                ConversationOutput::Emit(event) => Some(PeerOutput::Emit(event)),
-            })
-            .collect();
+                ConversationOutput::Emit(event) => outputs.push(PeerOutput::Emit(event)),
+            }
+        }
         if self.drain_deadline.is_some() && self.conversation.unconfirmed() == 0 {
             self.drain_deadline = None;
             outputs.push(PeerOutput::Drained);
