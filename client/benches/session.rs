@@ -43,6 +43,7 @@ fn online_session() -> Session {
         nonce_seed: 1,
         identity: None,
         server_key: None,
+        pinned_peers: Default::default(),
     });
     let now = Instant::now();
     session.start(now);

@@ -22,10 +22,12 @@ use crate::conversation::{ChatLine, DeliveryConfig};
 use crate::events::{ClientEvents, MessageId};
 use crate::known_servers;
 use crate::session::{
-    default_login_timeouts, default_logout_timeouts, SendTextError, Session, SessionConfig,
+    default_login_timeouts, default_logout_timeouts, KeyInfo, SendTextError, Session,
+    SessionConfig, TrustError,
 };
 use crate::session_actor::{
     ClientStats, ConversationWith, ListUsers, Logout, SendText, SessionActor, SessionSettings,
+    Trust, WhoIs,
 };
 
 /// Kernel buffer for a client's socket: room for a burst of broadcasts.
@@ -81,6 +83,9 @@ pub struct ClientConfig {
     /// Where servers' keys are pinned (`None`: in memory only, for as
     /// long as the client runs).
     pub known_servers: Option<PathBuf>,
+    /// Where peers' keys are pinned (`None`: in memory only, for as long
+    /// as the client runs).
+    pub known_peers: Option<PathBuf>,
     /// A fault-injection layer on every datagram the client sends (tests).
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
@@ -106,6 +111,7 @@ impl ClientConfig {
             keep_trying: false,
             identity: Some(Identity::generate()),
             known_servers: None,
+            known_peers: None,
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -133,6 +139,7 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct ClientHandle {
     session: Addr<SessionActor>,
+    name: UserName,
     endpoint: PeerAddr,
     stats: Arc<ClientStats>,
 }
@@ -190,6 +197,15 @@ impl ClientHandle {
             })?,
             None => None,
         };
+        let pinned_peers = match &config.known_peers {
+            Some(path) => {
+                known_servers::load_peers(path).map_err(|cause| StartError::KnownServers {
+                    path: path.display().to_string(),
+                    cause,
+                })?
+            }
+            None => Default::default(),
+        };
         let session = Session::new(SessionConfig {
             name: config.name,
             server: config.server,
@@ -204,9 +220,11 @@ impl ClientHandle {
             nonce_seed: rand::rng().random(),
             identity: config.identity.map(Arc::new),
             server_key,
+            pinned_peers,
         });
         let settings = SessionSettings {
             known_servers: config.known_servers,
+            known_peers: config.known_peers,
             fetch_timeout: config.fetch_timeout,
             delivery: config.delivery,
             idle_stop: config.idle_stop,
@@ -250,6 +268,28 @@ impl ClientHandle {
             .unwrap_or(Err(SendTextError::NotOnline))
     }
 
+    /// The user trusts `name`'s new key.
+    pub async fn trust(&self, name: UserName) -> Result<(), TrustError> {
+        self.session
+            .send(Trust { name: name.clone() })
+            .await
+            .unwrap_or(Err(TrustError::Unchanged(name)))
+    }
+
+    /// What is known of `name`'s key (this user's own for its own name).
+    pub async fn whois(&self, name: UserName) -> KeyInfo {
+        self.session.send(WhoIs { name }).await.unwrap_or(KeyInfo {
+            online: false,
+            current: None,
+            pinned: None,
+        })
+    }
+
+    /// This user's name.
+    pub fn name(&self) -> &UserName {
+        &self.name
+    }
+
     /// The users online, this one included, sorted by name.
     pub async fn users(&self) -> Vec<(UserName, PeerAddr)> {
         self.session.send(ListUsers).await.unwrap_or_default()
@@ -288,6 +328,7 @@ impl BoundClient {
 
     /// Starts logging in; `events` hears everything that follows.
     pub fn start(self, events: Recipient<ClientEvents>) -> ClientHandle {
+        let name = self.session.name().clone();
         let actor = SessionActor::new(
             self.session,
             self.sender,
@@ -297,6 +338,7 @@ impl BoundClient {
         );
         ClientHandle {
             session: actor.start(),
+            name,
             endpoint: self.endpoint,
             stats: self.stats,
         }

@@ -27,7 +27,7 @@ use pigeon_shared::{Datagram, RosterSnapshot, SessionToken, TalkTime, UserName};
 pub use self::peer::{PeerCore, PeerOutput, Sent};
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig};
 use crate::events::{ClientEvent, MessageIds};
-use crate::session::{PeerInput, SendTextError, Session, SessionConfig, SessionOutput};
+use crate::session::{PeerInput, SendTextError, Session, SessionConfig, SessionOutput, TrustError};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +182,13 @@ impl ClientCore {
         self.events.pop_front()
     }
 
+    /// The user trusts `name`'s new key.
+    pub fn trust(&mut self, name: &UserName, now: Instant) -> Result<(), TrustError> {
+        let out = self.session.trust(name)?;
+        self.session_outputs(out, now);
+        Ok(())
+    }
+
     /// The session part.
     pub fn session(&self) -> &Session {
         &self.session
@@ -212,7 +219,7 @@ impl ClientCore {
                 SessionOutput::Emit(event) => self.events.push_back(event),
                 // Nothing on disk here: the session keeps the key for as
                 // long as it runs.
-                SessionOutput::PinServer(_) => {}
+                SessionOutput::PinServer(_) | SessionOutput::PinPeer { .. } => {}
                 SessionOutput::Conversation { peer, input } => {
                     let opens = matches!(
                         input,

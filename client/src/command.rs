@@ -24,6 +24,11 @@ pub enum Command {
     Search { text: String },
     /// `/bell on|off`: ring the terminal bell on news (terminal UI).
     Bell { on: bool },
+    /// `/whois [NAME]`: NAME's key fingerprint (this user's own without a
+    /// name).
+    WhoIs { name: Option<UserName> },
+    /// `/trust NAME`: accept NAME's new key.
+    Trust { name: UserName },
 }
 
 impl Command {
@@ -57,6 +62,8 @@ pub enum CommandError {
 pub const HELP: &str = "\
 /msg NAME TEXT   send TEXT to NAME
 /list            list the users online
+/whois [NAME]    NAME's key fingerprint (yours without a name)
+/trust NAME      accept NAME's new key after checking it
 /quit            log out and exit (end of input does the same)
 /help            this list";
 
@@ -68,6 +75,8 @@ pub const UI_HELP: &str = "\
 /history NAME [N]   show the last N (default 50) messages with NAME
 /search TEXT        find past messages containing TEXT
 /list               list the users online
+/whois [NAME]       NAME's key fingerprint (yours without a name)
+/trust NAME         accept NAME's new key after checking it
 /bell on|off        ring the terminal bell on news (remembered)
 /quit               log out and exit (Ctrl-C does the same)
 /help               this list";
@@ -83,6 +92,8 @@ const OPEN_USAGE: &str = "/open NAME";
 const HISTORY_USAGE: &str = "/history NAME [N]";
 const SEARCH_USAGE: &str = "/search TEXT";
 const BELL_USAGE: &str = "/bell on|off";
+const WHOIS_USAGE: &str = "/whois [NAME]";
+const TRUST_USAGE: &str = "/trust NAME";
 
 /// Parses a line; `Ok(None)` for a blank line.
 ///
@@ -147,6 +158,17 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             })),
             _ => Err(CommandError::Usage(SEARCH_USAGE)),
         },
+        "whois" => match words.as_slice() {
+            [] => Ok(Some(Command::WhoIs { name: None })),
+            [who] => Ok(Some(Command::WhoIs {
+                name: Some(name(who)?),
+            })),
+            _ => Err(CommandError::Usage(WHOIS_USAGE)),
+        },
+        "trust" => match words.as_slice() {
+            [who] => Ok(Some(Command::Trust { name: name(who)? })),
+            _ => Err(CommandError::Usage(TRUST_USAGE)),
+        },
         "bell" => match words.as_slice() {
             ["on"] => Ok(Some(Command::Bell { on: true })),
             ["off"] => Ok(Some(Command::Bell { on: false })),
@@ -196,6 +218,30 @@ mod tests {
             parse_command("/msg bob  x").unwrap(),
             Some(msg("bob", " x"))
         );
+    }
+
+    #[test]
+    fn key_commands() {
+        let bob = UserName::parse("bob").unwrap();
+        assert_eq!(
+            parse_command("/whois").unwrap(),
+            Some(Command::WhoIs { name: None })
+        );
+        assert_eq!(
+            parse_command("/whois bob").unwrap(),
+            Some(Command::WhoIs {
+                name: Some(bob.clone())
+            })
+        );
+        assert_eq!(
+            parse_command("/trust bob").unwrap(),
+            Some(Command::Trust { name: bob })
+        );
+        assert!(matches!(
+            parse_command("/trust"),
+            Err(CommandError::Usage(TRUST_USAGE))
+        ));
+        assert!(parse_command("/whois a b").is_err());
     }
 
     #[test]

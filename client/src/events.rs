@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::Message;
-use pigeon_shared::{PeerAddr, RefuseReason, TalkTime, UserName};
+use pigeon_shared::{PeerAddr, PublicKey, RefuseReason, TalkTime, UserName};
 
 use crate::session::{Peer, RosterMap};
 
@@ -92,6 +92,13 @@ pub enum ClientEvent {
     LoginFailed { reason: String },
     /// Logged out at the user's request. The session is over.
     LoggedOut,
+    /// The roster shows another key for `name` than the one pinned:
+    /// nothing is sent to `name` until the user trusts the new key.
+    KeyChanged {
+        name: UserName,
+        old: PublicKey,
+        new: PublicKey,
+    },
 }
 
 /// The events one step of a client produced, in order. A front end is

@@ -1,13 +1,16 @@
-//! The servers' keys this user has seen, pinned on first contact like SSH's
-//! known hosts: one line per server address in `known_servers` in the
+//! The keys this user has seen, pinned on first contact like SSH's known
+//! hosts. Servers': one line per server address in `known_servers` in the
 //! per-user data folder, `<address> <64 hex: the server's public key>`.
+//! Peers': one file per user of this machine, `known_keys/<own name>`, one
+//! line per peer, `<name> <64 hex>` (the last line for a name counts).
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use pigeon_shared::PublicKey;
+use pigeon_shared::{PublicKey, UserName};
 
 /// The file's name in the data folder.
 pub const KNOWN_SERVERS_FILE: &str = "known_servers";
@@ -36,8 +39,47 @@ pub fn lookup(path: &Path, server: SocketAddr) -> io::Result<Option<PublicKey>> 
 /// Pins `key` for `server`: a line added to the file at `path` (made,
 /// with its folder, if missing).
 pub fn pin(path: &Path, server: SocketAddr, key: PublicKey) -> io::Result<()> {
+    append_line(path, &format!("{server} {key}"))
+}
+
+/// The peers' keys file of `own` in the per-user data folder.
+pub fn default_peers_path(own: &UserName) -> Option<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join("pigeon").join("known_keys").join(own.as_str()))
+}
+
+/// Most bytes of a peers' keys file read (a line is under 110 bytes).
+const MAX_PEERS_FILE: u64 = 16 << 20;
+
+/// The peers' keys pinned in the file at `path` (none if it is missing;
+/// lines that do not read are skipped; for a name pinned twice, the last).
+pub fn load_peers(path: &Path) -> io::Result<BTreeMap<UserName, PublicKey>> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    io::Read::take(file, MAX_PEERS_FILE).read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = UserName::parse(words.next()?).ok()?;
+            let key = PublicKey::parse(words.next()?)?;
+            Some((name, key))
+        })
+        .collect())
+}
+
+/// Pins `key` for the peer `name`: a line added to the file at `path`
+/// (made, with its folder, private, if missing).
+pub fn pin_peer(path: &Path, name: &UserName, key: PublicKey) -> io::Result<()> {
+    append_line(path, &format!("{name} {key}"))
+}
+
+fn append_line(path: &Path, line: &str) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
+        pigeon_shared::identity::create_private_dir(dir)?;
     }
     let mut options = OpenOptions::new();
     options.create(true).append(true);
@@ -47,7 +89,7 @@ pub fn pin(path: &Path, server: SocketAddr, key: PublicKey) -> io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
-    writeln!(file, "{server} {key}")?;
+    writeln!(file, "{line}")?;
     file.sync_all()
 }
 
@@ -71,5 +113,20 @@ mod tests {
         .unwrap();
         assert_eq!(lookup(&path, a).unwrap(), Some(PublicKey([1; 32])));
         assert_eq!(lookup(&path, b).unwrap(), Some(PublicKey([2; 32])));
+    }
+
+    #[test]
+    fn the_last_key_pinned_for_a_peer_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_keys").join("alice");
+        assert!(load_peers(&path).unwrap().is_empty());
+        let bob = UserName::parse("bob").unwrap();
+        let carol = UserName::parse("carol").unwrap();
+        pin_peer(&path, &bob, PublicKey([1; 32])).unwrap();
+        pin_peer(&path, &carol, PublicKey([2; 32])).unwrap();
+        pin_peer(&path, &bob, PublicKey([3; 32])).unwrap();
+        let pins = load_peers(&path).unwrap();
+        assert_eq!(pins.get(&bob), Some(&PublicKey([3; 32])));
+        assert_eq!(pins.get(&carol), Some(&PublicKey([2; 32])));
     }
 }

@@ -290,6 +290,7 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
         config.bind = bind;
         config.identity = Some(identity);
         config.known_servers = known_servers::default_path();
+        config.known_peers = known_servers::default_peers_path(&settings.name);
         // A person watching the screen decides when to give up; a script
         // gets the documented exit after the login attempts.
         config.keep_trying = tui;

@@ -9,15 +9,18 @@
 //! user <name> <ip:port>
 //! refused <reason>
 //! failed <to> <text>
+//! key-changed <name> <old-fingerprint> <new-fingerprint>
+//! key <name> <fingerprint>|none    (/whois)
 //! sent <to> <id>           (--verbose)
 //! delivered <to> <id>      (--verbose)
 //! ```
 
 use std::fmt::Write;
 
-use pigeon_shared::{PeerAddr, UserName};
+use pigeon_shared::{PeerAddr, PublicKey, UserName};
 
 use crate::events::{ClientEvent, MessageId};
+use crate::session::KeyInfo;
 
 /// The stdout lines for `event` (most events have one; `Ready` has one for
 /// itself and one for each other user in the roster; failures that end the
@@ -54,6 +57,11 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
         ClientEvent::Refused { reason, .. } => format!("refused {reason}"),
         ClientEvent::Failed { to, text, .. } => format!("failed {to} {}", one_line(text)),
         ClientEvent::Delivered { to, id } if verbose => format!("delivered {to} {id}"),
+        ClientEvent::KeyChanged { name, old, new } => format!(
+            "key-changed {name} {} {}",
+            old.fingerprint(),
+            new.fingerprint()
+        ),
         ClientEvent::Delivered { .. }
         | ClientEvent::Connecting { .. }
         | ClientEvent::LoginFailed { .. }
@@ -66,6 +74,35 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
 /// The `--verbose` line for a message handed to the network.
 pub fn sent_line(to: &UserName, id: MessageId) -> String {
     format!("sent {to} {id}")
+}
+
+/// The `/whois` line: `key <name> <fingerprint>`, or `none` for a user
+/// without a key (a seed-era client: not encrypted, not verified).
+pub fn key_line(name: &UserName, key: Option<PublicKey>) -> String {
+    match key {
+        Some(key) => format!("key {name} {}", key.fingerprint()),
+        None => format!("key {name} none"),
+    }
+}
+
+/// What `/whois` adds for a person to read (stderr in plain mode, the
+/// status tab in the terminal UI), if anything.
+pub fn whois_note(name: &UserName, info: &KeyInfo) -> Option<String> {
+    match (info.online, info.current, info.pinned) {
+        (true, Some(new), Some(old)) if new != old => Some(format!(
+            "{name}'s key changed from {} to {}: nothing is sent to {name} until you have checked the new one with them and typed /trust {name}",
+            old.fingerprint(),
+            new.fingerprint()
+        )),
+        (true, Some(_), _) => None,
+        (true, None, _) => Some(format!(
+            "{name} has no key (a client from before keys, or a seed-era one): chat with {name} is not encrypted and not verified"
+        )),
+        (false, _, Some(_)) => Some(format!(
+            "{name} is not online; that is the key pinned for {name}"
+        )),
+        (false, _, None) => Some(format!("{name} is not online and has no key pinned")),
+    }
 }
 
 /// The `/list` line for one user.

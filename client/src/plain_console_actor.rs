@@ -14,7 +14,7 @@ use crate::client::ClientHandle;
 use crate::command::{parse_command, Command, HELP};
 use crate::events::{ClientEvent, ClientEvents};
 pub use crate::front_end::{Attach, Quit};
-use crate::plain::{event_lines, sent_line, user_line};
+use crate::plain::{event_lines, key_line, sent_line, user_line, whois_note};
 use crate::session::NO_ANSWER;
 
 /// Longest command line accepted (bytes); longer lines are refused whole.
@@ -128,6 +128,29 @@ impl PlainConsoleActor {
                             Err(e) => eprintln!("pigeon: message not sent: {e}"),
                         }),
                 );
+            }
+            Command::WhoIs { name } => {
+                let name = name.unwrap_or_else(|| client.name().clone());
+                let asked = async move {
+                    let info = client.whois(name.clone()).await;
+                    (name, info)
+                };
+                ctx.wait(asked.into_actor(self).map(|(name, info), act, _| {
+                    act.print(&key_line(&name, info.current.or(info.pinned)));
+                    if let Some(note) = whois_note(&name, &info) {
+                        eprintln!("pigeon: {note}");
+                    }
+                }));
+            }
+            Command::Trust { name } => {
+                let trusted = async move {
+                    let result = client.trust(name.clone()).await;
+                    (name, result)
+                };
+                ctx.wait(trusted.into_actor(self).map(|(name, result), _, _| match result {
+                    Ok(()) => eprintln!("pigeon: {name}'s new key is trusted; messages to {name} go out again"),
+                    Err(e) => eprintln!("pigeon: {e}"),
+                }));
             }
             Command::Open { .. }
             | Command::Close

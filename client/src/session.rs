@@ -43,10 +43,12 @@ use pigeon_shared::handshake::{Hello, LoginHandshake, Reply};
 use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
 use pigeon_shared::seal::{open, SessionKey};
 use pigeon_shared::Nonce;
-use pigeon_shared::{Identity, LinkDrop, PublicKey, RefuseReason, SecureFrame};
+use pigeon_shared::{Fingerprint, Identity, LinkDrop, PublicKey, RefuseReason, SecureFrame};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub use self::pins::KeyInfo;
+use self::pins::KeyPins;
 use self::replica::{Buffered, Replica};
 use crate::conversation::SendRefusal;
 use crate::events::{ClientEvent, RosterView};
@@ -126,6 +128,8 @@ pub struct SessionConfig {
     /// The key this server showed before (pinned on first contact): a
     /// server showing another one is not logged in to.
     pub server_key: Option<PublicKey>,
+    /// The peers' keys pinned before (the first key seen for each name).
+    pub pinned_peers: BTreeMap<UserName, PublicKey>,
 }
 
 /// Default wait after each login attempt: eight attempts over 13.5 s (at
@@ -179,6 +183,9 @@ pub enum SessionOutput {
     /// Remember `key` as this server's (first contact): a later login to a
     /// server at this address showing another key is refused.
     PinServer(PublicKey),
+    /// Remember `key` as `name`'s (first sight, or trusted by the user in
+    /// place of the key pinned before).
+    PinPeer { name: UserName, key: PublicKey },
     /// An input for the conversation with `peer`: see [`PeerInput`] for
     /// which inputs open a conversation and which only reach an open one.
     Conversation { peer: UserName, input: PeerInput },
@@ -221,8 +228,17 @@ pub enum SendTextError {
     LoggingOut,
     #[error("{0} is not online")]
     UnknownUser(UserName),
+    #[error("{name}'s key changed (to {new}): nothing is sent to {name} until you trust it with /trust {name}")]
+    KeyChanged { name: UserName, new: Fingerprint },
     #[error("{0}")]
     Refused(#[from] SendRefusal),
+}
+
+/// Why `/trust` did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    #[error("{0}'s key has not changed: there is nothing to trust")]
+    Unchanged(UserName),
 }
 
 /// Why a chat datagram was not delivered.
@@ -339,7 +355,11 @@ impl Session {
         let handshake = Self::new_handshake(&config);
         let server_key = config.server_key;
         Self {
-            replica: Replica::new(config.name.clone(), me),
+            replica: Replica::new(
+                config.name.clone(),
+                me,
+                KeyPins::new(config.pinned_peers.clone()),
+            ),
             config,
             state: State::LoggingIn {
                 attempt: 0,
@@ -799,8 +819,41 @@ impl Session {
         if !self.can_chat() {
             return Err(SendTextError::NotOnline);
         }
+        if let Some((_, new)) = self.replica.pins().blocked(to.as_str()) {
+            return Err(SendTextError::KeyChanged {
+                name: to.clone(),
+                new: new.fingerprint(),
+            });
+        }
         self.peer(to.as_str())
             .ok_or_else(|| SendTextError::UnknownUser(to.clone()))
+    }
+
+    /// The user trusts the key the roster now shows for `name`, in place
+    /// of the one pinned before: sending to `name` is allowed again.
+    pub fn trust(&mut self, name: &UserName) -> Result<Vec<SessionOutput>, TrustError> {
+        match self.replica.pins_mut().trust(name) {
+            Some(pin) => Ok(vec![pin]),
+            None => Err(TrustError::Unchanged(name.clone())),
+        }
+    }
+
+    /// What is known of `name`'s key (this user's own for its own name).
+    pub fn key_info(&self, name: &str) -> KeyInfo {
+        if name == self.config.name.as_str() {
+            let own = self.identity().map(|identity| identity.public());
+            return KeyInfo {
+                online: true,
+                current: own,
+                pinned: own,
+            };
+        }
+        let peer = self.replica.peer(name);
+        KeyInfo {
+            online: peer.is_some(),
+            current: peer.and_then(|peer| peer.key),
+            pinned: self.replica.pins().pinned(name),
+        }
     }
 
     fn logout_attempt(&mut self, attempt: usize, now: Instant) -> Vec<SessionOutput> {
@@ -1249,6 +1302,7 @@ fn refused(from: UserName, source: SocketAddr, refusal: Refusal) -> Vec<SessionO
     }]
 }
 
+mod pins;
 mod replica;
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::events::{ClientEvent, ClientEvents, MessageIds};
 use crate::known_servers;
 use crate::peer_actor::{Drain, History, Park, PeerActor, PeerIdle, PeerOutputs, Say, ToPeer};
 use crate::roster_fetch::fetch_roster;
-use crate::session::{PeerInput, SendTextError, Session, SessionOutput};
+use crate::session::{KeyInfo, PeerInput, SendTextError, Session, SessionOutput, TrustError};
 
 /// The session actor. See the module documentation.
 pub struct SessionActor {
@@ -111,6 +111,8 @@ struct Inbound(io::Result<(Result<Datagram, DecodeError>, SocketAddr)>);
 pub struct SessionSettings {
     /// Where servers' keys are pinned (`None`: nowhere on disk).
     pub known_servers: Option<std::path::PathBuf>,
+    /// Where peers' keys are pinned (`None`: nowhere on disk).
+    pub known_peers: Option<std::path::PathBuf>,
     /// Time allowed for a TCP roster fetch.
     pub fetch_timeout: Duration,
     /// How conversations deliver.
@@ -197,6 +199,7 @@ impl SessionActor {
                 SessionOutput::Send { to, datagram } => self.transmit(to, &datagram),
                 SessionOutput::FetchRoster { from, as_user } => self.fetch(from, as_user, ctx),
                 SessionOutput::PinServer(key) => self.pin_server(key),
+                SessionOutput::PinPeer { name, key } => self.pin_peer(&name, key),
                 SessionOutput::Emit(event) => {
                     self.log_event(&event);
                     events.push(event);
@@ -389,6 +392,15 @@ impl SessionActor {
         if let Some(path) = &self.settings.known_servers {
             if let Err(e) = known_servers::pin(path, server, key) {
                 warn!(path = %path.display(), error = %e, "the server's key is pinned for this run only: cannot write it");
+            }
+        }
+    }
+
+    fn pin_peer(&mut self, name: &UserName, key: PublicKey) {
+        debug!(peer = %name, key = %key.fingerprint(), "peer key pinned");
+        if let Some(path) = &self.settings.known_peers {
+            if let Err(e) = known_servers::pin_peer(path, name, key) {
+                warn!(path = %path.display(), error = %e, "a peer's key is pinned for this run only: cannot write it");
             }
         }
     }
@@ -592,6 +604,40 @@ impl Handler<SendText> for SessionActor {
             Ok(Err(refusal)) => Err(SendTextError::Refused(refusal)),
             Err(_) => Err(SendTextError::NotOnline),
         }))
+    }
+}
+
+/// The user trusts `name`'s new key (`/trust NAME`).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), TrustError>")]
+pub struct Trust {
+    pub name: UserName,
+}
+
+/// What is known of `name`'s key (`/whois NAME`; this user's own for its
+/// own name).
+#[derive(Message, Debug)]
+#[rtype(result = "KeyInfo")]
+pub struct WhoIs {
+    pub name: UserName,
+}
+
+impl Handler<Trust> for SessionActor {
+    type Result = Result<(), TrustError>;
+
+    fn handle(&mut self, msg: Trust, ctx: &mut Context<Self>) -> Self::Result {
+        let out = self.session.trust(&msg.name)?;
+        info!(peer = %msg.name, "new key trusted");
+        self.apply(out, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<WhoIs> for SessionActor {
+    type Result = MessageResult<WhoIs>;
+
+    fn handle(&mut self, msg: WhoIs, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.session.key_info(msg.name.as_str()))
     }
 }
 

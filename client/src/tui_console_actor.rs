@@ -248,6 +248,32 @@ impl TuiConsoleActor {
                 Effect::Quit => self.quit(),
                 Effect::Record(record) => self.record(record, ctx),
                 Effect::SetDelivery { id, delivery } => self.set_delivery(id, delivery),
+                Effect::WhoIs { name } => {
+                    let Some(client) = self.client.clone() else {
+                        continue;
+                    };
+                    let asked = async move {
+                        let info = client.whois(name.clone()).await;
+                        (name, info)
+                    };
+                    ctx.spawn(asked.into_actor(self).map(|(name, info), act, ctx| {
+                        act.ui.whois_done(&name, &info, &act.stamp());
+                        act.draw_soon(ctx);
+                    }));
+                }
+                Effect::Trust { name } => {
+                    let Some(client) = self.client.clone() else {
+                        continue;
+                    };
+                    let trusted = async move {
+                        let result = client.trust(name.clone()).await;
+                        (name, result.map_err(|e| e.to_string()))
+                    };
+                    ctx.spawn(trusted.into_actor(self).map(|(name, result), act, ctx| {
+                        act.ui.trust_done(&name, result, &act.stamp());
+                        act.draw_soon(ctx);
+                    }));
+                }
             }
         }
     }

@@ -281,6 +281,7 @@ impl Sim {
             // One key per name, the same in every life of the client.
             identity: (!self.config.eat_acks).then(|| Arc::new(identity_of(&client.name))),
             server_key: None,
+            pinned_peers: Default::default(),
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());
         core.start(self.base + self.now);

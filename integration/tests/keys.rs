@@ -131,3 +131,64 @@ fn a_name_stays_with_its_key() -> anyhow::Result<()> {
     exits_with(&mut fooled, 2)?;
     Ok(())
 }
+
+#[test]
+fn a_changed_key_is_told_and_blocks_sending_until_trusted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("server").display().to_string();
+    let first_key = dir.path().join("erin-1.key").display().to_string();
+    let second_key = dir.path().join("erin-2.key").display().to_string();
+
+    let (mut server, udp) = start_server_on(&data, "127.0.0.1:0")?;
+    let mut alice = integration::process::pigeon("alice", &udp)?;
+    alice.expect_prefix("ready ", WAIT)?;
+    let mut erin = pigeon_with_key("erin", &udp, &first_key)?;
+    erin.expect_prefix("ready ", WAIT)?;
+    alice.expect_prefix("online erin ", WAIT)?;
+    alice.send("/whois erin")?;
+    let first = alice.expect_prefix("key erin ", WAIT)?;
+    alice.send("/msg erin before")?;
+    erin.expect("message", WAIT, |l| {
+        l.starts_with("msg alice ") && l.ends_with(" before")
+    })?;
+    erin.send("/quit")?;
+    exits_with(&mut erin, 0)?;
+
+    // erin's key is lost; the operator frees the name, and erin comes
+    // back with a new key.
+    server.signal(libc::SIGTERM)?;
+    server.wait_exit(WAIT)?;
+    let out = Command::new(binary("pigeon-server")?)
+        .args(["--data", &data, "--forget", "erin"])
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    let (_server, _) = start_server_on(&data, &udp)?;
+    let mut erin = pigeon_with_key("erin", &udp, &second_key)?;
+    erin.expect_prefix("ready ", WAIT)?;
+
+    // alice, back online by herself, is told loudly...
+    let line = alice.expect_prefix("key-changed erin ", Duration::from_secs(30))?;
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words.len(), 4, "{line}");
+    assert_eq!(words[2], first.trim_start_matches("key erin "), "{line}");
+    assert_ne!(words[2], words[3]);
+    alice.send("/whois erin")?;
+    alice.expect("new fingerprint", WAIT, |l| {
+        l == format!("key erin {}", words[3])
+    })?;
+    // ...and nothing goes to erin until she trusts the new key.
+    alice.send("/msg erin are you really erin?")?;
+    alice.expect_stderr("/trust erin", WAIT)?;
+    alice.send("/trust erin")?;
+    alice.expect_stderr("new key is trusted", WAIT)?;
+    alice.send("/msg erin after")?;
+    let got = erin.expect_prefix("msg alice ", WAIT)?;
+    assert!(
+        got.ends_with(" after"),
+        "{got}: the blocked message went out"
+    );
+    // Her own key, with /whois alone.
+    alice.send("/whois")?;
+    alice.expect_prefix("key alice ", WAIT)?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ use pigeon_shared::{
     same_host, Chat, Delta, PeerAddr, Revision, RosterChange, RosterSnapshot, Talk, UserName,
 };
 
+use super::pins::KeyPins;
 use super::{to_conversation, Peer, PeerInput, Refusal, RosterMap, SessionOutput};
 use crate::events::ClientEvent;
 
@@ -37,18 +38,31 @@ pub(crate) struct Replica {
     roster: Arc<RosterMap>,
     revision: Option<Revision>,
     buffered: Vec<Buffered>,
+    /// The peers' keys as first seen; every key the roster shows is vetted.
+    pins: KeyPins,
 }
 
 impl Replica {
     /// An empty roster for `me`, listed as `me_peer`.
-    pub(crate) fn new(me: UserName, me_peer: Peer) -> Self {
+    pub(crate) fn new(me: UserName, me_peer: Peer, pins: KeyPins) -> Self {
         Self {
             me,
             me_peer,
             roster: Arc::default(),
             revision: None,
             buffered: Vec::new(),
+            pins,
         }
+    }
+
+    /// The pinned keys.
+    pub(crate) fn pins(&self) -> &KeyPins {
+        &self.pins
+    }
+
+    /// The pinned keys, to trust a new one.
+    pub(crate) fn pins_mut(&mut self) -> &mut KeyPins {
+        &mut self.pins
     }
 
     /// The roster, shared.
@@ -205,11 +219,16 @@ impl Replica {
             }
         }
         drop(replayed);
-        let out = if report {
+        let mut out = if report {
             self.diff(&before)
         } else {
             Vec::new()
         };
+        for (name, peer) in self.roster.iter() {
+            if let Some(key) = peer.key.filter(|_| *name != self.me) {
+                self.pins.vet(name, key, &mut out);
+            }
+        }
         (out, gap)
     }
 
@@ -257,6 +276,9 @@ impl Replica {
                     instance,
                     key,
                 };
+                if let Some(key) = key {
+                    self.pins.vet(&name, key, out);
+                }
                 let old = Arc::make_mut(&mut self.roster).insert(name.clone(), peer);
                 if old == Some(peer) {
                     return;

@@ -54,6 +54,7 @@ fn session() -> (Session, Instant) {
         nonce_seed: 7,
         identity: None,
         server_key: None,
+        pinned_peers: Default::default(),
     };
     (Session::new(config), Instant::now())
 }
@@ -1324,4 +1325,82 @@ fn a_server_showing_another_key_than_the_pinned_one_is_not_logged_in_to() {
         matches!(out.as_slice(), [SessionOutput::FetchRoster { .. }]),
         "{out:?}"
     );
+}
+
+fn keyed(n: &str, a: &str, instance: InstanceId, key: u8) -> RosterChange {
+    RosterChange::Joined {
+        name: name(n),
+        endpoint: addr(a),
+        instance: Some(instance),
+        key: Some(PublicKey([key; 32])),
+    }
+}
+
+#[test]
+fn a_peers_key_is_pinned_and_a_change_blocks_sending_until_trusted() {
+    let (mut s, t) = pigeon_online();
+    let out = s.datagram_received(
+        delta(3, vec![keyed("bob", "10.0.0.3:5000", BOB, 1)]),
+        sock(SERVER),
+        t,
+    );
+    assert!(out.contains(&SessionOutput::PinPeer {
+        name: name("bob"),
+        key: PublicKey([1; 32]),
+    }));
+    assert!(s.check_send(&name("bob")).is_ok());
+
+    // bob comes back with another key: told once, and nothing goes to him.
+    let out = s.datagram_received(
+        delta(4, vec![keyed("bob", "10.0.0.3:5001", InstanceId(9), 2)]),
+        sock(SERVER),
+        t,
+    );
+    assert!(emitted(&out).contains(&ClientEvent::KeyChanged {
+        name: name("bob"),
+        old: PublicKey([1; 32]),
+        new: PublicKey([2; 32]),
+    }));
+    assert!(matches!(
+        s.check_send(&name("bob")),
+        Err(SendTextError::KeyChanged { .. })
+    ));
+    let info = s.key_info("bob");
+    assert!(info.changed());
+    // /trust: pinned, and sending is allowed again; nothing left to trust.
+    assert_eq!(
+        s.trust(&name("bob")).unwrap(),
+        vec![SessionOutput::PinPeer {
+            name: name("bob"),
+            key: PublicKey([2; 32]),
+        }]
+    );
+    assert!(s.check_send(&name("bob")).is_ok());
+    assert!(s.trust(&name("bob")).is_err());
+}
+
+#[test]
+fn a_key_pinned_in_an_earlier_run_is_checked_against_the_first_roster() {
+    let (s, _) = session();
+    let mut config = s.config.clone();
+    config.pinned_peers = [(name("bob"), PublicKey([1; 32]))].into_iter().collect();
+    let mut s = Session::new(config);
+    let t = Instant::now();
+    s.start(t);
+    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
+    let mut bob = entry("bob", "10.0.0.3:5000", Some(BOB));
+    bob.key = Some(PublicKey([7; 32]));
+    let out = s.roster_fetched(
+        Ok(snapshot(
+            Some(3),
+            vec![entry("alice", "10.0.0.2:5000", Some(ME)), bob],
+        )),
+        t,
+    );
+    assert!(emitted(&out).contains(&ClientEvent::KeyChanged {
+        name: name("bob"),
+        old: PublicKey([1; 32]),
+        new: PublicKey([7; 32]),
+    }));
+    assert!(s.check_send(&name("bob")).is_err());
 }

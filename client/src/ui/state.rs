@@ -14,7 +14,7 @@ use crate::command::{parse_command, Command, UI_HELP};
 use crate::events::{ClientEvent, MessageId};
 use crate::history::{Direction, StoredDelivery, StoredMessage};
 use crate::history_actor::Record;
-use crate::session::NO_ANSWER;
+use crate::session::{KeyInfo, NO_ANSWER};
 use crate::ui::input::LineEditor;
 
 /// Lines kept per tab; older ones scroll away.
@@ -183,6 +183,10 @@ pub enum Effect {
         id: MessageId,
         delivery: StoredDelivery,
     },
+    /// Look up `name`'s key; report back with [`UiState::whois_done`].
+    WhoIs { name: UserName },
+    /// Trust `name`'s new key; report back with [`UiState::trust_done`].
+    Trust { name: UserName },
 }
 
 /// The one-line notice at the bottom: `line` is the whole text; from
@@ -401,7 +405,25 @@ impl UiState {
                         if others == 1 { "" } else { "s" }
                     ),
                 );
-                Vec::new()
+                // This user's own fingerprint, on the status tab.
+                vec![Effect::WhoIs {
+                    name: self.me.clone(),
+                }]
+            }
+            ClientEvent::KeyChanged { name, old, new } => {
+                let warning = format!(
+                    "WARNING: {name}'s key changed from {} to {}. Someone may be posing as {name}. Nothing is sent to {name} until you have checked the new fingerprint with them (in person, by phone) and typed /trust {name}",
+                    old.fingerprint(),
+                    new.fingerprint()
+                );
+                self.system(0, at, warning.clone());
+                if let Some(i) = self.chat_index(name.as_str()) {
+                    self.system(i, at, warning);
+                }
+                self.set_notice(format!(
+                    "{name}'s key changed: /whois {name}, check it with them, then /trust {name}"
+                ));
+                vec![Effect::Bell]
             }
             ClientEvent::Online { name, endpoint } => {
                 if *name == self.me {
@@ -910,6 +932,59 @@ impl UiState {
                 self.switch_to(0)
             }
             Command::Quit => vec![Effect::Quit],
+            Command::WhoIs { name } => vec![Effect::WhoIs {
+                name: name.unwrap_or_else(|| self.me.clone()),
+            }],
+            Command::Trust { name } => vec![Effect::Trust { name }],
+        }
+    }
+
+    /// What `/whois` found: a line on the status tab and, for a peer, in
+    /// its conversation.
+    pub fn whois_done(&mut self, name: &UserName, info: &KeyInfo, at: &Stamp) {
+        let line = if *name == self.me {
+            match info.current {
+                Some(key) => format!(
+                    "your key's fingerprint: {} (read it to whoever asks /whois {})",
+                    key.fingerprint(),
+                    self.me
+                ),
+                None => "you have no key: chat is not encrypted".to_owned(),
+            }
+        } else {
+            let shown = info.current.or(info.pinned);
+            let mut line = match shown {
+                Some(key) => format!("{name}'s key fingerprint: {}", key.fingerprint()),
+                None => format!("{name}: no key"),
+            };
+            if let Some(note) = crate::plain::whois_note(name, info) {
+                line.push_str("; ");
+                line.push_str(&note);
+            } else {
+                line.push_str("; chat with them is end-to-end encrypted");
+            }
+            line
+        };
+        self.system(0, at, line.clone());
+        if let Some(i) = self.chat_index(name.as_str()) {
+            if i != 0 {
+                self.system(i, at, line);
+            }
+        }
+    }
+
+    /// What `/trust` did.
+    pub fn trust_done(&mut self, name: &UserName, result: Result<(), String>, at: &Stamp) {
+        match result {
+            Ok(()) => {
+                let line = format!("{name}'s new key is trusted; messages to {name} go out again");
+                self.system(0, at, line.clone());
+                if let Some(i) = self.chat_index(name.as_str()) {
+                    self.system(i, at, line.clone());
+                }
+                self.set_notice(line);
+            }
+            Err(why) => self.set_notice(why),
         }
     }
 

@@ -84,6 +84,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         nonce_seed: 1,
         identity: None,
         server_key: None,
+        pinned_peers: Default::default(),
     });
     drop(session.start(now));
     let accept = Datagram::Accept(Accept {

@@ -251,7 +251,9 @@ impl SinkActor {
             ClientEvent::ServerLost { .. } => {
                 progress.server_lost.fetch_add(1, Ordering::Relaxed);
             }
-            ClientEvent::Connecting { .. } | ClientEvent::Reconnected { .. } => {}
+            ClientEvent::Connecting { .. }
+            | ClientEvent::Reconnected { .. }
+            | ClientEvent::KeyChanged { .. } => {}
         }
     }
 }

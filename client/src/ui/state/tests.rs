@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use pigeon_shared::{InstanceId, PeerAddr, TalkTime, UserName};
+use pigeon_shared::{InstanceId, PeerAddr, PublicKey, TalkTime, UserName};
 
 use super::*;
 use crate::events::RosterView;
@@ -56,7 +56,13 @@ fn peer(port: u16, pigeon: bool) -> Peer {
 fn ready(history: bool, bell: bool) -> UiState {
     let mut ui = UiState::new(name("alice"), history, bell);
     let effects = ui.on_event(&ready_event(), &at());
-    assert!(effects.is_empty());
+    // The status tab shows this user's fingerprint once it is looked up.
+    assert_eq!(
+        effects,
+        vec![Effect::WhoIs {
+            name: name("alice")
+        }]
+    );
     ui
 }
 
@@ -658,4 +664,83 @@ fn sent_messages_are_kept_with_the_time_they_carry() {
     assert!(off
         .message_sent(&name("bob"), &sent(9, true), "x", &at())
         .is_empty());
+}
+
+#[test]
+fn a_key_change_warns_on_its_conversation_and_whois_and_trust_answer() {
+    let mut ui = ready(false, false);
+    ui.on_key(key(KeyCode::Esc));
+    let effects = ui.on_event(
+        &ClientEvent::Message {
+            from: name("bob"),
+            time: TalkTime::parse("9:00:00").unwrap(),
+            text: "hi".into(),
+        },
+        &at(),
+    );
+    drop(effects);
+    let effects = ui.on_event(
+        &ClientEvent::KeyChanged {
+            name: name("bob"),
+            old: PublicKey([1; 32]),
+            new: PublicKey([2; 32]),
+        },
+        &at(),
+    );
+    assert!(effects.contains(&Effect::Bell));
+    let bob = ui.tabs().iter().position(|t| t.title() == "bob").unwrap();
+    let warned = |ui: &UiState, tab: usize| {
+        texts(&ui.tabs()[tab])
+            .iter()
+            .any(|line| line.contains("WARNING: bob's key changed") && line.contains("/trust bob"))
+    };
+    assert!(warned(&ui, bob), "{:?}", texts(&ui.tabs()[bob]));
+    assert!(warned(&ui, 0));
+    assert!(ui.notice().unwrap().contains("/trust bob"));
+
+    assert_eq!(
+        type_line(&mut ui, "/whois bob"),
+        vec![Effect::WhoIs { name: name("bob") }]
+    );
+    let info = KeyInfo {
+        online: true,
+        current: Some(PublicKey([2; 32])),
+        pinned: Some(PublicKey([1; 32])),
+    };
+    ui.whois_done(&name("bob"), &info, &at());
+    let fingerprint = PublicKey([2; 32]).fingerprint().to_string();
+    assert!(texts(&ui.tabs()[bob])
+        .iter()
+        .any(|line| line.contains(&fingerprint) && line.contains("changed")));
+    assert_eq!(
+        type_line(&mut ui, "/trust bob"),
+        vec![Effect::Trust { name: name("bob") }]
+    );
+    ui.trust_done(&name("bob"), Ok(()), &at());
+    assert!(ui.notice().unwrap().contains("trusted"));
+    // Own fingerprint, and a seed-era peer said to be unprotected.
+    ui.whois_done(
+        &name("alice"),
+        &KeyInfo {
+            online: true,
+            current: Some(PublicKey([3; 32])),
+            pinned: Some(PublicKey([3; 32])),
+        },
+        &at(),
+    );
+    ui.whois_done(
+        &name("carol"),
+        &KeyInfo {
+            online: true,
+            current: None,
+            pinned: None,
+        },
+        &at(),
+    );
+    let status = texts(&ui.tabs()[0]);
+    assert!(status.iter().any(|l| l.contains("your key's fingerprint")
+        && l.contains(&PublicKey([3; 32]).fingerprint().to_string())));
+    assert!(status
+        .iter()
+        .any(|l| l.contains("carol") && l.contains("not encrypted and not verified")));
 }

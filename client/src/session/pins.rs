@@ -1,0 +1,153 @@
+//! `KeyPins`: the peers' keys this user has seen, pinned on first sight
+//! (trust on first use, like SSH's known hosts), and the names whose key
+//! the roster now shows different: told once, and nothing is sent to them
+//! until the user trusts the new key. Part of the replica; no I/O (the
+//! session actor keeps the file).
+
+use std::collections::BTreeMap;
+
+use pigeon_shared::{PublicKey, UserName};
+
+use super::SessionOutput;
+use crate::events::ClientEvent;
+
+/// Most keys pinned (a roster can be no larger than a server allows; this
+/// bounds what a hostile server could make a client remember).
+pub const MAX_PINS: usize = 100_000;
+
+/// See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyPins {
+    pinned: BTreeMap<UserName, PublicKey>,
+    /// Names whose roster key is not the pinned one: the key shown.
+    changed: BTreeMap<UserName, PublicKey>,
+}
+
+/// What is known of a user's key, for `/whois`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Whether the user is in the roster.
+    pub online: bool,
+    /// The key the roster shows (`None`: the user has none, or is offline).
+    pub current: Option<PublicKey>,
+    /// The key pinned for the name, if any.
+    pub pinned: Option<PublicKey>,
+}
+
+impl KeyInfo {
+    /// Whether the roster's key is not the one the user trusts.
+    pub fn changed(&self) -> bool {
+        matches!((self.current, self.pinned), (Some(a), Some(b)) if a != b)
+    }
+}
+
+impl KeyPins {
+    /// Pins known from before (the file).
+    pub(crate) fn new(pinned: BTreeMap<UserName, PublicKey>) -> Self {
+        Self {
+            pinned,
+            changed: BTreeMap::new(),
+        }
+    }
+
+    /// The roster shows `key` for `name`: pins it if it is the first, says
+    /// so once if it is not the pinned one.
+    pub(crate) fn vet(&mut self, name: &UserName, key: PublicKey, out: &mut Vec<SessionOutput>) {
+        match self.pinned.get(name) {
+            None if self.pinned.len() < MAX_PINS => {
+                self.pinned.insert(name.clone(), key);
+                out.push(SessionOutput::PinPeer {
+                    name: name.clone(),
+                    key,
+                });
+            }
+            None => {}
+            Some(pinned) if *pinned == key => {
+                self.changed.remove(name);
+            }
+            Some(pinned) => {
+                if self.changed.get(name) != Some(&key) {
+                    self.changed.insert(name.clone(), key);
+                    out.push(SessionOutput::Emit(ClientEvent::KeyChanged {
+                        name: name.clone(),
+                        old: *pinned,
+                        new: key,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Whether sending to `name` waits for the user to trust its new key.
+    pub(crate) fn blocked(&self, name: &str) -> Option<(PublicKey, PublicKey)> {
+        let new = self.changed.get(name)?;
+        let old = self.pinned.get(name)?;
+        Some((*old, *new))
+    }
+
+    /// The user trusts the key the roster now shows for `name`: pinned in
+    /// place of the old one. `None` if there is nothing to trust.
+    pub(crate) fn trust(&mut self, name: &UserName) -> Option<SessionOutput> {
+        let key = self.changed.remove(name)?;
+        self.pinned.insert(name.clone(), key);
+        Some(SessionOutput::PinPeer {
+            name: name.clone(),
+            key,
+        })
+    }
+
+    /// What is pinned for `name`.
+    pub(crate) fn pinned(&self, name: &str) -> Option<PublicKey> {
+        self.pinned.get(name).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> UserName {
+        UserName::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_first_key_is_pinned_and_a_change_is_told_once_and_blocks() {
+        let mut pins = KeyPins::default();
+        let mut out = Vec::new();
+        let bob = name("bob");
+        pins.vet(&bob, PublicKey([1; 32]), &mut out);
+        assert!(matches!(out.as_slice(), [SessionOutput::PinPeer { .. }]));
+        out.clear();
+        pins.vet(&bob, PublicKey([1; 32]), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(pins.blocked("bob"), None);
+
+        pins.vet(&bob, PublicKey([2; 32]), &mut out);
+        pins.vet(&bob, PublicKey([2; 32]), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(
+            &out[0],
+            SessionOutput::Emit(ClientEvent::KeyChanged { old, new, .. })
+                if *old == PublicKey([1; 32]) && *new == PublicKey([2; 32])
+        ));
+        assert_eq!(
+            pins.blocked("bob"),
+            Some((PublicKey([1; 32]), PublicKey([2; 32])))
+        );
+        // Back to the trusted key: nothing to trust any more.
+        pins.vet(&bob, PublicKey([1; 32]), &mut out);
+        assert_eq!(pins.blocked("bob"), None);
+        assert!(pins.trust(&bob).is_none());
+
+        // Changed again, and trusted: pinned, and no longer blocked.
+        out.clear();
+        pins.vet(&bob, PublicKey([3; 32]), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(matches!(
+            pins.trust(&bob),
+            Some(SessionOutput::PinPeer { key, .. }) if key == PublicKey([3; 32])
+        ));
+        assert_eq!(pins.blocked("bob"), None);
+        assert_eq!(pins.pinned("bob"), Some(PublicKey([3; 32])));
+    }
+}
