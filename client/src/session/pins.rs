@@ -65,16 +65,16 @@ impl KeyPins {
             Some(pinned) if *pinned == key => {
                 self.changed.remove(name);
             }
-            Some(pinned) => {
-                if self.changed.get(name) != Some(&key) {
-                    self.changed.insert(name.clone(), key);
-                    out.push(SessionOutput::Emit(ClientEvent::KeyChanged {
-                        name: name.clone(),
-                        old: *pinned,
-                        new: key,
-                    }));
-                }
+            Some(pinned) if self.changed.get(name) != Some(&key) => {
+                self.changed.insert(name.clone(), key);
+                out.push(SessionOutput::Emit(ClientEvent::KeyChanged {
+                    name: name.clone(),
+                    old: *pinned,
+                    new: key,
+                }));
             }
+            // Told already.
+            Some(_) => {}
         }
     }
 
