@@ -19,9 +19,11 @@ pub mod link;
 #[cfg(feature = "log")]
 pub mod log;
 pub mod log_limit;
+pub mod mailbox;
 pub mod name;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod offline;
 pub mod rate_limit;
 pub mod roster_snapshot;
 pub mod seal;
