@@ -219,7 +219,12 @@ impl ClientCore {
                 SessionOutput::Emit(event) => self.events.push_back(event),
                 // Nothing on disk here: the session keeps the key for as
                 // long as it runs.
-                SessionOutput::PinServer(_) | SessionOutput::PinPeer { .. } => {}
+                // No disk, no TCP mailbox here: the session keeps its keys
+                // for as long as it runs.
+                SessionOutput::PinServer(_)
+                | SessionOutput::PinPeer { .. }
+                | SessionOutput::Mailbox(_) => {}
+                SessionOutput::MailRefused { .. } => self.stats.refused += 1,
                 SessionOutput::Conversation { peer, input } => {
                     let opens = matches!(
                         input,

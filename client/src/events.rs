@@ -59,6 +59,26 @@ pub enum ClientEvent {
         time: TalkTime,
         text: String,
     },
+    /// A message that waited in this user's mailbox while it was away:
+    /// from `from`, sent at `sent_at_ms` (milliseconds since the Unix
+    /// epoch, the sender's clock), carrying the time of day `time`.
+    OfflineMessage {
+        from: UserName,
+        time: TalkTime,
+        sent_at_ms: u64,
+        text: String,
+    },
+    /// A message to a user who was offline is kept by the server until
+    /// they are back.
+    Stored { to: UserName, id: MessageId },
+    /// A message to a user who was offline could not be kept (`why`: the
+    /// mailbox is full, say).
+    NotStored {
+        to: UserName,
+        id: MessageId,
+        text: String,
+        why: String,
+    },
     /// A message this client sent reached its peer (Pigeon peers only:
     /// a seed-era client does not acknowledge).
     Delivered { to: UserName, id: MessageId },

@@ -12,6 +12,7 @@
 //! key-changed <name> <old-fingerprint> <new-fingerprint>
 //! key <name> <fingerprint>|none    (/whois)
 //! sent <to> <id>           (--verbose)
+//! stored <to> <id>         (--verbose; kept by the server for a user offline)
 //! delivered <to> <id>      (--verbose)
 //! ```
 
@@ -56,6 +57,11 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
         }
         ClientEvent::Refused { reason, .. } => format!("refused {reason}"),
         ClientEvent::Failed { to, text, .. } => format!("failed {to} {}", one_line(text)),
+        ClientEvent::OfflineMessage {
+            from, time, text, ..
+        } => format!("msg {from} {} {}", time.display_token(), one_line(text)),
+        ClientEvent::Stored { to, id } if verbose => format!("stored {to} {id}"),
+        ClientEvent::NotStored { to, text, .. } => format!("failed {to} {}", one_line(text)),
         ClientEvent::Delivered { to, id } if verbose => format!("delivered {to} {id}"),
         ClientEvent::KeyChanged { name, old, new } => format!(
             "key-changed {name} {} {}",
@@ -63,6 +69,7 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
             new.fingerprint()
         ),
         ClientEvent::Delivered { .. }
+        | ClientEvent::Stored { .. }
         | ClientEvent::Connecting { .. }
         | ClientEvent::LoginFailed { .. }
         | ClientEvent::LoggedOut

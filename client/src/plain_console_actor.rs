@@ -218,6 +218,9 @@ impl PlainConsoleActor {
                 System::current().stop_with_code(1);
             }
             ClientEvent::LoggedOut => System::current().stop_with_code(0),
+            ClientEvent::NotStored { to, why, .. } => {
+                eprintln!("pigeon: not kept for {to}: {why}");
+            }
             _ => {}
         }
     }

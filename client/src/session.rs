@@ -40,9 +40,10 @@ use pigeon_shared::{
 };
 
 use pigeon_shared::handshake::{Hello, LoginHandshake, Reply};
+use pigeon_shared::mailbox::{Mail, MailRequest, Receipt};
 use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
 use pigeon_shared::seal::{open, SessionKey};
-use pigeon_shared::Nonce;
+use pigeon_shared::{offline, Nonce};
 use pigeon_shared::{Fingerprint, Identity, LinkDrop, PublicKey, RefuseReason, SecureFrame};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -51,7 +52,7 @@ pub use self::pins::KeyInfo;
 use self::pins::KeyPins;
 use self::replica::{Buffered, Replica};
 use crate::conversation::SendRefusal;
-use crate::events::{ClientEvent, RosterView};
+use crate::events::{ClientEvent, MessageId, RosterView};
 
 /// What one source may send a client (a peer's window of 64 parts and its
 /// acknowledgements, with room to spare) and one host (many peers behind
@@ -186,6 +187,13 @@ pub enum SessionOutput {
     /// Remember `key` as `name`'s (first sight, or trusted by the user in
     /// place of the key pinned before).
     PinPeer { name: UserName, key: PublicKey },
+    /// Ask the server's mailbox (over TCP, as this session; see
+    /// [`Session::mailbox_access`]) and hand a fetch's answer to
+    /// [`Session::mail_received`].
+    Mailbox(MailRequest),
+    /// An offline message that does not open (not sealed by the key
+    /// registered to its sender, or not for this user): dropped.
+    MailRefused { from: UserName },
     /// An input for the conversation with `peer`: see [`PeerInput`] for
     /// which inputs open a conversation and which only reach an open one.
     Conversation { peer: UserName, input: PeerInput },
@@ -228,6 +236,10 @@ pub enum SendTextError {
     LoggingOut,
     #[error("{0} is not online")]
     UnknownUser(UserName),
+    #[error("nobody called {0} is registered on this server")]
+    Unregistered(UserName),
+    #[error("{0} is not online, and the server cannot keep a message for them: {1}")]
+    NotKept(UserName, String),
     #[error("{name}'s key changed (to {new}): nothing is sent to {name} until you trust it with /trust {name}")]
     KeyChanged { name: UserName, new: Fingerprint },
     #[error("{0}")]
@@ -336,6 +348,36 @@ pub struct Session {
     ping_nonces: VecDeque<Nonce>,
     /// When the roster was last fetched again to fill a gap.
     last_resync: Option<Instant>,
+    /// Offline messages and receipts already told (a fetch can repeat
+    /// them if its acknowledgement was lost).
+    mail_seen: SeenSerials,
+    receipts_seen: SeenSerials,
+}
+
+/// Serials already seen: the latest [`MAX_SEEN_SERIALS`].
+#[derive(Debug, Default)]
+struct SeenSerials {
+    set: std::collections::HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+/// Offline serials remembered against repeats.
+const MAX_SEEN_SERIALS: usize = 4096;
+
+impl SeenSerials {
+    /// Whether `serial` is new (and now seen).
+    fn insert(&mut self, serial: u64) -> bool {
+        if !self.set.insert(serial) {
+            return false;
+        }
+        self.order.push_back(serial);
+        if self.order.len() > MAX_SEEN_SERIALS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 impl Session {
@@ -378,6 +420,8 @@ impl Session {
             key: None,
             ping_nonces: VecDeque::new(),
             last_resync: None,
+            mail_seen: SeenSerials::default(),
+            receipts_seen: SeenSerials::default(),
         }
     }
 
@@ -505,6 +549,97 @@ impl Session {
         peer.key.is_some() && self.identity().is_some()
     }
 
+    /// Where and as whom to ask the mailbox: a Pigeon server's roster
+    /// port, this user's name and session token; `None` before a Pigeon
+    /// server accepted this session, or without a key.
+    pub fn mailbox_access(&self) -> Option<(SocketAddr, UserName, SessionToken)> {
+        self.identity()?;
+        match self.server {
+            Server::Pigeon {
+                token, roster_port, ..
+            } => Some((
+                SocketAddr::new(self.config.server.ip(), roster_port),
+                self.config.name.clone(),
+                token,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The server says `name` is registered to `key` (to seal an offline
+    /// message to): checked against the key pinned for `name`, pinned if
+    /// it is the first.
+    pub fn offline_key(
+        &mut self,
+        name: &UserName,
+        key: PublicKey,
+    ) -> Result<Vec<SessionOutput>, SendTextError> {
+        let mut out = Vec::new();
+        self.replica.pins_mut().vet(name, key, &mut out);
+        match self.replica.pins().blocked(name.as_str()) {
+            Some((_, new)) => Err(SendTextError::KeyChanged {
+                name: name.clone(),
+                new: new.fingerprint(),
+            }),
+            None => Ok(out),
+        }
+    }
+
+    /// What a mailbox fetch found: each message opened and told, in the
+    /// order kept (each once, even if a fetch repeats it), each receipt
+    /// told as delivered; then the acknowledgement that deletes them, and
+    /// another fetch if more wait.
+    pub fn mail_received(
+        &mut self,
+        mail: Vec<Mail>,
+        receipts: Vec<Receipt>,
+        more: bool,
+    ) -> Vec<SessionOutput> {
+        let Some(identity) = self.identity() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut acked_mail = Vec::with_capacity(mail.len());
+        for m in mail {
+            acked_mail.push(m.serial);
+            if !self.mail_seen.insert(m.serial) {
+                continue;
+            }
+            match offline::open(&identity, &m.from, &self.config.name, &m.sealed) {
+                Ok((sender, message)) if sender == m.from_key => {
+                    self.replica.pins_mut().vet(&m.from, sender, &mut out);
+                    out.push(SessionOutput::Emit(ClientEvent::OfflineMessage {
+                        from: m.from,
+                        time: message.time,
+                        sent_at_ms: message.sent_at_ms,
+                        text: message.text,
+                    }));
+                }
+                _ => out.push(SessionOutput::MailRefused { from: m.from }),
+            }
+        }
+        let mut acked_receipts = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            acked_receipts.push(r.serial);
+            if self.receipts_seen.insert(r.serial) {
+                out.push(SessionOutput::Emit(ClientEvent::Delivered {
+                    to: r.to,
+                    id: MessageId(r.id),
+                }));
+            }
+        }
+        if !acked_mail.is_empty() || !acked_receipts.is_empty() {
+            out.push(SessionOutput::Mailbox(MailRequest::Ack {
+                mail: acked_mail,
+                receipts: acked_receipts,
+            }));
+        }
+        if more {
+            out.push(SessionOutput::Mailbox(MailRequest::Fetch));
+        }
+        out
+    }
+
     /// This user's key, if chat may be encrypted with it (a client
     /// speaking the seed's plain protocol never encrypts).
     pub fn identity(&self) -> Option<Arc<Identity>> {
@@ -569,6 +704,13 @@ impl Session {
             Datagram::Sealed(sealed) => {
                 let opened = self.key.as_ref().and_then(|key| open(key, &sealed).ok());
                 match opened {
+                    Some(Datagram::Mail) => {
+                        self.last_heard = Some(now);
+                        match self.mailbox_access() {
+                            Some(_) => vec![SessionOutput::Mailbox(MailRequest::Fetch)],
+                            None => Vec::new(),
+                        }
+                    }
                     Some(
                         inner @ (Datagram::Delta(_)
                         | Datagram::Pong(_)
@@ -746,6 +888,10 @@ impl Session {
                     }
                 };
                 out.insert(0, SessionOutput::Emit(event));
+                // What waited in the mailbox while this user was away.
+                if self.mailbox_access().is_some() {
+                    out.push(SessionOutput::Mailbox(MailRequest::Fetch));
+                }
                 out
             }
             (State::Online { resyncing: true }, Ok(snapshot)) => {

@@ -26,12 +26,15 @@ use tracing::{debug, info, warn};
 
 use crate::client_core::{PeerCore, PeerOutput, Sent};
 use crate::clock::SharedClock;
+use crate::conversation::SendRefusal;
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig};
 use crate::events::{ClientEvent, ClientEvents, MessageIds};
 use crate::known_servers;
 use crate::peer_actor::{Drain, History, Park, PeerActor, PeerIdle, PeerOutputs, Say, ToPeer};
-use crate::roster_fetch::fetch_roster;
+use crate::roster_fetch::{ask_mailbox, fetch_roster};
 use crate::session::{KeyInfo, PeerInput, SendTextError, Session, SessionOutput, TrustError};
+use pigeon_shared::mailbox::{MailAnswer, MailRequest};
+use pigeon_shared::offline::{self, OfflineMessage};
 
 /// The session actor. See the module documentation.
 pub struct SessionActor {
@@ -200,6 +203,11 @@ impl SessionActor {
                 SessionOutput::FetchRoster { from, as_user } => self.fetch(from, as_user, ctx),
                 SessionOutput::PinServer(key) => self.pin_server(key),
                 SessionOutput::PinPeer { name, key } => self.pin_peer(&name, key),
+                SessionOutput::Mailbox(request) => self.ask_mailbox(request, ctx),
+                SessionOutput::MailRefused { from } => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(claimed = %from, "dropped an offline message: not sealed by the key registered to its sender");
+                }
                 SessionOutput::Emit(event) => {
                     self.log_event(&event);
                     events.push(event);
@@ -396,6 +404,129 @@ impl SessionActor {
         }
     }
 
+    /// Asks the server's mailbox; a fetch's answer goes to the session.
+    fn ask_mailbox(&mut self, request: MailRequest, ctx: &mut Context<Self>) {
+        let Some((addr, name, token)) = self.session.mailbox_access() else {
+            return;
+        };
+        let timeout = self.settings.fetch_timeout;
+        let asked = async move { ask_mailbox(addr, timeout, &name, token, &request).await };
+        ctx.spawn(asked.into_actor(self).map(|answer, act, ctx| match answer {
+            Ok(MailAnswer::Box {
+                mail,
+                receipts,
+                more,
+            }) => {
+                if !mail.is_empty() || !receipts.is_empty() {
+                    info!(
+                        messages = mail.len(),
+                        receipts = receipts.len(),
+                        "mailbox fetched"
+                    );
+                }
+                let out = act.session.mail_received(mail, receipts, more);
+                act.apply(out, ctx);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "mailbox request failed; tried again at the next news"),
+        }));
+    }
+
+    /// `text` for `to`, who is offline: sealed to the key `to` is
+    /// registered to and handed to the server to keep. Answers once the
+    /// key is known (a name nobody registered is an error); whether the
+    /// server keeps it comes later, as `Stored` or `NotStored`.
+    fn send_offline(
+        &mut self,
+        to: UserName,
+        text: String,
+    ) -> ResponseActFuture<Self, Result<Sent, SendTextError>> {
+        let (Some((addr, me, token)), Some(identity)) =
+            (self.session.mailbox_access(), self.session.identity())
+        else {
+            return Box::pin(fut::ready(Err(SendTextError::UnknownUser(to))));
+        };
+        let units = text.encode_utf16().count();
+        let max = crate::conversation::MAX_PARTS * crate::conversation::MAX_PART_UNITS;
+        if text.is_empty() {
+            return Box::pin(fut::ready(Err(SendTextError::Refused(SendRefusal::Empty))));
+        }
+        if units > max {
+            return Box::pin(fut::ready(Err(SendTextError::Refused(
+                SendRefusal::TooLong {
+                    chars: text.chars().count(),
+                    units,
+                    max,
+                },
+            ))));
+        }
+        let timeout = self.settings.fetch_timeout;
+        let time = self.settings.clock.talk_time();
+        let sent_at_ms = u64::try_from(self.settings.clock.wall_ms()).unwrap_or(0);
+        let ids = self.ids.clone();
+        let lookup = {
+            let (me, request) = (me.clone(), MailRequest::Key { name: to.clone() });
+            async move { ask_mailbox(addr, timeout, &me, token, &request).await }
+        };
+        Box::pin(lookup.into_actor(self).map(move |answer, act, ctx| {
+            let key = match answer {
+                Ok(MailAnswer::Key { key, .. }) => key,
+                Ok(MailAnswer::Unregistered { .. }) => {
+                    return Err(SendTextError::Unregistered(to));
+                }
+                Ok(_) => {
+                    return Err(SendTextError::NotKept(
+                        to,
+                        "the server answered oddly".into(),
+                    ))
+                }
+                Err(e) => return Err(SendTextError::NotKept(to, e.to_string())),
+            };
+            let pinned = act.session.offline_key(&to, key)?;
+            act.apply(pinned, ctx);
+            let message = OfflineMessage {
+                sent_at_ms,
+                time: time.clone(),
+                text: text.clone(),
+            };
+            let sealed = offline::seal(&identity, &me, &to, key, &message)
+                .map_err(|e| SendTextError::NotKept(to.clone(), e.to_string()))?;
+            let id = ids.next();
+            let request = MailRequest::Deposit {
+                to: to.clone(),
+                id: id.0,
+                sealed,
+            };
+            let deposit = async move { ask_mailbox(addr, timeout, &me, token, &request).await };
+            ctx.spawn(deposit.into_actor(act).map(move |answer, act, _| {
+                let not_stored = |why: String| ClientEvent::NotStored {
+                    to: to.clone(),
+                    id,
+                    text: text.clone(),
+                    why,
+                };
+                let event = match answer {
+                    Ok(MailAnswer::Stored { serial }) => {
+                        debug!(%to, %id, serial, "offline message stored");
+                        ClientEvent::Stored { to: to.clone(), id }
+                    }
+                    Ok(MailAnswer::Full { detail }) => not_stored(detail),
+                    Ok(MailAnswer::Unregistered { .. }) => {
+                        not_stored(format!("{to} is no longer registered"))
+                    }
+                    Ok(_) => not_stored("the server answered oddly".into()),
+                    Err(e) => not_stored(e.to_string()),
+                };
+                act.emit(vec![event]);
+            }));
+            Ok(Sent {
+                id,
+                confirmed: true,
+                time,
+            })
+        }))
+    }
+
     fn pin_peer(&mut self, name: &UserName, key: PublicKey) {
         debug!(peer = %name, key = %key.fingerprint(), "peer key pinned");
         if let Some(path) = &self.settings.known_peers {
@@ -571,8 +702,11 @@ impl Handler<SendText> for SessionActor {
     type Result = ResponseActFuture<Self, Result<Sent, SendTextError>>;
 
     fn handle(&mut self, msg: SendText, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.session.check_send(&msg.to) {
-            return Box::pin(fut::ready(Err(e)));
+        match self.session.check_send(&msg.to) {
+            // Offline: kept by the server, if the name is registered.
+            Err(SendTextError::UnknownUser(to)) => return self.send_offline(to, msg.text),
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+            Ok(_) => {}
         }
         let actor = match self.conversations.get(&msg.to) {
             Some(Slot::Running(actor)) if actor.connected() => actor.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST};
-use pigeon_server::store::{Store, StoreChoice};
+use pigeon_server::store::{MailLimits, Store, StoreChoice};
 use pigeon_server::tcp_roster_actor::TcpRosterConfig;
 use pigeon_server::{BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
 use pigeon_shared::log::init_tracing;
@@ -81,6 +81,19 @@ struct Args {
     /// login under it registers it again; print what was done and exit.
     #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "ephemeral")]
     forget: Option<UserName>,
+
+    /// Offline messages kept for one user at most; a message past it is
+    /// refused and its sender told.
+    #[arg(long, value_name = "N", default_value_t = MailLimits::default().max_messages)]
+    mailbox_messages: usize,
+
+    /// Bytes of offline messages (sealed) kept for one user at most.
+    #[arg(long, value_name = "BYTES", default_value_t = MailLimits::default().max_bytes)]
+    mailbox_bytes: usize,
+
+    /// Days an offline message is kept before it is dropped unread.
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    mailbox_days: u32,
 
     /// Serve the server's counters, the online count and the datagram
     /// rates for Prometheus at http://IP:PORT/metrics (port 0: any free
@@ -170,6 +183,9 @@ fn main() -> ExitCode {
     // The key is the store's: kept in the data folder, or new each start.
     config.identity = None;
     config.tcp.max_per_host = args.roster_connections_per_host.max(1);
+    config.mail_limits.max_messages = args.mailbox_messages;
+    config.mail_limits.max_bytes = args.mailbox_bytes;
+    config.mail_limits.keep_ms = u64::from(args.mailbox_days) * 24 * 3600 * 1000;
 
     let bound = match BoundServer::bind(config) {
         Ok(bound) => bound,

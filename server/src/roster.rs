@@ -1009,6 +1009,20 @@ impl Roster {
         self.revision
     }
 
+    /// `mail` for `name`, if it is online as a Pigeon session that follows
+    /// the roster (sealed with its key).
+    pub fn mail_notice(&self, name: &str) -> Option<RosterAction> {
+        let user = self.users.get(name).filter(|user| user.synced)?;
+        match user.session {
+            Session::Pigeon { key, .. } => Some(RosterAction::SendSealed {
+                to: user.endpoint.socket_addr(),
+                datagram: Datagram::Mail,
+                key,
+            }),
+            Session::Seed => None,
+        }
+    }
+
     /// The endpoint of `name`, if online.
     pub fn endpoint_of(&self, name: &str) -> Option<PeerAddr> {
         self.users.get(name).map(|u| u.endpoint)

@@ -150,6 +150,13 @@ pub struct RosterFetched {
     pub revision: Revision,
 }
 
+/// These users' mailboxes have news: each one online is sent `mail`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct NotifyMail {
+    pub names: Vec<UserName>,
+}
+
 /// A host fetched the seed-format roster over TCP: its seed-style
 /// sessions proved they listen.
 #[derive(Message, Debug)]
@@ -446,6 +453,19 @@ impl Handler<RosterFetched> for RosterActor {
         } else {
             debug!(user = %msg.name, ?decision, "roster fetched by an unknown session");
         }
+        self.dispatch(actions, ctx);
+    }
+}
+
+impl Handler<NotifyMail> for RosterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NotifyMail, ctx: &mut Context<Self>) {
+        let actions: Vec<RosterAction> = msg
+            .names
+            .iter()
+            .filter_map(|name| self.roster.mail_notice(name.as_str()))
+            .collect();
         self.dispatch(actions, ctx);
     }
 }

@@ -24,8 +24,10 @@ use crate::roster::{
     DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, RosterStats, StopRoster, Subscribe};
+use crate::store::MailLimits;
 use crate::store::{Store, StoreChoice, StoreError};
 use crate::store_actor::StoreActor;
+use crate::tcp_roster_actor::MailService;
 use crate::tcp_roster_actor::{
     RosterFormat, StopTcpRoster, TcpRosterActor, TcpRosterConfig, TcpStats,
 };
@@ -82,6 +84,8 @@ pub struct ServerConfig {
     /// started again from the same config keeps its key in memory too.
     pub identity: Option<Identity>,
     /// A fault-injection layer on every datagram the server sends (tests).
+    /// Bounds of the offline mailboxes.
+    pub mail_limits: MailLimits,
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
 }
@@ -107,6 +111,7 @@ impl ServerConfig {
             metrics: None,
             store: StoreChoice::Ephemeral,
             identity: Some(Identity::generate()),
+            mail_limits: MailLimits::default(),
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -254,21 +259,17 @@ impl BoundServer {
         } = self;
         let public_key = identity.public();
         let registered = registry.len();
-        // Only a store on disk needs writing to; one in memory dies with
-        // the roster's own copy.
-        let store_actor = match config.store {
-            StoreChoice::Ephemeral => None,
-            StoreChoice::Folder(_) => {
-                let cell = Mutex::new(Some(store));
-                Some(SyncArbiter::start(1, move || {
-                    let store = cell
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take();
-                    StoreActor::new(store)
-                }))
-            }
-        };
+        // One thread owns the store (on disk, or in memory with
+        // `--ephemeral`): registrations and the mailboxes.
+        let mail_limits = config.mail_limits;
+        let cell = Mutex::new(Some(store));
+        let store_actor = SyncArbiter::start(1, move || {
+            let store = cell
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            StoreActor::new(store, mail_limits)
+        });
         let directory = Arc::new(Directory::default());
         let stats = Arc::new(GatewayStats::default());
 
@@ -329,7 +330,8 @@ impl BoundServer {
         let roster = Roster::with_registry(roster_config, directory.clone(), rng, registry);
         let roster_stats = Arc::new(RosterStats::default());
         let roster = roster_ctx.run(
-            RosterActor::new(roster, gateway.clone(), roster_stats.clone()).with_store(store_actor),
+            RosterActor::new(roster, gateway.clone(), roster_stats.clone())
+                .with_store(Some(store_actor.clone())),
         );
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
@@ -344,6 +346,10 @@ impl BoundServer {
             roster.clone().recipient(),
             tcp_stats.clone(),
         )
+        .with_mailbox(MailService {
+            store: store_actor,
+            notify: roster.clone().recipient(),
+        })
         .start();
         let metrics = match metrics {
             Some((listener, addr)) => {

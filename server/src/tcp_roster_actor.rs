@@ -20,16 +20,21 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::BytesMut;
+use pigeon_shared::mailbox::{parse_mail_request, MailRequest, MAX_MAIL_REQUEST_BYTES};
 pub use pigeon_shared::roster_snapshot::RosterFormat;
-use pigeon_shared::roster_snapshot::{decode_frame, parse_roster_request, MAX_REQUEST_BYTES};
+use pigeon_shared::roster_snapshot::{
+    decode_frame, parse_roster_request, put_dotnet_string, MAX_REQUEST_BYTES,
+};
 use pigeon_shared::LogLimit;
+use pigeon_shared::{SessionToken, UserName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::directory::{Directory, Rendered};
-use crate::roster_actor::{RosterFetched, SeedFetched};
+use crate::roster_actor::{NotifyMail, RosterFetched, SeedFetched};
+use crate::store_actor::{Mailbox, StoreActor};
 
 /// Limits of the TCP roster service.
 #[derive(Debug, Clone)]
@@ -65,6 +70,14 @@ pub struct TcpRosterActor {
     fetched: Recipient<RosterFetched>,
     seed_fetched: Recipient<SeedFetched>,
     stats: Arc<TcpStats>,
+    mailbox: Option<MailService>,
+}
+
+/// Where mailbox requests go, and who tells users their mailbox has news.
+#[derive(Clone)]
+pub struct MailService {
+    pub store: Addr<StoreActor>,
+    pub notify: Recipient<NotifyMail>,
 }
 
 /// What the TCP roster service did, readable from any thread.
@@ -105,7 +118,14 @@ impl TcpRosterActor {
             fetched,
             seed_fetched,
             stats,
+            mailbox: None,
         }
+    }
+
+    /// Also serves mailbox requests on the Pigeon port.
+    pub fn with_mailbox(mut self, mailbox: MailService) -> Self {
+        self.mailbox = Some(mailbox);
+        self
     }
 }
 
@@ -124,6 +144,7 @@ impl Actor for TcpRosterActor {
                 fetched: self.fetched.clone(),
                 seed_fetched: self.seed_fetched.clone(),
                 stats: self.stats.clone(),
+                mailbox: self.mailbox.clone(),
                 per_host: per_host.clone(),
             };
             let accept = accept_loop(listener, service, slots.clone());
@@ -149,6 +170,7 @@ struct Service {
     fetched: Recipient<RosterFetched>,
     seed_fetched: Recipient<SeedFetched>,
     stats: Arc<TcpStats>,
+    mailbox: Option<MailService>,
     /// Connections being served, per host (both listeners).
     per_host: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
@@ -244,9 +266,23 @@ impl Service {
                 None
             }
             RosterFormat::Pigeon => {
-                match read_request(&mut stream, self.config.request_timeout).await {
-                    Some((name, token)) if self.directory.holds(name.as_str(), token) => {
+                let request = read_request(
+                    &mut stream,
+                    self.config.request_timeout,
+                    self.config.write_timeout,
+                )
+                .await;
+                match request {
+                    Some(Request::Roster(name, token))
+                        if self.directory.holds(name.as_str(), token) =>
+                    {
                         Some((name, token))
+                    }
+                    Some(Request::Mail(name, token, request))
+                        if self.directory.holds(name.as_str(), token) =>
+                    {
+                        self.serve_mail(stream, peer, name, request).await;
+                        return;
                     }
                     Some(_) => {
                         self.refuse(peer, "not an online session");
@@ -308,6 +344,45 @@ impl Service {
         }
     }
 
+    /// Answers a mailbox request from `name` (an online session), and
+    /// tells whoever has news.
+    async fn serve_mail(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        name: UserName,
+        request: MailRequest,
+    ) {
+        let Some(mailbox) = &self.mailbox else {
+            self.refuse(peer, "no mailboxes here");
+            return;
+        };
+        let done = match mailbox.store.send(Mailbox { name, request }).await {
+            Ok(done) => done,
+            Err(_) => {
+                self.refuse(peer, "the store is gone");
+                return;
+            }
+        };
+        if !done.notify.is_empty() {
+            mailbox.notify.do_send(NotifyMail { names: done.notify });
+        }
+        let Some(answer) = done.answer else {
+            self.refuse(peer, "the store failed");
+            return;
+        };
+        let mut buf = BytesMut::new();
+        put_dotnet_string(&mut buf, &answer.to_text());
+        let write = async {
+            stream.write_all(&buf).await?;
+            stream.shutdown().await
+        };
+        match tokio::time::timeout(self.config.write_timeout, write).await {
+            Ok(Ok(())) => debug!(%peer, bytes = buf.len(), "mailbox answered"),
+            _ => debug!(%peer, "mailbox answer not sent: connection failed or too slow"),
+        }
+    }
+
     /// A connection closed without the roster.
     fn refuse(&self, peer: SocketAddr, why: &str) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -315,22 +390,33 @@ impl Service {
     }
 }
 
-/// Reads a Pigeon client's roster request, if it sends a well-formed one in
-/// time.
-async fn read_request(
-    stream: &mut TcpStream,
-    timeout: Duration,
-) -> Option<(pigeon_shared::UserName, pigeon_shared::SessionToken)> {
-    let read = async {
-        let mut buf = BytesMut::with_capacity(64);
-        loop {
-            if let Some((text, _)) = decode_frame(&buf, MAX_REQUEST_BYTES).ok()? {
-                return parse_roster_request(&text);
-            }
-            if stream.read_buf(&mut buf).await.ok()? == 0 || buf.len() > MAX_REQUEST_BYTES + 5 {
-                return None;
-            }
+/// What a Pigeon client asks on the Pigeon port.
+enum Request {
+    Roster(UserName, SessionToken),
+    Mail(UserName, SessionToken, MailRequest),
+}
+
+/// Reads a Pigeon client's request, if it sends a well-formed one in time:
+/// the first bytes within `first`, and a request longer than a roster
+/// request (a mailbox deposit) whole within `whole`.
+async fn read_request(stream: &mut TcpStream, first: Duration, whole: Duration) -> Option<Request> {
+    let start = tokio::time::Instant::now();
+    let mut deadline = start + first;
+    let mut buf = BytesMut::with_capacity(64);
+    loop {
+        if let Some((text, _)) = decode_frame(&buf, MAX_MAIL_REQUEST_BYTES).ok()? {
+            return match parse_roster_request(&text) {
+                Some((name, token)) => Some(Request::Roster(name, token)),
+                None => parse_mail_request(&text)
+                    .map(|(name, token, request)| Request::Mail(name, token, request)),
+            };
         }
-    };
-    tokio::time::timeout(timeout, read).await.ok().flatten()
+        if buf.len() > MAX_REQUEST_BYTES {
+            deadline = start + whole.max(first);
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        if read.ok()?.ok()? == 0 || buf.len() > MAX_MAIL_REQUEST_BYTES + 5 {
+            return None;
+        }
+    }
 }

@@ -20,6 +20,7 @@
 //! delta,<from>,<to>,<change>...       server -> clients: roster changes
 //! chat,<iid>,<seq>,<base>,<part>/<parts>,<time>,<from>,<text>   client -> client
 //! ack,<from>,<iid>,<seq>              client -> client: chat received
+//! mail                                server -> client (sealed): the mailbox has news
 //! ```
 //!
 //! `<ext>` is Pigeon's extension field, `pigeon1;key=value;...`: a seed peer
@@ -88,6 +89,9 @@ pub enum Datagram {
     Chat(Chat),
     Ack(Ack),
     Sealed(Sealed),
+    /// `mail`: something waits in this user's mailbox (sealed, from the
+    /// server).
+    Mail,
     /// An end-to-end frame between Pigeon peers: binary, not text
     /// ([`crate::link`]).
     Secure(Secure),
@@ -341,6 +345,7 @@ pub enum Verb {
     Chat,
     Ack,
     Sealed,
+    Mail,
     /// Not a text verb: the binary end-to-end frame.
     Secure,
 }
@@ -610,6 +615,7 @@ impl Datagram {
                     inner: inner.to_owned(),
                 })
             }
+            Verb::Mail => Self::Mail,
             // Never read from text (`Verb::parse` does not know it).
             Verb::Secure => {
                 return Err(DecodeError::UnknownVerb {
@@ -636,6 +642,7 @@ impl Datagram {
             Self::Chat(_) => Verb::Chat,
             Self::Ack(_) => Verb::Ack,
             Self::Sealed(_) => Verb::Sealed,
+            Self::Mail => Verb::Mail,
             Self::Secure(_) => Verb::Secure,
         }
     }
@@ -769,7 +776,7 @@ impl Datagram {
                 w.field(&hex(mac));
                 w.field(inner);
             }
-            Self::Secure(_) => {}
+            Self::Mail | Self::Secure(_) => {}
         }
     }
 
@@ -1174,7 +1181,7 @@ fn excerpt(text: &str) -> String {
 
 impl Verb {
     /// Every verb.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Login,
         Self::Accept,
         Self::Logout,
@@ -1189,6 +1196,7 @@ impl Verb {
         Self::Chat,
         Self::Ack,
         Self::Sealed,
+        Self::Mail,
         Self::Secure,
     ];
 
@@ -1210,6 +1218,7 @@ impl Verb {
             Self::Chat => "chat",
             Self::Ack => "ack",
             Self::Sealed => "sealed",
+            Self::Mail => "mail",
             Self::Secure => "secure",
         }
     }

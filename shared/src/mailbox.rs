@@ -158,6 +158,18 @@ impl MailRequest {
     }
 }
 
+/// Reads a whole mailbox request: who asks, with which token, and what.
+pub fn parse_mail_request(text: &str) -> Option<(UserName, SessionToken, MailRequest)> {
+    let rest = text.strip_prefix(crate::PIGEON_TAG)?.strip_prefix(' ')?;
+    let mut words = rest.splitn(4, ' ');
+    let name = UserName::parse(words.next()?).ok()?;
+    let token = SessionToken::parse(words.next()?)?;
+    if words.next()? != MAIL_WORD {
+        return None;
+    }
+    Some((name, token, MailRequest::parse(words.next()?)?))
+}
+
 impl MailAnswer {
     /// The answer's text.
     pub fn to_text(&self) -> String {
@@ -276,7 +288,11 @@ mod tests {
             let op = text
                 .strip_prefix(&format!("pigeon1 alice {token} mail "))
                 .unwrap();
-            assert_eq!(MailRequest::parse(op), Some(request));
+            assert_eq!(MailRequest::parse(op), Some(request.clone()));
+            assert_eq!(
+                parse_mail_request(&text),
+                Some((me.clone(), token, request))
+            );
         }
         assert_eq!(MailRequest::parse("ack x1"), None);
         assert_eq!(MailRequest::parse("deposit bob 1 !!"), None);

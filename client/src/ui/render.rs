@@ -193,6 +193,7 @@ fn line_rows<'a>(line: &'a Line, ui: &UiState, width: usize) -> Vec<TextLine<'a>
         Mark::None => ("", Style::new()),
         Mark::Sending => (" …", Style::new().fg(Color::DarkGray)),
         Mark::Sent => (" ·", Style::new().fg(Color::DarkGray)),
+        Mark::Stored => (" ✉ waits for them", Style::new().fg(Color::Yellow)),
         Mark::Delivered => (" ✓", Style::new().fg(Color::Green)),
         Mark::Failed => (" ✗ failed", Style::new().fg(Color::Red)),
     };

@@ -50,6 +50,19 @@ impl Stamp {
     }
 }
 
+/// The stamp of a message sent at `ms` (since the Unix epoch): its date
+/// and time in this machine's time zone.
+pub fn sent_stamp(ms: u64) -> Stamp {
+    let when = i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|utc| utc.with_timezone(&chrono::Local));
+    match when {
+        Some(when) => Stamp(when.format("%Y-%m-%d %H:%M").to_string()),
+        None => Stamp("earlier".to_owned()),
+    }
+}
+
 /// Whether the client is logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
@@ -88,6 +101,8 @@ pub enum Mark {
     Sending,
     /// Sent to a seed-era peer, which never confirms.
     Sent,
+    /// Kept by the server for a peer who is offline.
+    Stored,
     /// Confirmed by the peer.
     Delivered,
     /// Given up.
@@ -466,6 +481,34 @@ impl UiState {
                     id: None,
                 }));
                 effects
+            }
+            ClientEvent::OfflineMessage {
+                from,
+                time,
+                sent_at_ms,
+                text,
+            } => {
+                // Shown with the date it was sent, not the time it arrived.
+                let sent = sent_stamp(*sent_at_ms);
+                let mut effects = self.message_received(from, text, &sent);
+                effects.extend(self.keep(Record {
+                    peer: from.clone(),
+                    direction: Direction::Incoming,
+                    talk_time: time.to_string(),
+                    text: text.clone(),
+                    delivery: StoredDelivery::Received,
+                    id: None,
+                }));
+                effects
+            }
+            ClientEvent::Stored { to, id } => {
+                self.mark(to, *id, Mark::Stored);
+                Vec::new()
+            }
+            ClientEvent::NotStored { to, id, text, why } => {
+                self.mark(to, *id, Mark::Failed);
+                self.set_notice(format!("not kept for {to}: {why}: {}", preview(text, 40)));
+                self.delivery(*id, StoredDelivery::Failed)
             }
             ClientEvent::Delivered { to, id } => {
                 self.mark(to, *id, Mark::Delivered);

@@ -251,9 +251,14 @@ impl SinkActor {
             ClientEvent::ServerLost { .. } => {
                 progress.server_lost.fetch_add(1, Ordering::Relaxed);
             }
+            ClientEvent::NotStored { .. } => {
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
             ClientEvent::Connecting { .. }
             | ClientEvent::Reconnected { .. }
-            | ClientEvent::KeyChanged { .. } => {}
+            | ClientEvent::KeyChanged { .. }
+            | ClientEvent::OfflineMessage { .. }
+            | ClientEvent::Stored { .. } => {}
         }
     }
 }
