@@ -52,6 +52,8 @@ pub struct CoreStats {
     /// Peer datagrams that did not come from the user they name, or did
     /// not verify.
     pub refused: u64,
+    /// End-to-end handshakes completed.
+    pub handshakes: u64,
 }
 
 /// The client. See the module documentation.
@@ -272,6 +274,7 @@ impl ClientCore {
                 }
                 PeerOutput::Emit(event) => self.events.push_back(event),
                 PeerOutput::Refused(_) => self.stats.refused += 1,
+                PeerOutput::Established => self.stats.handshakes += 1,
                 PeerOutput::Drained => {
                     if let Some(waiting) = self.draining.as_mut() {
                         waiting.remove(name);

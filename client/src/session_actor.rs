@@ -73,6 +73,8 @@ pub struct ClientStats {
     /// Peer datagrams dropped because they did not come from the user they
     /// name.
     pub refused: AtomicU64,
+    /// End-to-end handshakes completed (as initiator or responder).
+    pub handshakes: AtomicU64,
     /// Conversation actors started (again, after an idle stop).
     pub conversations_started: AtomicU64,
     /// What was sent.
@@ -311,6 +313,9 @@ impl SessionActor {
                 PeerOutput::Transmit { to, datagram } => self.transmit(to, &datagram),
                 PeerOutput::Emit(event) => events.push(event),
                 PeerOutput::Drained => drained = true,
+                PeerOutput::Established => {
+                    self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+                }
                 PeerOutput::Refused(refusal) => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     if let Some(held_back) = self.drop_log.allow(self.settings.clock.now()) {

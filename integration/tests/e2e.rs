@@ -88,8 +88,18 @@ async fn three_clients_log_in_see_each_other_talk_and_leave() -> anyhow::Result<
         .collect();
     assert_eq!(online, ["alice", "carol"]);
 
-    // Sending to someone who left is refused locally.
-    assert!(alice.say("bob", "still there?").await.is_err());
+    // A message to someone who left waits for them at the server; to a
+    // name nobody registered, it is refused.
+    let id = alice.say("bob", "still there?").await?;
+    alice
+        .wait_for("stored", |e| {
+            *e == ClientEvent::Stored {
+                to: UserName::parse("bob").unwrap(),
+                id,
+            }
+        })
+        .await?;
+    assert!(alice.say("nobody", "hello?").await.is_err());
     Ok(())
 }
 

@@ -26,6 +26,12 @@ async fn fifty_peers_converge_chat_exactly_once_and_leave() -> anyhow::Result<()
     assert_eq!(report.roster_events, 50 * 49);
     assert_eq!(report.messages_sent, 500);
     assert_eq!(report.messages_delivered, 500);
+    // Chat between the 40 Pigeon peers went end-to-end encrypted.
+    assert!(
+        report.encrypted && report.handshakes > 0,
+        "{}",
+        report.handshakes
+    );
     assert_eq!(
         (
             report.messages_lost,

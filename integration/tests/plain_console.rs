@@ -52,7 +52,7 @@ fn binaries_chat_through_the_plain_console() -> anyhow::Result<()> {
 
     // Mistakes go to stderr; stdout stays clean and the client carries on.
     bob.send("/msg nobody hello")?;
-    bob.expect_stderr("nobody is not online", WAIT)?;
+    bob.expect_stderr("nobody called nobody is registered", WAIT)?;
     bob.send("hello?")?;
     bob.expect_stderr("lines start with a command", WAIT)?;
 

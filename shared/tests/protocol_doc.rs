@@ -42,9 +42,16 @@ fn examples() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn every_example_in_protocol_md_matches_the_codec() {
     let examples = examples();
-    assert_eq!(examples.len(), 21, "examples found: {examples:?}");
+    assert_eq!(examples.len(), 22, "examples found: {examples:?}");
     for (caption, bytes) in examples {
-        if caption.starts_with("pigeon1 ") && !caption.ends_with(";end") {
+        if let Some(frame) = caption.strip_prefix("secure ") {
+            // A binary end-to-end frame: captioned with its sender and kind.
+            let Ok(Datagram::Secure(secure)) = Datagram::decode(&bytes) else {
+                panic!("{caption}: not an end-to-end frame")
+            };
+            assert_eq!(format!("{} {:?}", secure.from, secure.frame), frame);
+            assert_eq!(secure.to_bytes().as_ref(), bytes.as_slice(), "{caption}");
+        } else if caption.starts_with("pigeon1 ") && !caption.ends_with(";end") {
             let mut expected = Vec::new();
             put_dotnet_string(&mut expected, &caption);
             assert_eq!(bytes, expected, "{caption}");

@@ -36,6 +36,8 @@ pub enum PeerOutput {
     Drained,
     /// A datagram from the peer was dropped (to count and log).
     Refused(Refusal),
+    /// An end-to-end handshake with the peer completed (to count).
+    Established,
 }
 
 /// A message accepted for sending.
@@ -147,11 +149,15 @@ impl PeerCore {
         let (Some(identity), Some(link)) = (self.identity.clone(), self.link_mut()) else {
             return vec![PeerOutput::Refused(Refusal::NotEncrypted)];
         };
+        let before = link.handshakes();
         let events = match link.receive(&identity, frame, now) {
             Ok(events) => events,
             Err(drop) => return vec![PeerOutput::Refused(Refusal::Secure(drop))],
         };
         let mut outputs = Vec::new();
+        if link.handshakes() > before {
+            outputs.push(PeerOutput::Established);
+        }
         for event in events {
             match event {
                 LinkEvent::Send(frame) => outputs.extend(self.frame_to_peer(frame)),

@@ -99,6 +99,11 @@ struct Args {
     #[arg(long)]
     arbiters: Option<usize>,
 
+    /// Peers without keys: chat in clear, as clients from before keys (to
+    /// compare with the default, end-to-end encrypted).
+    #[arg(long)]
+    no_encryption: bool,
+
     /// Seed for the choice of message targets.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -189,6 +194,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             .unwrap_or_else(|| LoadConfig::default().arbiters),
         phase_timeout: Duration::from_secs(args.timeout),
         ceiling_duration: Duration::from_millis(args.ceiling_ms),
+        encrypt: !args.no_encryption,
         ..LoadConfig::default()
     };
     eprintln!(
@@ -272,6 +278,17 @@ fn print_table(r: &LoadReport) {
             ),
         ),
         ("chat phase", format!("{:.3} s", r.chat_s)),
+        (
+            "end-to-end encryption",
+            if r.encrypted {
+                format!(
+                    "on: {} handshakes, {:.0}/s",
+                    r.handshakes, r.handshakes_per_s
+                )
+            } else {
+                "off (--no-encryption)".to_owned()
+            },
+        ),
         (
             "latency p50 / p99 / max",
             format!(

@@ -53,6 +53,9 @@ pub struct LoadConfig {
     pub ceiling_duration: Duration,
     /// Longest wait for each phase.
     pub phase_timeout: Duration,
+    /// Whether the peers have keys, and so chat end-to-end encrypted
+    /// (without: as clients from before keys, in clear).
+    pub encrypt: bool,
 }
 
 impl Default for LoadConfig {
@@ -67,6 +70,7 @@ impl Default for LoadConfig {
             ceiling_receivers: 500,
             ceiling_duration: Duration::from_millis(1500),
             phase_timeout: Duration::from_secs(120),
+            encrypt: true,
         }
     }
 }
@@ -105,6 +109,12 @@ pub struct LoadReport {
     pub messages_reordered: u64,
     pub messages_failed: u64,
     pub chat_s: f64,
+    /// Whether chat was end-to-end encrypted.
+    pub encrypted: bool,
+    /// End-to-end handshakes completed in the chat phase (each counted by
+    /// both ends), and per second of it.
+    pub handshakes: u64,
+    pub handshakes_per_s: f64,
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
     pub latency_max_us: u64,
@@ -228,6 +238,7 @@ async fn start_crowd(
         let progress = progress.clone();
         let peers = config.peers;
         let legacy = config.legacy;
+        let encrypt = config.encrypt;
         arbiter.spawn(async move {
             let started: anyhow::Result<Vec<_>> = indices
                 .into_iter()
@@ -236,6 +247,9 @@ async fn start_crowd(
                     let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
                     // The first `legacy` peers speak the seed's protocol only.
                     client.plain_protocol = index < legacy;
+                    if !encrypt {
+                        client.identity = None;
+                    }
                     let handle = ClientHandle::start(client, sink.clone().recipient())?;
                     Ok((index, handle, sink))
                 })
@@ -451,6 +465,11 @@ pub async fn run(
     })
     .await;
     let chat_s = chat_start.elapsed().as_secs_f64();
+    let handshakes: u64 = crowd
+        .handles
+        .iter()
+        .map(|h| h.stats().handshakes.load(Ordering::Relaxed))
+        .sum();
     let received: Vec<Received> = join_all(crowd.sinks.iter().map(|s| s.send(TakeReceived)))
         .await
         .into_iter()
@@ -536,6 +555,9 @@ pub async fn run(
         messages_reordered: reordered,
         messages_failed: failed,
         chat_s,
+        encrypted: config.encrypt,
+        handshakes,
+        handshakes_per_s: handshakes as f64 / chat_s.max(1e-9),
         latency_p50_us: percentile(&latencies, 50.0),
         latency_p99_us: percentile(&latencies, 99.0),
         latency_max_us: latencies.last().copied().map_or(0, u64::from),
