@@ -116,6 +116,8 @@ impl ClientCore {
         now: Instant,
     ) -> Result<Sent, SendTextError> {
         let peer = self.session.check_send(&to)?;
+        let pinned = self.session.use_key(&to);
+        self.session_outputs(pinned, now);
         let conversation = self.peers.entry(to.clone()).or_insert_with(|| {
             PeerCore::new(
                 Conversation::new(

@@ -394,7 +394,7 @@ impl Session {
                 .filter(|_| !config.plain_protocol)
                 .map(|identity| identity.public()),
         };
-        let handshake = Self::new_handshake(&config);
+        let handshake = Self::new_handshake(&config, login_nonce);
         let server_key = config.server_key;
         Self {
             replica: Replica::new(
@@ -427,19 +427,19 @@ impl Session {
 
     /// A login handshake for a new round of logins, if this client has a
     /// key and speaks Pigeon.
-    fn new_handshake(config: &SessionConfig) -> Option<(LoginHandshake, Hello)> {
+    fn new_handshake(config: &SessionConfig, nonce: Nonce) -> Option<(LoginHandshake, Hello)> {
         if config.plain_protocol {
             return None;
         }
         let identity = config.identity.as_ref()?;
-        LoginHandshake::start(identity, &config.name, config.endpoint).ok()
+        LoginHandshake::start(identity, &config.name, config.endpoint, nonce).ok()
     }
 
     /// Starts a new round of logins: a new nonce for the answer to echo,
     /// a new handshake.
     fn new_round(&mut self) {
         self.login_nonce = Nonce(self.rng.random());
-        self.handshake = Self::new_handshake(&self.config);
+        self.handshake = Self::new_handshake(&self.config, self.login_nonce);
     }
 
     /// The server's address.
@@ -575,7 +575,7 @@ impl Session {
         key: PublicKey,
     ) -> Result<Vec<SessionOutput>, SendTextError> {
         let mut out = Vec::new();
-        self.replica.pins_mut().vet(name, key, &mut out);
+        self.replica.pins_mut().vet(name, key, true, &mut out);
         match self.replica.pins().blocked(name.as_str()) {
             Some((_, new)) => Err(SendTextError::KeyChanged {
                 name: name.clone(),
@@ -607,7 +607,7 @@ impl Session {
             }
             match offline::open(&identity, &m.from, &self.config.name, &m.sealed) {
                 Ok((sender, message)) if sender == m.from_key => {
-                    self.replica.pins_mut().vet(&m.from, sender, &mut out);
+                    self.replica.pins_mut().vet(&m.from, sender, true, &mut out);
                     out.push(SessionOutput::Emit(ClientEvent::OfflineMessage {
                         from: m.from,
                         time: message.time,
@@ -690,10 +690,14 @@ impl Session {
                 Err(refusal) => refused(ack.from, source, refusal),
             },
             Datagram::Secure(secure) => match self.replica.check_exact(&secure.from, source) {
-                Ok(peer) if self.encrypted_with(&peer) => vec![to_conversation(
-                    secure.from,
-                    PeerInput::Secure(secure.frame),
-                )],
+                Ok(peer) if self.encrypted_with(&peer) => {
+                    let mut out = self.use_key(&secure.from);
+                    out.push(to_conversation(
+                        secure.from,
+                        PeerInput::Secure(secure.frame),
+                    ));
+                    out
+                }
                 Ok(_) => refused(secure.from, source, Refusal::NotEncrypted),
                 Err(refusal) => refused(secure.from, source, refusal),
             },
@@ -888,10 +892,9 @@ impl Session {
                     }
                 };
                 out.insert(0, SessionOutput::Emit(event));
-                // What waited in the mailbox while this user was away.
-                if self.mailbox_access().is_some() {
-                    out.push(SessionOutput::Mailbox(MailRequest::Fetch));
-                }
+                // What waited in the mailbox while this user was away comes
+                // with a `mail` notice, now and with each keepalive answer
+                // until it is fetched.
                 out
             }
             (State::Online { resyncing: true }, Ok(snapshot)) => {
@@ -973,6 +976,16 @@ impl Session {
         }
         self.peer(to.as_str())
             .ok_or_else(|| SendTextError::UnknownUser(to.clone()))
+    }
+
+    /// This user writes to, hears from or looks up `name`: the key the
+    /// roster shows for it is pinned if it is the first used.
+    pub fn use_key(&mut self, name: &UserName) -> Vec<SessionOutput> {
+        let mut out = Vec::new();
+        if let Some(key) = self.replica.peer(name.as_str()).and_then(|peer| peer.key) {
+            self.replica.pins_mut().vet(name, key, true, &mut out);
+        }
+        out
     }
 
     /// The user trusts the key the roster now shows for `name`, in place

@@ -711,7 +711,10 @@ impl Handler<SendText> for SessionActor {
             // Offline: kept by the server, if the name is registered.
             Err(SendTextError::UnknownUser(to)) => return self.send_offline(to, msg.text),
             Err(e) => return Box::pin(fut::ready(Err(e))),
-            Ok(_) => {}
+            Ok(_) => {
+                let pinned = self.session.use_key(&msg.to);
+                self.apply(pinned, ctx);
+            }
         }
         let actor = match self.conversations.get(&msg.to) {
             Some(Slot::Running(actor)) if actor.connected() => actor.clone(),
@@ -775,7 +778,10 @@ impl Handler<Trust> for SessionActor {
 impl Handler<WhoIs> for SessionActor {
     type Result = MessageResult<WhoIs>;
 
-    fn handle(&mut self, msg: WhoIs, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: WhoIs, ctx: &mut Context<Self>) -> Self::Result {
+        // Looked at is used: pinned, so that a change is told from now on.
+        let pinned = self.session.use_key(&msg.name);
+        self.apply(pinned, ctx);
         MessageResult(self.session.key_info(msg.name.as_str()))
     }
 }

@@ -110,6 +110,7 @@ async fn forged_and_replayed_chats_are_dropped_and_the_conversation_carries_on(
     let mut alice = client("alice", server.udp_addr(), 0xa11ce).await?;
     let mut bob = client("bob", server.udp_addr(), 0xb0b).await?;
     bob.sees_online("alice").await?;
+    alice.sees_online("bob").await?;
     let (a, b) = (alice.endpoint().socket_addr(), bob.endpoint().socket_addr());
 
     alice.say("bob", "first").await?;

@@ -10,6 +10,7 @@
 //! asked to. [`server`] binds and wires them.
 
 pub mod directory;
+pub mod handshake_actor;
 pub mod metrics;
 pub mod metrics_actor;
 pub mod roster;

@@ -21,8 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pigeon_shared::handshake::{self, Hello, Reply, HELLO_BYTES, REPLY_BYTES};
-use pigeon_shared::identity::KEY_BYTES;
+use pigeon_shared::handshake::{self, Hello, Reply, REPLY_BYTES};
 use pigeon_shared::seal::{SessionKey, SEAL_OVERHEAD};
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
@@ -154,13 +153,22 @@ enum Session {
         /// The key the client logged in with (none for a client from
         /// before keys); proved once it names its token.
         client_key: Option<PublicKey>,
-        /// The hello answered and the answer, to repeat the same answer
-        /// to a repeated hello.
-        answered: Option<(Hello, Reply)>,
+        /// The hello answered (with its login's nonce) and the answer, to
+        /// repeat the same answer to a repeated login.
+        answered: Option<(Asked, Reply)>,
         /// A handshake the client started over while the session runs.
         rekey: Option<Rekey>,
     },
 }
+
+/// The answer to a login's hello computed ahead (see
+/// [`Roster::login_prepared`]): the token it carries and the answer, or why
+/// the hello does not read.
+pub type Prepared = Result<(SessionToken, handshake::Answered), String>;
+
+/// A login's hello and nonce: a login repeated with both (its answer was
+/// lost) gets the same answer; a new nonce is a new round.
+type Asked = (Hello, Option<Nonce>);
 
 /// The answer to a handshake started over during a session, with the token
 /// and key the session moves to once the client names that token: only the
@@ -168,7 +176,7 @@ enum Session {
 /// client's address cannot move the session away from the client.
 #[derive(Debug, Clone, Copy)]
 struct Rekey {
-    hello: Hello,
+    hello: Asked,
     reply: Reply,
     token: SessionToken,
     key: SessionKey,
@@ -430,6 +438,20 @@ impl Roster {
         source: SocketAddr,
         now: Instant,
     ) -> (LoginDecision, Vec<RosterAction>) {
+        self.login_prepared(login, source, now, None)
+    }
+
+    /// [`Roster::login`], with the answer to the login's hello computed
+    /// already (by the server's handshake threads, so that the roster's
+    /// thread does no key agreement): its token and answer, or why the
+    /// hello does not read. Used if the login needs a new answer.
+    pub fn login_prepared(
+        &mut self,
+        login: Login,
+        source: SocketAddr,
+        now: Instant,
+        mut prepared: Option<Prepared>,
+    ) -> (LoginDecision, Vec<RosterAction>) {
         // How large the login was: nothing sent back before the sender
         // proves it listens may be larger.
         let asked = Datagram::Login(login.clone()).encoded_len();
@@ -470,7 +492,7 @@ impl Roster {
                 token: SessionToken(0),
                 key: None,
                 client_key: None,
-                answered: ext.hello.map(|hello| (hello, [0; REPLY_BYTES])),
+                answered: ext.hello.map(|hello| ((hello, nonce), [0; REPLY_BYTES])),
                 rekey: None,
             };
             let needed = self.accept_datagram(any, nonce).encoded_len();
@@ -531,18 +553,25 @@ impl Roster {
                     Some(hello),
                 ) = (&mut user.session, pigeon.and_then(|ext| ext.hello))
                 {
-                    let known = answered.is_some_and(|(seen, _)| seen == hello);
-                    if !known && rekey.is_none_or(|r| r.hello != hello) {
-                        match answer_hello(
-                            &self.config.identity,
-                            &name,
-                            endpoint,
-                            &hello,
-                            next_token,
-                        ) {
-                            Ok(answer) => {
+                    let asked = (hello, nonce);
+                    let known = answered.is_some_and(|(seen, _)| seen == asked);
+                    if !known && rekey.is_none_or(|r| r.hello != asked) {
+                        let answered = match prepared.take() {
+                            Some(prepared) => prepared,
+                            None => answer_hello(
+                                &self.config.identity,
+                                &name,
+                                endpoint,
+                                nonce,
+                                &hello,
+                                next_token,
+                            )
+                            .map(|answer| (next_token, answer)),
+                        };
+                        match answered {
+                            Ok((next_token, answer)) => {
                                 *rekey = Some(Rekey {
-                                    hello,
+                                    hello: asked,
                                     reply: answer.reply,
                                     token: next_token,
                                     key: answer.key,
@@ -557,7 +586,7 @@ impl Roster {
                             answered: shown, ..
                         },
                         Some(offer),
-                    ) = (&mut shown, rekey.filter(|r| r.hello == hello))
+                    ) = (&mut shown, rekey.filter(|r| r.hello == asked))
                     {
                         *shown = Some((offer.hello, offer.reply));
                     }
@@ -598,13 +627,25 @@ impl Roster {
                 let token = SessionToken(self.rng.random());
                 match ext.hello {
                     Some(hello) => {
-                        match answer_hello(&self.config.identity, &name, endpoint, &hello, token) {
-                            Ok(answer) => Session::Pigeon {
+                        let answered = match prepared.take() {
+                            Some(prepared) => prepared,
+                            None => answer_hello(
+                                &self.config.identity,
+                                &name,
+                                endpoint,
+                                nonce,
+                                &hello,
+                                token,
+                            )
+                            .map(|answer| (token, answer)),
+                        };
+                        match answered {
+                            Ok((token, answer)) => Session::Pigeon {
                                 instance: ext.instance,
                                 token,
                                 key: Some(answer.key),
                                 client_key: Some(answer.client),
-                                answered: Some((hello, answer.reply)),
+                                answered: Some(((hello, nonce), answer.reply)),
                                 rekey: None,
                             },
                             Err(detail) => return refused(RefuseReason::BadHandshake, detail),
@@ -1226,24 +1267,28 @@ impl Roster {
 
 /// The server's answer to `hello`, with `token` inside; a hello that does
 /// not read, as the refusal's sentence.
-fn answer_hello(
+pub fn answer_hello(
     identity: &Identity,
     name: &UserName,
     endpoint: PeerAddr,
+    nonce: Option<Nonce>,
     hello: &Hello,
     token: SessionToken,
 ) -> Result<handshake::Answered, String> {
-    handshake::answer(identity, name, endpoint, hello, token)
-        .map_err(|e| format!("the login's handshake: {e}"))
+    handshake::answer(
+        identity,
+        name,
+        endpoint,
+        nonce.unwrap_or(Nonce(0)),
+        hello,
+        token,
+    )
+    .map_err(|e| format!("the login's handshake: {e}"))
 }
 
-/// The static key a hello claims (it travels in clear in `IX`).
+/// The static key a hello claims (the hello is that key).
 fn key_of(hello: &Hello) -> PublicKey {
-    let mut key = [0u8; KEY_BYTES];
-    if let Some(bytes) = hello.get(KEY_BYTES..HELLO_BYTES) {
-        key.copy_from_slice(bytes);
-    }
-    PublicKey(key)
+    PublicKey(*hello)
 }
 
 /// Splits changes into `delta`s of at most `max_bytes` on the wire, each

@@ -6,6 +6,7 @@
 //! events to subscribing actors, so that new behaviour (an audit log, a
 //! bot) is a new actor rather than an edit here.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use pigeon_shared::{
 use tracing::{debug, info, warn};
 
 use crate::roster::{
-    LeaveReason, LoginDecision, Roster, RosterAction, RosterEvent, SessionDecision,
+    LeaveReason, LoginDecision, Prepared, Roster, RosterAction, RosterEvent, SessionDecision,
 };
 use crate::store_actor::{Register, StoreActor};
 use crate::udp_gateway_actor::{
@@ -115,6 +116,11 @@ pub struct RosterActor {
     refusal_log: LogLimit,
     /// Where registrations are kept.
     store: Option<Addr<StoreActor>>,
+    /// Users whose mailbox holds something (messages for them, receipts
+    /// for messages they sent): told `mail` when they fetch the roster and
+    /// with each keepalive answer until it is empty, so that a lost notice
+    /// costs a keepalive interval, not the message.
+    mail_waiting: HashSet<UserName>,
 }
 
 /// A login datagram arrived from `source`.
@@ -123,6 +129,9 @@ pub struct RosterActor {
 pub struct LoginReceived {
     pub login: Login,
     pub source: SocketAddr,
+    /// The answer to its hello, computed already (see
+    /// [`crate::handshake_actor`]).
+    pub prepared: Option<Prepared>,
 }
 
 /// A logout datagram arrived from `source`.
@@ -150,11 +159,13 @@ pub struct RosterFetched {
     pub revision: Revision,
 }
 
-/// These users' mailboxes have news: each one online is sent `mail`.
-#[derive(Message, Debug)]
+/// These users' mailboxes have news (`names`: each one online is sent
+/// `mail`), and these are empty now (`emptied`).
+#[derive(Message, Debug, Default)]
 #[rtype(result = "()")]
 pub struct NotifyMail {
     pub names: Vec<UserName>,
+    pub emptied: Vec<UserName>,
 }
 
 /// A host fetched the seed-format roster over TCP: its seed-style
@@ -203,11 +214,18 @@ impl RosterActor {
             timer: None,
             refusal_log: LogLimit::default(),
             store: None,
+            mail_waiting: HashSet::new(),
         }
     }
 
     /// Registrations go to `store` to be kept (without one, they live as
     /// long as the roster).
+    /// Users whose mailbox held something when the server started.
+    pub fn with_mail_waiting(mut self, names: impl IntoIterator<Item = UserName>) -> Self {
+        self.mail_waiting.extend(names);
+        self
+    }
+
     pub fn with_store(mut self, store: Option<Addr<StoreActor>>) -> Self {
         self.store = store;
         self
@@ -368,7 +386,9 @@ impl Handler<LoginReceived> for RosterActor {
         let endpoint = msg.login.endpoint;
         let pigeon = msg.login.pigeon.is_some();
         let source = msg.source;
-        let (decision, actions) = self.roster.login(msg.login, source, Instant::now());
+        let (decision, actions) =
+            self.roster
+                .login_prepared(msg.login, source, Instant::now(), msg.prepared);
         match &decision {
             LoginDecision::Joined => self.stats.joined.fetch_add(1, Ordering::Relaxed),
             LoginDecision::Refreshed => self.stats.refreshed.fetch_add(1, Ordering::Relaxed),
@@ -431,10 +451,13 @@ impl Handler<PingReceived> for RosterActor {
     fn handle(&mut self, msg: PingReceived, ctx: &mut Context<Self>) {
         let name = msg.ping.name.clone();
         let source = msg.source;
-        let (decision, actions) = self.roster.ping(msg.ping, source, Instant::now());
+        let (decision, mut actions) = self.roster.ping(msg.ping, source, Instant::now());
         if decision == SessionDecision::Done {
             self.stats.keepalives.fetch_add(1, Ordering::Relaxed);
             debug!(user = %name, %source, "keepalive");
+            if self.mail_waiting.contains(&name) {
+                actions.extend(self.roster.mail_notice(name.as_str()));
+            }
         } else {
             self.stats.ignored(true, &decision);
             self.log_ignored("keepalive", &name, source, &decision);
@@ -447,9 +470,12 @@ impl Handler<RosterFetched> for RosterActor {
     type Result = ();
 
     fn handle(&mut self, msg: RosterFetched, ctx: &mut Context<Self>) {
-        let (decision, actions) = self.roster.synced(&msg.name, msg.token, msg.revision);
+        let (decision, mut actions) = self.roster.synced(&msg.name, msg.token, msg.revision);
         if decision == SessionDecision::Done {
             debug!(user = %msg.name, revision = msg.revision, catch_up = actions.len(), "roster fetched");
+            if self.mail_waiting.contains(&msg.name) {
+                actions.extend(self.roster.mail_notice(msg.name.as_str()));
+            }
         } else {
             debug!(user = %msg.name, ?decision, "roster fetched by an unknown session");
         }
@@ -461,11 +487,15 @@ impl Handler<NotifyMail> for RosterActor {
     type Result = ();
 
     fn handle(&mut self, msg: NotifyMail, ctx: &mut Context<Self>) {
+        for name in &msg.emptied {
+            self.mail_waiting.remove(name);
+        }
         let actions: Vec<RosterAction> = msg
             .names
             .iter()
             .filter_map(|name| self.roster.mail_notice(name.as_str()))
             .collect();
+        self.mail_waiting.extend(msg.names);
         self.dispatch(actions, ctx);
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
 use crate::directory::Directory;
+use crate::handshake_actor::HandshakeActor;
 use crate::metrics::{Rates, ServerMetrics};
 use crate::metrics_actor::{MetricsActor, StopMetrics};
 use crate::roster::{
@@ -144,6 +145,8 @@ pub struct BoundServer {
     store: Store,
     identity: Identity,
     registry: HashMap<UserName, PublicKey>,
+    /// Who has something in its mailbox.
+    mail_waiting: Vec<UserName>,
 }
 
 /// A running server.
@@ -202,6 +205,7 @@ impl BoundServer {
             None => store.identity()?,
         };
         let registry = store.registry()?;
+        let mail_waiting = store.names_with_mail()?;
         Ok(Self {
             udp,
             tcp,
@@ -214,6 +218,7 @@ impl BoundServer {
             store,
             identity,
             registry,
+            mail_waiting,
         })
     }
 
@@ -256,6 +261,7 @@ impl BoundServer {
             store,
             identity,
             registry,
+            mail_waiting,
         } = self;
         let public_key = identity.public();
         let registered = registry.len();
@@ -287,6 +293,23 @@ impl BoundServer {
             .max_addresses_per_host
             .max(config.max_users_per_host.saturating_add(16));
         let gateway_directory = directory.clone();
+        // The login handshakes' key agreements, on a thread per core.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handshakes = {
+            let identity = identity.clone();
+            let roster = roster_addr_actor.clone();
+            let waiting = waiting.clone();
+            let answered = Arc::new(dashmap::DashMap::new());
+            SyncArbiter::start(threads, move || {
+                HandshakeActor::new(
+                    identity.clone(),
+                    roster.clone(),
+                    waiting.clone(),
+                    answered.clone(),
+                )
+            })
+        };
         #[cfg(feature = "faults")]
         let faults = config.faults.clone();
         // The tokio socket must be created on the thread that will poll it.
@@ -305,6 +328,7 @@ impl BoundServer {
                         limits,
                         gateway_directory,
                     )
+                    .with_handshakes(handshakes, waiting)
                     .start()
                 });
             let _ = gateway_tx.send(started);
@@ -331,7 +355,8 @@ impl BoundServer {
         let roster_stats = Arc::new(RosterStats::default());
         let roster = roster_ctx.run(
             RosterActor::new(roster, gateway.clone(), roster_stats.clone())
-                .with_store(Some(store_actor.clone())),
+                .with_store(Some(store_actor.clone()))
+                .with_mail_waiting(mail_waiting),
         );
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),

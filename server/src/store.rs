@@ -492,6 +492,37 @@ impl Store {
         Ok(senders)
     }
 
+    /// Whether anything waits for `name`: messages to it, or receipts for
+    /// messages it sent.
+    pub fn has_mail(&self, name: &UserName) -> Result<bool, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM mail WHERE recipient = ?1)
+                     OR EXISTS (SELECT 1 FROM receipts WHERE sender = ?1)",
+                params![name.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.error(e))
+    }
+
+    /// Everyone something waits for (at a server's start).
+    pub fn names_with_mail(&self) -> Result<Vec<UserName>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT recipient FROM mail UNION SELECT sender FROM receipts")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| self.error(e))?;
+        let mut names = Vec::new();
+        for row in rows {
+            if let Ok(name) = UserName::parse(&row.map_err(|e| self.error(e))?) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
     /// Forgets what was kept longer than the limits allow.
     pub fn expire(&self, limits: &MailLimits, now_ms: u64) -> Result<usize, StoreError> {
         let before = to_sql(now_ms.saturating_sub(limits.keep_ms));
@@ -635,7 +666,10 @@ mod tests {
             store.deposit(&Letter { to: &bob, from: &alice, from_key: &key, id: 5, sealed: &[0; 95] }, &limits, 30).unwrap(),
             Deposited::Full(why) if why.contains("KiB")
         ));
+        assert!(store.has_mail(&bob).unwrap() && store.has_mail(&alice).unwrap());
+        assert_eq!(store.names_with_mail().unwrap().len(), 2);
         assert_eq!(store.expire(&limits, 2000).unwrap(), 1);
         assert!(store.mailbox(&bob, 10).unwrap().0.is_empty());
+        assert!(!store.has_mail(&bob).unwrap() && !store.has_mail(&alice).unwrap());
     }
 }

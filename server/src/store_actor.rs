@@ -24,6 +24,8 @@ pub struct Mailbox {
 pub struct MailDone {
     pub answer: Option<MailAnswer>,
     pub notify: Vec<UserName>,
+    /// Users whose mailbox is empty now.
+    pub emptied: Vec<UserName>,
 }
 
 /// Keep that `name` is registered to `key`.
@@ -60,6 +62,7 @@ impl StoreActor {
     ) -> Result<MailDone, crate::store::StoreError> {
         let now = now_ms();
         let mut notify = Vec::new();
+        let mut emptied = Vec::new();
         let answer = match request {
             MailRequest::Key { name } => match store.key_of(name.as_str())? {
                 Some(key) => MailAnswer::Key { name, key },
@@ -72,6 +75,7 @@ impl StoreActor {
                             detail: format!("{name} has no registered key yet"),
                         }),
                         notify,
+                        emptied,
                     });
                 };
                 let letter = Letter {
@@ -107,12 +111,16 @@ impl StoreActor {
                 if !mail.is_empty() {
                     info!(user = %name, delivered = mail.len(), "offline messages delivered");
                 }
+                if !store.has_mail(name)? {
+                    emptied.push(name.clone());
+                }
                 MailAnswer::Done
             }
         };
         Ok(MailDone {
             answer: Some(answer),
             notify,
+            emptied,
         })
     }
 }
@@ -126,6 +134,7 @@ impl Handler<Mailbox> for StoreActor {
             None => Ok(MailDone {
                 answer: None,
                 notify: Vec::new(),
+                emptied: Vec::new(),
             }),
         };
         MessageResult(done.unwrap_or_else(|e| {
@@ -135,6 +144,7 @@ impl Handler<Mailbox> for StoreActor {
             MailDone {
                 answer: None,
                 notify: Vec::new(),
+                emptied: Vec::new(),
             }
         }))
     }

@@ -364,8 +364,11 @@ impl Service {
                 return;
             }
         };
-        if !done.notify.is_empty() {
-            mailbox.notify.do_send(NotifyMail { names: done.notify });
+        if !done.notify.is_empty() || !done.emptied.is_empty() {
+            mailbox.notify.do_send(NotifyMail {
+                names: done.notify,
+                emptied: done.emptied,
+            });
         }
         let Some(answer) = done.answer else {
             self.refuse(peer, "the store failed");

@@ -7,9 +7,9 @@
 //! about users.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
 use crate::directory::Directory;
+use crate::handshake_actor::{AnswerLogin, HandshakeActor, MAX_WAITING};
 use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
@@ -35,6 +36,9 @@ pub struct UdpGatewayActor {
     limits: RateLimits,
     /// Who holds which session, to recognise authenticated keepalives.
     directory: Arc<Directory>,
+    /// Where logins with a handshake go first (`None`: to the roster),
+    /// and how many wait there.
+    handshakes: Option<(Addr<HandshakeActor>, Arc<AtomicUsize>)>,
 }
 
 /// What one session may send the server, proven (keepalives every sixth
@@ -168,7 +172,19 @@ impl UdpGatewayActor {
             send_log: LogLimit::default(),
             limits,
             directory,
+            handshakes: None,
         }
+    }
+
+    /// Logins with a handshake go to `handshakes` to be answered, and on to
+    /// the roster from there.
+    pub fn with_handshakes(
+        mut self,
+        handshakes: Addr<HandshakeActor>,
+        waiting: Arc<AtomicUsize>,
+    ) -> Self {
+        self.handshakes = Some((handshakes, waiting));
+        self
     }
 
     fn send(&mut self, bytes: &Bytes, to: SocketAddr) {
@@ -193,7 +209,13 @@ impl Actor for UdpGatewayActor {
             sessions: RateLimiter::new(SESSION_RATE, Instant::now()),
             directory: self.directory.clone(),
         };
-        let receive = receive_loop(socket, self.roster.clone(), self.stats.clone(), limiter);
+        let receive = receive_loop(
+            socket,
+            self.roster.clone(),
+            self.handshakes.clone(),
+            self.stats.clone(),
+            limiter,
+        );
         ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
         debug!(local = %self.sender.local_addr(), "gateway started");
     }
@@ -211,6 +233,7 @@ impl Actor for UdpGatewayActor {
 async fn receive_loop(
     socket: Arc<UdpSocket>,
     roster: Addr<RosterActor>,
+    handshakes: Option<(Addr<HandshakeActor>, Arc<AtomicUsize>)>,
     stats: Arc<GatewayStats>,
     mut limiter: Limiters,
 ) {
@@ -261,7 +284,26 @@ async fn receive_loop(
         };
         trace!(%source, verb = %datagram.verb(), "received datagram");
         let delivered = match datagram {
-            Datagram::Login(login) => forward(&roster, LoginReceived { login, source }).await,
+            Datagram::Login(login) => match &handshakes {
+                Some((pool, waiting)) if login.pigeon.is_some_and(|ext| ext.hello.is_some()) => {
+                    // Bounded by hand (a sync actor's mailbox has no
+                    // capacity to set): past the bound, wait for room.
+                    while waiting.load(Ordering::Acquire) >= MAX_WAITING {
+                        actix_rt::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    waiting.fetch_add(1, Ordering::AcqRel);
+                    pool.do_send(AnswerLogin { login, source });
+                    pool.connected()
+                }
+                _ => {
+                    let login = LoginReceived {
+                        login,
+                        source,
+                        prepared: None,
+                    };
+                    forward(&roster, login).await
+                }
+            },
             Datagram::Logout(logout) => forward(&roster, LogoutReceived { logout, source }).await,
             Datagram::Ping(ping) => forward(&roster, PingReceived { ping, source }).await,
             other => {
@@ -378,10 +420,11 @@ fn starts_with_verb(bytes: &[u8], verb: &str) -> bool {
 
 /// Hands `msg` to the roster, waiting only when its mailbox is full.
 /// `false` once the roster has stopped.
-async fn forward<M>(roster: &Addr<RosterActor>, msg: M) -> bool
+async fn forward<A, M>(roster: &Addr<A>, msg: M) -> bool
 where
+    A: Actor + Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
     M: Message<Result = ()> + Send + 'static,
-    RosterActor: Handler<M>,
 {
     match roster.try_send(msg) {
         Ok(()) => true,

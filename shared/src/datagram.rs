@@ -975,15 +975,38 @@ fn parse_mac(text: &str) -> Option<[u8; 16]> {
 
 /// Exactly `2 * N` lowercase hex digits, as `N` bytes.
 pub(crate) fn parse_hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
         return None;
     }
     let mut bytes = [0u8; N];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    // Every key of a roster of thousands goes through here: one table
+    // look-up per digit, and one check for the whole text at the end.
+    let mut bad = 0u8;
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        let high = HEX_DIGITS[usize::from(pair[0])];
+        let low = HEX_DIGITS[usize::from(pair[1])];
+        bad |= (high | low) & 0x80;
+        *byte = (high << 4) | (low & 0x0f);
     }
-    Some(bytes)
+    (bad == 0).then_some(bytes)
 }
+
+/// The value of each lowercase hex digit; `0x80` for every other byte.
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Bytes as lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -1575,6 +1598,16 @@ mod tests {
                 pigeon: None
             }))
         );
+    }
+
+    #[test]
+    fn hex_arrays_read_only_lowercase_hex_of_the_exact_length() {
+        assert_eq!(parse_hex_array::<2>("00ff"), Some([0, 255]));
+        assert_eq!(parse_hex_array::<2>("a1b2"), Some([0xa1, 0xb2]));
+        for bad in ["00FF", "0g00", "00f", "00ff0", "+0ff", "é0f", "0 ff"] {
+            assert_eq!(parse_hex_array::<2>(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_hex_array::<3>(&hex(&[1, 2, 254])), Some([1, 2, 254]));
     }
 
     #[test]

@@ -20,8 +20,9 @@ use crate::utf16::{decode_utf16le, put_utf16le};
 /// The context string the key is derived with from a token.
 const CONTEXT: &str = "pigeon1 server datagrams";
 
-/// The context string the key is derived with from a login handshake.
-const HANDSHAKE_CONTEXT: &str = "pigeon1 server datagrams v2";
+/// The context string the key is derived with from the secret a login
+/// handshake carries.
+const HANDSHAKE_CONTEXT: &str = "pigeon1 server datagrams v3";
 
 /// The bytes sealing adds to a datagram: `sealed,`, the MAC and a comma,
 /// in UTF-16.
@@ -38,9 +39,10 @@ impl SessionKey {
     }
 
     /// The key of a session set up by the login handshake
-    /// ([`crate::handshake`]), from its handshake hash.
-    pub fn from_handshake(hash: &[u8]) -> Self {
-        Self(blake3::derive_key(HANDSHAKE_CONTEXT, hash))
+    /// ([`crate::handshake`]), from the secret the server sent in it,
+    /// encrypted to the client's key.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self(blake3::derive_key(HANDSHAKE_CONTEXT, secret))
     }
 
     /// The MAC of `bytes`.

@@ -118,7 +118,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 instance(),
                 proptest::option::of(token()),
                 nonce(),
-                proptest::option::of(proptest::array::uniform::<_, 64>(any::<u8>())),
+                proptest::option::of(proptest::array::uniform::<
+                    _,
+                    { pigeon_shared::handshake::HELLO_BYTES },
+                >(any::<u8>())),
                 0..=pigeon_shared::MAX_PAD as u16
             ))
         )
@@ -147,7 +150,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 token(),
                 1u32..,
                 nonce(),
-                proptest::option::of(proptest::array::uniform::<_, 112>(any::<u8>()))
+                proptest::option::of(proptest::array::uniform::<
+                    _,
+                    { pigeon_shared::handshake::REPLY_BYTES },
+                >(any::<u8>()))
             ))
         )
             .prop_map(|(tcp_port, ext)| {

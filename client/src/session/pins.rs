@@ -1,8 +1,10 @@
-//! `KeyPins`: the peers' keys this user has seen, pinned on first sight
-//! (trust on first use, like SSH's known hosts), and the names whose key
-//! the roster now shows different: told once, and nothing is sent to them
-//! until the user trusts the new key. Part of the replica; no I/O (the
-//! session actor keeps the file).
+//! `KeyPins`: the peers' keys this user has used, pinned the first time
+//! (trust on first use, like SSH's known hosts: a message sent or received,
+//! an offline message, `/whois`), and the names whose key the roster now
+//! shows different: told once, and nothing is sent to them until the user
+//! trusts the new key. Users never written to are not pinned, so a client
+//! in a crowd of thousands keeps only its contacts. Part of the replica; no
+//! I/O (the session actor keeps the file).
 
 use std::collections::BTreeMap;
 
@@ -50,11 +52,18 @@ impl KeyPins {
         }
     }
 
-    /// The roster shows `key` for `name`: pins it if it is the first, says
-    /// so once if it is not the pinned one.
-    pub(crate) fn vet(&mut self, name: &UserName, key: PublicKey, out: &mut Vec<SessionOutput>) {
+    /// The roster shows `key` for `name` (`used`: and this user is using
+    /// it): pins it if it is the first used, says so once if it is not the
+    /// pinned one.
+    pub(crate) fn vet(
+        &mut self,
+        name: &UserName,
+        key: PublicKey,
+        used: bool,
+        out: &mut Vec<SessionOutput>,
+    ) {
         match self.pinned.get(name) {
-            None if self.pinned.len() < MAX_PINS => {
+            None if used && self.pinned.len() < MAX_PINS => {
                 self.pinned.insert(name.clone(), key);
                 out.push(SessionOutput::PinPeer {
                     name: name.clone(),
@@ -115,15 +124,19 @@ mod tests {
         let mut pins = KeyPins::default();
         let mut out = Vec::new();
         let bob = name("bob");
-        pins.vet(&bob, PublicKey([1; 32]), &mut out);
+        // Seen in the roster only: not pinned.
+        pins.vet(&bob, PublicKey([1; 32]), false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(pins.pinned("bob"), None);
+        pins.vet(&bob, PublicKey([1; 32]), true, &mut out);
         assert!(matches!(out.as_slice(), [SessionOutput::PinPeer { .. }]));
         out.clear();
-        pins.vet(&bob, PublicKey([1; 32]), &mut out);
+        pins.vet(&bob, PublicKey([1; 32]), false, &mut out);
         assert!(out.is_empty());
         assert_eq!(pins.blocked("bob"), None);
 
-        pins.vet(&bob, PublicKey([2; 32]), &mut out);
-        pins.vet(&bob, PublicKey([2; 32]), &mut out);
+        pins.vet(&bob, PublicKey([2; 32]), false, &mut out);
+        pins.vet(&bob, PublicKey([2; 32]), true, &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(matches!(
             &out[0],
@@ -135,13 +148,13 @@ mod tests {
             Some((PublicKey([1; 32]), PublicKey([2; 32])))
         );
         // Back to the trusted key: nothing to trust any more.
-        pins.vet(&bob, PublicKey([1; 32]), &mut out);
+        pins.vet(&bob, PublicKey([1; 32]), false, &mut out);
         assert_eq!(pins.blocked("bob"), None);
         assert!(pins.trust(&bob).is_none());
 
         // Changed again, and trusted: pinned, and no longer blocked.
         out.clear();
-        pins.vet(&bob, PublicKey([3; 32]), &mut out);
+        pins.vet(&bob, PublicKey([3; 32]), false, &mut out);
         assert_eq!(out.len(), 1);
         assert!(matches!(
             pins.trust(&bob),

@@ -226,7 +226,7 @@ impl Replica {
         };
         for (name, peer) in self.roster.iter() {
             if let Some(key) = peer.key.filter(|_| *name != self.me) {
-                self.pins.vet(name, key, &mut out);
+                self.pins.vet(name, key, false, &mut out);
             }
         }
         (out, gap)
@@ -277,7 +277,7 @@ impl Replica {
                     key,
                 };
                 if let Some(key) = key {
-                    self.pins.vet(&name, key, out);
+                    self.pins.vet(&name, key, false, out);
                 }
                 let old = Arc::make_mut(&mut self.roster).insert(name.clone(), peer);
                 if old == Some(peer) {

@@ -1255,6 +1255,7 @@ fn keyed_accept(s: &Session, server: &Identity, hello: &Hello) -> Datagram {
         server,
         &name("alice"),
         addr("10.0.0.2:5000"),
+        s.login_nonce(),
         hello,
         TOKEN,
     )
@@ -1344,6 +1345,11 @@ fn a_peers_key_is_pinned_and_a_change_blocks_sending_until_trusted() {
         sock(SERVER),
         t,
     );
+    // Seen, not yet used: nothing pinned.
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, SessionOutput::PinPeer { .. })));
+    let out = s.use_key(&name("bob"));
     assert!(out.contains(&SessionOutput::PinPeer {
         name: name("bob"),
         key: PublicKey([1; 32]),

@@ -47,7 +47,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
     let identity = Identity::generate();
     for i in 0..n {
         let endpoint = endpoint(i);
-        let hello = LoginHandshake::start(&identity, &name(i), endpoint)
+        let hello = LoginHandshake::start(&identity, &name(i), endpoint, Nonce(i as u128))
             .ok()
             .map(|(_, hello)| hello);
         let login = Login {

@@ -1247,14 +1247,20 @@ fn keyed_login(
     a: &str,
     instance: InstanceId,
 ) -> (Login, handshake::LoginHandshake) {
-    let (state, hello) = handshake::LoginHandshake::start(identity, &name(n), addr(a)).unwrap();
+    // Each login a round of its own: a fresh nonce.
+    static NONCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+    let nonce = Nonce(u128::from(
+        NONCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    ));
+    let (state, hello) =
+        handshake::LoginHandshake::start(identity, &name(n), addr(a), nonce).unwrap();
     let login = Login {
         name: name(n),
         endpoint: addr(a),
         pigeon: Some(LoginExt {
             instance,
             token: None,
-            nonce: Some(Nonce(7)),
+            nonce: Some(nonce),
             hello: Some(hello),
             pad: 0,
         }),
@@ -1387,7 +1393,7 @@ fn a_forged_hello_does_not_move_a_session_off_its_key() {
         hello: Some(hello), ..
     }) = forged.pigeon.as_mut()
     {
-        hello[32..64].copy_from_slice(&alice.public().0);
+        *hello = alice.public().0;
     }
     let (decision, _) = f.roster.login(forged, at, f.t0);
     assert_eq!(decision, LoginDecision::Refreshed);
