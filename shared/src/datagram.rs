@@ -121,7 +121,7 @@ pub struct Login {
 }
 
 /// A Pigeon client's login extension:
-/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>][;hs=<128 hex>][;pad=<0s>]`.
+/// `pigeon1;iid=<16 hex>[;tok=<32 hex>][;n=<32 hex>][;hs=<64 hex>][;pad=<0s>]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginExt {
     /// The client's instance id, kept across re-logins.
@@ -131,8 +131,9 @@ pub struct LoginExt {
     pub token: Option<SessionToken>,
     /// A random number the answer (`Accept` or `refused`) echoes.
     pub nonce: Option<Nonce>,
-    /// The first message of the login handshake ([`crate::handshake`]):
-    /// who the client is. Clients from before keys send none.
+    /// The client's static public key, which the login handshake's answer
+    /// is encrypted to ([`crate::handshake`]). Clients from before keys
+    /// send none.
     pub hello: Option<Hello>,
     /// Padding: this many `0`s, so that the login is no smaller than the
     /// `Accept` that answers it ([`Login::padded`]).
@@ -164,7 +165,7 @@ pub struct Accept {
 }
 
 /// A Pigeon server's accept extension:
-/// `pigeon1;rx=<port>[;tok=<32 hex>];ka=<ms>[;n=<32 hex>][;hs=<224 hex>]`:
+/// `pigeon1;rx=<port>[;tok=<32 hex>];ka=<ms>[;n=<32 hex>][;hs=<288 hex>]`:
 /// the token in clear for a login without a handshake, inside the
 /// handshake's reply otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +178,8 @@ pub struct AcceptExt {
     pub keepalive_ms: u32,
     /// The login's nonce, echoed.
     pub nonce: Option<Nonce>,
-    /// The second message of the login handshake: the server's key, and
-    /// the token encrypted to the client's.
+    /// The login handshake's answer: the server's key, and the token and
+    /// the sealing secret encrypted to the client's.
     pub reply: Option<Reply>,
 }
 
