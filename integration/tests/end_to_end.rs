@@ -11,6 +11,7 @@ use integration::forge::Forger;
 use integration::harness::{start_server, TestClient};
 use pigeon_client::ClientConfig;
 use pigeon_client::ClientEvent;
+use pigeon_server::ServerHandle;
 use pigeon_shared::{InstanceId, UserName};
 
 fn utf16(text: &str) -> Vec<u8> {
@@ -23,6 +24,16 @@ async fn client(name: &str, server: std::net::SocketAddr, iid: u64) -> anyhow::R
     let mut client = TestClient::start_with(config)?;
     client.ready().await?;
     Ok(client)
+}
+
+/// A server, and alice and bob logged in, each seeing the other.
+async fn alice_and_bob() -> anyhow::Result<(ServerHandle, TestClient, TestClient)> {
+    let server = start_server().await?;
+    let mut alice = client("alice", server.udp_addr(), 0xa11ce).await?;
+    let mut bob = client("bob", server.udp_addr(), 0xb0b).await?;
+    bob.sees_online("alice").await?;
+    alice.sees_online("bob").await?;
+    Ok((server, alice, bob))
 }
 
 /// The datagrams captured from `from` to `to`.
@@ -43,11 +54,7 @@ async fn a_capture_of_the_wire_holds_no_message_text() -> anyhow::Result<()> {
     let Some(capture) = Capture::or_skip("a_capture_of_the_wire_holds_no_message_text") else {
         return Ok(());
     };
-    let server = start_server().await?;
-    let mut alice = client("alice", server.udp_addr(), 0xa11ce).await?;
-    let mut bob = client("bob", server.udp_addr(), 0xb0b).await?;
-    bob.sees_online("alice").await?;
-    alice.sees_online("bob").await?;
+    let (_server, mut alice, mut bob) = alice_and_bob().await?;
 
     let secrets = [
         "the eagle lands at dawn, 天涯若比邻 417",
@@ -106,11 +113,7 @@ async fn forged_and_replayed_chats_are_dropped_and_the_conversation_carries_on(
     let Some(capture) = Capture::or_skip(test) else {
         return Ok(());
     };
-    let server = start_server().await?;
-    let mut alice = client("alice", server.udp_addr(), 0xa11ce).await?;
-    let mut bob = client("bob", server.udp_addr(), 0xb0b).await?;
-    bob.sees_online("alice").await?;
-    alice.sees_online("bob").await?;
+    let (_server, mut alice, mut bob) = alice_and_bob().await?;
     let (a, b) = (alice.endpoint().socket_addr(), bob.endpoint().socket_addr());
 
     alice.say("bob", "first").await?;

@@ -13,7 +13,7 @@ use pigeon_shared::handshake::Hello;
 use pigeon_shared::{Identity, Login, Nonce, SessionToken};
 use rand::Rng;
 
-use crate::roster::answer_hello;
+use crate::roster::answer_with;
 use crate::roster_actor::{LoginReceived, RosterActor};
 
 /// A login from `source` with a hello to answer.
@@ -81,7 +81,7 @@ impl Handler<AnswerLogin> for HandshakeActor {
             })
             .map(|(hello, nonce): (_, Option<Nonce>)| {
                 let token = SessionToken(rand::rng().random());
-                answer_hello(
+                answer_with(
                     &self.identity,
                     &login.name,
                     login.endpoint,
@@ -89,7 +89,6 @@ impl Handler<AnswerLogin> for HandshakeActor {
                     &hello,
                     token,
                 )
-                .map(|answer| (token, answer))
             });
         self.roster.do_send(LoginReceived {
             login,

@@ -556,9 +556,8 @@ impl Roster {
                     let asked = (hello, nonce);
                     let known = answered.is_some_and(|(seen, _)| seen == asked);
                     if !known && rekey.is_none_or(|r| r.hello != asked) {
-                        let answered = match prepared.take() {
-                            Some(prepared) => prepared,
-                            None => answer_hello(
+                        let answered = prepared.take().unwrap_or_else(|| {
+                            answer_with(
                                 &self.config.identity,
                                 &name,
                                 endpoint,
@@ -566,8 +565,7 @@ impl Roster {
                                 &hello,
                                 next_token,
                             )
-                            .map(|answer| (next_token, answer)),
-                        };
+                        });
                         match answered {
                             Ok((next_token, answer)) => {
                                 *rekey = Some(Rekey {
@@ -627,9 +625,8 @@ impl Roster {
                 let token = SessionToken(self.rng.random());
                 match ext.hello {
                     Some(hello) => {
-                        let answered = match prepared.take() {
-                            Some(prepared) => prepared,
-                            None => answer_hello(
+                        let answered = prepared.take().unwrap_or_else(|| {
+                            answer_with(
                                 &self.config.identity,
                                 &name,
                                 endpoint,
@@ -637,8 +634,7 @@ impl Roster {
                                 &hello,
                                 token,
                             )
-                            .map(|answer| (token, answer)),
-                        };
+                        });
                         match answered {
                             Ok((token, answer)) => Session::Pigeon {
                                 instance: ext.instance,
@@ -1284,6 +1280,18 @@ pub fn answer_hello(
         token,
     )
     .map_err(|e| format!("the login's handshake: {e}"))
+}
+
+/// The answer to `hello` with `token`, as a [`Prepared`] one.
+pub fn answer_with(
+    identity: &Identity,
+    name: &UserName,
+    endpoint: PeerAddr,
+    nonce: Option<Nonce>,
+    hello: &Hello,
+    token: SessionToken,
+) -> Prepared {
+    answer_hello(identity, name, endpoint, nonce, hello, token).map(|answer| (token, answer))
 }
 
 /// The static key a hello claims (the hello is that key).

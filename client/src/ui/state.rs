@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use pigeon_shared::UserName;
+use pigeon_shared::{TalkTime, UserName};
 
 use crate::client_core::Sent;
 use crate::command::{parse_command, Command, UI_HELP};
@@ -469,38 +469,14 @@ impl UiState {
                 }
                 Vec::new()
             }
-            ClientEvent::Message { from, time, text } => {
-                let mut effects = self.message_received(from, text, at);
-                // Kept with the time the sender's message carries.
-                effects.extend(self.keep(Record {
-                    peer: from.clone(),
-                    direction: Direction::Incoming,
-                    talk_time: time.to_string(),
-                    text: text.clone(),
-                    delivery: StoredDelivery::Received,
-                    id: None,
-                }));
-                effects
-            }
+            ClientEvent::Message { from, time, text } => self.incoming(from, time, text, at),
+            // Shown with the date it was sent, not the time it arrived.
             ClientEvent::OfflineMessage {
                 from,
                 time,
                 sent_at_ms,
                 text,
-            } => {
-                // Shown with the date it was sent, not the time it arrived.
-                let sent = sent_stamp(*sent_at_ms);
-                let mut effects = self.message_received(from, text, &sent);
-                effects.extend(self.keep(Record {
-                    peer: from.clone(),
-                    direction: Direction::Incoming,
-                    talk_time: time.to_string(),
-                    text: text.clone(),
-                    delivery: StoredDelivery::Received,
-                    id: None,
-                }));
-                effects
-            }
+            } => self.incoming(from, time, text, &sent_stamp(*sent_at_ms)),
             ClientEvent::Stored { to, id } => {
                 self.mark(to, *id, Mark::Stored);
                 Vec::new()
@@ -980,6 +956,27 @@ impl UiState {
             }],
             Command::Trust { name } => vec![Effect::Trust { name }],
         }
+    }
+
+    /// A message from `from`, shown at `at` and kept with the time it
+    /// carries.
+    fn incoming(
+        &mut self,
+        from: &UserName,
+        time: &TalkTime,
+        text: &str,
+        at: &Stamp,
+    ) -> Vec<Effect> {
+        let mut effects = self.message_received(from, text, at);
+        effects.extend(self.keep(Record {
+            peer: from.clone(),
+            direction: Direction::Incoming,
+            talk_time: time.to_string(),
+            text: text.to_owned(),
+            delivery: StoredDelivery::Received,
+            id: None,
+        }));
+        effects
     }
 
     /// What `/whois` found: a line on the status tab and, for a peer, in
