@@ -296,6 +296,7 @@ impl BoundServer {
         // The login handshakes' key agreements, on a thread per core.
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (gateway_waiting, handshakes_waiting) = (waiting.clone(), waiting.clone());
         let handshakes = {
             let identity = identity.clone();
             let roster = roster_addr_actor.clone();
@@ -328,7 +329,7 @@ impl BoundServer {
                         limits,
                         gateway_directory,
                     )
-                    .with_handshakes(handshakes, waiting)
+                    .with_handshakes(handshakes, gateway_waiting)
                     .start()
                 });
             let _ = gateway_tx.send(started);
@@ -371,6 +372,7 @@ impl BoundServer {
             roster.clone().recipient(),
             tcp_stats.clone(),
         )
+        .with_handshake_queue(handshakes_waiting)
         .with_mailbox(MailService {
             store: store_actor,
             notify: roster.clone().recipient(),

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,14 @@ pub struct TcpRosterActor {
     seed_fetched: Recipient<SeedFetched>,
     stats: Arc<TcpStats>,
     mailbox: Option<MailService>,
+    /// Logins waiting for their handshake to be answered.
+    handshakes_waiting: Option<Arc<AtomicUsize>>,
 }
+
+/// Longest a Pigeon roster fetch is held while logins wait for their
+/// handshakes: in a login storm the snapshot then carries the storm,
+/// instead of every early client getting the rest in deltas.
+pub const MAX_STORM_HOLD: Duration = Duration::from_millis(500);
 
 /// Where mailbox requests go, and who tells users their mailbox has news.
 #[derive(Clone)]
@@ -119,7 +126,15 @@ impl TcpRosterActor {
             seed_fetched,
             stats,
             mailbox: None,
+            handshakes_waiting: None,
         }
+    }
+
+    /// Holds roster fetches (up to [`MAX_STORM_HOLD`]) while `waiting`
+    /// logins wait for their handshakes.
+    pub fn with_handshake_queue(mut self, waiting: Arc<AtomicUsize>) -> Self {
+        self.handshakes_waiting = Some(waiting);
+        self
     }
 
     /// Also serves mailbox requests on the Pigeon port.
@@ -145,6 +160,7 @@ impl Actor for TcpRosterActor {
                 seed_fetched: self.seed_fetched.clone(),
                 stats: self.stats.clone(),
                 mailbox: self.mailbox.clone(),
+                handshakes_waiting: self.handshakes_waiting.clone(),
                 per_host: per_host.clone(),
             };
             let accept = accept_loop(listener, service, slots.clone());
@@ -171,6 +187,7 @@ struct Service {
     seed_fetched: Recipient<SeedFetched>,
     stats: Arc<TcpStats>,
     mailbox: Option<MailService>,
+    handshakes_waiting: Option<Arc<AtomicUsize>>,
     /// Connections being served, per host (both listeners).
     per_host: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
@@ -276,6 +293,7 @@ impl Service {
                     Some(Request::Roster(name, token))
                         if self.directory.holds(name.as_str(), token) =>
                     {
+                        self.hold_for_storm().await;
                         Some((name, token))
                     }
                     Some(Request::Mail(name, token, request))
@@ -341,6 +359,18 @@ impl Service {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, ?timeout, "roster not sent: client too slow")
             }
+        }
+    }
+
+    /// Waits, up to [`MAX_STORM_HOLD`], while logins wait for their
+    /// handshakes.
+    async fn hold_for_storm(&self) {
+        let Some(waiting) = &self.handshakes_waiting else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + MAX_STORM_HOLD;
+        while waiting.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
