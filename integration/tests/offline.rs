@@ -131,3 +131,33 @@ fn a_full_mailbox_is_reported_to_the_sender() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_sender_offline_at_delivery_hears_of_it_when_back() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("server").display().to_string();
+    let (_server, udp) = server(&data, "127.0.0.1:0", &[])?;
+    register("erin", &udp)?;
+    let mut frank = verbose("frank", &udp)?;
+    frank.expect_prefix("ready ", WAIT)?;
+    frank.send("/msg erin read this when you are back")?;
+    let sent = frank.expect_prefix("sent erin ", WAIT)?;
+    let id = sent.trim_start_matches("sent erin ").to_owned();
+    frank.expect("stored", WAIT, |l| l == format!("stored erin {id}"))?;
+    frank.send("/quit")?;
+    frank.wait_exit(WAIT)?;
+
+    // erin reads it while frank is away...
+    let mut erin = verbose("erin", &udp)?;
+    erin.expect_prefix("ready ", WAIT)?;
+    erin.expect("message", WAIT, |l| {
+        l.starts_with("msg frank ") && l.ends_with(" read this when you are back")
+    })?;
+    // ...and frank, back, is told (with the number it had).
+    let mut frank = verbose("frank", &udp)?;
+    frank.expect_prefix("ready ", WAIT)?;
+    frank.expect("delivered", Duration::from_secs(30), |l| {
+        l == format!("delivered erin {id}")
+    })?;
+    Ok(())
+}
