@@ -984,9 +984,12 @@ pub(crate) fn parse_hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     // Every key of a roster of thousands goes through here: one table
     // look-up per digit, and one check for the whole text at the end.
     let mut bad = 0u8;
+    let digit = |b: u8| HEX_DIGITS.get(usize::from(b)).copied().unwrap_or(0x80);
     for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
-        let high = HEX_DIGITS[usize::from(pair[0])];
-        let low = HEX_DIGITS[usize::from(pair[1])];
+        let (high, low) = match pair {
+            [high, low] => (digit(*high), digit(*low)),
+            _ => (0x80, 0x80),
+        };
         bad |= (high | low) & 0x80;
         *byte = (high << 4) | (low & 0x0f);
     }

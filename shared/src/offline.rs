@@ -134,7 +134,8 @@ pub fn open(
     let mut rest = sealed;
     while !rest.is_empty() {
         let (len, tail) = rest.split_at_checked(2).ok_or(OfflineError::Length)?;
-        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let len: [u8; 2] = len.try_into().map_err(|_| OfflineError::Length)?;
+        let len = usize::from(u16::from_le_bytes(len));
         let (chunk, tail) = tail.split_at_checked(len).ok_or(OfflineError::Length)?;
         chunks.push(chunk);
         rest = tail;
