@@ -546,7 +546,8 @@ impl Session {
     /// Whether chat with `peer` is end-to-end encrypted: this client has a
     /// key and speaks Pigeon, and the roster lists the peer's key.
     pub fn encrypted_with(&self, peer: &Peer) -> bool {
-        peer.key.is_some() && self.identity().is_some()
+        // On every peer datagram: no need to take a share of the key.
+        peer.key.is_some() && self.config.identity.is_some() && !self.config.plain_protocol
     }
 
     /// Where and as whom to ask the mailbox: a Pigeon server's roster

@@ -335,11 +335,7 @@ impl Service {
         }
         let timeout = self.config.write_timeout;
         let format = self.format;
-        let write = async {
-            stream.write_all(&buf).await?;
-            stream.shutdown().await
-        };
-        match tokio::time::timeout(timeout, write).await {
+        match write_and_close(&mut stream, &buf, timeout).await {
             Ok(Ok(())) => {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
                 info!(
@@ -406,11 +402,7 @@ impl Service {
         };
         let mut buf = BytesMut::new();
         put_dotnet_string(&mut buf, &answer.to_text());
-        let write = async {
-            stream.write_all(&buf).await?;
-            stream.shutdown().await
-        };
-        match tokio::time::timeout(self.config.write_timeout, write).await {
+        match write_and_close(&mut stream, &buf, self.config.write_timeout).await {
             Ok(Ok(())) => debug!(%peer, bytes = buf.len(), "mailbox answered"),
             _ => debug!(%peer, "mailbox answer not sent: connection failed or too slow"),
         }
@@ -421,6 +413,19 @@ impl Service {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         debug!(%peer, format = ?self.format, "roster refused: {why}");
     }
+}
+
+/// Writes `bytes` and closes, within `timeout`.
+async fn write_and_close(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(timeout, write).await
 }
 
 /// What a Pigeon client asks on the Pigeon port.

@@ -1249,6 +1249,15 @@ fn hello_in(out: &[SessionOutput]) -> Hello {
         .expect("a login with a hello")
 }
 
+/// Whether `out` is only the end of the session for `server-key-changed`.
+fn refused_server_key_changed(out: &[SessionOutput]) -> bool {
+    matches!(
+        out,
+        [SessionOutput::Emit(ClientEvent::Refused { reason: RefuseReason::Other(r), .. })]
+            if r == SERVER_KEY_CHANGED
+    )
+}
+
 /// The server `server` answers `s`'s login whose hello is `hello`.
 fn keyed_accept(s: &Session, server: &Identity, hello: &Hello) -> Datagram {
     let answer = pigeon_shared::handshake::answer(
@@ -1297,26 +1306,12 @@ fn a_server_showing_another_key_than_the_pinned_one_is_not_logged_in_to() {
     let hello = hello_in(&s.start(t));
     let impostor = Identity::from_secret([10; 32]);
     let out = s.datagram_received(keyed_accept(&s, &impostor, &hello), sock(SERVER), t);
-    assert!(
-        matches!(
-            out.as_slice(),
-            [SessionOutput::Emit(ClientEvent::Refused { reason: RefuseReason::Other(r), .. })]
-                if r == SERVER_KEY_CHANGED
-        ),
-        "{out:?}"
-    );
+    assert!(refused_server_key_changed(&out), "{out:?}");
     // Nor one that shows no key at all where one was pinned.
     let (mut s, t) = keyed_session(Some(pinned));
     drop(s.start(t));
     let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
-    assert!(
-        matches!(
-            out.as_slice(),
-            [SessionOutput::Emit(ClientEvent::Refused { reason: RefuseReason::Other(r), .. })]
-                if r == SERVER_KEY_CHANGED
-        ),
-        "{out:?}"
-    );
+    assert!(refused_server_key_changed(&out), "{out:?}");
     // The pinned server itself is logged in to, and pinned no more.
     let (mut s, t) = keyed_session(Some(pinned));
     let hello = hello_in(&s.start(t));
