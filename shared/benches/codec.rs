@@ -10,8 +10,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use pigeon_shared::roster_snapshot::{decode_frame, encode_pigeon_roster, encode_roster};
 use pigeon_shared::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, Delta, Expired, InstanceId, Login,
-    LoginExt, Logout, LogoutExt, Nonce, PeerAddr, Ping, Pong, RefuseReason, Refused, RosterChange,
-    RosterSnapshot, SessionToken, Talk, TalkTime, UserName,
+    LoginExt, Logout, LogoutExt, Nonce, PeerAddr, Ping, Pong, PublicKey, RefuseReason, Refused,
+    RosterChange, RosterSnapshot, SessionToken, Talk, TalkTime, UserName,
 };
 
 fn name(i: usize) -> UserName {
@@ -215,6 +215,22 @@ fn rosters(c: &mut Criterion) {
     group.bench_function("decode pigeon format", |b| {
         b.iter(|| {
             let (text, _) = decode_frame(black_box(&encoded), 1 << 24).unwrap().unwrap();
+            RosterSnapshot::parse(&text).unwrap()
+        })
+    });
+    let key = |i: usize| PublicKey([i as u8; 32]);
+    let mut keyed = Vec::new();
+    encode_pigeon_roster(
+        7,
+        users
+            .iter()
+            .enumerate()
+            .map(|(k, (n, a, i))| (n, a, *i, Some(key(k)))),
+        &mut keyed,
+    );
+    group.bench_function("decode pigeon format with keys", |b| {
+        b.iter(|| {
+            let (text, _) = decode_frame(black_box(&keyed), 1 << 24).unwrap().unwrap();
             RosterSnapshot::parse(&text).unwrap()
         })
     });

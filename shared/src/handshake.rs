@@ -29,6 +29,7 @@ use crate::endpoint::PeerAddr;
 use crate::identity::{Identity, PublicKey, KEY_BYTES};
 use crate::ids::{Nonce, SessionToken};
 use crate::name::UserName;
+use crate::noise;
 use crate::seal::SessionKey;
 
 /// The Noise protocol of the login's answer.
@@ -77,13 +78,7 @@ fn prologue(name: &UserName, endpoint: PeerAddr, nonce: Nonce) -> Vec<u8> {
 }
 
 fn builder<'a>(identity: &'a Identity, prologue: &'a [u8]) -> Result<Builder<'a>, HandshakeError> {
-    // The protocol name is a constant that parses.
-    let params = LOGIN_PROTOCOL
-        .parse()
-        .map_err(|_| HandshakeError::Invalid)?;
-    Ok(Builder::new(params)
-        .local_private_key(identity.secret())?
-        .prologue(prologue)?)
+    Ok(noise::builder(LOGIN_PROTOCOL, identity, prologue)?)
 }
 
 /// A client's login, waiting for the server's reply.

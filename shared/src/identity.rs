@@ -15,7 +15,6 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use rand::RngCore;
-use x25519_dalek::{PublicKey as DalekPublic, StaticSecret};
 use zeroize::Zeroizing;
 
 /// Bytes of an X25519 key.
@@ -127,7 +126,9 @@ impl Identity {
 
     /// The key pair whose private key is `secret`.
     pub fn from_secret(secret: [u8; KEY_BYTES]) -> Self {
-        let public = DalekPublic::from(&StaticSecret::from(secret)).to_bytes();
+        // Any 32 bytes are an X25519 private key; AWS-LC fails only on
+        // allocation, which aborts elsewhere too.
+        let public = crate::noise::public_key(&secret).unwrap_or_default();
         Self {
             secret: Zeroizing::new(secret),
             public: PublicKey(public),

@@ -23,6 +23,7 @@ pub mod mailbox;
 pub mod name;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod noise;
 pub mod offline;
 pub mod rate_limit;
 pub mod roster_snapshot;

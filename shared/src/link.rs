@@ -30,6 +30,7 @@ use snow::{Builder, HandshakeState, StatelessTransportState};
 use crate::datagram::{DecodeError, Verb};
 use crate::identity::{Identity, PublicKey, KEY_BYTES};
 use crate::name::UserName;
+use crate::noise;
 
 /// The Noise protocol between peers.
 pub const PEER_PROTOCOL: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
@@ -385,10 +386,7 @@ fn prologue(initiator: &UserName, responder: &UserName) -> Vec<u8> {
 }
 
 fn builder<'a>(identity: &'a Identity, prologue: &'a [u8]) -> Result<Builder<'a>, snow::Error> {
-    let params = PEER_PROTOCOL.parse().map_err(|_| snow::Error::Input)?;
-    Builder::new(params)
-        .local_private_key(identity.secret())?
-        .prologue(prologue)
+    noise::builder(PEER_PROTOCOL, identity, prologue)
 }
 
 fn random_index() -> u32 {

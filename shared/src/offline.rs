@@ -19,6 +19,7 @@ use snow::Builder;
 use crate::identity::{Identity, PublicKey, KEY_BYTES};
 use crate::link::TAG_BYTES;
 use crate::name::UserName;
+use crate::noise;
 use crate::talk_time::TalkTime;
 
 /// The Noise protocol of offline messages.
@@ -71,12 +72,7 @@ fn prologue(from: &UserName, to: &UserName) -> Vec<u8> {
 }
 
 fn builder<'a>(identity: &'a Identity, prologue: &'a [u8]) -> Result<Builder<'a>, OfflineError> {
-    let params = OFFLINE_PROTOCOL
-        .parse()
-        .map_err(|_| OfflineError::Invalid)?;
-    Ok(Builder::new(params)
-        .local_private_key(identity.secret())?
-        .prologue(prologue)?)
+    Ok(noise::builder(OFFLINE_PROTOCOL, identity, prologue)?)
 }
 
 fn push_chunk(out: &mut Vec<u8>, chunk: &[u8]) -> Result<(), OfflineError> {

@@ -72,6 +72,10 @@ pub enum RosterError {
     BadRevision,
 }
 
+/// Most entries reserved ahead of parsing (the text's length bounds the
+/// count anyway; this bounds the reservation made before any is read).
+const MAX_RESERVED_ENTRIES: usize = 1 << 20;
+
 /// Most skipped entries kept in a [`RosterSnapshot`]; more are counted in
 /// the last one's reason.
 const MAX_SKIPPED_KEPT: usize = 16;
@@ -280,6 +284,12 @@ impl RosterSnapshot {
                 .ok_or(RosterError::NoEndMark)?
         };
         let mut skipped_total = 0usize;
+        // One entry per `;`-separated item: no growing and copying of the
+        // entries as they come.
+        let items = body.bytes().filter(|&b| b == b';').count() + 1;
+        snapshot
+            .entries
+            .reserve_exact(items.min(MAX_RESERVED_ENTRIES));
         for item in body.split(';').filter(|_| !body.is_empty()) {
             match parse_entry(item) {
                 Ok(entry) => snapshot.entries.push(entry),
