@@ -222,34 +222,47 @@ struct Crowd {
     _arbiters: Vec<Arbiter>,
 }
 
-/// Starts `config.peers` clients against `server`, spread over arbiters.
+/// The peers' configurations, made before the storm: a client has its key
+/// (and so its key pair) before it logs in.
+fn crowd_configs(config: &LoadConfig, server: SocketAddr) -> anyhow::Result<Vec<ClientConfig>> {
+    (0..config.peers)
+        .map(|index| {
+            let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
+            // The first `legacy` peers speak the seed's protocol only.
+            client.plain_protocol = index < config.legacy;
+            if !config.encrypt {
+                client.identity = None;
+            }
+            Ok(client)
+        })
+        .collect()
+}
+
+/// Starts one client for each of `configs`, spread over `arbiters`
+/// threads.
 async fn start_crowd(
-    config: &LoadConfig,
-    server: SocketAddr,
+    configs: Vec<ClientConfig>,
+    arbiters: usize,
     progress: &Arc<Progress>,
 ) -> anyhow::Result<Crowd> {
-    let arbiters: Vec<Arbiter> = (0..config.arbiters.max(1))
-        .map(|_| Arbiter::new())
-        .collect();
+    let peers = configs.len();
+    let arbiters: Vec<Arbiter> = (0..arbiters.max(1)).map(|_| Arbiter::new()).collect();
+    let mut shares: Vec<Vec<(usize, ClientConfig)>> = arbiters.iter().map(|_| Vec::new()).collect();
+    let count = shares.len();
+    for (index, client) in configs.into_iter().enumerate() {
+        if let Some(share) = shares.get_mut(index % count) {
+            share.push((index, client));
+        }
+    }
     let mut pending = Vec::new();
-    for (a, arbiter) in arbiters.iter().enumerate() {
-        let indices: Vec<usize> = (a..config.peers).step_by(arbiters.len()).collect();
+    for (arbiter, share) in arbiters.iter().zip(shares) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let progress = progress.clone();
-        let peers = config.peers;
-        let legacy = config.legacy;
-        let encrypt = config.encrypt;
         arbiter.spawn(async move {
-            let started: anyhow::Result<Vec<_>> = indices
+            let started: anyhow::Result<Vec<_>> = share
                 .into_iter()
-                .map(|index| {
+                .map(|(index, client)| {
                     let sink = SinkActor::new(peers, progress.clone()).start();
-                    let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
-                    // The first `legacy` peers speak the seed's protocol only.
-                    client.plain_protocol = index < legacy;
-                    if !encrypt {
-                        client.identity = None;
-                    }
                     let handle = ClientHandle::start(client, sink.clone().recipient())?;
                     Ok((index, handle, sink))
                 })
@@ -366,9 +379,10 @@ pub async fn run(
 
     // Phase 1: the login storm.
     let progress = Arc::new(Progress::new());
+    let configs = crowd_configs(&config, server_addr)?;
     watcher.phase("login storm", n as u64);
     let storm_start = Instant::now();
-    let crowd = start_crowd(&config, server_addr, &progress).await?;
+    let crowd = start_crowd(configs, config.arbiters, &progress).await?;
     let started_s = storm_start.elapsed().as_secs_f64();
     let mut ready_at = Vec::new();
     let converged = wait_until(config.phase_timeout, watcher, || {
