@@ -55,6 +55,8 @@ fn online_session() -> Session {
             keepalive_ms: 1000,
             nonce: Some(session.login_nonce()),
             reply: None,
+            public: None,
+            relay: None,
         }),
     });
     session.datagram_received(accept, server, now);

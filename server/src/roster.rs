@@ -1224,6 +1224,8 @@ impl Roster {
                 keepalive_ms: u32::try_from(self.config.keepalive_interval().as_millis())
                     .unwrap_or(u32::MAX),
                 reply: answered.map(|(_, reply)| reply),
+                public: None,
+                relay: None,
             }),
         };
         Datagram::Accept(Accept {

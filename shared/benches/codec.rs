@@ -60,6 +60,8 @@ fn datagrams() -> Vec<(&'static str, Datagram)> {
                     keepalive_ms: 5000,
                     nonce: Some(Nonce(u128::MAX / 5)),
                     reply: None,
+                    public: None,
+                    relay: None,
                 }),
             }),
         ),

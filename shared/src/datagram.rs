@@ -38,6 +38,7 @@ use crate::identity::PublicKey;
 use crate::ids::{parse_decimal, InstanceId, Nonce, Revision, Seq, SessionToken};
 use crate::link::{Secure, FRAME_MARK};
 use crate::name::{NameError, UserName};
+use crate::relay::{decode_relayed, encode_relayed, Relay, RELAYED_KIND, RELAY_KIND};
 use crate::talk_time::{TalkTime, TimeError};
 use crate::utf16::{decode_utf16le, put_utf16le, Utf16Error};
 
@@ -46,11 +47,19 @@ use crate::utf16::{decode_utf16le, put_utf16le, Utf16Error};
 pub const MAX_DATAGRAM_LEN: usize = 65_507;
 
 /// The largest `Accept` a Pigeon server sends (5-digit ports, a 10-digit
-/// keepalive, the token and the echoed nonce), in bytes: a Pigeon login is
-/// padded to at least this, so that the server's answer is never larger
+/// keepalive, the echoed nonce, the handshake's answer, the longest
+/// observed endpoint and a 10-digit relay rate), in bytes: a Pigeon login
+/// is padded to at least this, so that the server's answer is never larger
 /// than the datagram that asked for it.
-pub const MIN_PIGEON_LOGIN_BYTES: usize =
-    2 * ("Accept,65535,pigeon1;rx=65535;ka=4294967295;n=;hs=".len() + 32 + 2 * REPLY_BYTES);
+pub const MIN_PIGEON_LOGIN_BYTES: usize = 2
+    * ("Accept,65535,pigeon1;rx=65535;ka=4294967295;n=;hs=;pub=;rl=4294967295".len()
+        + 32
+        + 2 * REPLY_BYTES
+        + MAX_ENDPOINT_CHARS);
+
+/// The longest endpoint's text, `[<IPv6>%<scope>]:<port>`.
+pub const MAX_ENDPOINT_CHARS: usize =
+    "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535".len();
 
 /// The most padding a login may carry.
 pub const MAX_PAD: usize = 512;
@@ -95,6 +104,12 @@ pub enum Datagram {
     /// An end-to-end frame between Pigeon peers: binary, not text
     /// ([`crate::link`]).
     Secure(Secure),
+    /// A client asks the server to relay an end-to-end frame to a peer
+    /// (binary, [`crate::relay`]).
+    Relay(Relay),
+    /// An end-to-end frame the server relays from a peer (binary,
+    /// [`crate::relay`]).
+    Relayed(Secure),
 }
 
 /// `sealed,<mac>,<datagram>`: a datagram from the server to a Pigeon client
@@ -165,7 +180,7 @@ pub struct Accept {
 }
 
 /// A Pigeon server's accept extension:
-/// `pigeon1;rx=<port>[;tok=<32 hex>];ka=<ms>[;n=<32 hex>][;hs=<288 hex>]`:
+/// `pigeon1;rx=<port>[;tok=<32 hex>];ka=<ms>[;n=<32 hex>][;hs=<288 hex>][;pub=<endpoint>][;rl=<rate>]`:
 /// the token in clear for a login without a handshake, inside the
 /// handshake's reply otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +196,12 @@ pub struct AcceptExt {
     /// The login handshake's answer: the server's key, and the token and
     /// the sealing secret encrypted to the client's.
     pub reply: Option<Reply>,
+    /// Where the server sees the login come from: the client's public
+    /// endpoint (behind a NAT, not the one it claimed).
+    pub public: Option<PeerAddr>,
+    /// The server relays end-to-end frames for this session, this many a
+    /// second at most; `None`: no relay.
+    pub relay: Option<u32>,
 }
 
 /// `talk,<time>,<from>,<text>`: a chat message in the seed's form.
@@ -349,6 +370,10 @@ pub enum Verb {
     Mail,
     /// Not a text verb: the binary end-to-end frame.
     Secure,
+    /// Not a text verb: a binary request to relay a frame.
+    Relay,
+    /// Not a text verb: a binary relayed frame.
+    Relayed,
 }
 
 /// Why bytes are not a datagram of the protocol.
@@ -411,7 +436,11 @@ impl Datagram {
             return Err(DecodeError::TooLong { len: bytes.len() });
         }
         if bytes.first() == Some(&FRAME_MARK) {
-            return Secure::decode(bytes).map(Self::Secure);
+            return match bytes.get(1) {
+                Some(&RELAY_KIND) => Relay::decode(bytes).map(Self::Relay),
+                Some(&RELAYED_KIND) => decode_relayed(bytes).map(Self::Relayed),
+                _ => Secure::decode(bytes).map(Self::Secure),
+            };
         }
         let text = decode_utf16le(bytes)?;
         Self::decode_text(&text)
@@ -480,6 +509,12 @@ impl Datagram {
                         })?;
                         let nonce = ext.optional(verb, "n", Nonce::parse)?;
                         let reply = ext.optional(verb, "hs", parse_hex_array)?;
+                        let public = ext.optional(verb, "pub", |t| PeerAddr::parse(t).ok())?;
+                        let relay = ext.optional(verb, "rl", |t| {
+                            parse_decimal(t)
+                                .and_then(|rate| u32::try_from(rate).ok())
+                                .filter(|&rate| rate > 0)
+                        })?;
                         if token.is_none() && reply.is_none() {
                             // Neither way to hand over the token.
                             ext.require(verb, "tok", SessionToken::parse)?;
@@ -490,6 +525,8 @@ impl Datagram {
                             keepalive_ms,
                             nonce,
                             reply,
+                            public,
+                            relay,
                         })
                     }
                     None => None,
@@ -617,8 +654,8 @@ impl Datagram {
                 })
             }
             Verb::Mail => Self::Mail,
-            // Never read from text (`Verb::parse` does not know it).
-            Verb::Secure => {
+            // Never read from text (`Verb::parse` does not know them).
+            Verb::Secure | Verb::Relay | Verb::Relayed => {
                 return Err(DecodeError::UnknownVerb {
                     verb: excerpt(verb_text),
                 })
@@ -645,14 +682,18 @@ impl Datagram {
             Self::Sealed(_) => Verb::Sealed,
             Self::Mail => Verb::Mail,
             Self::Secure(_) => Verb::Secure,
+            Self::Relay(_) => Verb::Relay,
+            Self::Relayed(_) => Verb::Relayed,
         }
     }
 
     /// Appends the encoded datagram to `buf`.
     pub fn encode(&self, buf: &mut impl BufMut) {
-        if let Self::Secure(secure) = self {
-            secure.encode(buf);
-            return;
+        match self {
+            Self::Secure(secure) => return secure.encode(buf),
+            Self::Relay(relay) => return relay.encode(buf),
+            Self::Relayed(secure) => return encode_relayed(secure, buf),
+            _ => {}
         }
         put_utf16le(buf, self.verb().as_str());
         let mut w = Writer { buf };
@@ -708,6 +749,12 @@ impl Datagram {
                     if let Some(reply) = &ext.reply {
                         text.push_str(";hs=");
                         text.push_str(&hex(reply));
+                    }
+                    if let Some(public) = ext.public {
+                        text.push_str(&format!(";pub={public}"));
+                    }
+                    if let Some(rate) = ext.relay {
+                        text.push_str(&format!(";rl={rate}"));
                     }
                     w.field(&text);
                 }
@@ -777,7 +824,7 @@ impl Datagram {
                 w.field(&hex(mac));
                 w.field(inner);
             }
-            Self::Mail | Self::Secure(_) => {}
+            Self::Mail | Self::Secure(_) | Self::Relay(_) | Self::Relayed(_) => {}
         }
     }
 
@@ -1208,7 +1255,7 @@ fn excerpt(text: &str) -> String {
 
 impl Verb {
     /// Every verb.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::Login,
         Self::Accept,
         Self::Logout,
@@ -1225,6 +1272,8 @@ impl Verb {
         Self::Sealed,
         Self::Mail,
         Self::Secure,
+        Self::Relay,
+        Self::Relayed,
     ];
 
     /// The verb exactly as it is spelled on the wire (the seed's `switch`
@@ -1247,13 +1296,15 @@ impl Verb {
             Self::Sealed => "sealed",
             Self::Mail => "mail",
             Self::Secure => "secure",
+            Self::Relay => "relay",
+            Self::Relayed => "relayed",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .filter(|verb| *verb != Self::Secure)
+            .filter(|verb| !matches!(verb, Self::Secure | Self::Relay | Self::Relayed))
             .find(|verb| verb.as_str() == text)
     }
 }
@@ -1434,6 +1485,11 @@ mod tests {
                 keepalive_ms: u32::MAX,
                 nonce: Some(Nonce(u128::MAX)),
                 reply: Some([0xff; REPLY_BYTES]),
+                public: Some(
+                    PeerAddr::parse("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535")
+                        .unwrap(),
+                ),
+                relay: Some(u32::MAX),
             }),
         });
         assert_eq!(largest.encoded_len(), MIN_PIGEON_LOGIN_BYTES);
@@ -1446,6 +1502,8 @@ mod tests {
                 keepalive_ms: u32::MAX,
                 nonce: Some(Nonce(u128::MAX)),
                 reply: None,
+                public: None,
+                relay: None,
             }),
         });
         assert!(plain.encoded_len() < MIN_PIGEON_LOGIN_BYTES);

@@ -153,22 +153,28 @@ fn datagram() -> impl Strategy<Value = Datagram> {
                 proptest::option::of(proptest::array::uniform::<
                     _,
                     { pigeon_shared::handshake::REPLY_BYTES },
-                >(any::<u8>()))
+                >(any::<u8>())),
+                proptest::option::of(peer_addr()),
+                proptest::option::of(1u32..),
             ))
         )
             .prop_map(|(tcp_port, ext)| {
                 Datagram::Accept(Accept {
                     tcp_port,
-                    pigeon: ext.map(|(roster_port, token, keepalive_ms, nonce, reply)| {
-                        AcceptExt {
-                            roster_port,
-                            // Without a handshake, the token goes in clear.
-                            token: if reply.is_some() { None } else { Some(token) },
-                            keepalive_ms,
-                            nonce,
-                            reply,
-                        }
-                    }),
+                    pigeon: ext.map(
+                        |(roster_port, token, keepalive_ms, nonce, reply, public, relay)| {
+                            AcceptExt {
+                                roster_port,
+                                // Without a handshake, the token goes in clear.
+                                token: if reply.is_some() { None } else { Some(token) },
+                                keepalive_ms,
+                                nonce,
+                                reply,
+                                public,
+                                relay,
+                            }
+                        },
+                    ),
                 })
             }),
         (talk_time(), user_name(), ".{0,200}")

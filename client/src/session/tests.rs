@@ -111,6 +111,8 @@ fn pigeon_accept(s: &Session) -> Datagram {
             keepalive_ms: 2000,
             nonce: Some(s.login_nonce()),
             reply: None,
+            public: None,
+            relay: None,
         }),
     })
 }
@@ -688,6 +690,8 @@ fn a_restarted_server_is_rejoined_and_the_roster_differences_reported() {
             keepalive_ms: 2000,
             nonce: Some(s.login_nonce()),
             reply: None,
+            public: None,
+            relay: None,
         }),
     });
     let out = s.datagram_received(new_accept, sock(SERVER), t);
@@ -1047,6 +1051,8 @@ fn forged_answers_to_a_login_are_ignored() {
                 keepalive_ms: 2000,
                 nonce: Some(forged_nonce),
                 reply: None,
+                public: None,
+                relay: None,
             }),
         }),
         Datagram::Accept(Accept {
@@ -1057,6 +1063,8 @@ fn forged_answers_to_a_login_are_ignored() {
                 keepalive_ms: 2000,
                 nonce: None,
                 reply: None,
+                public: None,
+                relay: None,
             }),
         }),
         Datagram::Refused(Refused {
@@ -1277,6 +1285,8 @@ fn keyed_accept(s: &Session, server: &Identity, hello: &Hello) -> Datagram {
             keepalive_ms: 2000,
             nonce: Some(s.login_nonce()),
             reply: Some(answer.reply),
+            public: None,
+            relay: None,
         }),
     })
 }

@@ -95,6 +95,8 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
             keepalive_ms: 1000,
             nonce: Some(session.login_nonce()),
             reply: None,
+            public: None,
+            relay: None,
         }),
     });
     drop(session.datagram_received(accept, server_addr, now));
