@@ -13,6 +13,7 @@ pub mod directory;
 pub mod handshake_actor;
 pub mod metrics;
 pub mod metrics_actor;
+pub mod relay;
 pub mod roster;
 pub mod roster_actor;
 pub mod server;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
-use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST};
+use pigeon_server::relay::{RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
+use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST, DEFAULT_RELAY_RATE};
 use pigeon_server::store::{MailLimits, Store, StoreChoice};
 use pigeon_server::tcp_roster_actor::TcpRosterConfig;
 use pigeon_server::{BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
@@ -17,7 +18,9 @@ use pigeon_shared::UserName;
 use tracing::{error, info};
 
 /// Pigeon's presence server: keeps the list of who is online and tells
-/// everyone when it changes. Chat goes peer to peer, not through here.
+/// everyone when it changes. Chat goes peer to peer, not through here,
+/// except, end-to-end encrypted, between peers that cannot reach each
+/// other directly.
 #[derive(Parser, Debug)]
 #[command(name = "pigeon-server", version, about)]
 struct Args {
@@ -94,6 +97,17 @@ struct Args {
     /// Days an offline message is kept before it is dropped unread.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     mailbox_days: u32,
+
+    /// End-to-end encrypted frames relayed for one Pigeon user per second,
+    /// for peers that cannot reach each other directly (behind NATs); what
+    /// is over it is dropped and counted, and retransmission recovers it.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RELAY_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    relay_rate: u32,
+
+    /// Relay nothing: peers that cannot reach each other directly cannot
+    /// chat.
+    #[arg(long, conflicts_with = "relay_rate")]
+    no_relay: bool,
 
     /// Serve the server's counters, the online count and the datagram
     /// rates for Prometheus at http://IP:PORT/metrics (port 0: any free
@@ -186,6 +200,10 @@ fn main() -> ExitCode {
     config.mail_limits.max_messages = args.mailbox_messages;
     config.mail_limits.max_bytes = args.mailbox_bytes;
     config.mail_limits.keep_ms = u64::from(args.mailbox_days) * 24 * 3600 * 1000;
+    config.relay = (!args.no_relay).then_some(RelayConfig {
+        per_session: args.relay_rate,
+        global_rate: DEFAULT_RELAY_GLOBAL_RATE,
+    });
 
     let bound = match BoundServer::bind(config) {
         Ok(bound) => bound,

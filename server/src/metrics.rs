@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::directory::Directory;
+use crate::relay::RelayDrop;
 use crate::roster::LeaveReason;
 use crate::roster_actor::{RosterStats, IGNORED, REFUSALS};
 use crate::tcp_roster_actor::TcpStats;
@@ -225,6 +226,24 @@ impl Collector for ServerMetrics {
             "pigeon_datagrams_unexpected",
             "Well-formed datagrams the server does not take (talk, chat, Accept, ...), dropped.",
             load(&g.unexpected),
+        )?;
+        counter(
+            e,
+            "pigeon_relayed",
+            "End-to-end encrypted frames relayed from one Pigeon user to another.",
+            load(&g.relayed),
+        )?;
+        counters(
+            e,
+            "pigeon_relay_dropped",
+            "Requests to relay a frame that were dropped, by why.",
+            RelayDrop::ALL.iter().map(|why| {
+                let value = g
+                    .relay_dropped
+                    .get(why.index())
+                    .map_or(0, |c| c.load(Ordering::Relaxed));
+                (vec![("reason", why.as_str())], value)
+            }),
         )?;
 
         counters(

@@ -71,8 +71,13 @@ pub struct RosterConfig {
     pub delta_wait_per_recipient: Duration,
     /// Longest wait before pending roster changes are sent.
     pub max_delta_delay: Duration,
+    /// End-to-end frames relayed per Pigeon session per second (announced
+    /// in `Accept`); `None`: no relay.
+    pub relay_rate: Option<u32>,
 }
 
+/// Default for [`RosterConfig::relay_rate`].
+pub const DEFAULT_RELAY_RATE: u32 = 20;
 /// Default for [`RosterConfig::max_users`].
 pub const DEFAULT_MAX_USERS: usize = 10_000;
 /// Default for [`RosterConfig::seed_confirm_window`].
@@ -109,6 +114,7 @@ impl RosterConfig {
             delta_delay: DEFAULT_DELTA_DELAY,
             delta_wait_per_recipient: DEFAULT_DELTA_WAIT_PER_RECIPIENT,
             max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
+            relay_rate: Some(DEFAULT_RELAY_RATE),
         }
     }
 
@@ -127,6 +133,8 @@ impl RosterConfig {
 /// One user online.
 #[derive(Debug, Clone)]
 struct User {
+    /// Where the server sees the user: for a Pigeon client behind a NAT,
+    /// its public endpoint, not the one it claimed.
     endpoint: PeerAddr,
     session: Session,
     last_seen: Instant,
@@ -467,21 +475,29 @@ impl Roster {
             let detail = format!("endpoint {endpoint} cannot receive: {problem}");
             return refused(RefuseReason::BadEndpoint, detail);
         }
-        if !same_host(endpoint.socket_addr().ip(), source.ip()) {
+        if pigeon.is_none() && !same_host(endpoint.socket_addr().ip(), source.ip()) {
             let detail = format!(
                 "endpoint {endpoint} is not on the sender's address {}",
                 source.ip().to_canonical()
             );
             return refused(RefuseReason::BadEndpoint, detail);
         }
-        // A Pigeon client logs in from its receive endpoint, so nobody else
-        // on its host can claim that endpoint in its name.
-        let exact = SocketAddr::new(endpoint.canonical_ip(), endpoint.socket_addr().port());
-        if pigeon.is_some() && exact != source {
-            let detail =
-                format!("a Pigeon login for {endpoint} must come from {endpoint}, not {source}");
-            return refused(RefuseReason::BadEndpoint, detail);
-        }
+        // A Pigeon client logs in from its receive endpoint: its session is
+        // where the login came from (behind a NAT, its public endpoint, not
+        // the one it claimed, which its login handshake still names).
+        // Nobody else can claim an endpoint in its name.
+        let asked_at = endpoint;
+        let observed = PeerAddr::from(SocketAddr::new(source.ip().to_canonical(), source.port()));
+        let endpoint = match pigeon {
+            Some(_) if observed != asked_at => {
+                if let Err(problem) = observed.check_usable() {
+                    let detail = format!("source {observed} cannot receive: {problem}");
+                    return refused(RefuseReason::BadEndpoint, detail);
+                }
+                observed
+            }
+            _ => endpoint,
+        };
         // The Pigeon `Accept` is not sent to an endpoint that has proved
         // nothing yet unless it is no larger than the login (a Pigeon
         // client pads its login).
@@ -560,7 +576,7 @@ impl Roster {
                             answer_with(
                                 &self.config.identity,
                                 &name,
-                                endpoint,
+                                asked_at,
                                 nonce,
                                 &hello,
                                 next_token,
@@ -592,7 +608,7 @@ impl Roster {
                 if matches!(shown, Session::Seed) {
                     self.directory.seed_login(source.ip().to_canonical(), now);
                 }
-                let accept = self.accept(endpoint, shown, nonce);
+                let accept = self.accept(endpoint, shown, nonce, asked);
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
@@ -629,7 +645,7 @@ impl Roster {
                             answer_with(
                                 &self.config.identity,
                                 &name,
-                                endpoint,
+                                asked_at,
                                 nonce,
                                 &hello,
                                 token,
@@ -668,7 +684,7 @@ impl Roster {
             // Its host may now fetch the seed-format roster, for a while.
             self.directory.seed_login(source.ip().to_canonical(), now);
         }
-        actions.push(self.accept(endpoint, session, nonce));
+        actions.push(self.accept(endpoint, session, nonce, asked));
         let change = RosterChange::Joined {
             name: name.clone(),
             endpoint,
@@ -1204,10 +1220,36 @@ impl Roster {
         self.pending.push(change);
     }
 
-    fn accept(&self, endpoint: PeerAddr, session: Session, nonce: Option<Nonce>) -> RosterAction {
+    /// The `Accept` for a login of `asked` bytes: with the client's public
+    /// endpoint and the relay's rate where they fit in that (a client from
+    /// before them pads less, and needs neither).
+    fn accept(
+        &self,
+        endpoint: PeerAddr,
+        session: Session,
+        nonce: Option<Nonce>,
+        asked: usize,
+    ) -> RosterAction {
+        let mut datagram = self.accept_datagram(session, nonce);
+        if let Datagram::Accept(Accept {
+            pigeon: Some(ext), ..
+        }) = &mut datagram
+        {
+            if ext.nonce.is_some() {
+                let plain = *ext;
+                ext.public = Some(endpoint);
+                ext.relay = self.config.relay_rate;
+                if datagram.encoded_len() > asked {
+                    datagram = Datagram::Accept(Accept {
+                        tcp_port: self.config.tcp_port,
+                        pigeon: Some(plain),
+                    });
+                }
+            }
+        }
         RosterAction::Send {
             to: endpoint.socket_addr(),
-            datagram: self.accept_datagram(session, nonce),
+            datagram,
         }
     }
 

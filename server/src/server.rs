@@ -20,9 +20,10 @@ use crate::directory::Directory;
 use crate::handshake_actor::HandshakeActor;
 use crate::metrics::{Rates, ServerMetrics};
 use crate::metrics_actor::{MetricsActor, StopMetrics};
+use crate::relay::{RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
 use crate::roster::{
     Roster, RosterConfig, RosterEvent, DEFAULT_DELTA_WAIT_PER_RECIPIENT, DEFAULT_LIVENESS_TIMEOUT,
-    DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
+    DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST, DEFAULT_RELAY_RATE,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, RosterStats, StopRoster, Subscribe};
 use crate::store::MailLimits;
@@ -87,6 +88,8 @@ pub struct ServerConfig {
     /// A fault-injection layer on every datagram the server sends (tests).
     /// Bounds of the offline mailboxes.
     pub mail_limits: MailLimits,
+    /// The relay's limits (`None`: no relay; see [`crate::relay`]).
+    pub relay: Option<RelayConfig>,
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
 }
@@ -113,6 +116,10 @@ impl ServerConfig {
             store: StoreChoice::Ephemeral,
             identity: Some(Identity::generate()),
             mail_limits: MailLimits::default(),
+            relay: Some(RelayConfig {
+                per_session: DEFAULT_RELAY_RATE,
+                global_rate: DEFAULT_RELAY_GLOBAL_RATE,
+            }),
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -313,6 +320,7 @@ impl BoundServer {
         };
         #[cfg(feature = "faults")]
         let faults = config.faults.clone();
+        let relay = config.relay;
         // The tokio socket must be created on the thread that will poll it.
         gateway_arbiter.spawn(async move {
             let started = UdpSocket::from_std(udp)
@@ -322,15 +330,18 @@ impl BoundServer {
                 .map(|sender| {
                     #[cfg(feature = "faults")]
                     let sender = sender.with_faults(faults);
-                    UdpGatewayActor::new(
+                    let gateway = UdpGatewayActor::new(
                         sender,
                         roster_addr_actor,
                         gateway_stats,
                         limits,
                         gateway_directory,
                     )
-                    .with_handshakes(handshakes, gateway_waiting)
-                    .start()
+                    .with_handshakes(handshakes, gateway_waiting);
+                    match relay {
+                        Some(config) => gateway.with_relay(config).start(),
+                        None => gateway.start(),
+                    }
                 });
             let _ = gateway_tx.send(started);
         });
@@ -343,6 +354,7 @@ impl BoundServer {
         roster_config.max_users = config.max_users;
         roster_config.max_users_per_host = config.max_users_per_host;
         roster_config.max_seed_users = config.max_seed_users.unwrap_or(config.max_users / 2);
+        roster_config.relay_rate = config.relay.map(|relay| relay.per_session);
         roster_config.seed_confirm_window = config.seed_confirm_window;
         roster_config.liveness_timeout = config.liveness_timeout;
         roster_config.delta_wait_per_recipient = config.delta_wait_per_recipient;

@@ -22,6 +22,7 @@ use tracing::{debug, trace, warn};
 
 use crate::directory::Directory;
 use crate::handshake_actor::{AnswerLogin, HandshakeActor, MAX_WAITING};
+use crate::relay::{Relay, RelayConfig, RelayDrop};
 use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
@@ -39,6 +40,8 @@ pub struct UdpGatewayActor {
     /// Where logins with a handshake go first (`None`: to the roster),
     /// and how many wait there.
     handshakes: Option<(Addr<HandshakeActor>, Arc<AtomicUsize>)>,
+    /// The relay's limits (`None`: no relay).
+    relay: Option<RelayConfig>,
 }
 
 /// What one session may send the server, proven (keepalives every sixth
@@ -108,6 +111,11 @@ pub struct GatewayStats {
     pub authenticated: AtomicU64,
     /// ... of which held back because the session sent too many.
     pub limited_session: AtomicU64,
+    /// End-to-end frames relayed from one user to another.
+    pub relayed: AtomicU64,
+    /// Requests to relay that were dropped, by [`RelayDrop::index`]
+    /// (and, with the relay off, all of them as `not-a-session`).
+    pub relay_dropped: [AtomicU64; RelayDrop::ALL.len()],
 }
 
 /// A copy of [`GatewayStats`] at one moment.
@@ -122,6 +130,8 @@ pub struct GatewayStatsSnapshot {
     pub limited_host: u64,
     pub authenticated: u64,
     pub limited_session: u64,
+    pub relayed: u64,
+    pub relay_dropped: Vec<(RelayDrop, u64)>,
 }
 
 impl GatewayStats {
@@ -140,6 +150,11 @@ impl GatewayStats {
             limited_host: self.limited_host.load(Ordering::Relaxed),
             authenticated: self.authenticated.load(Ordering::Relaxed),
             limited_session: self.limited_session.load(Ordering::Relaxed),
+            relayed: self.relayed.load(Ordering::Relaxed),
+            relay_dropped: RelayDrop::ALL
+                .iter()
+                .map(|&why| (why, self.relay_dropped[why.index()].load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 }
@@ -152,6 +167,7 @@ impl GatewayStatsSnapshot {
             + self.limited_address
             + self.limited_host
             + self.limited_session
+            + self.relay_dropped.iter().map(|(_, n)| n).sum::<u64>()
     }
 }
 
@@ -173,7 +189,15 @@ impl UdpGatewayActor {
             limits,
             directory,
             handshakes: None,
+            relay: None,
         }
+    }
+
+    /// End-to-end frames between Pigeon users are relayed, within
+    /// `config`'s limits.
+    pub fn with_relay(mut self, config: RelayConfig) -> Self {
+        self.relay = Some(config);
+        self
     }
 
     /// Logins with a handshake go to `handshakes` to be answered, and on to
@@ -209,12 +233,16 @@ impl Actor for UdpGatewayActor {
             sessions: RateLimiter::new(SESSION_RATE, Instant::now()),
             directory: self.directory.clone(),
         };
+        let relay = self
+            .relay
+            .map(|config| (Relay::new(config, Instant::now()), self.directory.clone()));
         let receive = receive_loop(
             socket,
             self.roster.clone(),
             self.handshakes.clone(),
             self.stats.clone(),
             limiter,
+            relay,
         );
         ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
         debug!(local = %self.sender.local_addr(), "gateway started");
@@ -236,6 +264,7 @@ async fn receive_loop(
     handshakes: Option<(Addr<HandshakeActor>, Arc<AtomicUsize>)>,
     stats: Arc<GatewayStats>,
     mut limiter: Limiters,
+    mut relay: Option<(Relay, Arc<Directory>)>,
 ) {
     let mut drop_log = LogLimit::default();
     loop {
@@ -306,6 +335,37 @@ async fn receive_loop(
             },
             Datagram::Logout(logout) => forward(&roster, LogoutReceived { logout, source }).await,
             Datagram::Ping(ping) => forward(&roster, PingReceived { ping, source }).await,
+            Datagram::Relay(request) => {
+                let decided = match &mut relay {
+                    Some((relay, directory)) => {
+                        relay.forward(&request, source, Instant::now(), &**directory)
+                    }
+                    None => Err(RelayDrop::NotASession),
+                };
+                match decided {
+                    Ok(to) => {
+                        let bytes = Datagram::Relayed(request.secure).to_bytes();
+                        match socket.send_to(&bytes, to).await {
+                            Ok(_) => {
+                                stats.relayed.fetch_add(1, Ordering::Relaxed);
+                                stats.send.sent.fetch_add(1, Ordering::Relaxed);
+                                trace!(%source, %to, bytes = bytes.len(), "relayed");
+                            }
+                            Err(e) => {
+                                stats.send.failed.fetch_add(1, Ordering::Relaxed);
+                                debug!(%to, error = %e, "relayed frame not sent");
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        stats.relay_dropped[why.index()].fetch_add(1, Ordering::Relaxed);
+                        if let Some(held_back) = drop_log.allow(Instant::now()) {
+                            warn!(%source, to = %request.to, reason = why.as_str(), held_back, "not relayed");
+                        }
+                    }
+                }
+                true
+            }
             other => {
                 stats.unexpected.fetch_add(1, Ordering::Relaxed);
                 if let Some(held_back) = drop_log.allow(Instant::now()) {

@@ -71,14 +71,16 @@ pub enum Limited {
     Host,
 }
 
+/// One token bucket.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     updated: Instant,
 }
 
 impl Bucket {
-    fn full(rate: Rate, now: Instant) -> Self {
+    /// A bucket holding all of `rate`'s burst.
+    pub fn full(rate: Rate, now: Instant) -> Self {
         Self {
             tokens: rate.burst,
             updated: now,
@@ -89,6 +91,30 @@ impl Bucket {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
         self.updated = now;
+    }
+
+    /// Takes one token at `now`, if there is one.
+    pub fn take(&mut self, rate: Rate, now: Instant) -> bool {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a token is there at `now` (none is taken).
+    pub fn has(&mut self, rate: Rate, now: Instant) -> bool {
+        self.refill(rate, now);
+        self.tokens >= 1.0
+    }
+
+    /// Whether the bucket has refilled completely by `now`: it holds
+    /// nothing a fresh one would not.
+    pub fn is_full(&mut self, rate: Rate, now: Instant) -> bool {
+        self.refill(rate, now);
+        self.tokens >= rate.burst
     }
 }
 

@@ -372,11 +372,48 @@ fn nobody_can_refresh_or_take_over_a_pigeon_session() {
 }
 
 #[test]
-fn a_pigeon_login_must_come_from_its_own_endpoint() {
+fn a_pigeon_login_from_behind_a_nat_is_where_it_came_from_and_told_so() {
+    let mut f = fixture();
+    // It claims its address on its own network; the server sees its
+    // router's.
+    let (decision, actions) = f.roster.login(
+        pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
+        sock("198.51.100.7:40000"),
+        f.t0,
+    );
+    assert_eq!(decision, LoginDecision::Joined);
+    let accept = actions.iter().find_map(|action| match action {
+        RosterAction::Send {
+            to,
+            datagram: Datagram::Accept(Accept {
+                pigeon: Some(ext), ..
+            }),
+        } => Some((*to, *ext)),
+        _ => None,
+    });
+    let (to, ext) = accept.expect("an Accept");
+    assert_eq!(to, sock("198.51.100.7:40000"));
+    assert_eq!(ext.public, Some(addr("198.51.100.7:40000")));
+    assert_eq!(ext.relay, Some(crate::roster::DEFAULT_RELAY_RATE));
+    assert_eq!(
+        f.roster.users(),
+        vec![(name("alice"), addr("198.51.100.7:40000"))]
+    );
+    // Nobody else can take that endpoint, nor the name.
+    let (decision, _) = f.roster.login(
+        pigeon_login("bob", "198.51.100.7:40000", IID_B, None),
+        sock("198.51.100.7:40000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::EndpointTaken));
+}
+
+#[test]
+fn a_seed_login_must_still_be_on_the_senders_host() {
     let mut f = fixture();
     let (decision, _) = f.roster.login(
-        pigeon_login("alice", "10.0.0.1:5000", IID_A, None),
-        sock("10.0.0.1:6000"),
+        seed_login("alice", "10.0.0.1:5000"),
+        sock("198.51.100.7:40000"),
         f.t0,
     );
     assert_eq!(refusal(&decision), Some(RefuseReason::BadEndpoint));
