@@ -16,6 +16,7 @@
 //! actors run the same parts, the session in the `SessionActor` and each
 //! conversation in its `PeerActor`.
 
+pub mod paths;
 pub mod peer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -128,6 +129,7 @@ impl ClientCore {
                 ),
                 Some(peer),
                 self.session.identity(),
+                self.session.relays(),
             )
         });
         let (sent, out) = conversation.say(text, time, &self.ids, now)?;
@@ -232,7 +234,7 @@ impl ClientCore {
                 SessionOutput::Conversation { peer, input } => {
                     let opens = matches!(
                         input,
-                        PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(_)
+                        PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(..)
                     );
                     if opens && !self.peers.contains_key(&peer) {
                         let known = self.session.peer(peer.as_str());
@@ -244,7 +246,12 @@ impl ClientCore {
                         );
                         self.peers.insert(
                             peer.clone(),
-                            PeerCore::new(conversation, known, self.session.identity()),
+                            PeerCore::new(
+                                conversation,
+                                known,
+                                self.session.identity(),
+                                self.session.relays(),
+                            ),
                         );
                     }
                     if let Some(conversation) = self.peers.get_mut(&peer) {
@@ -273,6 +280,11 @@ impl ClientCore {
             match output {
                 PeerOutput::Transmit { to, datagram } => {
                     self.transmits.push_back(Transmit { to, datagram });
+                }
+                PeerOutput::Relay(secure) => {
+                    if let Some((to, datagram)) = self.session.relay_request(name, secure) {
+                        self.transmits.push_back(Transmit { to, datagram });
+                    }
                 }
                 PeerOutput::Emit(event) => self.events.push_back(event),
                 PeerOutput::Refused(_) => self.stats.refused += 1,

@@ -36,9 +36,20 @@ impl MessageIds {
     }
 }
 
+/// How a conversation reaches its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to this address (the peer's own, or its router's).
+    Direct(SocketAddr),
+    /// Through the server's relay (end-to-end encrypted all the same).
+    Relayed,
+}
+
 /// Something that happened to this client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// The way a conversation reaches its peer was chosen, or changed.
+    Path { name: UserName, route: Route },
     /// Logged in and the roster is fetched. `online` counts every user in
     /// the roster, this one included; `roster` is that roster (later
     /// changes come as `Online` and `Offline` events).

@@ -20,7 +20,7 @@ use std::fmt::Write;
 
 use pigeon_shared::{PeerAddr, PublicKey, UserName};
 
-use crate::events::{ClientEvent, MessageId};
+use crate::events::{ClientEvent, MessageId, Route};
 use crate::session::KeyInfo;
 
 /// The stdout lines for `event` (most events have one; `Ready` has one for
@@ -63,6 +63,10 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
         ClientEvent::Stored { to, id } if verbose => format!("stored {to} {id}"),
         ClientEvent::NotStored { to, text, .. } => format!("failed {to} {}", one_line(text)),
         ClientEvent::Delivered { to, id } if verbose => format!("delivered {to} {id}"),
+        ClientEvent::Path { name, route } if verbose => match route {
+            Route::Direct(at) => format!("path {name} direct {at}"),
+            Route::Relayed => format!("path {name} relayed"),
+        },
         ClientEvent::KeyChanged { name, old, new } => format!(
             "key-changed {name} {} {}",
             old.fingerprint(),
@@ -70,6 +74,7 @@ fn event_line(event: &ClientEvent, verbose: bool) -> Option<String> {
         ),
         ClientEvent::Delivered { .. }
         | ClientEvent::Stored { .. }
+        | ClientEvent::Path { .. }
         | ClientEvent::Connecting { .. }
         | ClientEvent::LoginFailed { .. }
         | ClientEvent::LoggedOut

@@ -44,7 +44,9 @@ use pigeon_shared::mailbox::{Mail, MailRequest, Receipt};
 use pigeon_shared::rate_limit::{Rate, RateLimiter, RateLimits};
 use pigeon_shared::seal::{open, SessionKey};
 use pigeon_shared::{offline, Nonce};
-use pigeon_shared::{Fingerprint, Identity, LinkDrop, PublicKey, RefuseReason, SecureFrame};
+use pigeon_shared::{
+    Fingerprint, Identity, LinkDrop, PublicKey, RefuseReason, Relay, Secure, SecureFrame,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -222,9 +224,22 @@ pub enum PeerInput {
     /// An `ack` from the peer: for an open conversation only (one never
     /// opened sent nothing to acknowledge).
     Ack(Ack),
-    /// An end-to-end frame from the peer's exact endpoint (opens the
-    /// conversation): a handshake, or an encrypted `chat` or `ack`.
-    Secure(SecureFrame),
+    /// An end-to-end frame from the peer (opens the conversation): a
+    /// handshake, an encrypted `chat` or `ack`, or a path probe; and how
+    /// it came.
+    Secure(SecureFrame, Via),
+    /// Whether the server relays end-to-end frames for this session (it
+    /// says so in `Accept`).
+    Relay(bool),
+}
+
+/// How an end-to-end frame arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Straight from this address.
+    Direct(SocketAddr),
+    /// Through the server's relay.
+    Relay,
 }
 
 /// Why a chat message was not sent.
@@ -286,6 +301,8 @@ enum Server {
         token: SessionToken,
         roster_port: u16,
         keepalive: Duration,
+        /// Whether it relays end-to-end frames for this session.
+        relay: bool,
     },
 }
 
@@ -348,6 +365,11 @@ pub struct Session {
     ping_nonces: VecDeque<Nonce>,
     /// When the roster was last fetched again to fill a gap.
     last_resync: Option<Instant>,
+    /// Where the server sees this client (behind a NAT, its router's
+    /// address), as its `Accept` said.
+    public: Option<PeerAddr>,
+    /// What conversations were last told of the relay.
+    relay_told: bool,
     /// Offline messages and receipts already told (a fetch can repeat
     /// them if its acknowledgement was lost).
     mail_seen: SeenSerials,
@@ -420,6 +442,8 @@ impl Session {
             key: None,
             ping_nonces: VecDeque::new(),
             last_resync: None,
+            public: None,
+            relay_told: false,
             mail_seen: SeenSerials::default(),
             receipts_seen: SeenSerials::default(),
         }
@@ -663,6 +687,17 @@ impl Session {
         source: SocketAddr,
         now: Instant,
     ) -> Vec<SessionOutput> {
+        let mut out = self.datagram_taken(datagram, source, now);
+        self.relay_changes(&mut out);
+        out
+    }
+
+    fn datagram_taken(
+        &mut self,
+        datagram: Datagram,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Vec<SessionOutput> {
         // What a peer (or anyone) may make this client do is rate-limited
         // per source; the server's own address is not (its datagrams are
         // checked, and its bursts of catch-up deltas are legitimate).
@@ -690,18 +725,13 @@ impl Session {
                 Ok(_) => vec![to_conversation(ack.from.clone(), PeerInput::Ack(ack))],
                 Err(refusal) => refused(ack.from, source, refusal),
             },
-            Datagram::Secure(secure) => match self.replica.check_exact(&secure.from, source) {
-                Ok(peer) if self.encrypted_with(&peer) => {
-                    let mut out = self.use_key(&secure.from);
-                    out.push(to_conversation(
-                        secure.from,
-                        PeerInput::Secure(secure.frame),
-                    ));
-                    out
-                }
-                Ok(_) => refused(secure.from, source, Refusal::NotEncrypted),
-                Err(refusal) => refused(secure.from, source, refusal),
-            },
+            // From anywhere: behind NATs a peer's frames come from its
+            // router's address, or its address on a shared network; the
+            // frame is authenticated, or its conversation drops it.
+            Datagram::Secure(secure) => self.secure_received(secure, source, Via::Direct(source)),
+            Datagram::Relayed(secure) if source == self.config.server => {
+                self.secure_received(secure, source, Via::Relay)
+            }
             // Everything else comes from the server, or from nobody we
             // listen to.
             other if !self.is_from_server(&other, source) => Vec::new(),
@@ -826,6 +856,74 @@ impl Session {
         }
     }
 
+    /// An end-to-end frame from `secure.from`, come `via`.
+    fn secure_received(
+        &mut self,
+        secure: Secure,
+        source: SocketAddr,
+        via: Via,
+    ) -> Vec<SessionOutput> {
+        match self.replica.peer(secure.from.as_str()) {
+            Some(peer) if self.encrypted_with(&peer) => {
+                let mut out = self.use_key(&secure.from);
+                out.push(to_conversation(
+                    secure.from,
+                    PeerInput::Secure(secure.frame, via),
+                ));
+                out
+            }
+            Some(_) => refused(secure.from, source, Refusal::NotEncrypted),
+            None => refused(secure.from, source, Refusal::UnknownSender),
+        }
+    }
+
+    /// Whether the server relays end-to-end frames for this session now
+    /// (logged in to a server that said so in its `Accept`).
+    pub fn relays(&self) -> bool {
+        matches!(self.server, Server::Pigeon { relay: true, .. })
+            && matches!(
+                self.state,
+                State::FetchingRoster { .. } | State::Online { .. }
+            )
+    }
+
+    /// Tells every conversation when the relay comes or goes (while the
+    /// server is away, conversations try their peers straight).
+    fn relay_changes(&mut self, out: &mut Vec<SessionOutput>) {
+        let relay = self.relays();
+        if relay != self.relay_told {
+            self.relay_told = relay;
+            out.extend(
+                self.replica
+                    .names()
+                    .map(|peer| to_conversation(peer.clone(), PeerInput::Relay(relay))),
+            );
+        }
+    }
+
+    /// Where the server sees this client, as its `Accept` said.
+    pub fn public_endpoint(&self) -> Option<PeerAddr> {
+        self.public
+    }
+
+    /// `secure`, for `to`, as a request to the server's relay, and where
+    /// it goes; `None` if the server does not relay for this session.
+    pub fn relay_request(&self, to: &UserName, secure: Secure) -> Option<(SocketAddr, Datagram)> {
+        match self.server {
+            Server::Pigeon {
+                token, relay: true, ..
+            } => Some((
+                self.config.server,
+                Datagram::Relay(Relay {
+                    token,
+                    to: to.clone(),
+                    secure,
+                }),
+            )),
+            _ => None,
+        }
+    }
+
     fn chat_received(&mut self, chat: Chat, source: SocketAddr) -> Vec<SessionOutput> {
         let peer = match self.replica.check_exact(&chat.from, source) {
             Ok(peer) if self.encrypted_with(&peer) => {
@@ -856,6 +954,16 @@ impl Session {
 
     /// The TCP fetch finished.
     pub fn roster_fetched(
+        &mut self,
+        result: Result<RosterSnapshot, String>,
+        now: Instant,
+    ) -> Vec<SessionOutput> {
+        let mut out = self.fetch_taken(result, now);
+        self.relay_changes(&mut out);
+        out
+    }
+
+    fn fetch_taken(
         &mut self,
         result: Result<RosterSnapshot, String>,
         now: Instant,
@@ -908,6 +1016,12 @@ impl Session {
 
     /// A deadline passed (or may have).
     pub fn timer_fired(&mut self, now: Instant) -> Vec<SessionOutput> {
+        let mut out = self.timer_taken(now);
+        self.relay_changes(&mut out);
+        out
+    }
+
+    fn timer_taken(&mut self, now: Instant) -> Vec<SessionOutput> {
         if self.drain_until.is_some_and(|at| now >= at) {
             return self.drained(now);
         }
@@ -1239,6 +1353,8 @@ impl Session {
                 token,
                 keepalive_ms,
                 reply,
+                public,
+                relay,
                 ..
             }) => {
                 let (token, key) = match self.answered(reply, token) {
@@ -1249,10 +1365,14 @@ impl Session {
                     Err(end) => return end,
                 };
                 self.key = Some(key);
+                // Only a session with a key sends what a relay carries.
+                let relay = relay.is_some() && reply.is_some();
+                self.public = public;
                 Server::Pigeon {
                     token,
                     roster_port,
                     keepalive: Duration::from_millis(u64::from(keepalive_ms)),
+                    relay,
                 }
             }
             None => {

@@ -276,7 +276,7 @@ impl SessionActor {
     fn route(&mut self, peer: UserName, msg: ToPeer, ctx: &mut Context<Self>) {
         let opens = matches!(
             msg.input,
-            PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(_)
+            PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(..)
         );
         match self.conversations.get_mut(&peer) {
             Some(Slot::Running(actor)) if actor.connected() => actor.do_send(msg),
@@ -311,6 +311,11 @@ impl SessionActor {
         for output in outputs {
             match output {
                 PeerOutput::Transmit { to, datagram } => self.transmit(to, &datagram),
+                PeerOutput::Relay(secure) => {
+                    if let Some((to, datagram)) = self.session.relay_request(peer, secure) {
+                        self.transmit(to, &datagram);
+                    }
+                }
                 PeerOutput::Emit(event) => events.push(event),
                 PeerOutput::Drained => drained = true,
                 PeerOutput::Established => {
@@ -354,6 +359,7 @@ impl SessionActor {
                 ),
                 self.session.peer(peer.as_str()),
                 self.session.identity(),
+                self.session.relays(),
             )
         });
         self.stats

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod forge;
 pub mod harness;
+pub mod internet;
 pub mod load;
 pub mod netns;
 pub mod process;

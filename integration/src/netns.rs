@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context};
 
+/// Runs `program` with `args` in the root namespace.
+pub(crate) fn run_root(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    run(program, args)
+}
+
 /// A network namespace, deleted (with everything in it) on drop.
 pub struct Namespace {
     name: String,
@@ -39,9 +44,8 @@ impl Namespace {
         std::env::var_os(SKIP_VAR).is_some()
     }
 
-    /// A fresh namespace with loopback up whose kernel drops `percent` of
-    /// the UDP datagrams it receives, at random, and counts them.
-    pub fn lossy(percent: u32) -> anyhow::Result<Self> {
+    /// A fresh namespace with loopback up, named uniquely for this run.
+    pub fn fresh() -> anyhow::Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "pigeon-{}-{}",
@@ -53,6 +57,13 @@ impl Namespace {
         )?;
         let ns = Self { name };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A fresh namespace with loopback up whose kernel drops `percent` of
+    /// the UDP datagrams it receives, at random, and counts them.
+    pub fn lossy(percent: u32) -> anyhow::Result<Self> {
+        let ns = Self::fresh()?;
         let drop_rule = format!(
             "add rule inet pigeon input meta l4proto udp numgen random mod 100 < {percent} counter drop"
         );

@@ -25,7 +25,8 @@ use pigeon_client::session::{
     default_login_timeouts, default_logout_timeouts, SendTextError, SessionConfig,
 };
 use pigeon_server::directory::Directory;
-use pigeon_server::roster::{Roster, RosterAction, RosterConfig};
+use pigeon_server::relay::{Relay, RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
+use pigeon_server::roster::{Roster, RosterAction, RosterConfig, DEFAULT_RELAY_RATE};
 use pigeon_shared::roster_snapshot::{decode_frame, RosterFormat};
 use pigeon_shared::seal::{seal, SessionKey};
 use pigeon_shared::{
@@ -113,6 +114,7 @@ enum Event {
 struct Server {
     roster: Roster,
     directory: Arc<Directory>,
+    relay: Relay,
 }
 
 /// One simulated client.
@@ -143,6 +145,9 @@ pub struct NetStats {
     pub duplicated: u64,
     pub delayed: u64,
     pub undecodable: u64,
+    /// End-to-end frames the server relayed, and requests it dropped.
+    pub relayed: u64,
+    pub relay_dropped: u64,
 }
 
 /// The simulated network. See the module documentation.
@@ -248,9 +253,17 @@ impl Sim {
         config.identity = Identity::from_secret([0x33; 32]);
         let directory = Arc::new(Directory::default());
         let rng = StdRng::seed_from_u64(self.rng.random());
+        let relay = Relay::new(
+            RelayConfig {
+                per_session: config.relay_rate.unwrap_or(DEFAULT_RELAY_RATE),
+                global_rate: DEFAULT_RELAY_GLOBAL_RATE,
+            },
+            self.instant(),
+        );
         self.server = Some(Server {
             roster: Roster::with_registry(config, directory.clone(), rng, self.registry.clone()),
             directory,
+            relay,
         });
     }
 
@@ -669,6 +682,21 @@ impl Sim {
             Datagram::Login(login) => server.roster.login(login, from, now).1,
             Datagram::Logout(logout) => server.roster.logout(logout, from, now).1,
             Datagram::Ping(ping) => server.roster.ping(ping, from, now).1,
+            Datagram::Relay(request) => {
+                match server
+                    .relay
+                    .forward(&request, from, now, &*server.directory)
+                {
+                    Ok(to) => {
+                        let relayed = Datagram::Relayed(request.secure);
+                        let server_addr = self.server_addr;
+                        self.net.relayed += 1;
+                        self.transmit(server_addr, to, &relayed);
+                    }
+                    Err(_) => self.net.relay_dropped += 1,
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
         };
         self.server_actions(actions);

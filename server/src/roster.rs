@@ -734,6 +734,12 @@ impl Roster {
         if let Some(ext) = pigeon {
             self.take_up_token(&name, ext.token);
         }
+        // A Pigeon session is where its datagrams come from (behind a NAT,
+        // not the endpoint its logout names); a seed-era one where it said.
+        let endpoint = match pigeon {
+            Some(_) => PeerAddr::new(source),
+            None => endpoint,
+        };
         let decision = self.check_session(&name, endpoint, source, pigeon.map(|e| e.token));
         if decision != SessionDecision::Done {
             let actions = match (decision.clone(), pigeon) {

@@ -446,8 +446,8 @@ impl Limiters {
         let (name, token) = match datagram {
             Datagram::Ping(ping) => (&ping.name, ping.token),
             Datagram::Logout(logout) => match &logout.pigeon {
-                Some(ext) if logout.endpoint.socket_addr() == source => (&logout.name, ext.token),
-                _ => return false,
+                Some(ext) => (&logout.name, ext.token),
+                None => return false,
             },
             _ => return false,
         };

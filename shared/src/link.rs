@@ -461,8 +461,16 @@ impl Link {
         out
     }
 
-    /// Takes a frame from the peer (the caller checked it comes from the
-    /// peer's address and names the peer).
+    /// `plaintext` in a data frame, if a session this side may send on is
+    /// there; nothing otherwise (no handshake is started, nothing queued).
+    /// For what is worth sending only now, such as a path probe.
+    pub fn seal_if_ready(&mut self, plaintext: &[u8]) -> Option<SecureFrame> {
+        self.data_frame(plaintext)
+    }
+
+    /// Takes a frame from the peer (the caller checked that it names the
+    /// peer; where it came from is the caller's business: the frame is
+    /// authenticated or dropped).
     pub fn receive(
         &mut self,
         identity: &Identity,

@@ -20,15 +20,24 @@ use pigeon_shared::{
     UserName,
 };
 
+use crate::client_core::paths::Paths;
 use crate::conversation::{ChatLine, Conversation, ConversationOutput, SendRefusal};
-use crate::events::{ClientEvent, MessageId, MessageIds};
-use crate::session::{Peer, PeerInput, Refusal};
+use crate::events::{ClientEvent, MessageId, MessageIds, Route};
+use crate::session::{Peer, PeerInput, Refusal, Via};
+
+/// The inner datagram of a path probe: not text (no text datagram starts
+/// with `00`), and only ever inside an end-to-end frame.
+pub const PROBE: [u8; 2] = [0x00, b'P'];
+/// The inner datagram of a probe's answer.
+pub const PROBED: [u8; 2] = [0x00, b'Q'];
 
 /// What a conversation wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerOutput {
     /// Send `datagram` to `to`.
     Transmit { to: SocketAddr, datagram: Datagram },
+    /// Have the server relay this end-to-end frame to the peer.
+    Relay(Secure),
     /// Tell the front end.
     Emit(ClientEvent),
     /// Draining is over: everything sent was confirmed or reported
@@ -67,19 +76,24 @@ pub struct PeerCore {
     identity: Option<Arc<Identity>>,
     /// The end-to-end link, made when first needed.
     link: Option<Link>,
+    /// How the link's frames reach the peer.
+    paths: Paths,
     /// Leaving: what is unconfirmed at this time is given up.
     drain_deadline: Option<Instant>,
 }
 
 impl PeerCore {
-    /// `conversation`, with the peer as the session knows it now, and this
-    /// user's key (if it has one and speaks Pigeon).
+    /// `conversation`, with the peer as the session knows it now, this
+    /// user's key (if it has one and speaks Pigeon), and whether the
+    /// server relays.
     pub fn new(
         conversation: Conversation,
         peer: Option<Peer>,
         identity: Option<Arc<Identity>>,
+        relay: bool,
     ) -> Self {
         Self {
+            paths: Paths::new(relay, peer.map(|p| p.endpoint.socket_addr())),
             last_endpoint: peer.map(|p| p.endpoint),
             last_key: peer.and_then(|p| p.key),
             conversation,
@@ -130,22 +144,29 @@ impl PeerCore {
                     }
                     self.last_endpoint = Some(peer.endpoint);
                     self.last_key = peer.key;
+                    self.paths
+                        .set_endpoint(Some(peer.endpoint.socket_addr()), now);
                 }
                 self.peer = peer;
+                Vec::new()
+            }
+            PeerInput::Relay(relay) => {
+                self.paths.set_relay(relay);
                 Vec::new()
             }
             PeerInput::Talk(talk) => self.conversation.talk_received(talk),
             PeerInput::Chat(chat) => self.conversation.chat_received(chat),
             PeerInput::Ack(ack) => self.conversation.ack_received(ack, now),
-            PeerInput::Secure(frame) => return self.secure_received(frame, now),
+            PeerInput::Secure(frame, via) => return self.secure_received(frame, via, now),
         };
         self.outputs(out, now)
     }
 
     /// An end-to-end frame from the peer: handshake frames are answered,
-    /// and what a data frame holds, once authenticated, goes to the
-    /// conversation like a `chat` or `ack` in clear would.
-    fn secure_received(&mut self, frame: SecureFrame, now: Instant) -> Vec<PeerOutput> {
+    /// probes too (straight back where they came from), and what a data
+    /// frame holds, once authenticated, goes to the conversation like a
+    /// `chat` or `ack` in clear would.
+    fn secure_received(&mut self, frame: SecureFrame, via: Via, now: Instant) -> Vec<PeerOutput> {
         let (Some(identity), Some(link)) = (self.identity.clone(), self.link_mut()) else {
             return vec![PeerOutput::Refused(Refusal::NotEncrypted)];
         };
@@ -155,16 +176,38 @@ impl PeerCore {
             Err(drop) => return vec![PeerOutput::Refused(Refusal::Secure(drop))],
         };
         let mut outputs = Vec::new();
-        if link.handshakes() > before {
+        if let Via::Direct(from) = via {
+            self.paths.heard_from(from, now);
+        }
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|link| link.handshakes() > before)
+        {
             outputs.push(PeerOutput::Established);
+            self.paths.kick(now);
         }
         for event in events {
             match event {
-                LinkEvent::Send(frame) => outputs.extend(self.frame_to_peer(frame)),
+                LinkEvent::Send(frame) => outputs.extend(self.frame_to_peer(frame, now)),
+                LinkEvent::Plain(bytes) if bytes == PROBE => {
+                    // Answered where it came from; one relayed is no probe.
+                    if let (Via::Direct(from), Some(link)) = (via, self.link.as_mut()) {
+                        if let Some(frame) = link.seal_if_ready(&PROBED) {
+                            outputs.push(self.secure_to(from, frame));
+                        }
+                    }
+                }
+                LinkEvent::Plain(bytes) if bytes == PROBED => {
+                    if let Via::Direct(from) = via {
+                        self.paths.answered(from, now);
+                    }
+                }
                 LinkEvent::Plain(bytes) => {
                     let out = match Datagram::decode(&bytes) {
                         Ok(Datagram::Chat(chat)) if chat.from == *self.name() => {
                             if self.peer.and_then(|p| p.instance) == Some(chat.instance) {
+                                self.paths.active(now);
                                 self.conversation.chat_received(chat)
                             } else {
                                 outputs.push(PeerOutput::Refused(Refusal::WrongInstance));
@@ -185,6 +228,7 @@ impl PeerCore {
                 }
             }
         }
+        self.path_news(now, &mut outputs);
         outputs
     }
 
@@ -197,16 +241,51 @@ impl PeerCore {
         Some(self.link.get_or_insert_with(|| Link::new(me, peer, key)))
     }
 
-    /// `frame` on its way to where the peer was last seen.
-    fn frame_to_peer(&self, frame: SecureFrame) -> Option<PeerOutput> {
-        let to = self.last_endpoint?.socket_addr();
-        Some(PeerOutput::Transmit {
+    /// `frame` on its way to the peer, by the route of the moment.
+    fn frame_to_peer(&self, frame: SecureFrame, now: Instant) -> Option<PeerOutput> {
+        match self.paths.route(now)? {
+            Route::Direct(to) => Some(self.secure_to(to, frame)),
+            Route::Relayed => Some(PeerOutput::Relay(self.secure(frame))),
+        }
+    }
+
+    fn secure(&self, frame: SecureFrame) -> Secure {
+        Secure {
+            from: self.conversation.own_name().clone(),
+            frame,
+        }
+    }
+
+    /// `frame`, straight to `to`.
+    fn secure_to(&self, to: SocketAddr, frame: SecureFrame) -> PeerOutput {
+        PeerOutput::Transmit {
             to,
-            datagram: Datagram::Secure(Secure {
-                from: self.conversation.own_name().clone(),
-                frame,
-            }),
-        })
+            datagram: Datagram::Secure(self.secure(frame)),
+        }
+    }
+
+    /// Probes due now, and the route if it changed (told once).
+    fn path_news(&mut self, now: Instant, outputs: &mut Vec<PeerOutput>) {
+        if !self.is_encrypted() {
+            return;
+        }
+        for to in self.paths.due_probes(now) {
+            if let Some(frame) = self
+                .link
+                .as_mut()
+                .and_then(|link| link.seal_if_ready(&PROBE))
+            {
+                outputs.push(self.secure_to(to, frame));
+            }
+        }
+        if self.link.is_some() {
+            if let Some(route) = self.paths.news(now) {
+                outputs.push(PeerOutput::Emit(ClientEvent::Path {
+                    name: self.name().clone(),
+                    route,
+                }));
+            }
+        }
     }
 
     /// This user writes `text` at `time` (of day): numbered from `ids`
@@ -244,10 +323,15 @@ impl PeerCore {
 
     /// When [`PeerCore::handle_timeout`] is next due, if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.conversation.next_deadline(), self.drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let paths = self.link.as_ref().and_then(|_| self.paths.poll_timeout());
+        [
+            self.conversation.next_deadline(),
+            self.drain_deadline,
+            paths,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Retransmissions, deadlines, and the end of a drain.
@@ -278,10 +362,13 @@ impl PeerCore {
                     match (identity, self.link_mut()) {
                         (Some(identity), Some(link)) => {
                             let frames = link.seal(&identity, &datagram.to_bytes(), answered, now);
+                            if answered {
+                                self.paths.chat_sent(now);
+                            }
                             outputs.extend(
                                 frames
                                     .into_iter()
-                                    .filter_map(|frame| self.frame_to_peer(frame)),
+                                    .filter_map(|frame| self.frame_to_peer(frame, now)),
                             );
                         }
                         _ => outputs.push(PeerOutput::Transmit {
@@ -297,6 +384,7 @@ impl PeerCore {
             self.drain_deadline = None;
             outputs.push(PeerOutput::Drained);
         }
+        self.path_news(now, &mut outputs);
         outputs
     }
 }

@@ -124,6 +124,11 @@ impl Replica {
 
     /// A Pigeon peer sends from its receive endpoint: the source must be
     /// exactly the endpoint of the user it names.
+    /// Every other user's name.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &UserName> {
+        self.roster.keys().filter(|name| **name != self.me)
+    }
+
     pub(crate) fn check_exact(&self, name: &UserName, source: SocketAddr) -> Result<Peer, Refusal> {
         let peer = self.roster.get(name).ok_or(Refusal::UnknownSender)?;
         if peer.endpoint.socket_addr() == source {

@@ -10,6 +10,7 @@ use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
+use crate::events::Route;
 use crate::ui::state::{Connection, Focus, Line, Mark, TabKind, UiState, Who};
 
 /// Below this width the roster and the conversation take turns (Esc).
@@ -312,6 +313,16 @@ fn draw_status(frame: &mut Frame, ui: &UiState, area: Rect) {
     if let Some(endpoint) = ui.endpoint() {
         text.push_str(&format!(" @ {endpoint}"));
     }
+    // How the conversation in view reaches its peer.
+    let route = ui
+        .tabs()
+        .get(ui.active())
+        .and_then(|tab| match (&tab.kind, tab.route) {
+            (TabKind::Chat(peer), Some(Route::Direct(_))) => Some(format!(" · {peer} direct")),
+            (TabKind::Chat(peer), Some(Route::Relayed)) => Some(format!(" · {peer} relayed")),
+            _ => None,
+        });
+    let connection = format!("{connection}{}", route.unwrap_or_default());
     let others = ui.roster().len();
     text.push_str(&format!(
         " · {connection} · {others} other{} · bell {} │ Esc roster · Ctrl-N/P tabs · PgUp/PgDn scroll · /help · Ctrl-C quit",

@@ -11,7 +11,7 @@ use pigeon_shared::{TalkTime, UserName};
 
 use crate::client_core::Sent;
 use crate::command::{parse_command, Command, UI_HELP};
-use crate::events::{ClientEvent, MessageId};
+use crate::events::{ClientEvent, MessageId, Route};
 use crate::history::{Direction, StoredDelivery, StoredMessage};
 use crate::history_actor::Record;
 use crate::session::{KeyInfo, NO_ANSWER};
@@ -140,6 +140,9 @@ pub struct Tab {
     pub unread: usize,
     /// Rows scrolled back from the newest.
     pub scroll: usize,
+    /// How an end-to-end encrypted conversation reaches its peer, once
+    /// known: straight, or through the server's relay.
+    pub route: Option<Route>,
 }
 
 impl Tab {
@@ -149,6 +152,7 @@ impl Tab {
             lines: VecDeque::new(),
             unread: 0,
             scroll: 0,
+            route: None,
         }
     }
 
@@ -424,6 +428,21 @@ impl UiState {
                 vec![Effect::WhoIs {
                     name: self.me.clone(),
                 }]
+            }
+            ClientEvent::Path { name, route } => {
+                if let Some(i) = self.chat_index(name.as_str()) {
+                    let line = match route {
+                        Route::Direct(at) => format!("talking with {name} directly ({at})"),
+                        Route::Relayed => format!(
+                            "talking with {name} through the server's relay (still end-to-end encrypted)"
+                        ),
+                    };
+                    if let Some(tab) = self.tabs.get_mut(i) {
+                        tab.route = Some(*route);
+                    }
+                    self.system(i, at, line);
+                }
+                Vec::new()
             }
             ClientEvent::KeyChanged { name, old, new } => {
                 let warning = format!(

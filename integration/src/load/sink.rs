@@ -256,6 +256,7 @@ impl SinkActor {
             }
             ClientEvent::Connecting { .. }
             | ClientEvent::Reconnected { .. }
+            | ClientEvent::Path { .. }
             | ClientEvent::KeyChanged { .. }
             | ClientEvent::OfflineMessage { .. }
             | ClientEvent::Stored { .. } => {}

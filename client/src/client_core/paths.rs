@@ -1,0 +1,304 @@
+//! How one end-to-end encrypted conversation reaches its peer: straight to
+//! an address that answered a probe, or through the server's relay, and
+//! when to probe. No sockets, no timers: the conversation asks, with `now`.
+//!
+//! - A frame goes straight to the peer while that path is **trusted**: an
+//!   authenticated frame came from it lately ([`TRUST`]) and no `chat` sent
+//!   on it has gone unanswered for long ([`SILENT`]). Otherwise it goes
+//!   through the relay, if the server has one, so the first message never
+//!   waits for a path to be found; without a relay, straight to the
+//!   roster's endpoint, as before relays.
+//! - While the conversation is active ([`ACTIVE`] since the last `chat`),
+//!   the peer's candidate addresses are probed (backing off from
+//!   [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]) until one answers, and then the
+//!   trusted path every [`KEEPALIVE`], which keeps NAT pinholes open.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::events::Route;
+
+/// How long a direct path stays trusted after it was last heard from.
+pub const TRUST: Duration = Duration::from_secs(25);
+/// How long a `chat` sent straight may go unanswered before the path is
+/// no longer trusted (and retransmissions take the relay).
+pub const SILENT: Duration = Duration::from_millis(700);
+/// How often a trusted path is probed while the conversation is active:
+/// well inside common NAT timeouts (30 s and more).
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How long after its last `chat` a conversation keeps probing.
+pub const ACTIVE: Duration = Duration::from_secs(120);
+/// The first wait between probes of untrusted candidates.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between probes of untrusted candidates.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// The paths of one conversation. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    relay: bool,
+    /// The peer's endpoint in the roster (its public one behind a NAT).
+    endpoint: Option<SocketAddr>,
+    /// The address that last answered a probe.
+    direct: Option<SocketAddr>,
+    /// When an authenticated frame last came straight from `direct`.
+    heard: Option<Instant>,
+    /// When a `chat` went straight with nothing heard straight since.
+    unanswered: Option<Instant>,
+    next_probe: Option<Instant>,
+    backoff: Duration,
+    active_until: Option<Instant>,
+    announced: Option<Route>,
+}
+
+impl Paths {
+    /// Paths to a peer at `endpoint` (from the roster); `relay`: whether
+    /// the server relays.
+    pub fn new(relay: bool, endpoint: Option<SocketAddr>) -> Self {
+        Self {
+            relay,
+            endpoint,
+            direct: None,
+            heard: None,
+            unanswered: None,
+            next_probe: None,
+            backoff: FIRST_BACKOFF,
+            active_until: None,
+            announced: None,
+        }
+    }
+
+    /// The server relays (or no longer does).
+    pub fn set_relay(&mut self, relay: bool) {
+        self.relay = relay;
+    }
+
+    /// The roster shows the peer at `endpoint`: a peer that moved is
+    /// probed afresh.
+    pub fn set_endpoint(&mut self, endpoint: Option<SocketAddr>, now: Instant) {
+        if endpoint != self.endpoint {
+            self.endpoint = endpoint;
+            self.direct = None;
+            self.heard = None;
+            self.unanswered = None;
+            self.kick(now);
+        }
+    }
+
+    /// Whether the direct path may carry frames now.
+    fn trusted(&self, now: Instant) -> bool {
+        let heard = self
+            .heard
+            .is_some_and(|at| now.saturating_duration_since(at) < TRUST);
+        let answered = self
+            .unanswered
+            .is_none_or(|since| now.saturating_duration_since(since) < SILENT);
+        self.direct.is_some() && heard && answered
+    }
+
+    /// Where a frame goes now (`None`: nowhere known).
+    pub fn route(&self, now: Instant) -> Option<Route> {
+        match self.direct {
+            Some(direct) if self.trusted(now) => Some(Route::Direct(direct)),
+            _ if self.relay => Some(Route::Relayed),
+            _ => self.endpoint.map(Route::Direct),
+        }
+    }
+
+    /// A `chat` was sent now (by this user): the conversation is active,
+    /// and a chat sent straight expects an answer straight.
+    pub fn chat_sent(&mut self, now: Instant) {
+        self.active(now);
+        if matches!(self.route(now), Some(Route::Direct(_))) && self.relay {
+            self.unanswered.get_or_insert(now);
+        }
+    }
+
+    /// The conversation is active (a `chat` either way).
+    pub fn active(&mut self, now: Instant) {
+        let was_idle = self.active_until.is_none_or(|until| now >= until);
+        self.active_until = Some(now + ACTIVE);
+        if was_idle {
+            self.kick(now);
+        }
+    }
+
+    /// Probe now (a session is ready, or something changed).
+    pub fn kick(&mut self, now: Instant) {
+        self.backoff = FIRST_BACKOFF;
+        self.next_probe = Some(now);
+    }
+
+    /// An authenticated frame arrived straight from `from`.
+    pub fn heard_from(&mut self, from: SocketAddr, now: Instant) {
+        if self.direct == Some(from) {
+            self.heard = Some(now);
+            self.unanswered = None;
+        }
+    }
+
+    /// `from` answered a probe: the path to it works both ways.
+    pub fn answered(&mut self, from: SocketAddr, now: Instant) {
+        self.direct = Some(from);
+        self.heard = Some(now);
+        self.unanswered = None;
+        self.backoff = FIRST_BACKOFF;
+        self.next_probe = Some(now + KEEPALIVE);
+    }
+
+    /// Forgets what has run out by `now`: a direct path not heard from
+    /// for [`TRUST`], a `chat` unanswered for [`SILENT`] (the path is then
+    /// no longer trusted).
+    fn expire(&mut self, now: Instant) {
+        if self
+            .heard
+            .is_some_and(|at| now.saturating_duration_since(at) >= TRUST)
+        {
+            self.heard = None;
+        }
+        if self
+            .unanswered
+            .is_some_and(|since| now.saturating_duration_since(since) >= SILENT)
+        {
+            self.heard = None;
+            self.unanswered = None;
+            self.kick(now);
+        }
+    }
+
+    /// Where to send a probe now, if anywhere. Without a relay nothing is
+    /// probed (frames go straight to the roster's endpoint anyway).
+    pub fn due_probes(&mut self, now: Instant) -> Vec<SocketAddr> {
+        self.expire(now);
+        if !self.relay {
+            self.next_probe = None;
+            return Vec::new();
+        }
+        if self.next_probe.is_none_or(|at| now < at) {
+            return Vec::new();
+        }
+        if self.active_until.is_none_or(|until| now >= until) {
+            self.next_probe = None;
+            return Vec::new();
+        }
+        if self.trusted(now) {
+            self.next_probe = Some(now + KEEPALIVE);
+            return self.direct.into_iter().collect();
+        }
+        self.next_probe = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let mut targets: Vec<SocketAddr> = self.endpoint.into_iter().collect();
+        if let Some(direct) = self.direct.filter(|d| !targets.contains(d)) {
+            targets.push(direct);
+        }
+        targets
+    }
+
+    /// When [`Paths::due_probes`] or a change of route is next due (each
+    /// is forgotten once past, so this is never a time gone by for long).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let silent = self.unanswered.map(|since| since + SILENT);
+        let distrust = self.heard.map(|at| at + TRUST);
+        [self.next_probe, silent, distrust]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The route, if it changed since last announced.
+    pub fn news(&mut self, now: Instant) -> Option<Route> {
+        self.expire(now);
+        let route = self.route(now);
+        if route != self.announced {
+            self.announced = route;
+            return route;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn without_a_relay_frames_go_to_the_rosters_endpoint_and_nothing_is_probed() {
+        let now = Instant::now();
+        let mut paths = Paths::new(false, Some(at("10.0.0.2:5000")));
+        paths.active(now);
+        assert_eq!(paths.route(now), Some(Route::Direct(at("10.0.0.2:5000"))));
+        assert!(paths.due_probes(now).is_empty());
+    }
+
+    #[test]
+    fn the_relay_carries_until_a_probe_is_answered_then_the_direct_path() {
+        let now = Instant::now();
+        let peer = at("203.0.113.9:5000");
+        let mut paths = Paths::new(true, Some(peer));
+        assert_eq!(paths.news(now), Some(Route::Relayed));
+        paths.active(now);
+        assert_eq!(paths.due_probes(now), vec![peer]);
+        // Backing off while nothing answers.
+        assert!(paths
+            .due_probes(now + Duration::from_millis(100))
+            .is_empty());
+        assert_eq!(paths.due_probes(now + FIRST_BACKOFF), vec![peer]);
+        let t = now + Duration::from_secs(1);
+        paths.answered(peer, t);
+        assert_eq!(paths.route(t), Some(Route::Direct(peer)));
+        assert_eq!(paths.news(t), Some(Route::Direct(peer)));
+        assert_eq!(paths.news(t), None);
+        // Kept alive while active.
+        assert_eq!(paths.due_probes(t + KEEPALIVE), vec![peer]);
+    }
+
+    #[test]
+    fn a_silent_direct_path_falls_back_to_the_relay_and_is_probed_again() {
+        let now = Instant::now();
+        let peer = at("203.0.113.9:5000");
+        let mut paths = Paths::new(true, Some(peer));
+        paths.active(now);
+        paths.answered(peer, now);
+        paths.chat_sent(now);
+        assert_eq!(paths.route(now + SILENT / 2), Some(Route::Direct(peer)));
+        assert_eq!(paths.poll_timeout(), Some(now + SILENT));
+        let later = now + SILENT;
+        assert_eq!(paths.route(later), Some(Route::Relayed));
+        // The next probe (the keepalive's time) finds it again if it works.
+        paths.answered(peer, later + Duration::from_millis(5));
+        assert_eq!(
+            paths.route(later + Duration::from_millis(5)),
+            Some(Route::Direct(peer))
+        );
+    }
+
+    #[test]
+    fn a_path_not_heard_from_for_a_while_is_not_trusted_and_an_idle_one_not_probed() {
+        let now = Instant::now();
+        let peer = at("203.0.113.9:5000");
+        let mut paths = Paths::new(true, Some(peer));
+        paths.active(now);
+        paths.answered(peer, now);
+        assert_eq!(paths.route(now + TRUST), Some(Route::Relayed));
+        assert!(paths.due_probes(now + ACTIVE).is_empty());
+        // A new chat after the idle spell probes at once.
+        let back = now + ACTIVE + Duration::from_secs(1);
+        paths.active(back);
+        assert_eq!(paths.due_probes(back), vec![peer]);
+    }
+
+    #[test]
+    fn a_peer_that_moves_is_probed_afresh() {
+        let now = Instant::now();
+        let mut paths = Paths::new(true, Some(at("203.0.113.9:5000")));
+        paths.active(now);
+        paths.answered(at("203.0.113.9:5000"), now);
+        paths.set_endpoint(Some(at("203.0.113.9:6000")), now);
+        assert_eq!(paths.route(now), Some(Route::Relayed));
+        assert_eq!(paths.due_probes(now), vec![at("203.0.113.9:6000")]);
+    }
+}
