@@ -581,6 +581,15 @@ impl Conversation {
         out
     }
 
+    /// Sends every unacknowledged part again now (the way to the peer
+    /// changed, and what went the old way may be lost).
+    pub fn resend_now(&mut self, now: Instant) -> Vec<ConversationOutput> {
+        for flight in self.in_flight.values_mut() {
+            flight.next_send = now;
+        }
+        self.tick(now)
+    }
+
     /// When [`Conversation::tick`] should next be called, if at all.
     pub fn next_deadline(&self) -> Option<Instant> {
         let flights = self

@@ -135,12 +135,12 @@ impl Internet {
             "add table ip fw".to_owned(),
             "add chain ip fw in { type filter hook input priority filter; policy accept; }"
                 .to_owned(),
-            "add chain ip fw fwd { type filter hook forward priority filter; policy accept; }"
+            "add chain ip fw through { type filter hook forward priority filter; policy accept; }"
                 .to_owned(),
             // Nothing unsolicited from outside reaches the router or its
             // network.
             "add rule ip fw in iifname \"wan\" ct state new drop".to_owned(),
-            "add rule ip fw fwd iifname \"wan\" ct state new drop".to_owned(),
+            "add rule ip fw through iifname \"wan\" ct state new drop".to_owned(),
         ];
         for rule in &rules {
             ns.exec(&["nft", rule])
@@ -222,13 +222,13 @@ impl Internet {
             self.public.exec(&["nft", "add table bridge cut"])?;
             self.public.exec(&[
                 "nft",
-                "add chain bridge cut fwd { type filter hook forward priority 0; }",
+                "add chain bridge cut between { type filter hook forward priority 0; }",
             ])?;
             for (x, y) in [(a, b), (b, a)] {
                 self.public.exec(&[
                     "nft",
                     &format!(
-                        "add rule bridge cut fwd ip saddr {x} ip daddr {y} meta l4proto udp drop"
+                        "add rule bridge cut between ip saddr {x} ip daddr {y} meta l4proto udp drop"
                     ),
                 ])?;
             }

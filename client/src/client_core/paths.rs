@@ -23,6 +23,12 @@ pub const TRUST: Duration = Duration::from_secs(25);
 /// How long a `chat` sent straight may go unanswered before the path is
 /// no longer trusted (and retransmissions take the relay).
 pub const SILENT: Duration = Duration::from_millis(700);
+/// A direct path not heard from for this long is stale: a `chat` sent on
+/// it then expects an answer within [`SILENT_STALE`] (NAT mappings may
+/// have expired while it was quiet).
+pub const FRESH: Duration = Duration::from_secs(4);
+/// How long a `chat` sent on a stale path may go unanswered.
+pub const SILENT_STALE: Duration = Duration::from_millis(250);
 /// How often a trusted path is probed while the conversation is active:
 /// well inside common NAT timeouts (30 s and more).
 pub const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -43,8 +49,9 @@ pub struct Paths {
     direct: Option<SocketAddr>,
     /// When an authenticated frame last came straight from `direct`.
     heard: Option<Instant>,
-    /// When a `chat` went straight with nothing heard straight since.
-    unanswered: Option<Instant>,
+    /// When a `chat` went straight with nothing heard straight since, and
+    /// how long it may stay unanswered.
+    unanswered: Option<(Instant, Duration)>,
     next_probe: Option<Instant>,
     backoff: Duration,
     active_until: Option<Instant>,
@@ -92,7 +99,7 @@ impl Paths {
             .is_some_and(|at| now.saturating_duration_since(at) < TRUST);
         let answered = self
             .unanswered
-            .is_none_or(|since| now.saturating_duration_since(since) < SILENT);
+            .is_none_or(|(since, limit)| now.saturating_duration_since(since) < limit);
         self.direct.is_some() && heard && answered
     }
 
@@ -110,7 +117,15 @@ impl Paths {
     pub fn chat_sent(&mut self, now: Instant) {
         self.active(now);
         if matches!(self.route(now), Some(Route::Direct(_))) && self.relay {
-            self.unanswered.get_or_insert(now);
+            let stale = self
+                .heard
+                .is_none_or(|at| now.saturating_duration_since(at) >= FRESH);
+            let limit = if stale { SILENT_STALE } else { SILENT };
+            self.unanswered.get_or_insert((now, limit));
+            if stale {
+                // Check the path now, alongside the chat.
+                self.next_probe = Some(now);
+            }
         }
     }
 
@@ -158,7 +173,7 @@ impl Paths {
         }
         if self
             .unanswered
-            .is_some_and(|since| now.saturating_duration_since(since) >= SILENT)
+            .is_some_and(|(since, limit)| now.saturating_duration_since(since) >= limit)
         {
             self.heard = None;
             self.unanswered = None;
@@ -197,7 +212,7 @@ impl Paths {
     /// When [`Paths::due_probes`] or a change of route is next due (each
     /// is forgotten once past, so this is never a time gone by for long).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let silent = self.unanswered.map(|since| since + SILENT);
+        let silent = self.unanswered.map(|(since, limit)| since + limit);
         let distrust = self.heard.map(|at| at + TRUST);
         [self.next_probe, silent, distrust]
             .into_iter()
@@ -265,6 +280,7 @@ mod tests {
         paths.answered(peer, now);
         paths.chat_sent(now);
         assert_eq!(paths.route(now + SILENT / 2), Some(Route::Direct(peer)));
+        // Fresh: the longer wait.
         assert_eq!(paths.poll_timeout(), Some(now + SILENT));
         let later = now + SILENT;
         assert_eq!(paths.route(later), Some(Route::Relayed));
@@ -274,6 +290,20 @@ mod tests {
             paths.route(later + Duration::from_millis(5)),
             Some(Route::Direct(peer))
         );
+    }
+
+    #[test]
+    fn a_chat_on_a_quiet_path_expects_its_answer_sooner_and_probes_alongside() {
+        let now = Instant::now();
+        let peer = at("203.0.113.9:5000");
+        let mut paths = Paths::new(true, Some(peer));
+        paths.active(now);
+        paths.answered(peer, now);
+        let later = now + FRESH;
+        paths.chat_sent(later);
+        assert_eq!(paths.due_probes(later), vec![peer]);
+        assert_eq!(paths.poll_timeout(), Some(later + SILENT_STALE));
+        assert_eq!(paths.route(later + SILENT_STALE), Some(Route::Relayed));
     }
 
     #[test]

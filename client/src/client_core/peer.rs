@@ -284,6 +284,10 @@ impl PeerCore {
                     name: self.name().clone(),
                     route,
                 }));
+                // What went the old way may be lost: send it again now,
+                // the new way.
+                let again = self.conversation.resend_now(now);
+                outputs.extend(self.outputs(again, now));
             }
         }
     }
