@@ -893,6 +893,11 @@ impl Session {
         let relay = self.relays();
         if relay != self.relay_told {
             self.relay_told = relay;
+            // Leaving: the conversations are done (or draining, and their
+            // peers keep taking what they send straight).
+            if matches!(self.state, State::LoggingOut { .. } | State::Ended) {
+                return;
+            }
             out.extend(
                 self.replica
                     .names()
