@@ -30,6 +30,11 @@ struct Setup {
 }
 
 fn setup(a: Nat, b: Nat) -> anyhow::Result<Setup> {
+    setup_with(a, b, &[])
+}
+
+/// [`setup`], the server started with `server_args` too.
+fn setup_with(a: Nat, b: Nat, server_args: &[&str]) -> anyhow::Result<Setup> {
     let mut net = Internet::new()?;
     let ra = net.router(a)?;
     let rb = net.router(b)?;
@@ -38,6 +43,7 @@ fn setup(a: Nat, b: Nat) -> anyhow::Result<Setup> {
     let server_addr = format!("{SERVER_IP}:7788");
     let mut command = net.public.command(&binary("pigeon-server")?);
     command.args(["--udp", &server_addr, "--ephemeral"]);
+    command.args(server_args);
     let mut server = Proc::start("server", command, "info")?;
     server.expect_prefix("listening ", WAIT)?;
     // A new server key each time: a folder of their own, where no other
@@ -227,6 +233,35 @@ fn after_the_pinholes_expire_the_next_message_still_arrives_within_a_second() ->
         let took = say(&mut s.alice, &mut s.bob, "after a quiet spell")?;
         eprintln!("pinholes expired: message shown after {took:?}");
         anyhow::ensure!(took < Duration::from_secs(1), "took {took:?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn a_relay_over_its_rate_limit_loses_nothing_end_to_end() -> anyhow::Result<()> {
+    if skipped() {
+        return Ok(());
+    }
+    let mut setup = setup_with(Nat::Home, Nat::Symmetric, &["--relay-rate", "5"])?;
+    with_logs(&mut setup, |s| {
+        let started = Instant::now();
+        for i in 0..30 {
+            s.alice.send(&format!("/msg bob burst {i}"))?;
+        }
+        for i in 0..30 {
+            let wanted = format!(" burst {i}");
+            let line = s
+                .bob
+                .expect("the next message", WAIT, |l| l.starts_with("msg "))?;
+            anyhow::ensure!(line.ends_with(&wanted), "{line:?}: expected {wanted:?}");
+        }
+        eprintln!(
+            "30 messages through a relay of 5 a second: all shown after {:?}",
+            started.elapsed()
+        );
+        s.server
+            .expect_stderr("over-session-rate", WAIT)
+            .map_err(|e| anyhow::anyhow!("the relay's limit was never reached: {e}"))?;
         Ok(())
     })
 }
