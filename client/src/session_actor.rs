@@ -218,7 +218,9 @@ impl SessionActor {
                     // What the conversation makes of it takes its place
                     // among the events.
                     let ticket = match input {
-                        PeerInput::Peer(_) => None,
+                        // News of the peer or the relay answers nothing
+                        // in particular: what it brings goes after.
+                        PeerInput::Peer(_) | PeerInput::Relay(_) => None,
                         _ => {
                             self.emit(std::mem::take(&mut events));
                             Some(self.outbox.reserve())
