@@ -86,6 +86,9 @@ pub struct ClientConfig {
     /// Where peers' keys are pinned (`None`: in memory only, for as long
     /// as the client runs).
     pub known_peers: Option<PathBuf>,
+    /// Conversations never look for a direct path, and take the server's
+    /// relay while there is one (load tests of the relay).
+    pub relay_only: bool,
     /// A fault-injection layer on every datagram the client sends (tests).
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
@@ -112,6 +115,7 @@ impl ClientConfig {
             identity: Some(Identity::generate()),
             known_servers: None,
             known_peers: None,
+            relay_only: false,
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -229,6 +233,7 @@ impl ClientHandle {
             delivery: config.delivery,
             idle_stop: config.idle_stop,
             clock: config.clock,
+            relay_only: config.relay_only,
         };
         Ok(BoundClient {
             session,

@@ -126,6 +126,9 @@ pub struct SessionSettings {
     pub idle_stop: Duration,
     /// Where time comes from.
     pub clock: SharedClock,
+    /// Conversations never look for a direct path: they take the relay
+    /// while there is one (load tests of the relay).
+    pub relay_only: bool,
 }
 
 /// Events on their way to the front end, in order: a conversation's answer
@@ -363,6 +366,7 @@ impl SessionActor {
                 self.session.identity(),
                 self.session.relays(),
             )
+            .relay_only(self.settings.relay_only)
         });
         self.stats
             .conversations_started

@@ -15,6 +15,7 @@ async fn fifty_peers_converge_chat_exactly_once_and_leave() -> anyhow::Result<()
         peers: 50,
         messages: 10,
         legacy: 10,
+        relayed: 10,
         ceiling_receivers: 20,
         ceiling_duration: Duration::from_millis(60),
         phase_timeout: Duration::from_secs(60),
@@ -26,6 +27,8 @@ async fn fifty_peers_converge_chat_exactly_once_and_leave() -> anyhow::Result<()
     assert_eq!(report.roster_events, 50 * 49);
     assert_eq!(report.messages_sent, 500);
     assert_eq!(report.messages_delivered, 500);
+    // Ten of them kept to the relay, which carried their chat.
+    assert!(report.relayed_frames > 0, "{}", report.relayed_frames);
     // Chat between the 40 Pigeon peers went end-to-end encrypted.
     assert!(
         report.encrypted && report.handshakes > 0,

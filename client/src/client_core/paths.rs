@@ -43,6 +43,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 pub struct Paths {
     relay: bool,
+    /// Whether direct paths are looked for at all (off: the relay only,
+    /// as for load tests of the relay).
+    probe: bool,
     /// The peer's endpoint in the roster (its public one behind a NAT).
     endpoint: Option<SocketAddr>,
     /// The address that last answered a probe.
@@ -64,6 +67,7 @@ impl Paths {
     pub fn new(relay: bool, endpoint: Option<SocketAddr>) -> Self {
         Self {
             relay,
+            probe: true,
             endpoint,
             direct: None,
             heard: None,
@@ -73,6 +77,12 @@ impl Paths {
             active_until: None,
             announced: None,
         }
+    }
+
+    /// Never look for a direct path: with a relay, everything goes
+    /// through it.
+    pub fn relay_only(&mut self) {
+        self.probe = false;
     }
 
     /// The server relays (or no longer does).
@@ -185,7 +195,7 @@ impl Paths {
     /// probed (frames go straight to the roster's endpoint anyway).
     pub fn due_probes(&mut self, now: Instant) -> Vec<SocketAddr> {
         self.expire(now);
-        if !self.relay {
+        if !self.relay || !self.probe {
             self.next_probe = None;
             return Vec::new();
         }

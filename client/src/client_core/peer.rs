@@ -104,6 +104,15 @@ impl PeerCore {
         }
     }
 
+    /// Never look for a direct path to the peer (the relay only, while
+    /// there is one).
+    pub fn relay_only(mut self, relay_only: bool) -> Self {
+        if relay_only {
+            self.paths.relay_only();
+        }
+        self
+    }
+
     /// Whether chat with the peer is end-to-end encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.identity.is_some() && self.last_key.is_some()

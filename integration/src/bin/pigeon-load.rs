@@ -104,6 +104,12 @@ struct Args {
     #[arg(long)]
     no_encryption: bool,
 
+    /// How many peers (after the seed-era ones) never look for a direct
+    /// path: their conversations stay on the server's relay (to measure
+    /// the relay).
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    relayed: usize,
+
     /// Seed for the choice of message targets.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -195,6 +201,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         phase_timeout: Duration::from_secs(args.timeout),
         ceiling_duration: Duration::from_millis(args.ceiling_ms),
         encrypt: !args.no_encryption,
+        relayed: args.relayed,
         ..LoadConfig::default()
     };
     eprintln!(
@@ -288,6 +295,13 @@ fn print_table(r: &LoadReport) {
             } else {
                 "off (--no-encryption)".to_owned()
             },
+        ),
+        (
+            "relay",
+            format!(
+                "{} frames, {:.0}/s ({} peers kept to it)",
+                r.relayed_frames, r.relayed_per_s, r.relayed_peers
+            ),
         ),
         (
             "latency p50 / p99 / max",

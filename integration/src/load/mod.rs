@@ -56,6 +56,9 @@ pub struct LoadConfig {
     /// Whether the peers have keys, and so chat end-to-end encrypted
     /// (without: as clients from before keys, in clear).
     pub encrypt: bool,
+    /// How many peers (after the seed-era ones) never look for a direct
+    /// path: their conversations stay on the server's relay.
+    pub relayed: usize,
 }
 
 impl Default for LoadConfig {
@@ -71,6 +74,7 @@ impl Default for LoadConfig {
             ceiling_duration: Duration::from_millis(1500),
             phase_timeout: Duration::from_secs(120),
             encrypt: true,
+            relayed: 0,
         }
     }
 }
@@ -115,6 +119,11 @@ pub struct LoadReport {
     /// both ends), and per second of it.
     pub handshakes: u64,
     pub handshakes_per_s: f64,
+    /// Peers forced onto the relay; end-to-end frames the server relayed
+    /// in the chat phase, and per second of it.
+    pub relayed_peers: usize,
+    pub relayed_frames: u64,
+    pub relayed_per_s: f64,
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
     pub latency_max_us: u64,
@@ -228,8 +237,10 @@ fn crowd_configs(config: &LoadConfig, server: SocketAddr) -> anyhow::Result<Vec<
     (0..config.peers)
         .map(|index| {
             let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
-            // The first `legacy` peers speak the seed's protocol only.
+            // The first `legacy` peers speak the seed's protocol only; the
+            // `relayed` after them keep to the relay.
             client.plain_protocol = index < config.legacy;
+            client.relay_only = (config.legacy..config.legacy + config.relayed).contains(&index);
             if !config.encrypt {
                 client.identity = None;
             }
@@ -326,6 +337,14 @@ pub async fn run(
     anyhow::ensure!(
         config.legacy <= config.peers,
         "more legacy peers than peers"
+    );
+    anyhow::ensure!(
+        config.legacy + config.relayed <= config.peers,
+        "more seed-era and relayed peers than peers"
+    );
+    anyhow::ensure!(
+        config.relayed == 0 || config.encrypt,
+        "the relay carries only end-to-end encrypted chat: --relayed needs keys"
     );
     let n = config.peers;
     let mut failures = Vec::new();
@@ -450,6 +469,7 @@ pub async fn run(
             *seq += 1;
         }
     }
+    let relayed_before = server.as_ref().map(|s| s.stats().relayed);
     let chat_start = Instant::now();
     let mut send_errors = 0u64;
     // Sends go out in waves, each message stamped just before it leaves.
@@ -479,6 +499,10 @@ pub async fn run(
     })
     .await;
     let chat_s = chat_start.elapsed().as_secs_f64();
+    let relayed_frames = match (&server, relayed_before) {
+        (Some(server), Some(before)) => server.stats().relayed - before,
+        _ => 0,
+    };
     let handshakes: u64 = crowd
         .handles
         .iter()
@@ -572,6 +596,9 @@ pub async fn run(
         encrypted: config.encrypt,
         handshakes,
         handshakes_per_s: handshakes as f64 / chat_s.max(1e-9),
+        relayed_peers: config.relayed,
+        relayed_frames,
+        relayed_per_s: relayed_frames as f64 / chat_s.max(1e-9),
         latency_p50_us: percentile(&latencies, 50.0),
         latency_p99_us: percentile(&latencies, 99.0),
         latency_max_us: latencies.last().copied().map_or(0, u64::from),
