@@ -14,6 +14,38 @@ use anyhow::Context;
 
 use crate::netns::{run_root, Namespace};
 
+/// A veth pair from `inner` (named `name` there) to `outer` (named `port`
+/// there, attached to its bridge `bridge` and up). Made from the root
+/// namespace straight into the two, never in the root namespace itself.
+fn plug(
+    inner: &Namespace,
+    name: &str,
+    outer: &Namespace,
+    port: &str,
+    bridge: &str,
+) -> anyhow::Result<()> {
+    run_root(
+        "ip",
+        &[
+            "link",
+            "add",
+            name,
+            "netns",
+            inner.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            outer.name(),
+        ],
+    )?;
+    outer.exec(&["ip", "link", "set", port, "master", bridge])?;
+    outer.exec(&["ip", "link", "set", port, "up"])?;
+    Ok(())
+}
+
 /// The server's address on the public segment.
 pub const SERVER_IP: &str = "198.18.0.1";
 
@@ -91,26 +123,7 @@ impl Internet {
         let ns = Namespace::fresh()?;
         let wan_ip = format!("198.18.0.{}", 10 + index);
         let port = format!("r{index}");
-        run_root(
-            "ip",
-            &[
-                "link",
-                "add",
-                "wan",
-                "netns",
-                ns.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                self.public.name(),
-            ],
-        )?;
-        self.public
-            .exec(&["ip", "link", "set", &port, "master", "br0"])?;
-        self.public.exec(&["ip", "link", "set", &port, "up"])?;
+        plug(&ns, "wan", &self.public, &port, "br0")?;
         ns.exec(&["ip", "addr", "add", &format!("{wan_ip}/24"), "dev", "wan"])?;
         ns.exec(&["ip", "link", "set", "wan", "up"])?;
         ns.exec(&["ip", "link", "add", "lan", "type", "bridge"])?;
@@ -164,25 +177,7 @@ impl Internet {
         let ip = format!("10.{}.0.{}", r.index + 1, 10 + r.hosts);
         let port = format!("h{}", r.hosts);
         r.hosts += 1;
-        run_root(
-            "ip",
-            &[
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                ns.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                r.ns.name(),
-            ],
-        )?;
-        r.ns.exec(&["ip", "link", "set", &port, "master", "lan"])?;
-        r.ns.exec(&["ip", "link", "set", &port, "up"])?;
+        plug(&ns, "eth0", &r.ns, &port, "lan")?;
         ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.exec(&["ip", "link", "set", "eth0", "up"])?;
         ns.exec(&[
