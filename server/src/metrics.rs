@@ -296,6 +296,18 @@ impl Collector for ServerMetrics {
         )?;
         counter(
             e,
+            "pigeon_meetings",
+            "Meetings arranged: two users told at once where to probe each other.",
+            load(&r.meetings),
+        )?;
+        counter(
+            e,
+            "pigeon_meets_refused",
+            "Requests to meet not answered: not a session, no such peer, too short, or over the rate.",
+            load(&r.meets_refused),
+        )?;
+        counter(
+            e,
             "pigeon_seed_hosts_confirmed",
             "Roster fetches that confirmed a host's seed-style sessions.",
             load(&r.seed_confirmed),

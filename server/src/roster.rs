@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use pigeon_shared::handshake::{self, Hello, Reply, REPLY_BYTES};
 use pigeon_shared::seal::{SessionKey, SEAL_OVERHEAD};
+use pigeon_shared::rate_limit::{Bucket, Rate};
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
-    Logout, PeerAddr, Ping, Pong, RefuseReason, Refused, Revision, RosterChange, SessionToken,
-    UserName,
+    Logout, Meet, PeerAddr, Ping, Pong, Punch, RefuseReason, Refused, Revision, RosterChange,
+    SessionToken, UserName,
 };
 use pigeon_shared::{Identity, PublicKey};
 use pigeon_shared::{Nonce, PIGEON_TAG};
@@ -136,8 +137,14 @@ struct User {
     /// Where the server sees the user: for a Pigeon client behind a NAT,
     /// its public endpoint, not the one it claimed.
     endpoint: PeerAddr,
+    /// The endpoint a Pigeon client behind a NAT claimed (its address on
+    /// its own network): told only to a peer behind the same public
+    /// address, when the two meet.
+    local: Option<PeerAddr>,
     session: Session,
     last_seen: Instant,
+    /// Meetings this user may still ask for ([`MEET_RATE`]).
+    meets: Bucket,
     /// Whether the client proved it receives: a Pigeon client fetched the
     /// Pigeon roster with its token (and so gets deltas from then on); a
     /// seed-era client's host fetched the seed roster (and so gets
@@ -236,6 +243,39 @@ pub struct Roster {
     /// Registered names and their keys: a name is registered to the key of
     /// the first session under it that proved it holds its key.
     registry: HashMap<UserName, PublicKey>,
+}
+
+/// How many meetings one user may ask for: a conversation asks when it
+/// starts looking for a direct path.
+pub const MEET_RATE: Rate = Rate {
+    per_second: 5.0,
+    burst: 20.0,
+};
+
+/// Why a request to meet was not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeetRefusal {
+    /// Not a session here (name, token or source wrong).
+    NotASession,
+    /// The peer is not online, or either side is not a synced Pigeon
+    /// session with a key.
+    NoSuchPeer,
+    /// The request is smaller than its answer would be.
+    Short,
+    /// Over [`MEET_RATE`].
+    OverRate,
+}
+
+impl MeetRefusal {
+    /// The reason as logs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotASession => "not-a-session",
+            Self::NoSuchPeer => "no-such-peer",
+            Self::Short => "short",
+            Self::OverRate => "over-rate",
+        }
+    }
 }
 
 /// Changes kept for clients catching up after a snapshot.
@@ -488,15 +528,15 @@ impl Roster {
         // Nobody else can claim an endpoint in its name.
         let asked_at = endpoint;
         let observed = PeerAddr::from(SocketAddr::new(source.ip().to_canonical(), source.port()));
-        let endpoint = match pigeon {
+        let (endpoint, local) = match pigeon {
             Some(_) if observed != asked_at => {
                 if let Err(problem) = observed.check_usable() {
                     let detail = format!("source {observed} cannot receive: {problem}");
                     return refused(RefuseReason::BadEndpoint, detail);
                 }
-                observed
+                (observed, Some(asked_at))
             }
-            _ => endpoint,
+            _ => (endpoint, None),
         };
         // The Pigeon `Accept` is not sent to an endpoint that has proved
         // nothing yet unless it is no larger than the login (a Pigeon
@@ -679,7 +719,7 @@ impl Roster {
         // snapshot only after Accept, so it always finds itself and everyone
         // who joined before it.
         let mut actions = Vec::with_capacity(3);
-        self.insert(name.clone(), endpoint, session, now);
+        self.insert(name.clone(), endpoint, local, session, now);
         if matches!(session, Session::Seed) {
             // Its host may now fetch the seed-format roster, for a while.
             self.directory.seed_login(source.ip().to_canonical(), now);
@@ -813,6 +853,80 @@ impl Roster {
                 (decision, vec![expired])
             }
         }
+    }
+
+    /// Decides a request to meet (`len` bytes, from `source`): a synced
+    /// Pigeon session with a key, from its own endpoint with its token,
+    /// asking for another such user, within [`MEET_RATE`]; both are then
+    /// told, sealed and at once, where to probe the other: its endpoint,
+    /// and its local one too when both are behind the same public
+    /// address. The answer to the sender is never larger than `len`.
+    pub fn meet(
+        &mut self,
+        meet: Meet,
+        source: SocketAddr,
+        len: usize,
+        now: Instant,
+    ) -> Result<Vec<RosterAction>, MeetRefusal> {
+        let Meet { name, token, peer } = meet;
+        self.take_up_token(&name, token);
+        if self.check_session(&name, PeerAddr::new(source), source, Some(token))
+            != SessionDecision::Done
+        {
+            return Err(MeetRefusal::NotASession);
+        }
+        if peer == name {
+            return Err(MeetRefusal::NoSuchPeer);
+        }
+        let meeting = |user: &User| match user.session {
+            Session::Pigeon {
+                key: Some(key),
+                client_key: Some(_),
+                ..
+            } if user.synced => Some((key, user.endpoint, user.local)),
+            _ => None,
+        };
+        let (Some(asker), Some(asked)) = (
+            self.users.get(&name).and_then(meeting),
+            self.users.get(&peer).and_then(meeting),
+        ) else {
+            return Err(MeetRefusal::NoSuchPeer);
+        };
+        let (asker_key, asker_at, asker_local) = asker;
+        let (asked_key, asked_at, asked_local) = asked;
+        let shared = asker_at.canonical_ip() == asked_at.canonical_ip();
+        let to_asker = Datagram::Punch(Punch {
+            peer: peer.clone(),
+            endpoint: asked_at,
+            local: asked_local.filter(|_| shared),
+        });
+        if to_asker.encoded_len() + SEAL_OVERHEAD > len {
+            return Err(MeetRefusal::Short);
+        }
+        let within = self
+            .users
+            .get_mut(&name)
+            .is_some_and(|user| user.meets.take(MEET_RATE, now));
+        if !within {
+            return Err(MeetRefusal::OverRate);
+        }
+        let to_asked = Datagram::Punch(Punch {
+            peer: name,
+            endpoint: asker_at,
+            local: asker_local.filter(|_| shared),
+        });
+        Ok(vec![
+            RosterAction::SendSealed {
+                to: asker_at.socket_addr(),
+                datagram: to_asker,
+                key: Some(asker_key),
+            },
+            RosterAction::SendSealed {
+                to: asked_at.socket_addr(),
+                datagram: to_asked,
+                key: Some(asked_key),
+            },
+        ])
     }
 
     /// A Pigeon client fetched the Pigeon roster at `revision`, asking with
@@ -1141,7 +1255,14 @@ impl Roster {
         }
     }
 
-    fn insert(&mut self, name: UserName, endpoint: PeerAddr, session: Session, now: Instant) {
+    fn insert(
+        &mut self,
+        name: UserName,
+        endpoint: PeerAddr,
+        local: Option<PeerAddr>,
+        session: Session,
+        now: Instant,
+    ) {
         *self.per_host.entry(endpoint.canonical_ip()).or_insert(0) += 1;
         if matches!(session, Session::Seed) {
             self.seed_count += 1;
@@ -1161,8 +1282,10 @@ impl Roster {
             name,
             User {
                 endpoint,
+                local,
                 session,
                 last_seen: now,
+                meets: Bucket::full(MEET_RATE, now),
                 synced: false,
             },
         );

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use pigeon_shared::{
-    LogLimit, Login, Logout, PeerAddr, Ping, RefuseReason, Revision, SessionToken, UserName,
+    LogLimit, Login, Logout, Meet, PeerAddr, Ping, RefuseReason, Revision, SessionToken, UserName,
 };
 use tracing::{debug, info, warn};
 
@@ -69,6 +69,10 @@ pub struct RosterStats {
     pub ignored: [[AtomicU64; IGNORED.len()]; 2],
     /// Hosts whose roster fetch confirmed seed-style sessions.
     pub seed_confirmed: AtomicU64,
+    /// Meetings arranged: both users told where to probe the other.
+    pub meetings: AtomicU64,
+    /// Requests to meet not answered.
+    pub meets_refused: AtomicU64,
     /// Roster events a subscriber's full mailbox lost.
     pub events_dropped: AtomicU64,
 }
@@ -148,6 +152,15 @@ pub struct LogoutReceived {
 pub struct PingReceived {
     pub ping: Ping,
     pub source: SocketAddr,
+}
+
+/// A request to meet a peer arrived from `source`, `len` bytes long.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct MeetReceived {
+    pub meet: Meet,
+    pub source: SocketAddr,
+    pub len: usize,
 }
 
 /// A Pigeon client fetched the Pigeon roster at `revision`.
@@ -463,6 +476,28 @@ impl Handler<PingReceived> for RosterActor {
             self.log_ignored("keepalive", &name, source, &decision);
         }
         self.dispatch(actions, ctx);
+    }
+}
+
+impl Handler<MeetReceived> for RosterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MeetReceived, ctx: &mut Context<Self>) {
+        let MeetReceived { meet, source, len } = msg;
+        let (name, peer) = (meet.name.clone(), meet.peer.clone());
+        match self.roster.meet(meet, source, len, Instant::now()) {
+            Ok(actions) => {
+                self.stats.meetings.fetch_add(1, Ordering::Relaxed);
+                debug!(user = %name, %peer, "meeting arranged");
+                self.dispatch(actions, ctx);
+            }
+            Err(why) => {
+                self.stats.meets_refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
+                    warn!(user = %name, %peer, %source, reason = why.as_str(), held_back, "meeting not arranged");
+                }
+            }
+        }
     }
 }
 

@@ -23,7 +23,9 @@ use tracing::{debug, trace, warn};
 use crate::directory::Directory;
 use crate::handshake_actor::{AnswerLogin, HandshakeActor, MAX_WAITING};
 use crate::relay::{Relay, RelayConfig, RelayDrop};
-use crate::roster_actor::{LoginReceived, LogoutReceived, PingReceived, RosterActor};
+use crate::roster_actor::{
+    LoginReceived, LogoutReceived, MeetReceived, PingReceived, RosterActor,
+};
 
 /// Most datagrams queued while the kernel's send buffer is full.
 pub const MAX_SEND_QUEUE: usize = 65_536;
@@ -335,6 +337,7 @@ async fn receive_loop(
             },
             Datagram::Logout(logout) => forward(&roster, LogoutReceived { logout, source }).await,
             Datagram::Ping(ping) => forward(&roster, PingReceived { ping, source }).await,
+            Datagram::Meet(meet) => forward(&roster, MeetReceived { meet, source, len }).await,
             Datagram::Relay(request) => {
                 let decided = match &mut relay {
                     Some((relay, directory)) => {

@@ -21,6 +21,8 @@
 //! chat,<iid>,<seq>,<base>,<part>/<parts>,<time>,<from>,<text>   client -> client
 //! ack,<from>,<iid>,<seq>              client -> client: chat received
 //! mail                                server -> client (sealed): the mailbox has news
+//! meet,<name>,<token>,<peer>[,<pad>]  client -> server: tell me and <peer> where to punch
+//! punch,<peer>,<endpoint>[,<local>]   server -> client (sealed): probe <peer> there now
 //! ```
 //!
 //! `<ext>` is Pigeon's extension field, `pigeon1;key=value;...`: a seed peer
@@ -101,6 +103,8 @@ pub enum Datagram {
     /// `mail`: something waits in this user's mailbox (sealed, from the
     /// server).
     Mail,
+    Meet(Meet),
+    Punch(Punch),
     /// An end-to-end frame between Pigeon peers: binary, not text
     /// ([`crate::link`]).
     Secure(Secure),
@@ -260,6 +264,33 @@ pub struct Ping {
     pub nonce: Option<Nonce>,
 }
 
+/// `meet,<name>,<token>,<peer>[,<pad>]`: a Pigeon client asks the server
+/// to tell it and `peer`, at the same moment, where to probe each other
+/// (NAT hole punching). Encoded padded to [`MEET_BYTES`], so that the
+/// server's answer to the sender is never larger than the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meet {
+    pub name: UserName,
+    pub token: SessionToken,
+    pub peer: UserName,
+}
+
+/// `punch,<peer>,<endpoint>[,<local>]`: the server tells a Pigeon client
+/// (sealed) to probe `peer` now at `endpoint` (where the server sees it)
+/// and, when both are behind the same public address, at `local` (the
+/// address it has on its own network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Punch {
+    pub peer: UserName,
+    pub endpoint: PeerAddr,
+    pub local: Option<PeerAddr>,
+}
+
+/// The size a `meet` is padded to: the largest `punch` that can answer it,
+/// sealed.
+pub const MEET_BYTES: usize = crate::seal::SEAL_OVERHEAD
+    + 2 * ("punch,".len() + 2 * crate::name::MAX_NAME_CHARS + 2 * (1 + MAX_ENDPOINT_CHARS));
+
 /// `pong,<revision>`: the keepalive is answered; the roster is at
 /// `revision`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +399,8 @@ pub enum Verb {
     Ack,
     Sealed,
     Mail,
+    Meet,
+    Punch,
     /// Not a text verb: the binary end-to-end frame.
     Secure,
     /// Not a text verb: a binary request to relay a frame.
@@ -654,6 +687,17 @@ impl Datagram {
                 })
             }
             Verb::Mail => Self::Mail,
+            Verb::Meet => Self::Meet(Meet {
+                name: f.name("name")?,
+                token: f.parsed("token", SessionToken::parse)?,
+                peer: f.name("peer")?,
+            }),
+            Verb::Punch => Self::Punch(Punch {
+                peer: f.name("peer")?,
+                endpoint: f.endpoint()?,
+                local: f
+                    .optional("local endpoint", |text| PeerAddr::parse(text).ok())?,
+            }),
             // Never read from text (`Verb::parse` does not know them).
             Verb::Secure | Verb::Relay | Verb::Relayed => {
                 return Err(DecodeError::UnknownVerb {
@@ -681,6 +725,8 @@ impl Datagram {
             Self::Ack(_) => Verb::Ack,
             Self::Sealed(_) => Verb::Sealed,
             Self::Mail => Verb::Mail,
+            Self::Meet(_) => Verb::Meet,
+            Self::Punch(_) => Verb::Punch,
             Self::Secure(_) => Verb::Secure,
             Self::Relay(_) => Verb::Relay,
             Self::Relayed(_) => Verb::Relayed,
@@ -823,6 +869,30 @@ impl Datagram {
             Self::Sealed(Sealed { mac, inner }) => {
                 w.field(&hex(mac));
                 w.field(inner);
+            }
+            Self::Meet(Meet { name, token, peer }) => {
+                w.field(name.as_str());
+                w.display(token);
+                w.field(peer.as_str());
+                // Padding: `,` and `0`s up to MEET_BYTES (two bytes each).
+                let so_far = 2 * ("meet".len()
+                    + 3
+                    + name.as_str().encode_utf16().count()
+                    + 32
+                    + peer.as_str().encode_utf16().count());
+                let zeros = MEET_BYTES.saturating_sub(so_far + 2) / 2;
+                w.field(&"0".repeat(zeros.max(1)));
+            }
+            Self::Punch(Punch {
+                peer,
+                endpoint,
+                local,
+            }) => {
+                w.field(peer.as_str());
+                w.display(endpoint);
+                if let Some(local) = local {
+                    w.display(local);
+                }
             }
             Self::Mail | Self::Secure(_) | Self::Relay(_) | Self::Relayed(_) => {}
         }
@@ -1255,7 +1325,7 @@ fn excerpt(text: &str) -> String {
 
 impl Verb {
     /// Every verb.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::Login,
         Self::Accept,
         Self::Logout,
@@ -1271,6 +1341,8 @@ impl Verb {
         Self::Ack,
         Self::Sealed,
         Self::Mail,
+        Self::Meet,
+        Self::Punch,
         Self::Secure,
         Self::Relay,
         Self::Relayed,
@@ -1295,6 +1367,8 @@ impl Verb {
             Self::Ack => "ack",
             Self::Sealed => "sealed",
             Self::Mail => "mail",
+            Self::Meet => "meet",
+            Self::Punch => "punch",
             Self::Secure => "secure",
             Self::Relay => "relay",
             Self::Relayed => "relayed",
@@ -1473,6 +1547,45 @@ mod tests {
         ] {
             assert!(Datagram::decode(&wide(text)).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_meet_is_never_smaller_than_the_largest_punch_that_answers_it() {
+        let longest = "\u{1F54A}".repeat(crate::name::MAX_NAME_CHARS);
+        let endpoint = addr("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535");
+        let punch = Datagram::Punch(Punch {
+            peer: name(&longest),
+            endpoint,
+            local: Some(endpoint),
+        });
+        let sealed = punch.encoded_len() + crate::seal::SEAL_OVERHEAD;
+        assert_eq!(sealed, MEET_BYTES);
+        for (me, peer) in [("a", "b"), (longest.as_str(), longest.as_str())] {
+            let meet = Datagram::Meet(Meet {
+                name: name(me),
+                token: SessionToken(u128::MAX),
+                peer: name(peer),
+            });
+            let bytes = meet.to_bytes();
+            assert!(bytes.len() >= MEET_BYTES, "{} bytes", bytes.len());
+            assert_eq!(Datagram::decode(&bytes), Ok(meet));
+        }
+        // Read as the bytes say, the local endpoint optional.
+        assert_eq!(
+            Datagram::decode(&wide("punch,bob,198.18.0.10:4000")),
+            Ok(Datagram::Punch(Punch {
+                peer: name("bob"),
+                endpoint: addr("198.18.0.10:4000"),
+                local: None,
+            }))
+        );
+        let with_local = Datagram::decode(&wide("punch,bob,198.18.0.10:4000,10.1.0.2:4000"));
+        assert!(
+            matches!(&with_local, Ok(Datagram::Punch(p)) if p.local == Some(addr("10.1.0.2:4000"))),
+            "{with_local:?}"
+        );
+        assert!(Datagram::decode(&wide("punch,bob,198.18.0.10:4000,nowhere")).is_err());
+        assert!(Datagram::decode(&wide("meet,alice,12,bob")).is_err());
     }
 
     #[test]

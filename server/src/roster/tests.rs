@@ -1459,3 +1459,153 @@ fn a_forged_hello_does_not_move_a_session_off_its_key() {
     assert_eq!(decision, SessionDecision::BadToken);
     assert!(!f.directory.holds("alice", first.token));
 }
+
+/// Logs in a Pigeon client with a key, claiming `claimed`, from `source`,
+/// and has it fetch the roster: its token.
+fn join_keyed(f: &mut Fixture, n: &str, claimed: &str, source: &str) -> SessionToken {
+    let identity = Identity::generate();
+    let (login, state) = keyed_login(&identity, n, claimed, IID_A);
+    let (decision, actions) = f.roster.login(login, sock(source), f.t0);
+    assert_eq!(decision, LoginDecision::Joined);
+    let reply = reply_in(&actions).and_then(|(_, reply)| reply).unwrap();
+    let token = state.finish(&reply).unwrap().token;
+    let revision = f.roster.revision();
+    assert_eq!(
+        f.roster.synced(&name(n), token, revision).0,
+        SessionDecision::Done
+    );
+    token
+}
+
+fn meet(n: &str, token: SessionToken, peer: &str) -> (Meet, usize) {
+    let meet = Meet {
+        name: name(n),
+        token,
+        peer: name(peer),
+    };
+    let len = Datagram::Meet(meet.clone()).encoded_len();
+    (meet, len)
+}
+
+/// The punches in `actions`: to whom, and what.
+fn punches(actions: &[RosterAction]) -> Vec<(SocketAddr, Punch)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            RosterAction::SendSealed {
+                to,
+                datagram: Datagram::Punch(punch),
+                key: Some(_),
+            } => Some((*to, punch.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_meeting_tells_both_where_to_probe_and_local_addresses_only_behind_one_router() {
+    let mut f = fixture();
+    let alice = join_keyed(&mut f, "alice", "10.1.0.2:5000", "198.18.0.10:5000");
+    // bob behind the same router (another port), carol behind another.
+    join_keyed(&mut f, "bob", "10.1.0.3:5000", "198.18.0.10:5001");
+    join_keyed(&mut f, "carol", "10.2.0.2:5000", "198.18.0.11:5000");
+
+    let (request, len) = meet("alice", alice, "bob");
+    let actions = f
+        .roster
+        .meet(request, sock("198.18.0.10:5000"), len, f.t0)
+        .unwrap();
+    assert_eq!(
+        punches(&actions),
+        vec![
+            (
+                sock("198.18.0.10:5000"),
+                Punch {
+                    peer: name("bob"),
+                    endpoint: addr("198.18.0.10:5001"),
+                    local: Some(addr("10.1.0.3:5000")),
+                }
+            ),
+            (
+                sock("198.18.0.10:5001"),
+                Punch {
+                    peer: name("alice"),
+                    endpoint: addr("198.18.0.10:5000"),
+                    local: Some(addr("10.1.0.2:5000")),
+                }
+            ),
+        ]
+    );
+    // Behind different routers: public endpoints only.
+    let (request, len) = meet("alice", alice, "carol");
+    let actions = f
+        .roster
+        .meet(request, sock("198.18.0.10:5000"), len, f.t0)
+        .unwrap();
+    let told = punches(&actions);
+    assert_eq!(told.len(), 2);
+    assert!(told.iter().all(|(_, punch)| punch.local.is_none()), "{told:?}");
+    // The answer to the sender is never larger than its request.
+    for action in &actions {
+        if let RosterAction::SendSealed { datagram, .. } = action {
+            assert!(datagram.encoded_len() + SEAL_OVERHEAD <= len);
+        }
+    }
+}
+
+#[test]
+fn only_a_session_may_ask_for_a_meeting_with_another_and_not_too_often() {
+    let mut f = fixture();
+    let alice = join_keyed(&mut f, "alice", "10.1.0.2:5000", "198.18.0.10:5000");
+    join_keyed(&mut f, "bob", "10.2.0.2:5000", "198.18.0.11:5000");
+    let at = sock("198.18.0.10:5000");
+    let refused = |f: &mut Fixture, request: (Meet, usize), source: SocketAddr| {
+        f.roster
+            .meet(request.0, source, request.1, f.t0)
+            .unwrap_err()
+    };
+    // A wrong token, a forged source, a short request, nobody, oneself.
+    let wrong = SessionToken(alice.0 ^ 1);
+    assert_eq!(
+        refused(&mut f, meet("alice", wrong, "bob"), at),
+        MeetRefusal::NotASession
+    );
+    assert_eq!(
+        refused(&mut f, meet("alice", alice, "bob"), sock("203.0.113.5:5000")),
+        MeetRefusal::NotASession
+    );
+    let (request, _) = meet("alice", alice, "bob");
+    assert_eq!(
+        f.roster.meet(request, at, 40, f.t0).unwrap_err(),
+        MeetRefusal::Short
+    );
+    assert_eq!(
+        refused(&mut f, meet("alice", alice, "nobody"), at),
+        MeetRefusal::NoSuchPeer
+    );
+    assert_eq!(
+        refused(&mut f, meet("alice", alice, "alice"), at),
+        MeetRefusal::NoSuchPeer
+    );
+    // A user without a key (nor synced) cannot be met.
+    join_unsynced(&mut f, "dave", "198.18.0.12:5000", IID_B);
+    assert_eq!(
+        refused(&mut f, meet("alice", alice, "dave"), at),
+        MeetRefusal::NoSuchPeer
+    );
+    // The burst, then the rate.
+    let burst = MEET_RATE.burst as usize;
+    for _ in 0..burst {
+        let (request, len) = meet("alice", alice, "bob");
+        assert!(f.roster.meet(request, at, len, f.t0).is_ok());
+    }
+    assert_eq!(
+        refused(&mut f, meet("alice", alice, "bob"), at),
+        MeetRefusal::OverRate
+    );
+    let (request, len) = meet("alice", alice, "bob");
+    assert!(f
+        .roster
+        .meet(request, at, len, f.t0 + Duration::from_secs(1))
+        .is_ok());
+}
