@@ -77,6 +77,8 @@ pub struct ClientStats {
     pub handshakes: AtomicU64,
     /// Conversation actors started (again, after an idle stop).
     pub conversations_started: AtomicU64,
+    /// Meetings asked of the server (to punch through NATs).
+    pub meetings: AtomicU64,
     /// What was sent.
     pub send: Arc<SendCounters>,
 }
@@ -164,6 +166,18 @@ impl Outbox {
         self.ready()
     }
 
+    /// Everything held, in order, places never filled left out: the
+    /// session is ending, and no answer will come for them (a
+    /// conversation's answer still on its way when the server's `bye`
+    /// arrives would otherwise hold back the end of the session itself).
+    fn close(&mut self) -> Vec<ClientEvent> {
+        self.slots
+            .drain(..)
+            .filter_map(|(_, events)| events)
+            .flatten()
+            .collect()
+    }
+
     fn ready(&mut self) -> Vec<ClientEvent> {
         let mut out = Vec::new();
         while let Some((_, Some(_))) = self.slots.front() {
@@ -221,9 +235,9 @@ impl SessionActor {
                     // What the conversation makes of it takes its place
                     // among the events.
                     let ticket = match input {
-                        // News of the peer or the relay answers nothing
-                        // in particular: what it brings goes after.
-                        PeerInput::Peer(_) | PeerInput::Relay(_) => None,
+                        // News of the peer, the relay or a meeting answers
+                        // nothing in particular: what it brings goes after.
+                        PeerInput::Peer(_) | PeerInput::Relay(_) | PeerInput::Punch { .. } => None,
                         _ => {
                             self.emit(std::mem::take(&mut events));
                             Some(self.outbox.reserve())
@@ -279,10 +293,7 @@ impl SessionActor {
     /// need be; an update about the peer reaches only a conversation that
     /// exists.
     fn route(&mut self, peer: UserName, msg: ToPeer, ctx: &mut Context<Self>) {
-        let opens = matches!(
-            msg.input,
-            PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(..)
-        );
+        let opens = msg.input.opens();
         match self.conversations.get_mut(&peer) {
             Some(Slot::Running(actor)) if actor.connected() => actor.do_send(msg),
             Some(Slot::Parking(waiting)) => waiting.push(msg),
@@ -318,6 +329,12 @@ impl SessionActor {
                 PeerOutput::Transmit { to, datagram } => self.transmit(to, &datagram),
                 PeerOutput::Relay(secure) => {
                     if let Some((to, datagram)) = self.session.relay_request(peer, secure) {
+                        self.transmit(to, &datagram);
+                    }
+                }
+                PeerOutput::Meet => {
+                    if let Some((to, datagram)) = self.session.meet_request(peer) {
+                        self.stats.meetings.fetch_add(1, Ordering::Relaxed);
                         self.transmit(to, &datagram);
                     }
                 }
@@ -588,6 +605,8 @@ impl SessionActor {
             ctx.cancel_future(handle);
         }
         if self.session.is_ended() {
+            let rest = self.outbox.close();
+            self.deliver(rest);
             ctx.stop();
             return;
         }
@@ -873,5 +892,30 @@ mod tests {
         assert!(outbox.push(vec![offline("d")]).is_empty());
         assert_eq!(outbox.fill(empty, Vec::new()), vec![offline("d")]);
         assert!(outbox.slots.is_empty());
+    }
+
+    #[test]
+    fn the_outbox_keeps_order_and_gives_up_waiting_when_the_session_ends() {
+        let mut outbox = Outbox::default();
+        let ticket = outbox.reserve();
+        // Held behind the place the conversation has yet to fill.
+        assert!(outbox.push(vec![ClientEvent::LoggedOut]).is_empty());
+        let later = outbox.reserve();
+        assert!(outbox
+            .fill(later, vec![ClientEvent::Reconnected { online: 1 }])
+            .is_empty());
+        assert_eq!(
+            outbox.fill(ticket, vec![ClientEvent::Reconnected { online: 2 }]),
+            vec![
+                ClientEvent::Reconnected { online: 2 },
+                ClientEvent::LoggedOut,
+                ClientEvent::Reconnected { online: 1 },
+            ]
+        );
+        // A place never filled: the end of the session still goes out.
+        outbox.reserve();
+        assert!(outbox.push(vec![ClientEvent::LoggedOut]).is_empty());
+        assert_eq!(outbox.close(), vec![ClientEvent::LoggedOut]);
+        assert!(outbox.close().is_empty());
     }
 }
