@@ -28,7 +28,7 @@ use pigeon_shared::{Datagram, RosterSnapshot, SessionToken, TalkTime, UserName};
 pub use self::peer::{PeerCore, PeerOutput, Sent};
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig};
 use crate::events::{ClientEvent, MessageIds};
-use crate::session::{PeerInput, SendTextError, Session, SessionConfig, SessionOutput, TrustError};
+use crate::session::{SendTextError, Session, SessionConfig, SessionOutput, TrustError};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,11 +232,7 @@ impl ClientCore {
                 | SessionOutput::Mailbox(_) => {}
                 SessionOutput::MailRefused { .. } => self.stats.refused += 1,
                 SessionOutput::Conversation { peer, input } => {
-                    let opens = matches!(
-                        input,
-                        PeerInput::Talk(_) | PeerInput::Chat(_) | PeerInput::Secure(..)
-                    );
-                    if opens && !self.peers.contains_key(&peer) {
+                    if input.opens() && !self.peers.contains_key(&peer) {
                         let known = self.session.peer(peer.as_str());
                         let conversation = Conversation::new(
                             peer.clone(),
@@ -283,6 +279,11 @@ impl ClientCore {
                 }
                 PeerOutput::Relay(secure) => {
                     if let Some((to, datagram)) = self.session.relay_request(name, secure) {
+                        self.transmits.push_back(Transmit { to, datagram });
+                    }
+                }
+                PeerOutput::Meet => {
+                    if let Some((to, datagram)) = self.session.meet_request(name) {
                         self.transmits.push_back(Transmit { to, datagram });
                     }
                 }

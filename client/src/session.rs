@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Ack, Chat, Datagram, Delta, InstanceId, Login, LoginExt, Logout,
-    LogoutExt, PeerAddr, Ping, Refused, Revision, RosterChange, RosterSnapshot, SessionToken, Talk,
+    LogoutExt, Meet, PeerAddr, Ping, Punch, Refused, Revision, RosterChange, RosterSnapshot, SessionToken, Talk,
     UserName,
 };
 
@@ -231,6 +231,24 @@ pub enum PeerInput {
     /// Whether the server relays end-to-end frames for this session (it
     /// says so in `Accept`).
     Relay(bool),
+    /// The server says: probe the peer now, at these addresses (its
+    /// public endpoint, and its local one when both are behind the same
+    /// public address). Opens the conversation.
+    Punch {
+        endpoint: PeerAddr,
+        local: Option<PeerAddr>,
+    },
+}
+
+impl PeerInput {
+    /// Whether this input starts a conversation that is not open yet
+    /// (the others are for open conversations only).
+    pub fn opens(&self) -> bool {
+        matches!(
+            self,
+            Self::Talk(_) | Self::Chat(_) | Self::Secure(..) | Self::Punch { .. }
+        )
+    }
 }
 
 /// How an end-to-end frame arrived.
@@ -746,6 +764,10 @@ impl Session {
                             None => Vec::new(),
                         }
                     }
+                    Some(Datagram::Punch(punch)) => {
+                        self.last_heard = Some(now);
+                        self.punched(punch)
+                    }
                     Some(
                         inner @ (Datagram::Delta(_)
                         | Datagram::Pong(_)
@@ -926,6 +948,44 @@ impl Session {
                 }),
             )),
             _ => None,
+        }
+    }
+
+    /// A request to the server to tell this user and `peer`, at once,
+    /// where to probe each other: `None` unless the server relays (a
+    /// server that relays also arranges meetings).
+    pub fn meet_request(&self, peer: &UserName) -> Option<(SocketAddr, Datagram)> {
+        match self.server {
+            Server::Pigeon {
+                token, relay: true, ..
+            } => Some((
+                self.config.server,
+                Datagram::Meet(Meet {
+                    name: self.config.name.clone(),
+                    token,
+                    peer: peer.clone(),
+                }),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The server arranged a meeting: the conversation with the peer
+    /// probes it now (if chat with it is end-to-end encrypted; probes are
+    /// end-to-end frames).
+    fn punched(&mut self, punch: Punch) -> Vec<SessionOutput> {
+        if !self.relays() {
+            return Vec::new();
+        }
+        match self.replica.peer(punch.peer.as_str()) {
+            Some(peer) if self.encrypted_with(&peer) => vec![to_conversation(
+                punch.peer,
+                PeerInput::Punch {
+                    endpoint: punch.endpoint,
+                    local: punch.local,
+                },
+            )],
+            _ => Vec::new(),
         }
     }
 

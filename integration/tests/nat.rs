@@ -19,7 +19,7 @@ use integration::process::{binary, Proc, DATA_HOME_VARIABLE};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The server on the public segment, and a client behind each of two
-/// routers of kinds `a` and `b`.
+/// routers of kinds `a` and `b` (`None`: bob behind alice's router).
 struct Setup {
     net: Internet,
     /// The clients' data folder (their keys, the server's key pinned).
@@ -30,14 +30,17 @@ struct Setup {
 }
 
 fn setup(a: Nat, b: Nat) -> anyhow::Result<Setup> {
-    setup_with(a, b, &[])
+    setup_with(a, Some(b), &[])
 }
 
 /// [`setup`], the server started with `server_args` too.
-fn setup_with(a: Nat, b: Nat, server_args: &[&str]) -> anyhow::Result<Setup> {
+fn setup_with(a: Nat, b: Option<Nat>, server_args: &[&str]) -> anyhow::Result<Setup> {
     let mut net = Internet::new()?;
     let ra = net.router(a)?;
-    let rb = net.router(b)?;
+    let rb = match b {
+        Some(b) => net.router(b)?,
+        None => ra,
+    };
     let (ha, _) = net.host(ra)?;
     let (hb, _) = net.host(rb)?;
     let server_addr = format!("{SERVER_IP}:7788");
@@ -127,6 +130,33 @@ fn two_clients_behind_home_routers_punch_through_and_chat_directly() -> anyhow::
         anyhow::ensure!(
             s.net.relay_requests()? == relayed,
             "chat went through the relay after the direct path was found"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn two_clients_behind_the_same_router_chat_over_their_local_addresses() -> anyhow::Result<()> {
+    if skipped() {
+        return Ok(());
+    }
+    let mut setup = setup_with(Nat::Home, None, &[])?;
+    with_logs(&mut setup, |s| {
+        let first = say(&mut s.alice, &mut s.bob, "hello on our own network")?;
+        eprintln!("same router: first message shown after {first:?}");
+        // The router does not hairpin: each finds the other at the address
+        // it has on the shared network, which the server told them.
+        has_said(&mut s.alice, "path bob direct 10.1.0.11:")?;
+        say(&mut s.bob, &mut s.alice, "and back")?;
+        has_said(&mut s.bob, "path alice direct 10.1.0.10:")?;
+        let relayed = s.net.relay_requests()?;
+        for i in 0..5 {
+            say(&mut s.alice, &mut s.bob, &format!("local {i} from alice"))?;
+            say(&mut s.bob, &mut s.alice, &format!("local {i} from bob"))?;
+        }
+        anyhow::ensure!(
+            s.net.relay_requests()? == relayed,
+            "chat went through the relay after the local path was found"
         );
         Ok(())
     })
@@ -258,7 +288,7 @@ fn a_relay_over_its_rate_limit_loses_nothing_end_to_end() -> anyhow::Result<()> 
     if skipped() {
         return Ok(());
     }
-    let mut setup = setup_with(Nat::Home, Nat::Symmetric, &["--relay-rate", "5"])?;
+    let mut setup = setup_with(Nat::Home, Some(Nat::Symmetric), &["--relay-rate", "5"])?;
     with_logs(&mut setup, |s| {
         let started = Instant::now();
         for i in 0..30 {

@@ -12,6 +12,13 @@
 //!   the peer's candidate addresses are probed (backing off from
 //!   [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]) until one answers, and then the
 //!   trusted path every [`KEEPALIVE`], which keeps NAT pinholes open.
+//! - The server arranges meetings: this side asks for one when it sends a
+//!   `chat` while no direct path is trusted, or loses its path (at most
+//!   every [`MEET_AGAIN`]); both sides are then told the other's addresses
+//!   (its local one too, behind a shared public address) and probe at
+//!   once. Later rounds alternate which side probes first ([`LAG`]), so
+//!   that a NAT that lets in only what its own side started is punched
+//!   either way.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,6 +45,11 @@ pub const ACTIVE: Duration = Duration::from_secs(120);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between probes of untrusted candidates.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// How long the side that does not lead a round of probes waits.
+pub const LAG: Duration = Duration::from_millis(100);
+/// The least time between two meetings asked of the server (or between a
+/// meeting the peer asked for and one of this side's).
+pub const MEET_AGAIN: Duration = Duration::from_secs(10);
 
 /// The paths of one conversation. See the module documentation.
 #[derive(Debug, Clone)]
@@ -48,6 +60,18 @@ pub struct Paths {
     probe: bool,
     /// The peer's endpoint in the roster (its public one behind a NAT).
     endpoint: Option<SocketAddr>,
+    /// Where the server last said the peer is to be probed, besides:
+    /// its endpoint as the server sees it, and its local one.
+    met_at: Vec<SocketAddr>,
+    /// Whether this side probes first in odd rounds (the other side in
+    /// even ones; both in the first).
+    leads: bool,
+    /// Rounds of probes since the last kick.
+    round: u32,
+    /// A meeting is to be asked for.
+    meet_due: bool,
+    /// When the last meeting was asked for or arranged.
+    met: Option<Instant>,
     /// The address that last answered a probe.
     direct: Option<SocketAddr>,
     /// When an authenticated frame last came straight from `direct`.
@@ -69,6 +93,11 @@ impl Paths {
             relay,
             probe: true,
             endpoint,
+            met_at: Vec::new(),
+            leads: false,
+            round: 0,
+            meet_due: false,
+            met: None,
             direct: None,
             heard: None,
             unanswered: None,
@@ -77,6 +106,12 @@ impl Paths {
             active_until: None,
             announced: None,
         }
+    }
+
+    /// Whether this side leads odd rounds of probes (the two sides of a
+    /// conversation must differ).
+    pub fn leading(&mut self, leads: bool) {
+        self.leads = leads;
     }
 
     /// Never look for a direct path: with a relay, everything goes
@@ -95,6 +130,7 @@ impl Paths {
     pub fn set_endpoint(&mut self, endpoint: Option<SocketAddr>, now: Instant) {
         if endpoint != self.endpoint {
             self.endpoint = endpoint;
+            self.met_at.clear();
             self.direct = None;
             self.heard = None;
             self.unanswered = None;
@@ -122,10 +158,45 @@ impl Paths {
         }
     }
 
+    /// The server arranged a meeting: probe `endpoint` and `local` (if
+    /// any) now.
+    pub fn punched(&mut self, endpoint: SocketAddr, local: Option<SocketAddr>, now: Instant) {
+        self.met_at = std::iter::once(endpoint).chain(local).collect();
+        self.met = Some(now);
+        self.meet_due = false;
+        if !self.trusted(now) {
+            self.active_until = Some(now + ACTIVE);
+            self.kick(now);
+        }
+    }
+
+    /// Ask for a meeting, unless one was had lately.
+    fn want_meeting(&mut self, now: Instant) {
+        if self
+            .met
+            .is_none_or(|at| now.saturating_duration_since(at) >= MEET_AGAIN)
+        {
+            self.meet_due = true;
+        }
+    }
+
+    /// Whether to ask the server for a meeting now (asked once).
+    pub fn take_meeting(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        let due = std::mem::take(&mut self.meet_due) && self.relay && self.probe;
+        if due {
+            self.met = Some(now);
+        }
+        due
+    }
+
     /// A `chat` was sent now (by this user): the conversation is active,
     /// and a chat sent straight expects an answer straight.
     pub fn chat_sent(&mut self, now: Instant) {
         self.active(now);
+        if !self.trusted(now) {
+            self.want_meeting(now);
+        }
         if matches!(self.route(now), Some(Route::Direct(_))) && self.relay {
             let stale = self
                 .heard
@@ -151,7 +222,17 @@ impl Paths {
     /// Probe now (a session is ready, or something changed).
     pub fn kick(&mut self, now: Instant) {
         self.backoff = FIRST_BACKOFF;
+        self.round = 0;
         self.next_probe = Some(now);
+    }
+
+    /// When the next probe goes: after the first round of a search, the
+    /// side that does not lead the round waits [`LAG`] (a trusted path's
+    /// keepalives are round 0).
+    fn probe_at(&self) -> Option<Instant> {
+        let lagging = self.round > 0 && (self.round % 2 == 1) != self.leads;
+        self.next_probe
+            .map(|at| if lagging { at + LAG } else { at })
     }
 
     /// An authenticated frame arrived straight from `from`.
@@ -168,6 +249,7 @@ impl Paths {
         self.heard = Some(now);
         self.unanswered = None;
         self.backoff = FIRST_BACKOFF;
+        self.round = 0;
         self.next_probe = Some(now + KEEPALIVE);
     }
 
@@ -188,6 +270,7 @@ impl Paths {
             self.heard = None;
             self.unanswered = None;
             self.kick(now);
+            self.want_meeting(now);
         }
     }
 
@@ -199,7 +282,7 @@ impl Paths {
             self.next_probe = None;
             return Vec::new();
         }
-        if self.next_probe.is_none_or(|at| now < at) {
+        if self.probe_at().is_none_or(|at| now < at) {
             return Vec::new();
         }
         if self.active_until.is_none_or(|until| now >= until) {
@@ -210,11 +293,21 @@ impl Paths {
             self.next_probe = Some(now + KEEPALIVE);
             return self.direct.into_iter().collect();
         }
-        self.next_probe = Some(now + self.backoff);
+        // The next round counts from this one's own time, not its lag.
+        let base = self.next_probe.unwrap_or(now).min(now);
+        self.next_probe = Some(base + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        let mut targets: Vec<SocketAddr> = self.endpoint.into_iter().collect();
-        if let Some(direct) = self.direct.filter(|d| !targets.contains(d)) {
-            targets.push(direct);
+        self.round = self.round.saturating_add(1);
+        let mut targets: Vec<SocketAddr> = Vec::with_capacity(4);
+        for candidate in self
+            .endpoint
+            .into_iter()
+            .chain(self.met_at.iter().copied())
+            .chain(self.direct)
+        {
+            if !targets.contains(&candidate) {
+                targets.push(candidate);
+            }
         }
         targets
     }
@@ -224,7 +317,7 @@ impl Paths {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let silent = self.unanswered.map(|(since, limit)| since + limit);
         let distrust = self.heard.map(|at| at + TRUST);
-        [self.next_probe, silent, distrust]
+        [self.probe_at(), silent, distrust]
             .into_iter()
             .flatten()
             .min()
@@ -271,7 +364,9 @@ mod tests {
         assert!(paths
             .due_probes(now + Duration::from_millis(100))
             .is_empty());
-        assert_eq!(paths.due_probes(now + FIRST_BACKOFF), vec![peer]);
+        // (This side does not lead the second round: it waits LAG.)
+        assert!(paths.due_probes(now + FIRST_BACKOFF).is_empty());
+        assert_eq!(paths.due_probes(now + FIRST_BACKOFF + LAG), vec![peer]);
         let t = now + Duration::from_secs(1);
         paths.answered(peer, t);
         assert_eq!(paths.route(t), Some(Route::Direct(peer)));
@@ -340,5 +435,86 @@ mod tests {
         paths.set_endpoint(Some(at("203.0.113.9:6000")), now);
         assert_eq!(paths.route(now), Some(Route::Relayed));
         assert_eq!(paths.due_probes(now), vec![at("203.0.113.9:6000")]);
+    }
+
+    #[test]
+    fn a_chat_without_a_direct_path_asks_for_a_meeting_and_not_again_soon() {
+        let now = Instant::now();
+        let peer = at("198.18.0.11:5000");
+        let mut paths = Paths::new(true, Some(peer));
+        paths.chat_sent(now);
+        assert!(paths.take_meeting(now));
+        assert!(!paths.take_meeting(now), "asked once");
+        paths.chat_sent(now + Duration::from_secs(1));
+        assert!(!paths.take_meeting(now + Duration::from_secs(1)));
+        // A trusted path needs none; losing it asks again (once the last
+        // meeting is old enough).
+        let later = now + MEET_AGAIN;
+        paths.answered(peer, later);
+        paths.chat_sent(later);
+        assert!(!paths.take_meeting(later));
+        assert_eq!(paths.route(later + SILENT), Some(Route::Relayed));
+        assert!(paths.take_meeting(later + SILENT));
+        // Without a relay (no server to ask) or probing, never.
+        let mut alone = Paths::new(false, Some(peer));
+        alone.chat_sent(now);
+        assert!(!alone.take_meeting(now));
+        let mut relayed = Paths::new(true, Some(peer));
+        relayed.relay_only();
+        relayed.chat_sent(now);
+        assert!(!relayed.take_meeting(now));
+    }
+
+    #[test]
+    fn a_punch_probes_every_address_at_once_and_the_first_answer_wins() {
+        let now = Instant::now();
+        let public = at("198.18.0.10:5001");
+        let local = at("10.1.0.3:5000");
+        let mut paths = Paths::new(true, Some(public));
+        paths.punched(public, Some(local), now);
+        // Not asked for again: the peer asked, and both were told.
+        paths.chat_sent(now);
+        assert!(!paths.take_meeting(now));
+        assert_eq!(paths.due_probes(now), vec![public, local]);
+        paths.answered(local, now + Duration::from_millis(2));
+        assert_eq!(
+            paths.route(now + Duration::from_millis(2)),
+            Some(Route::Direct(local))
+        );
+        // The peer moves: what the meeting said is forgotten.
+        paths.set_endpoint(Some(at("198.18.0.10:6000")), now);
+        assert_eq!(paths.due_probes(now), vec![at("198.18.0.10:6000")]);
+    }
+
+    #[test]
+    fn after_the_first_round_the_two_sides_take_turns_probing_first() {
+        let now = Instant::now();
+        let peer = at("198.18.0.11:5000");
+        let mut sides = [true, false].map(|leads| {
+            let mut paths = Paths::new(true, Some(peer));
+            paths.leading(leads);
+            paths.punched(peer, None, now);
+            paths
+        });
+        // The first round: both at once.
+        for paths in &mut sides {
+            assert_eq!(paths.due_probes(now), vec![peer]);
+        }
+        // Each later round: one on time, the other LAG after it, turn
+        // about.
+        let mut round_at = now + FIRST_BACKOFF;
+        let mut backoff = FIRST_BACKOFF;
+        for round in 1..5 {
+            let first = usize::from(round % 2 == 0);
+            let [a, b] = &mut sides;
+            let (on_time, lagging) = if first == 0 { (a, b) } else { (b, a) };
+            assert_eq!(on_time.poll_timeout(), Some(round_at), "round {round}");
+            assert_eq!(lagging.poll_timeout(), Some(round_at + LAG), "round {round}");
+            assert_eq!(on_time.due_probes(round_at), vec![peer]);
+            assert!(lagging.due_probes(round_at).is_empty());
+            assert_eq!(lagging.due_probes(round_at + LAG), vec![peer]);
+            backoff *= 2;
+            round_at += backoff;
+        }
     }
 }

@@ -38,6 +38,9 @@ pub enum PeerOutput {
     Transmit { to: SocketAddr, datagram: Datagram },
     /// Have the server relay this end-to-end frame to the peer.
     Relay(Secure),
+    /// Ask the server to arrange a meeting with the peer (both told at
+    /// once where to probe the other).
+    Meet,
     /// Tell the front end.
     Emit(ClientEvent),
     /// Draining is over: everything sent was confirmed or reported
@@ -92,8 +95,11 @@ impl PeerCore {
         identity: Option<Arc<Identity>>,
         relay: bool,
     ) -> Self {
+        let mut paths = Paths::new(relay, peer.map(|p| p.endpoint.socket_addr()));
+        // One side of each pair leads: the one whose name sorts first.
+        paths.leading(conversation.own_name() < conversation.peer());
         Self {
-            paths: Paths::new(relay, peer.map(|p| p.endpoint.socket_addr())),
+            paths,
             last_endpoint: peer.map(|p| p.endpoint),
             last_key: peer.and_then(|p| p.key),
             conversation,
@@ -161,6 +167,14 @@ impl PeerCore {
             }
             PeerInput::Relay(relay) => {
                 self.paths.set_relay(relay);
+                Vec::new()
+            }
+            PeerInput::Punch { endpoint, local } => {
+                self.paths.punched(
+                    endpoint.socket_addr(),
+                    local.map(|local| local.socket_addr()),
+                    now,
+                );
                 Vec::new()
             }
             PeerInput::Talk(talk) => self.conversation.talk_received(talk),
@@ -277,6 +291,9 @@ impl PeerCore {
     fn path_news(&mut self, now: Instant, outputs: &mut Vec<PeerOutput>) {
         if !self.is_encrypted() {
             return;
+        }
+        if self.paths.take_meeting(now) {
+            outputs.push(PeerOutput::Meet);
         }
         for to in self.paths.due_probes(now) {
             if let Some(frame) = self
