@@ -148,6 +148,8 @@ pub struct NetStats {
     /// End-to-end frames the server relayed, and requests it dropped.
     pub relayed: u64,
     pub relay_dropped: u64,
+    /// Meetings the server arranged.
+    pub meetings: u64,
 }
 
 /// The simulated network. See the module documentation.
@@ -682,6 +684,16 @@ impl Sim {
             Datagram::Login(login) => server.roster.login(login, from, now).1,
             Datagram::Logout(logout) => server.roster.logout(logout, from, now).1,
             Datagram::Ping(ping) => server.roster.ping(ping, from, now).1,
+            Datagram::Meet(meet) => {
+                let len = Datagram::Meet(meet.clone()).encoded_len();
+                match server.roster.meet(meet, from, len, now) {
+                    Ok(actions) => {
+                        self.net.meetings += 1;
+                        actions
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
             Datagram::Relay(request) => {
                 match server
                     .relay
