@@ -36,6 +36,9 @@ pub struct Directory {
     /// A session's next token, offered to a client that started its
     /// handshake over; it replaces the token once the client names it.
     next_tokens: DashMap<UserName, SessionToken>,
+    /// Pigeon sessions that proved they receive (fetched the roster with
+    /// their token): only they are relayed to.
+    receiving: DashMap<UserName, ()>,
     /// When each host last sent a seed-style login: the seed-format roster
     /// goes only to a host that just logged in.
     seed_logins: DashMap<IpAddr, Instant>,
@@ -177,6 +180,19 @@ impl Directory {
         self.users.remove(name);
         self.tokens.remove(name);
         self.next_tokens.remove(name);
+        self.receiving.remove(name);
+    }
+
+    /// `name`'s Pigeon session proved it receives.
+    pub(crate) fn mark_receiving(&self, name: &UserName) {
+        if self.users.contains_key(name.as_str()) {
+            self.receiving.insert(name.clone(), ());
+        }
+    }
+
+    /// Whether `name`'s Pigeon session proved it receives.
+    pub fn receives(&self, name: &str) -> bool {
+        self.receiving.contains_key(name)
     }
 
     /// `name`'s session may move to `token` (see [`Directory::holds`]).
@@ -236,6 +252,7 @@ impl Directory {
         self.users.clear();
         self.tokens.clear();
         self.next_tokens.clear();
+        self.receiving.clear();
         self.seed_logins.clear();
         self.revision.store(0, Ordering::Release);
         *rendered = [None, None];

@@ -83,6 +83,9 @@ pub trait Sessions {
     fn holds(&self, name: &str, token: SessionToken) -> bool;
     /// `name`'s entry, if online.
     fn entry(&self, name: &str) -> Option<DirectoryEntry>;
+    /// Whether `name`'s session proved it receives (it fetched the roster
+    /// with its token): nothing is relayed to it, nor from it, before.
+    fn receives(&self, name: &str) -> bool;
 }
 
 impl Sessions for Directory {
@@ -92,6 +95,10 @@ impl Sessions for Directory {
 
     fn entry(&self, name: &str) -> Option<DirectoryEntry> {
         self.get(name)
+    }
+
+    fn receives(&self, name: &str) -> bool {
+        Directory::receives(self, name)
     }
 }
 
@@ -132,6 +139,7 @@ impl Relay {
             .entry(from.as_str())
             .filter(|entry| same_address(entry.endpoint.socket_addr(), source))
             .filter(|_| sessions.holds(from.as_str(), request.token))
+            .filter(|_| sessions.receives(from.as_str()))
             .ok_or(RelayDrop::NotASession)?;
         if sender.key.is_none() {
             return Err(RelayDrop::SenderWithoutKey);
@@ -142,6 +150,7 @@ impl Relay {
         let peer = sessions
             .entry(request.to.as_str())
             .filter(|entry| entry.key.is_some())
+            .filter(|_| sessions.receives(request.to.as_str()))
             .ok_or(RelayDrop::NoSuchPeer)?;
         if now >= self.next_sweep {
             let rate = self.per_session;
@@ -200,6 +209,11 @@ mod tests {
                     key: *key,
                 })
         }
+
+        /// Everyone but frank has fetched the roster.
+        fn receives(&self, name: &str) -> bool {
+            name != "frank"
+        }
     }
 
     fn table() -> Table {
@@ -207,6 +221,7 @@ mod tests {
             ("alice", "198.51.100.1:4000", Some(PublicKey([1; 32])), 11),
             ("bob", "203.0.113.9:5000", Some(PublicKey([2; 32])), 22),
             ("carol", "203.0.113.10:5000", None, 33),
+            ("frank", "203.0.113.11:5000", Some(PublicKey([6; 32])), 66),
         ])
     }
 
@@ -265,6 +280,14 @@ mod tests {
             ),
             (request("alice", "carol", 11), alice, RelayDrop::NoSuchPeer),
             (request("alice", "erin", 11), alice, RelayDrop::NoSuchPeer),
+            // Logged in, but not yet proved it receives: not relayed to,
+            // and cannot relay.
+            (request("alice", "frank", 11), alice, RelayDrop::NoSuchPeer),
+            (
+                request("frank", "alice", 66),
+                "203.0.113.11:5000".parse().unwrap(),
+                RelayDrop::NotASession,
+            ),
             (
                 request("alice", "alice", 11),
                 alice,

@@ -954,6 +954,7 @@ impl Roster {
             _ => return (SessionDecision::BadToken, Vec::new()),
         };
         user.synced = true;
+        self.directory.mark_receiving(name);
         let to = user.endpoint.socket_addr();
         // Naming the token proves the key: only its holder could read it.
         // The first session under a free name to prove its key registers
