@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Ack, Chat, Datagram, Delta, InstanceId, Login, LoginExt, Logout,
-    LogoutExt, Meet, PeerAddr, Ping, Punch, Refused, Revision, RosterChange, RosterSnapshot, SessionToken, Talk,
-    UserName,
+    LogoutExt, Meet, PeerAddr, Ping, Punch, Refused, Revision, RosterChange, RosterSnapshot,
+    SessionToken, Talk, UserName,
 };
 
 use pigeon_shared::handshake::{Hello, LoginHandshake, Reply};

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pigeon_shared::handshake::{self, Hello, Reply, REPLY_BYTES};
-use pigeon_shared::seal::{SessionKey, SEAL_OVERHEAD};
 use pigeon_shared::rate_limit::{Bucket, Rate};
+use pigeon_shared::seal::{SessionKey, SEAL_OVERHEAD};
 use pigeon_shared::{
     same_host, Accept, AcceptExt, Bye, Closing, Datagram, Delta, Expired, InstanceId, Login,
     Logout, Meet, PeerAddr, Ping, Pong, Punch, RefuseReason, Refused, Revision, RosterChange,

@@ -23,9 +23,7 @@ use tracing::{debug, trace, warn};
 use crate::directory::Directory;
 use crate::handshake_actor::{AnswerLogin, HandshakeActor, MAX_WAITING};
 use crate::relay::{Relay, RelayConfig, RelayDrop};
-use crate::roster_actor::{
-    LoginReceived, LogoutReceived, MeetReceived, PingReceived, RosterActor,
-};
+use crate::roster_actor::{LoginReceived, LogoutReceived, MeetReceived, PingReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
 pub const MAX_SEND_QUEUE: usize = 65_536;

@@ -695,8 +695,7 @@ impl Datagram {
             Verb::Punch => Self::Punch(Punch {
                 peer: f.name("peer")?,
                 endpoint: f.endpoint()?,
-                local: f
-                    .optional("local endpoint", |text| PeerAddr::parse(text).ok())?,
+                local: f.optional("local endpoint", |text| PeerAddr::parse(text).ok())?,
             }),
             // Never read from text (`Verb::parse` does not know them).
             Verb::Secure | Verb::Relay | Verb::Relayed => {
@@ -875,11 +874,12 @@ impl Datagram {
                 w.display(token);
                 w.field(peer.as_str());
                 // Padding: `,` and `0`s up to MEET_BYTES (two bytes each).
-                let so_far = 2 * ("meet".len()
-                    + 3
-                    + name.as_str().encode_utf16().count()
-                    + 32
-                    + peer.as_str().encode_utf16().count());
+                let so_far = 2
+                    * ("meet".len()
+                        + 3
+                        + name.as_str().encode_utf16().count()
+                        + 32
+                        + peer.as_str().encode_utf16().count());
                 let zeros = MEET_BYTES.saturating_sub(so_far + 2) / 2;
                 w.field(&"0".repeat(zeros.max(1)));
             }

@@ -34,9 +34,9 @@ pub mod utf16;
 
 pub use datagram::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, DecodeError, DecodeErrorKind, Delta,
-    Expired, Login, LoginExt, Logout, LogoutExt, Meet, Ping, Pong, Punch, RefuseReason, Refused, RosterChange,
-    Sealed, Talk, Verb, MAX_DATAGRAM_LEN, MAX_PAD, MAX_PARTS, MAX_PART_UNITS, MAX_SEQ, MEET_BYTES,
-    MIN_PIGEON_LOGIN_BYTES, PIGEON_TAG,
+    Expired, Login, LoginExt, Logout, LogoutExt, Meet, Ping, Pong, Punch, RefuseReason, Refused,
+    RosterChange, Sealed, Talk, Verb, MAX_DATAGRAM_LEN, MAX_PAD, MAX_PARTS, MAX_PART_UNITS,
+    MAX_SEQ, MEET_BYTES, MIN_PIGEON_LOGIN_BYTES, PIGEON_TAG,
 };
 pub use endpoint::{same_host, PeerAddr, UnusableEndpoint};
 pub use identity::{Fingerprint, Identity, IdentityError, PublicKey};

@@ -8,8 +8,9 @@ use pigeon_shared::seal::{open, seal, SealError, SessionKey};
 use pigeon_shared::utf16::put_utf16le;
 use pigeon_shared::{
     Accept, AcceptExt, Ack, Bye, Chat, Closing, Datagram, Delta, Expired, InstanceId, Login,
-    LoginExt, Logout, LogoutExt, Meet, Nonce, PeerAddr, Ping, Pong, Punch, RefuseReason, Refused, RosterChange,
-    RosterSnapshot, Sealed, SessionToken, Talk, TalkTime, TimeOfDay, UserName, MAX_DATAGRAM_LEN,
+    LoginExt, Logout, LogoutExt, Meet, Nonce, PeerAddr, Ping, Pong, Punch, RefuseReason, Refused,
+    RosterChange, RosterSnapshot, Sealed, SessionToken, Talk, TalkTime, TimeOfDay, UserName,
+    MAX_DATAGRAM_LEN,
 };
 use proptest::prelude::*;
 
@@ -214,8 +215,11 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         )
             .prop_map(|(from, changes)| Datagram::Delta(Delta::new(from, &changes))),
         chat().prop_map(Datagram::Chat),
-        (user_name(), token(), user_name())
-            .prop_map(|(name, token, peer)| Datagram::Meet(Meet { name, token, peer })),
+        (user_name(), token(), user_name()).prop_map(|(name, token, peer)| Datagram::Meet(Meet {
+            name,
+            token,
+            peer
+        })),
         (user_name(), peer_addr(), proptest::option::of(peer_addr())).prop_map(
             |(peer, endpoint, local)| Datagram::Punch(Punch {
                 peer,

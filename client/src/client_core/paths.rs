@@ -509,7 +509,11 @@ mod tests {
             let [a, b] = &mut sides;
             let (on_time, lagging) = if first == 0 { (a, b) } else { (b, a) };
             assert_eq!(on_time.poll_timeout(), Some(round_at), "round {round}");
-            assert_eq!(lagging.poll_timeout(), Some(round_at + LAG), "round {round}");
+            assert_eq!(
+                lagging.poll_timeout(),
+                Some(round_at + LAG),
+                "round {round}"
+            );
             assert_eq!(on_time.due_probes(round_at), vec![peer]);
             assert!(lagging.due_probes(round_at).is_empty());
             assert_eq!(lagging.due_probes(round_at + LAG), vec![peer]);

@@ -1544,7 +1544,10 @@ fn a_meeting_tells_both_where_to_probe_and_local_addresses_only_behind_one_route
         .unwrap();
     let told = punches(&actions);
     assert_eq!(told.len(), 2);
-    assert!(told.iter().all(|(_, punch)| punch.local.is_none()), "{told:?}");
+    assert!(
+        told.iter().all(|(_, punch)| punch.local.is_none()),
+        "{told:?}"
+    );
     // The answer to the sender is never larger than its request.
     for action in &actions {
         if let RosterAction::SendSealed { datagram, .. } = action {
@@ -1571,7 +1574,11 @@ fn only_a_session_may_ask_for_a_meeting_with_another_and_not_too_often() {
         MeetRefusal::NotASession
     );
     assert_eq!(
-        refused(&mut f, meet("alice", alice, "bob"), sock("203.0.113.5:5000")),
+        refused(
+            &mut f,
+            meet("alice", alice, "bob"),
+            sock("203.0.113.5:5000")
+        ),
         MeetRefusal::NotASession
     );
     let (request, _) = meet("alice", alice, "bob");
