@@ -10,5 +10,6 @@ pub mod load;
 pub mod netns;
 pub mod process;
 pub mod pty;
+pub mod redis;
 pub mod seed;
 pub mod sim;
