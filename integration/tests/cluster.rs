@@ -1,14 +1,18 @@
 //! Several servers over Redis (`pigeon-server --cluster`): the link to
-//! Redis works inside an actor, on actix's own runtime.
+//! Redis works inside an actor, on actix's own runtime; users online
+//! through one server are in every server's roster, and chat with each
+//! other; a server that dies takes its users with it; a name registered
+//! through one server cannot be taken through another.
 //!
 //! Needs the Redis `scripts/test` starts (`PIGEON_REDIS_URL`); skipped,
 //! saying so, without one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Actor;
+use integration::process::{binary, udp_of, Proc, DATA_HOME_VARIABLE};
 use integration::redis::{fresh_namespace, redis_url};
 use pigeon_server::cluster_actor::{ClusterActor, ClusterConfig, ClusterStats, RoundTrip};
 
@@ -61,4 +65,148 @@ fn an_unreachable_redis_is_a_clear_error() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A server of the cluster in `namespace`, known as `id`: it and its UDP
+/// address.
+fn cluster_server(url: &str, namespace: &str, id: &str) -> anyhow::Result<(Proc, String)> {
+    let mut server = Proc::spawn(
+        id,
+        "pigeon-server",
+        &[
+            "--udp",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--cluster",
+            url,
+            "--cluster-namespace",
+            namespace,
+            "--server-id",
+            id,
+            "--cluster-timeout",
+            "2",
+        ],
+        "info",
+    )?;
+    let line = server.expect_prefix("listening ", WAIT)?;
+    anyhow::ensure!(line.ends_with(&format!(" server-id={id}")), "{line}");
+    let udp = udp_of(&line)?;
+    Ok((server, udp))
+}
+
+/// `name` in plain mode on `server`, logged in, its data in `data`.
+fn client(name: &str, server: &str, data: &std::path::Path) -> anyhow::Result<Proc> {
+    let mut command = std::process::Command::new(binary("pigeon")?);
+    command.env(DATA_HOME_VARIABLE, data);
+    command.args(["--name", name, "--server", server]);
+    let mut client = Proc::start(name, command, "warn")?;
+    client.expect_prefix("ready ", WAIT)?;
+    Ok(client)
+}
+
+/// `who` shows (or showed) `line`.
+fn shows(who: &mut Proc, line: &str) -> anyhow::Result<()> {
+    if who.seen.iter().any(|l| l.starts_with(line)) {
+        return Ok(());
+    }
+    who.expect_prefix(line, WAIT).map(drop)
+}
+
+fn say(from: &mut Proc, to: &mut Proc, text: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    from.send(&format!("/msg {} {text}", to.label))?;
+    let wanted = format!(" {text}");
+    to.expect("the message", WAIT, |l| l.starts_with("msg ") && l.ends_with(&wanted))?;
+    Ok(started.elapsed())
+}
+
+#[test]
+fn three_servers_share_their_users_and_everyone_chats_with_everyone() -> anyhow::Result<()> {
+    let Some(url) = redis_url() else {
+        return Ok(());
+    };
+    let namespace = fresh_namespace("three");
+    let data = tempfile::tempdir()?;
+    let (_a, at_a) = cluster_server(&url, &namespace, "a")?;
+    let (_b, at_b) = cluster_server(&url, &namespace, "b")?;
+    let (_c, at_c) = cluster_server(&url, &namespace, "c")?;
+    let mut alice = client("alice", &at_a, data.path())?;
+    let mut bob = client("bob", &at_b, data.path())?;
+    let mut carol = client("carol", &at_c, data.path())?;
+    // Each sees the users of the other two servers.
+    for (who, others) in [
+        (&mut alice, ["bob", "carol"]),
+        (&mut bob, ["alice", "carol"]),
+        (&mut carol, ["alice", "bob"]),
+    ] {
+        for other in others {
+            shows(who, &format!("online {other} "))?;
+        }
+    }
+    let took = say(&mut alice, &mut bob, "from a to b")?;
+    eprintln!("three servers: first message across servers shown after {took:?}");
+    say(&mut bob, &mut carol, "from b to c")?;
+    say(&mut carol, &mut alice, "from c to a")?;
+    say(&mut alice, &mut carol, "from a to c")?;
+    // Leaving through one server is seen through the others.
+    carol.send("/quit")?;
+    carol.wait_exit(WAIT)?;
+    shows(&mut alice, "offline carol")?;
+    shows(&mut bob, "offline carol")?;
+    Ok(())
+}
+
+#[test]
+fn a_server_that_dies_takes_its_users_with_it() -> anyhow::Result<()> {
+    let Some(url) = redis_url() else {
+        return Ok(());
+    };
+    let namespace = fresh_namespace("dies");
+    let data = tempfile::tempdir()?;
+    let (_a, at_a) = cluster_server(&url, &namespace, "a")?;
+    let (b, at_b) = cluster_server(&url, &namespace, "b")?;
+    let mut alice = client("alice", &at_a, data.path())?;
+    let mut bob = client("bob", &at_b, data.path())?;
+    shows(&mut alice, "online bob ")?;
+    shows(&mut bob, "online alice ")?;
+    b.signal(libc::SIGKILL)?;
+    let killed = Instant::now();
+    shows(&mut alice, "offline bob")?;
+    let gone = killed.elapsed();
+    eprintln!("a server killed: its user left the other's roster after {gone:?}");
+    // A cluster timeout of 2 s, checked at each heartbeat (0.4 s).
+    anyhow::ensure!(gone < Duration::from_secs(5), "took {gone:?}");
+    Ok(())
+}
+
+#[test]
+fn a_name_registered_through_one_server_cannot_be_taken_through_another() -> anyhow::Result<()> {
+    let Some(url) = redis_url() else {
+        return Ok(());
+    };
+    let namespace = fresh_namespace("names");
+    let (_a, at_a) = cluster_server(&url, &namespace, "a")?;
+    let (_b, at_b) = cluster_server(&url, &namespace, "b")?;
+    let mine = tempfile::tempdir()?;
+    let mut alice = client("alice", &at_a, mine.path())?;
+    // Registered once her session proved its key (it fetched the roster).
+    let mut watcher = client("watcher", &at_b, mine.path())?;
+    shows(&mut watcher, "online alice ")?;
+    alice.send("/quit")?;
+    alice.wait_exit(WAIT)?;
+    shows(&mut watcher, "offline alice")?;
+    // Someone else, with a key of their own, through the other server.
+    let theirs = tempfile::tempdir()?;
+    let mut command = std::process::Command::new(binary("pigeon")?);
+    command.env(DATA_HOME_VARIABLE, theirs.path());
+    command.args(["--name", "alice", "--server", &at_b]);
+    let mut impostor = Proc::start("impostor", command, "warn")?;
+    let status = impostor.wait_exit(WAIT)?;
+    anyhow::ensure!(status.code() == Some(2), "{status:?}");
+    impostor.expect_stderr("name-registered", WAIT)?;
+    // The owner still can, through either.
+    client("alice", &at_b, mine.path())?;
+    Ok(())
 }

@@ -1,19 +1,35 @@
 //! `ClusterActor`: this server's link to the Redis that several servers
-//! share (`pigeon-server --cluster URL`). It holds one multiplexed
-//! connection, says every [`ClusterConfig::heartbeat`] that this server is
-//! alive (its id and the time, in a hash all servers read), and measures
-//! Redis's round-trip time as it does.
+//! share (`pigeon-server --cluster URL`). It says every
+//! [`ClusterConfig::heartbeat`] that this server is alive, and finds
+//! servers that stopped saying so ([`ClusterConfig::timeout`]); it writes
+//! this server's users' comings and goings and registrations to the shared
+//! log, and reads the others' from it, for the roster. The keys and the
+//! text are in [`crate::cluster`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use pigeon_shared::{LogLimit, PeerAddr, PublicKey, RosterChange, UserName};
 use redis::aio::MultiplexedConnection;
-use tracing::{info, warn};
+use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
+use tracing::{debug, info, warn};
+
+use crate::cluster::{gone_servers, parse_users_value, users_value, Shared};
+use crate::directory::DirectoryEntry;
+use crate::roster::RemoteUser;
 
 /// Default for [`ClusterConfig::heartbeat`].
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Default for [`ClusterConfig::timeout`].
+pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries the shared log keeps (about; Redis trims whole nodes).
+const LOG_LENGTH: usize = 100_000;
+/// Entries read from the log at once.
+const READ_BATCH: usize = 512;
+/// How long one read of the log waits for news.
+const READ_BLOCK: Duration = Duration::from_millis(500);
 
 /// Longest wait for Redis to answer one command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +46,8 @@ pub struct ClusterConfig {
     pub namespace: String,
     /// How often this server says it is alive.
     pub heartbeat: Duration,
+    /// A server not heard from for this long is gone: its users leave.
+    pub timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -40,7 +58,12 @@ impl ClusterConfig {
             server_id: server_id.into(),
             namespace: "pigeon".into(),
             heartbeat: DEFAULT_HEARTBEAT,
+            timeout: DEFAULT_CLUSTER_TIMEOUT,
         }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}:{what}", self.namespace)
     }
 
     /// The hash of servers' last heartbeats (milliseconds since the epoch).
@@ -83,6 +106,13 @@ pub struct ClusterStats {
     pub heartbeats: AtomicU64,
     /// Commands that failed (Redis away, or too slow).
     pub errors: AtomicU64,
+    /// Users online through other servers.
+    pub remote_users: AtomicU64,
+    /// How old the last entry read from the log was when it was read, in
+    /// milliseconds.
+    pub lag_ms: AtomicU64,
+    /// Log entries read from other servers.
+    pub applied: AtomicU64,
 }
 
 /// Writes a key and reads it back: proves the link works both ways, and
@@ -91,11 +121,68 @@ pub struct ClusterStats {
 #[rtype(result = "Result<Duration, ClusterError>")]
 pub struct RoundTrip;
 
+/// What the cluster tells the roster.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum FromCluster {
+    /// A user is online through another server.
+    Joined { name: UserName, user: RemoteUser },
+    /// A user online through `server` left.
+    Left { name: UserName, server: String },
+    /// A server is gone, and its users with it.
+    Gone { server: String },
+    /// A name was registered through another server.
+    Registered { name: UserName, key: PublicKey },
+}
+
+/// What the roster tells the cluster: its own users' comings and goings
+/// and registrations.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum ToCluster {
+    Joined { name: UserName, entry: DirectoryEntry },
+    Left { name: UserName, endpoint: PeerAddr },
+    Registered { name: UserName, key: PublicKey },
+}
+
+/// Removes a user from the users hash only if this server listed it.
+const LEFT_SCRIPT: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 's', ARGV[3], 'c', ARGV[4])
+";
+
+/// Declares a server gone, once: only if its heartbeat is still older
+/// than the cutoff; its users are taken off the users hash and the log
+/// says so. 1 if this call did it.
+const GONE_SCRIPT: &str = r"
+local beat = redis.call('HGET', KEYS[1], ARGV[1])
+if not beat or tonumber(beat) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local all = redis.call('HGETALL', KEYS[2])
+local prefix = ARGV[1] .. ' '
+for i = 1, #all, 2 do
+  if string.sub(all[i + 1], 1, #prefix) == prefix then
+    redis.call('HDEL', KEYS[2], all[i])
+  end
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 's', ARGV[2], 'c', '!' .. ARGV[1])
+return 1
+";
+
 /// The cluster's actor. See the module documentation.
 pub struct ClusterActor {
     config: ClusterConfig,
     connection: MultiplexedConnection,
+    /// A connection of its own for the blocking reads of the log.
+    reader: MultiplexedConnection,
+    roster: Option<Recipient<FromCluster>>,
     stats: Arc<ClusterStats>,
+    /// The last log entry read.
+    last_id: String,
+    error_log: LogLimit,
 }
 
 impl ClusterActor {
@@ -107,43 +194,332 @@ impl ClusterActor {
     ) -> Result<Self, ClusterError> {
         let client = redis::Client::open(config.url.as_str())?;
         let connection = within(client.get_multiplexed_async_connection()).await??;
+        let reader = within(client.get_multiplexed_async_connection()).await??;
         Ok(Self {
             config,
             connection,
+            reader,
+            roster: None,
             stats,
+            last_id: "0-0".into(),
+            error_log: LogLimit::default(),
         })
+    }
+
+    /// Tells `roster` what the other servers do.
+    pub fn with_roster(mut self, roster: Recipient<FromCluster>) -> Self {
+        self.roster = Some(roster);
+        self
+    }
+
+    fn failed(&mut self, what: &str, error: &ClusterError) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.error_log.allow(Instant::now()) {
+            warn!(error = %error, held_back, "cluster: {what} failed");
+        }
+    }
+
+    fn tell_roster(&self, news: FromCluster) {
+        if let Some(roster) = &self.roster {
+            roster.do_send(news);
+        }
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let mut connection = self.connection.clone();
-        let key = self.config.servers_key();
+        let servers = self.config.key("servers");
+        let users = self.config.key("users");
+        let log = self.config.key("log");
         let id = self.config.server_id.clone();
+        let timeout_ms = micros(self.config.timeout) / 1000;
         let beat = async move {
             let started = Instant::now();
-            let written: Result<(), ClusterError> = within(
+            let now = now_ms();
+            within(
                 redis::cmd("HSET")
-                    .arg(&key)
+                    .arg(&servers)
                     .arg(&id)
-                    .arg(now_ms())
+                    .arg(now)
                     .query_async::<i64>(&mut connection),
             )
-            .await
-            .and_then(|answer| answer.map(drop).map_err(ClusterError::from));
-            (written, started.elapsed())
+            .await??;
+            let took = started.elapsed();
+            let beats: Vec<(String, u64)> = within(
+                redis::cmd("HGETALL")
+                    .arg(&servers)
+                    .query_async::<Vec<(String, u64)>>(&mut connection),
+            )
+            .await??;
+            let mut gone = Vec::new();
+            for server in gone_servers(&beats, &id, now, timeout_ms) {
+                let done: i64 = within(
+                    redis::Script::new(GONE_SCRIPT)
+                        .key(&servers)
+                        .key(&users)
+                        .key(&log)
+                        .arg(&server)
+                        .arg(&id)
+                        .arg(now.saturating_sub(timeout_ms))
+                        .arg(LOG_LENGTH)
+                        .invoke_async(&mut connection),
+                )
+                .await??;
+                if done == 1 {
+                    gone.push(server);
+                }
+            }
+            Ok::<_, ClusterError>((took, gone))
         };
-        ctx.spawn(
-            beat.into_actor(self)
-                .map(|(written, took), act, _| match written {
-                    Ok(()) => {
-                        act.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                        act.stats.rtt_us.store(micros(took), Ordering::Relaxed);
+        ctx.spawn(beat.into_actor(self).map(|result, act, _| match result {
+            Ok((took, gone)) => {
+                act.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                act.stats.rtt_us.store(micros(took), Ordering::Relaxed);
+                for server in gone {
+                    warn!(%server, "cluster: server gone (no heartbeat); its users leave");
+                    act.tell_roster(FromCluster::Gone { server });
+                }
+            }
+            Err(e) => act.failed("heartbeat", &e),
+        }));
+    }
+
+    /// Reads what is online now, then follows the log from there.
+    fn bootstrap(&mut self, ctx: &mut Context<Self>) {
+        let mut connection = self.connection.clone();
+        let users = self.config.key("users");
+        let names = self.config.key("names");
+        let log = self.config.key("log");
+        let read = async move {
+            // The log's end first: a change after it is read again from
+            // the log (every change can be applied twice).
+            let last: StreamRangeReply = within(
+                redis::cmd("XREVRANGE")
+                    .arg(&log)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut connection),
+            )
+            .await??;
+            let last_id = last
+                .ids
+                .first()
+                .map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone());
+            let online: Vec<(String, String)> = within(
+                redis::cmd("HGETALL")
+                    .arg(&users)
+                    .query_async(&mut connection),
+            )
+            .await??;
+            let registered: Vec<(String, String)> = within(
+                redis::cmd("HGETALL")
+                    .arg(&names)
+                    .query_async(&mut connection),
+            )
+            .await??;
+            Ok::<_, ClusterError>((last_id, online, registered))
+        };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
+            Ok((last_id, online, registered)) => {
+                for (name, key) in registered {
+                    if let (Ok(name), Some(key)) = (UserName::parse(&name), PublicKey::parse(&key)) {
+                        act.tell_roster(FromCluster::Registered { name, key });
                     }
-                    Err(e) => {
-                        act.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, "heartbeat not written");
+                }
+                let mut listed = 0;
+                for (_, value) in online {
+                    if let Some((server, change)) = parse_users_value(&value) {
+                        if server != act.config.server_id {
+                            listed += 1;
+                            act.apply(&server, Shared::Roster(change));
+                        }
                     }
-                }),
-        );
+                }
+                info!(users = listed, from = %last_id, "cluster: users online through other servers read");
+                act.last_id = last_id;
+                act.follow(ctx);
+            }
+            Err(e) => {
+                act.failed("reading what is online", &e);
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.bootstrap(ctx));
+            }
+        }));
+    }
+
+    /// Reads the next entries of the log (waiting a while for some), then
+    /// again.
+    fn follow(&mut self, ctx: &mut Context<Self>) {
+        let mut reader = self.reader.clone();
+        let log = self.config.key("log");
+        let from = self.last_id.clone();
+        let read = async move {
+            let options = StreamReadOptions::default()
+                .count(READ_BATCH)
+                .block(usize::try_from(READ_BLOCK.as_millis()).unwrap_or(500));
+            let reply: Option<StreamReadReply> = tokio::time::timeout(
+                READ_BLOCK + COMMAND_TIMEOUT,
+                redis::cmd("XREAD")
+                    .arg(&options)
+                    .arg("STREAMS")
+                    .arg(&log)
+                    .arg(&from)
+                    .query_async(&mut reader),
+            )
+            .await
+            .map_err(|_| ClusterError::Timeout(READ_BLOCK + COMMAND_TIMEOUT))??;
+            Ok::<_, ClusterError>(reply)
+        };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
+            Ok(reply) => {
+                for key in reply.map(|r| r.keys).unwrap_or_default() {
+                    for entry in key.ids {
+                        act.last_id = entry.id.clone();
+                        let server: Option<String> = entry.get("s");
+                        let change: Option<String> = entry.get("c");
+                        if let Some(ms) = entry.id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()) {
+                            act.stats
+                                .lag_ms
+                                .store(now_ms().saturating_sub(ms), Ordering::Relaxed);
+                        }
+                        let (Some(server), Some(change)) = (server, change) else {
+                            continue;
+                        };
+                        if server == act.config.server_id {
+                            continue;
+                        }
+                        match Shared::decode(&change) {
+                            Some(shared) => {
+                                act.stats.applied.fetch_add(1, Ordering::Relaxed);
+                                act.apply(&server, shared);
+                            }
+                            None => debug!(%server, %change, "cluster: log entry not understood"),
+                        }
+                    }
+                }
+                act.follow(ctx);
+            }
+            Err(e) => {
+                act.failed("reading the log", &e);
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.follow(ctx));
+            }
+        }));
+    }
+
+    /// A change another server shared, for the roster.
+    fn apply(&mut self, server: &str, shared: Shared) {
+        let news = match shared {
+            Shared::Roster(RosterChange::Joined {
+                name,
+                endpoint,
+                instance,
+                key,
+            }) => FromCluster::Joined {
+                name,
+                user: RemoteUser {
+                    endpoint,
+                    instance,
+                    key,
+                    server: Arc::from(server),
+                },
+            },
+            Shared::Roster(RosterChange::Left { name, .. }) => FromCluster::Left {
+                name,
+                server: server.to_owned(),
+            },
+            Shared::Registered { name, key } => FromCluster::Registered { name, key },
+            Shared::Gone { server } => FromCluster::Gone { server },
+        };
+        self.tell_roster(news);
+    }
+
+    /// Writes one of this server's changes where the others read it.
+    fn share(&mut self, change: ToCluster, ctx: &mut Context<Self>) {
+        let mut connection = self.connection.clone();
+        let id = self.config.server_id.clone();
+        let users = self.config.key("users");
+        let names = self.config.key("names");
+        let log = self.config.key("log");
+        let write = async move {
+            match change {
+                ToCluster::Joined { name, entry } => {
+                    let change = RosterChange::Joined {
+                        name: name.clone(),
+                        endpoint: entry.endpoint,
+                        instance: entry.instance,
+                        key: entry.key,
+                    };
+                    let mut pipe = redis::pipe();
+                    pipe.atomic()
+                        .cmd("HSET")
+                        .arg(&users)
+                        .arg(name.as_str())
+                        .arg(users_value(&id, &change))
+                        .ignore()
+                        .cmd("XADD")
+                        .arg(&log)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(LOG_LENGTH)
+                        .arg("*")
+                        .arg("s")
+                        .arg(&id)
+                        .arg("c")
+                        .arg(change.to_string())
+                        .ignore();
+                    within(pipe.query_async::<()>(&mut connection)).await??;
+                }
+                ToCluster::Left { name, endpoint } => {
+                    let change = RosterChange::Left {
+                        name: name.clone(),
+                        endpoint,
+                    };
+                    within(
+                        redis::Script::new(LEFT_SCRIPT)
+                            .key(&users)
+                            .key(&log)
+                            .arg(name.as_str())
+                            .arg(format!("{id} "))
+                            .arg(&id)
+                            .arg(change.to_string())
+                            .arg(LOG_LENGTH)
+                            .invoke_async::<String>(&mut connection),
+                    )
+                    .await??;
+                }
+                ToCluster::Registered { name, key } => {
+                    let shared = Shared::Registered {
+                        name: name.clone(),
+                        key,
+                    };
+                    let mut pipe = redis::pipe();
+                    pipe.atomic()
+                        .cmd("HSETNX")
+                        .arg(&names)
+                        .arg(name.as_str())
+                        .arg(key.to_string())
+                        .ignore()
+                        .cmd("XADD")
+                        .arg(&log)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(LOG_LENGTH)
+                        .arg("*")
+                        .arg("s")
+                        .arg(&id)
+                        .arg("c")
+                        .arg(shared.encode())
+                        .ignore();
+                    within(pipe.query_async::<()>(&mut connection)).await??;
+                }
+            }
+            Ok::<_, ClusterError>(())
+        };
+        ctx.spawn(write.into_actor(self).map(|result, act, _| {
+            if let Err(e) = result {
+                act.failed("sharing a change", &e);
+            }
+        }));
     }
 }
 
@@ -154,6 +530,17 @@ impl Actor for ClusterActor {
         info!(server_id = %self.config.server_id, url = %self.config.url, "joined the cluster");
         self.heartbeat(ctx);
         ctx.run_interval(self.config.heartbeat, |act, ctx| act.heartbeat(ctx));
+        if self.roster.is_some() {
+            self.bootstrap(ctx);
+        }
+    }
+}
+
+impl Handler<ToCluster> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToCluster, ctx: &mut Context<Self>) {
+        self.share(msg, ctx);
     }
 }
 

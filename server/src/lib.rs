@@ -9,6 +9,7 @@
 //! fourth, [`metrics_actor`], serves their counters ([`metrics`]) when
 //! asked to. [`server`] binds and wires them.
 
+pub mod cluster;
 pub mod cluster_actor;
 pub mod directory;
 pub mod handshake_actor;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::relay::{RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
+use pigeon_server::cluster_actor::{generated_server_id, valid_server_id, ClusterConfig};
 use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST, DEFAULT_RELAY_RATE};
 use pigeon_server::store::{MailLimits, Store, StoreChoice};
 use pigeon_server::tcp_roster_actor::TcpRosterConfig;
@@ -114,6 +115,35 @@ struct Args {
     /// port).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
+
+    /// Run as one of several servers sharing their users, names and
+    /// change log through the Redis at URL (redis://HOST:PORT or
+    /// redis+unix:///PATH).
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+
+    /// This server's id in the cluster: letters, digits, '-', '_', '.'
+    /// (default: generated, and printed in the listening line).
+    #[arg(long, value_name = "ID", requires = "cluster", value_parser = parse_server_id)]
+    server_id: Option<String>,
+
+    /// Seconds without a heartbeat after which a server of the cluster is
+    /// taken for gone, and its users leave.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, requires = "cluster", value_parser = parse_seconds)]
+    cluster_timeout: f64,
+
+    /// Prefix of the cluster's keys in Redis (several clusters can share
+    /// one Redis).
+    #[arg(long, value_name = "NAME", default_value = "pigeon", requires = "cluster", value_parser = parse_server_id)]
+    cluster_namespace: String,
+}
+
+fn parse_server_id(text: &str) -> Result<String, String> {
+    if valid_server_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '-', '_' or '.'".to_owned())
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
@@ -204,6 +234,14 @@ fn main() -> ExitCode {
         per_session: args.relay_rate,
         global_rate: DEFAULT_RELAY_GLOBAL_RATE,
     });
+    config.cluster = args.cluster.as_ref().map(|url| {
+        let id = args.server_id.clone().unwrap_or_else(generated_server_id);
+        let mut cluster = ClusterConfig::new(url.clone(), id);
+        cluster.timeout = Duration::from_secs_f64(args.cluster_timeout);
+        cluster.heartbeat = (cluster.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        cluster.namespace = args.cluster_namespace.clone();
+        cluster
+    });
 
     let bound = match BoundServer::bind(config) {
         Ok(bound) => bound,
@@ -224,6 +262,9 @@ fn main() -> ExitCode {
         )?;
         if let Some(metrics) = server.metrics_addr() {
             write!(stdout, " metrics={metrics}")?;
+        }
+        if let Some(id) = server.server_id() {
+            write!(stdout, " server-id={id}")?;
         }
         writeln!(stdout)?;
         stdout.flush()?;

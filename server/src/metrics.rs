@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::cluster_actor::ClusterStats;
 use crate::directory::Directory;
 use crate::relay::RelayDrop;
 use crate::roster::LeaveReason;
@@ -74,6 +75,8 @@ pub struct ServerMetrics {
     pub roster: Arc<RosterStats>,
     pub directory: Arc<Directory>,
     pub rates: Arc<Mutex<Rates>>,
+    /// The cluster's figures, if the server is in one.
+    pub cluster: Option<Arc<ClusterStats>>,
 }
 
 impl ServerMetrics {
@@ -157,6 +160,38 @@ impl Collector for ServerMetrics {
             "Users online (Pigeon and seed-era).",
             self.directory.len() as u64,
         )?;
+        if let Some(cluster) = &self.cluster {
+            gauge(
+                e,
+                "pigeon_cluster_remote_users",
+                "Users online through the other servers of the cluster.",
+                cluster.remote_users.load(Ordering::Relaxed),
+            )?;
+            gauge(
+                e,
+                "pigeon_cluster_redis_rtt_seconds",
+                "The last round trip to Redis (a heartbeat).",
+                cluster.rtt_us.load(Ordering::Relaxed) as f64 / 1e6,
+            )?;
+            gauge(
+                e,
+                "pigeon_cluster_log_lag_seconds",
+                "How old the last change read from the shared log was when it was read.",
+                cluster.lag_ms.load(Ordering::Relaxed) as f64 / 1e3,
+            )?;
+            counter(
+                e,
+                "pigeon_cluster_changes_applied",
+                "Changes of other servers read from the shared log.",
+                cluster.applied.load(Ordering::Relaxed),
+            )?;
+            counter(
+                e,
+                "pigeon_cluster_errors",
+                "Redis commands that failed or timed out.",
+                cluster.errors.load(Ordering::Relaxed),
+            )?;
+        }
         let (received, sent) = self
             .rates
             .lock()
@@ -378,6 +413,7 @@ mod tests {
             roster: Arc::new(RosterStats::default()),
             directory: Arc::new(Directory::default()),
             rates: Arc::new(Mutex::new(Rates::default())),
+            cluster: None,
         };
         metrics.gateway.received.fetch_add(7, Ordering::Relaxed);
         metrics.roster.refused[0].fetch_add(3, Ordering::Relaxed);

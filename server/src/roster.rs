@@ -243,6 +243,20 @@ pub struct Roster {
     /// Registered names and their keys: a name is registered to the key of
     /// the first session under it that proved it holds its key.
     registry: HashMap<UserName, PublicKey>,
+    /// Users online through other servers of a cluster: listed here (in
+    /// snapshots and deltas) and holding their names and endpoints, but
+    /// with no session on this server.
+    remote: HashMap<UserName, RemoteUser>,
+}
+
+/// A user online through another server of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteUser {
+    pub endpoint: PeerAddr,
+    pub instance: Option<InstanceId>,
+    pub key: Option<PublicKey>,
+    /// The id of the server it is logged in to.
+    pub server: Arc<str>,
 }
 
 /// How many meetings one user may ask for: a conversation asks when it
@@ -434,7 +448,136 @@ impl Roster {
             next_sweep: None,
             seed_count: 0,
             registry,
+            remote: HashMap::new(),
         }
+    }
+
+    /// Another server of the cluster says `name` is online through it:
+    /// listed (and told to this server's users) unless the name or the
+    /// endpoint is held by a session here, which keeps it (the first to
+    /// log in wins; a login through two servers at once can end with
+    /// both, each keeping its own).
+    pub fn remote_joined(
+        &mut self,
+        name: UserName,
+        user: RemoteUser,
+        now: Instant,
+    ) -> Vec<RosterAction> {
+        if self.users.contains_key(&name) {
+            return Vec::new();
+        }
+        if let Some(held) = self.remote.get(&name) {
+            if *held == user {
+                return Vec::new();
+            }
+            // Moved (or logged in again elsewhere): the old entry goes.
+            let server = held.server.clone();
+            let mut actions = self.remote_left(&name, &server, now);
+            actions.extend(self.remote_joined(name, user, now));
+            return actions;
+        }
+        if self.by_endpoint.contains_key(&user.endpoint) {
+            return Vec::new();
+        }
+        let endpoint = user.endpoint;
+        self.by_endpoint.insert(endpoint, name.clone());
+        let entry = DirectoryEntry {
+            endpoint,
+            instance: user.instance,
+            key: user.key,
+        };
+        self.directory.insert(name.clone(), entry, None);
+        let change = RosterChange::Joined {
+            name: name.clone(),
+            endpoint,
+            instance: user.instance,
+            key: user.key,
+        };
+        self.remote.insert(name.clone(), user);
+        let mut actions = Vec::new();
+        let seed_users = self.seed_addresses_except(&name);
+        if !seed_users.is_empty() {
+            actions.push(RosterAction::Broadcast {
+                to: seed_users,
+                datagram: Datagram::Login(Login {
+                    name,
+                    endpoint,
+                    pigeon: None,
+                }),
+            });
+        }
+        self.record(change);
+        self.schedule_deltas(now, &mut actions);
+        actions
+    }
+
+    /// Another server of the cluster says `name`, online through it, left
+    /// (only what that server listed goes).
+    pub fn remote_left(&mut self, name: &UserName, server: &str, now: Instant) -> Vec<RosterAction> {
+        if self
+            .remote
+            .get(name)
+            .is_none_or(|user| &*user.server != server)
+        {
+            return Vec::new();
+        }
+        let Some(user) = self.remote.remove(name) else {
+            return Vec::new();
+        };
+        let endpoint = user.endpoint;
+        self.by_endpoint.remove(&endpoint);
+        self.directory.remove(name.as_str());
+        let mut actions = Vec::new();
+        let seed_users = self.seed_addresses_except(name);
+        if !seed_users.is_empty() {
+            actions.push(RosterAction::Broadcast {
+                to: seed_users,
+                datagram: Datagram::Logout(Logout {
+                    name: name.clone(),
+                    endpoint,
+                    pigeon: None,
+                }),
+            });
+        }
+        self.record(RosterChange::Left {
+            name: name.clone(),
+            endpoint,
+        });
+        self.schedule_deltas(now, &mut actions);
+        actions
+    }
+
+    /// Another server of the cluster is gone: every user online through
+    /// it leaves. The names that left.
+    pub fn server_gone(&mut self, server: &str, now: Instant) -> (Vec<UserName>, Vec<RosterAction>) {
+        let mut names: Vec<UserName> = self
+            .remote
+            .iter()
+            .filter(|(_, user)| &*user.server == server)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        let mut actions = Vec::new();
+        for name in &names {
+            actions.extend(self.remote_left(name, server, now));
+        }
+        (names, actions)
+    }
+
+    /// What the directory lists for `name`, if online.
+    pub fn entry_of(&self, name: &str) -> Option<DirectoryEntry> {
+        self.directory.get(name)
+    }
+
+    /// Users online through other servers.
+    pub fn remote_users(&self) -> &HashMap<UserName, RemoteUser> {
+        &self.remote
+    }
+
+    /// Another server of the cluster registered `name` to `key`: this one
+    /// holds the name to it too (the first registration anywhere wins).
+    pub fn remote_registered(&mut self, name: UserName, key: PublicKey) {
+        self.registry.entry(name).or_insert(key);
     }
 
     /// Every registered name with its key.
@@ -652,6 +795,10 @@ impl Roster {
                 return (LoginDecision::Refreshed, vec![accept]);
             }
             let detail = format!("{name} is already online");
+            return refused(RefuseReason::NameTaken, detail);
+        }
+        if let Some(user) = self.remote.get(&name) {
+            let detail = format!("{name} is already online (through server {})", user.server);
             return refused(RefuseReason::NameTaken, detail);
         }
         if let Some(holder) = self.by_endpoint.get(&endpoint) {

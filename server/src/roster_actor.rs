@@ -18,6 +18,7 @@ use pigeon_shared::{
 };
 use tracing::{debug, info, warn};
 
+use crate::cluster_actor::{ClusterStats, FromCluster, ToCluster};
 use crate::roster::{
     LeaveReason, LoginDecision, Prepared, Roster, RosterAction, RosterEvent, SessionDecision,
 };
@@ -125,6 +126,9 @@ pub struct RosterActor {
     /// with each keepalive answer until it is empty, so that a lost notice
     /// costs a keepalive interval, not the message.
     mail_waiting: HashSet<UserName>,
+    /// The other servers of a cluster: told of this server's users and
+    /// registrations.
+    cluster: Option<(Recipient<ToCluster>, Arc<ClusterStats>)>,
 }
 
 /// A login datagram arrived from `source`.
@@ -228,6 +232,20 @@ impl RosterActor {
             refusal_log: LogLimit::default(),
             store: None,
             mail_waiting: HashSet::new(),
+            cluster: None,
+        }
+    }
+
+    /// Shares this server's users and registrations with the other
+    /// servers of a cluster (and counts theirs in `stats`).
+    pub fn with_cluster(mut self, cluster: Recipient<ToCluster>, stats: Arc<ClusterStats>) -> Self {
+        self.cluster = Some((cluster, stats));
+        self
+    }
+
+    fn to_cluster(&self, change: ToCluster) {
+        if let Some((cluster, _)) = &self.cluster {
+            cluster.do_send(change);
         }
     }
 
@@ -294,11 +312,31 @@ impl RosterActor {
                     .do_send(BroadcastSealedDatagram { to, datagram }),
                 RosterAction::Register { name, key } => {
                     info!(user = %name, key = %key.fingerprint(), "name registered to its key");
+                    self.to_cluster(ToCluster::Registered {
+                        name: name.clone(),
+                        key,
+                    });
                     if let Some(store) = &self.store {
                         store.do_send(Register { name, key });
                     }
                 }
                 RosterAction::Publish(event) => {
+                    match &event {
+                        RosterEvent::Joined { name, .. } => {
+                            if let Some(entry) = self.roster.entry_of(name.as_str()) {
+                                self.to_cluster(ToCluster::Joined {
+                                    name: name.clone(),
+                                    entry,
+                                });
+                            }
+                        }
+                        RosterEvent::Left { name, endpoint, .. } => {
+                            self.to_cluster(ToCluster::Left {
+                                name: name.clone(),
+                                endpoint: *endpoint,
+                            });
+                        }
+                    }
                     if let RosterEvent::Left { reason, .. } = &event {
                         if let Some(counter) = self.stats.left.get(reason.index()) {
                             counter.fetch_add(1, Ordering::Relaxed);
@@ -474,6 +512,40 @@ impl Handler<PingReceived> for RosterActor {
         } else {
             self.stats.ignored(true, &decision);
             self.log_ignored("keepalive", &name, source, &decision);
+        }
+        self.dispatch(actions, ctx);
+    }
+}
+
+impl Handler<FromCluster> for RosterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromCluster, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let actions = match msg {
+            FromCluster::Joined { name, user } => {
+                debug!(user = %name, server = %user.server, endpoint = %user.endpoint, "online through another server");
+                self.roster.remote_joined(name, user, now)
+            }
+            FromCluster::Left { name, server } => {
+                debug!(user = %name, %server, "left through another server");
+                self.roster.remote_left(&name, &server, now)
+            }
+            FromCluster::Gone { server } => {
+                let (names, actions) = self.roster.server_gone(&server, now);
+                if !names.is_empty() {
+                    info!(%server, users = names.len(), "users of a server that is gone left");
+                }
+                actions
+            }
+            FromCluster::Registered { name, key } => {
+                self.roster.remote_registered(name, key);
+                Vec::new()
+            }
+        };
+        if let Some((_, stats)) = &self.cluster {
+            let remote = u64::try_from(self.roster.remote_users().len()).unwrap_or(u64::MAX);
+            stats.remote_users.store(remote, Ordering::Relaxed);
         }
         self.dispatch(actions, ctx);
     }

@@ -16,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
+use crate::cluster_actor::{ClusterActor, ClusterConfig, ClusterStats};
 use crate::directory::Directory;
 use crate::handshake_actor::HandshakeActor;
 use crate::metrics::{Rates, ServerMetrics};
@@ -90,6 +91,8 @@ pub struct ServerConfig {
     pub mail_limits: MailLimits,
     /// The relay's limits (`None`: no relay; see [`crate::relay`]).
     pub relay: Option<RelayConfig>,
+    /// The cluster this server is one of (`None`: it is alone).
+    pub cluster: Option<ClusterConfig>,
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
 }
@@ -116,6 +119,7 @@ impl ServerConfig {
             store: StoreChoice::Ephemeral,
             identity: Some(Identity::generate()),
             mail_limits: MailLimits::default(),
+            cluster: None,
             relay: Some(RelayConfig {
                 per_session: DEFAULT_RELAY_RATE,
                 global_rate: DEFAULT_RELAY_GLOBAL_RATE,
@@ -171,6 +175,7 @@ pub struct ServerHandle {
     roster_stats: Arc<RosterStats>,
     directory: Arc<Directory>,
     gateway_arbiter: Arbiter,
+    cluster: Option<(Addr<ClusterActor>, String)>,
 }
 
 /// Connections the kernel queues for the roster listeners: a login storm
@@ -290,6 +295,7 @@ impl BoundServer {
         // the roster's from its context before the actor runs.
         let roster_ctx = Context::<RosterActor>::new();
         let roster_addr_actor = roster_ctx.address();
+        let roster_addr_actor_for_cluster = roster_addr_actor.clone();
 
         let gateway_arbiter = Arbiter::new();
         let (gateway_tx, gateway_rx) = tokio::sync::oneshot::channel();
@@ -366,11 +372,24 @@ impl BoundServer {
         };
         let roster = Roster::with_registry(roster_config, directory.clone(), rng, registry);
         let roster_stats = Arc::new(RosterStats::default());
-        let roster = roster_ctx.run(
-            RosterActor::new(roster, gateway.clone(), roster_stats.clone())
-                .with_store(Some(store_actor.clone()))
-                .with_mail_waiting(mail_waiting),
-        );
+        let cluster_stats = Arc::new(ClusterStats::default());
+        let mut roster_actor = RosterActor::new(roster, gateway.clone(), roster_stats.clone())
+            .with_store(Some(store_actor.clone()))
+            .with_mail_waiting(mail_waiting);
+        let cluster = match config.cluster.clone() {
+            Some(cluster) => {
+                let (url, id) = (cluster.url.clone(), cluster.server_id.clone());
+                let actor = ClusterActor::connect(cluster, cluster_stats.clone())
+                    .await
+                    .map_err(|e| io::Error::other(format!("cannot join the cluster at {url}: {e}")))?
+                    .with_roster(roster_addr_actor_for_cluster.recipient())
+                    .start();
+                roster_actor = roster_actor.with_cluster(actor.clone().recipient(), cluster_stats.clone());
+                Some((actor, id))
+            }
+            None => None,
+        };
+        let roster = roster_ctx.run(roster_actor);
         let listeners = vec![
             (TcpListener::from_std(tcp)?, RosterFormat::Seed),
             (TcpListener::from_std(roster_tcp)?, RosterFormat::Pigeon),
@@ -398,6 +417,7 @@ impl BoundServer {
                     roster: roster_stats.clone(),
                     directory: directory.clone(),
                     rates: Arc::new(Mutex::new(Rates::default())),
+                    cluster: config.cluster.is_some().then(|| cluster_stats.clone()),
                 };
                 let actor = MetricsActor::new(TcpListener::from_std(listener)?, served).start();
                 info!(url = %crate::metrics_actor::url(addr), "serving metrics");
@@ -428,6 +448,7 @@ impl BoundServer {
             roster_stats,
             directory,
             gateway_arbiter,
+            cluster,
         })
     }
 }
@@ -476,6 +497,11 @@ impl ServerHandle {
     /// Where the metrics are served, if anywhere.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// This server's id in its cluster, if it is in one.
+    pub fn server_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|(_, id)| id.as_str())
     }
 
     /// The users online, readable without a mailbox round trip.

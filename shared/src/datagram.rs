@@ -1002,6 +1002,12 @@ impl Delta {
 }
 
 impl RosterChange {
+    /// A change as one is written in a `delta` (`+name;endpoint;iid[;key]`
+    /// or `-name;endpoint`), or `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_change(text)
+    }
+
     /// The user the change is about.
     pub fn name(&self) -> &UserName {
         match self {
