@@ -25,7 +25,7 @@ use pigeon_client::session::{
     default_login_timeouts, default_logout_timeouts, SendTextError, SessionConfig,
 };
 use pigeon_server::directory::Directory;
-use pigeon_server::relay::{Relay, RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
+use pigeon_server::relay::{Hop, Relay, RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
 use pigeon_server::roster::{Roster, RosterAction, RosterConfig, DEFAULT_RELAY_RATE};
 use pigeon_shared::roster_snapshot::{decode_frame, RosterFormat};
 use pigeon_shared::seal::{seal, SessionKey};
@@ -699,13 +699,14 @@ impl Sim {
                     .relay
                     .forward(&request, from, now, &*server.directory)
                 {
-                    Ok(to) => {
+                    // One server: every peer is here.
+                    Ok(Hop::Local(to)) => {
                         let relayed = Datagram::Relayed(request.secure);
                         let server_addr = self.server_addr;
                         self.net.relayed += 1;
                         self.transmit(server_addr, to, &relayed);
                     }
-                    Err(_) => self.net.relay_dropped += 1,
+                    Ok(Hop::Remote(_)) | Err(_) => self.net.relay_dropped += 1,
                 }
                 Vec::new()
             }

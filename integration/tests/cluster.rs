@@ -118,7 +118,9 @@ fn say(from: &mut Proc, to: &mut Proc, text: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     from.send(&format!("/msg {} {text}", to.label))?;
     let wanted = format!(" {text}");
-    to.expect("the message", WAIT, |l| l.starts_with("msg ") && l.ends_with(&wanted))?;
+    to.expect("the message", WAIT, |l| {
+        l.starts_with("msg ") && l.ends_with(&wanted)
+    })?;
     Ok(started.elapsed())
 }
 

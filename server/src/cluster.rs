@@ -70,7 +70,12 @@ pub fn parse_users_value(value: &str) -> Option<(String, RosterChange)> {
 
 /// The servers (other than `me`) whose last heartbeat is older than
 /// `timeout_ms` at `now_ms`, sorted.
-pub fn gone_servers(beats: &[(String, u64)], me: &str, now_ms: u64, timeout_ms: u64) -> Vec<String> {
+pub fn gone_servers(
+    beats: &[(String, u64)],
+    me: &str,
+    now_ms: u64,
+    timeout_ms: u64,
+) -> Vec<String> {
     let mut gone: Vec<String> = beats
         .iter()
         .filter(|(id, at)| id != me && now_ms.saturating_sub(*at) > timeout_ms)
@@ -113,7 +118,16 @@ mod tests {
         ] {
             assert_eq!(Shared::decode(&shared.encode()), Some(shared));
         }
-        for junk in ["", "x", "=alice", "=alice;zz", "!", "!a b", "+alice", "-bob;nowhere"] {
+        for junk in [
+            "",
+            "x",
+            "=alice",
+            "=alice;zz",
+            "!",
+            "!a b",
+            "+alice",
+            "-bob;nowhere",
+        ] {
             assert_eq!(Shared::decode(junk), None, "{junk:?}");
         }
         let value = users_value("a", &joined);
@@ -129,7 +143,10 @@ mod tests {
             ("c".to_owned(), 6_000),
             ("me".to_owned(), 0),
         ];
-        assert_eq!(gone_servers(&beats, "me", 11_000, 5_000), vec!["a".to_owned()]);
+        assert_eq!(
+            gone_servers(&beats, "me", 11_000, 5_000),
+            vec!["a".to_owned()]
+        );
         assert_eq!(
             gone_servers(&beats, "me", 20_000, 5_000),
             vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]

@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use pigeon_shared::{LogLimit, PeerAddr, PublicKey, RosterChange, UserName};
+use pigeon_shared::{
+    Datagram, LogLimit, PeerAddr, PublicKey, Relay, RosterChange, Secure, SessionToken, UserName,
+};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 use tracing::{debug, info, warn};
 
 use crate::cluster::{gone_servers, parse_users_value, users_value, Shared};
-use crate::directory::DirectoryEntry;
+use crate::directory::{Directory, DirectoryEntry};
 use crate::roster::RemoteUser;
+use crate::udp_gateway_actor::{SendDatagram, UdpGatewayActor};
 
 /// Default for [`ClusterConfig::heartbeat`].
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -113,6 +116,10 @@ pub struct ClusterStats {
     pub lag_ms: AtomicU64,
     /// Log entries read from other servers.
     pub applied: AtomicU64,
+    /// Frames relayed to users of other servers, and from them to users
+    /// here.
+    pub relayed_out: AtomicU64,
+    pub relayed_in: AtomicU64,
 }
 
 /// Writes a key and reads it back: proves the link works both ways, and
@@ -135,14 +142,33 @@ pub enum FromCluster {
     Registered { name: UserName, key: PublicKey },
 }
 
+/// An end-to-end frame for `to`, online through `server`: published to
+/// that server, which relays it on.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct RelayAcross {
+    pub server: Arc<str>,
+    pub to: UserName,
+    pub secure: Secure,
+}
+
 /// What the roster tells the cluster: its own users' comings and goings
 /// and registrations.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "()")]
 pub enum ToCluster {
-    Joined { name: UserName, entry: DirectoryEntry },
-    Left { name: UserName, endpoint: PeerAddr },
-    Registered { name: UserName, key: PublicKey },
+    Joined {
+        name: UserName,
+        entry: DirectoryEntry,
+    },
+    Left {
+        name: UserName,
+        endpoint: PeerAddr,
+    },
+    Registered {
+        name: UserName,
+        key: PublicKey,
+    },
 }
 
 /// Removes a user from the users hash only if this server listed it.
@@ -175,6 +201,9 @@ return 1
 /// The cluster's actor. See the module documentation.
 pub struct ClusterActor {
     config: ClusterConfig,
+    client: redis::Client,
+    /// Where frames from other servers for users here go out.
+    delivery: Option<(Addr<UdpGatewayActor>, Arc<Directory>)>,
     connection: MultiplexedConnection,
     /// A connection of its own for the blocking reads of the log.
     reader: MultiplexedConnection,
@@ -197,6 +226,8 @@ impl ClusterActor {
         let reader = within(client.get_multiplexed_async_connection()).await??;
         Ok(Self {
             config,
+            client,
+            delivery: None,
             connection,
             reader,
             roster: None,
@@ -210,6 +241,46 @@ impl ClusterActor {
     pub fn with_roster(mut self, roster: Recipient<FromCluster>) -> Self {
         self.roster = Some(roster);
         self
+    }
+
+    /// Frames other servers relay to users here go out through `gateway`
+    /// (to users `directory` lists as online here, that proved they
+    /// receive).
+    pub fn with_delivery(
+        mut self,
+        gateway: Addr<UdpGatewayActor>,
+        directory: Arc<Directory>,
+    ) -> Self {
+        self.delivery = Some((gateway, directory));
+        self
+    }
+
+    fn relay_channel(&self, server: &str) -> String {
+        format!("{}:relay:{server}", self.config.namespace)
+    }
+
+    /// Listens for frames other servers relay to this one's users.
+    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+        let client = self.client.clone();
+        let channel = self.relay_channel(&self.config.server_id);
+        let subscribed = async move {
+            let mut pubsub = within(client.get_async_pubsub()).await??;
+            within(pubsub.subscribe(&channel)).await??;
+            Ok::<_, ClusterError>(pubsub)
+        };
+        ctx.spawn(
+            subscribed
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(pubsub) => {
+                        ctx.add_stream(pubsub.into_on_message());
+                    }
+                    Err(e) => {
+                        act.failed("subscribing to relayed frames", &e);
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.subscribe(ctx));
+                    }
+                }),
+        );
     }
 
     fn failed(&mut self, what: &str, error: &ClusterError) {
@@ -377,7 +448,12 @@ impl ClusterActor {
                         act.last_id = entry.id.clone();
                         let server: Option<String> = entry.get("s");
                         let change: Option<String> = entry.get("c");
-                        if let Some(ms) = entry.id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()) {
+                        if let Some(ms) = entry
+                            .id
+                            .split('-')
+                            .next()
+                            .and_then(|ms| ms.parse::<u64>().ok())
+                        {
                             act.stats
                                 .lag_ms
                                 .store(now_ms().saturating_sub(ms), Ordering::Relaxed);
@@ -533,6 +609,74 @@ impl Actor for ClusterActor {
         if self.roster.is_some() {
             self.bootstrap(ctx);
         }
+        if self.delivery.is_some() {
+            self.subscribe(ctx);
+        }
+    }
+}
+
+impl Handler<RelayAcross> for ClusterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RelayAcross, ctx: &mut Context<Self>) {
+        let channel = self.relay_channel(&msg.server);
+        let mut bytes = Vec::new();
+        // The relay request's own form; the token means nothing here.
+        Relay {
+            token: SessionToken(0),
+            to: msg.to,
+            secure: msg.secure,
+        }
+        .encode(&mut bytes);
+        let mut connection = self.connection.clone();
+        let publish = async move {
+            within(
+                redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(bytes)
+                    .query_async::<i64>(&mut connection),
+            )
+            .await??;
+            Ok::<_, ClusterError>(())
+        };
+        ctx.spawn(publish.into_actor(self).map(|result, act, _| match result {
+            Ok(()) => {
+                act.stats.relayed_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => act.failed("relaying to another server", &e),
+        }));
+    }
+}
+
+impl StreamHandler<redis::Msg> for ClusterActor {
+    fn handle(&mut self, msg: redis::Msg, _: &mut Context<Self>) {
+        let Some((gateway, directory)) = &self.delivery else {
+            return;
+        };
+        let Ok(relay) = Relay::decode(msg.get_payload_bytes()) else {
+            debug!("cluster: a relayed frame from another server does not decode");
+            return;
+        };
+        let to = relay.to.as_str();
+        let entry = directory
+            .get(to)
+            .filter(|entry| entry.key.is_some())
+            .filter(|_| directory.receives(to) && directory.home(to).is_none());
+        match entry {
+            Some(entry) => {
+                self.stats.relayed_in.fetch_add(1, Ordering::Relaxed);
+                gateway.do_send(SendDatagram {
+                    to: entry.endpoint.socket_addr(),
+                    datagram: Datagram::Relayed(relay.secure),
+                });
+            }
+            None => debug!(%to, "cluster: a frame relayed for a user not online here"),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        warn!("cluster: the subscription to relayed frames ended; subscribing again");
+        ctx.run_later(Duration::from_secs(1), |act, ctx| act.subscribe(ctx));
     }
 }
 

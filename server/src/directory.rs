@@ -39,6 +39,9 @@ pub struct Directory {
     /// Pigeon sessions that proved they receive (fetched the roster with
     /// their token): only they are relayed to.
     receiving: DashMap<UserName, ()>,
+    /// The server each user online through another server of the cluster
+    /// is logged in to (frames relayed to it go there).
+    homes: DashMap<UserName, Arc<str>>,
     /// When each host last sent a seed-style login: the seed-format roster
     /// goes only to a host that just logged in.
     seed_logins: DashMap<IpAddr, Instant>,
@@ -181,6 +184,18 @@ impl Directory {
         self.tokens.remove(name);
         self.next_tokens.remove(name);
         self.receiving.remove(name);
+        self.homes.remove(name);
+    }
+
+    /// Lists `name`, online through the cluster's server `home`.
+    pub(crate) fn insert_remote(&self, name: UserName, entry: DirectoryEntry, home: Arc<str>) {
+        self.homes.insert(name.clone(), home);
+        self.insert(name, entry, None);
+    }
+
+    /// The server `name` is online through, if another of the cluster.
+    pub fn home(&self, name: &str) -> Option<Arc<str>> {
+        self.homes.get(name).map(|home| home.value().clone())
     }
 
     /// `name`'s Pigeon session proved it receives.
@@ -253,6 +268,7 @@ impl Directory {
         self.tokens.clear();
         self.next_tokens.clear();
         self.receiving.clear();
+        self.homes.clear();
         self.seed_logins.clear();
         self.revision.store(0, Ordering::Release);
         *rendered = [None, None];

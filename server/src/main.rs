@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use pigeon_server::cluster_actor::{generated_server_id, valid_server_id, ClusterConfig};
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::relay::{RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
-use pigeon_server::cluster_actor::{generated_server_id, valid_server_id, ClusterConfig};
 use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST, DEFAULT_RELAY_RATE};
 use pigeon_server::store::{MailLimits, Store, StoreChoice};
 use pigeon_server::tcp_roster_actor::TcpRosterConfig;
@@ -238,7 +238,8 @@ fn main() -> ExitCode {
         let id = args.server_id.clone().unwrap_or_else(generated_server_id);
         let mut cluster = ClusterConfig::new(url.clone(), id);
         cluster.timeout = Duration::from_secs_f64(args.cluster_timeout);
-        cluster.heartbeat = (cluster.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        cluster.heartbeat =
+            (cluster.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
         cluster.namespace = args.cluster_namespace.clone();
         cluster
     });

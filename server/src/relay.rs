@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pigeon_shared::rate_limit::{Bucket, Rate};
@@ -86,6 +87,18 @@ pub trait Sessions {
     /// Whether `name`'s session proved it receives (it fetched the roster
     /// with its token): nothing is relayed to it, nor from it, before.
     fn receives(&self, name: &str) -> bool;
+    /// The server of the cluster `name` is online through, if another.
+    fn home(&self, name: &str) -> Option<Arc<str>>;
+}
+
+/// Where a relayed frame goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    /// Straight to the peer, online here.
+    Local(SocketAddr),
+    /// To the server of the cluster the peer is online through, which
+    /// passes it on.
+    Remote(Arc<str>),
 }
 
 impl Sessions for Directory {
@@ -99,6 +112,10 @@ impl Sessions for Directory {
 
     fn receives(&self, name: &str) -> bool {
         Directory::receives(self, name)
+    }
+
+    fn home(&self, name: &str) -> Option<Arc<str>> {
+        Directory::home(self, name)
     }
 }
 
@@ -133,7 +150,7 @@ impl Relay {
         source: SocketAddr,
         now: Instant,
         sessions: &impl Sessions,
-    ) -> Result<SocketAddr, RelayDrop> {
+    ) -> Result<Hop, RelayDrop> {
         let from = &request.secure.from;
         let sender = sessions
             .entry(from.as_str())
@@ -147,10 +164,13 @@ impl Relay {
         if request.to == *from {
             return Err(RelayDrop::Inconsistent);
         }
+        // A peer online here must have proved it receives; one online
+        // through another server is checked there.
+        let home = sessions.home(request.to.as_str());
         let peer = sessions
             .entry(request.to.as_str())
             .filter(|entry| entry.key.is_some())
-            .filter(|_| sessions.receives(request.to.as_str()))
+            .filter(|_| home.is_some() || sessions.receives(request.to.as_str()))
             .ok_or(RelayDrop::NoSuchPeer)?;
         if now >= self.next_sweep {
             let rate = self.per_session;
@@ -170,7 +190,10 @@ impl Relay {
             return Err(RelayDrop::OverGlobalRate);
         }
         bucket.take(rate, now);
-        Ok(peer.endpoint.socket_addr())
+        Ok(match home {
+            Some(server) => Hop::Remote(server),
+            None => Hop::Local(peer.endpoint.socket_addr()),
+        })
     }
 
     /// Sessions with a bucket being refilled.
@@ -214,6 +237,11 @@ mod tests {
         fn receives(&self, name: &str) -> bool {
             name != "frank"
         }
+
+        /// gina is online through server "b".
+        fn home(&self, name: &str) -> Option<Arc<str>> {
+            (name == "gina").then(|| Arc::from("b"))
+        }
     }
 
     fn table() -> Table {
@@ -222,6 +250,7 @@ mod tests {
             ("bob", "203.0.113.9:5000", Some(PublicKey([2; 32])), 22),
             ("carol", "203.0.113.10:5000", None, 33),
             ("frank", "203.0.113.11:5000", Some(PublicKey([6; 32])), 66),
+            ("gina", "203.0.113.12:5000", Some(PublicKey([7; 32])), 0),
         ])
     }
 
@@ -255,7 +284,12 @@ mod tests {
         let alice: SocketAddr = "198.51.100.1:4000".parse().unwrap();
         assert_eq!(
             relay.forward(&request("alice", "bob", 11), alice, now, &table()),
-            Ok("203.0.113.9:5000".parse().unwrap())
+            Ok(Hop::Local("203.0.113.9:5000".parse().unwrap()))
+        );
+        // A peer online through another server: to that server.
+        assert_eq!(
+            relay.forward(&request("alice", "gina", 11), alice, now, &table()),
+            Ok(Hop::Remote(Arc::from("b")))
         );
     }
 

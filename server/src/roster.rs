@@ -486,7 +486,8 @@ impl Roster {
             instance: user.instance,
             key: user.key,
         };
-        self.directory.insert(name.clone(), entry, None);
+        self.directory
+            .insert_remote(name.clone(), entry, user.server.clone());
         let change = RosterChange::Joined {
             name: name.clone(),
             endpoint,
@@ -513,7 +514,12 @@ impl Roster {
 
     /// Another server of the cluster says `name`, online through it, left
     /// (only what that server listed goes).
-    pub fn remote_left(&mut self, name: &UserName, server: &str, now: Instant) -> Vec<RosterAction> {
+    pub fn remote_left(
+        &mut self,
+        name: &UserName,
+        server: &str,
+        now: Instant,
+    ) -> Vec<RosterAction> {
         if self
             .remote
             .get(name)
@@ -549,7 +555,11 @@ impl Roster {
 
     /// Another server of the cluster is gone: every user online through
     /// it leaves. The names that left.
-    pub fn server_gone(&mut self, server: &str, now: Instant) -> (Vec<UserName>, Vec<RosterAction>) {
+    pub fn server_gone(
+        &mut self,
+        server: &str,
+        now: Instant,
+    ) -> (Vec<UserName>, Vec<RosterAction>) {
         let mut names: Vec<UserName> = self
             .remote
             .iter()

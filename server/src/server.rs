@@ -327,6 +327,8 @@ impl BoundServer {
         #[cfg(feature = "faults")]
         let faults = config.faults.clone();
         let relay = config.relay;
+        let across = Arc::new(std::sync::OnceLock::new());
+        let gateway_across = across.clone();
         // The tokio socket must be created on the thread that will poll it.
         gateway_arbiter.spawn(async move {
             let started = UdpSocket::from_std(udp)
@@ -343,7 +345,8 @@ impl BoundServer {
                         limits,
                         gateway_directory,
                     )
-                    .with_handshakes(handshakes, gateway_waiting);
+                    .with_handshakes(handshakes, gateway_waiting)
+                    .with_cluster_slot(gateway_across);
                     match relay {
                         Some(config) => gateway.with_relay(config).start(),
                         None => gateway.start(),
@@ -381,10 +384,15 @@ impl BoundServer {
                 let (url, id) = (cluster.url.clone(), cluster.server_id.clone());
                 let actor = ClusterActor::connect(cluster, cluster_stats.clone())
                     .await
-                    .map_err(|e| io::Error::other(format!("cannot join the cluster at {url}: {e}")))?
+                    .map_err(|e| {
+                        io::Error::other(format!("cannot join the cluster at {url}: {e}"))
+                    })?
                     .with_roster(roster_addr_actor_for_cluster.recipient())
+                    .with_delivery(gateway.clone(), directory.clone())
                     .start();
-                roster_actor = roster_actor.with_cluster(actor.clone().recipient(), cluster_stats.clone());
+                let _ = across.set(actor.clone().recipient());
+                roster_actor =
+                    roster_actor.with_cluster(actor.clone().recipient(), cluster_stats.clone());
                 Some((actor, id))
             }
             None => None,

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -20,9 +20,10 @@ use pigeon_shared::{Datagram, DecodeError, DecodeErrorKind, LogLimit, Verb};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
+use crate::cluster_actor::RelayAcross;
 use crate::directory::Directory;
 use crate::handshake_actor::{AnswerLogin, HandshakeActor, MAX_WAITING};
-use crate::relay::{Relay, RelayConfig, RelayDrop};
+use crate::relay::{Hop, Relay, RelayConfig, RelayDrop};
 use crate::roster_actor::{LoginReceived, LogoutReceived, MeetReceived, PingReceived, RosterActor};
 
 /// Most datagrams queued while the kernel's send buffer is full.
@@ -42,6 +43,9 @@ pub struct UdpGatewayActor {
     handshakes: Option<(Addr<HandshakeActor>, Arc<AtomicUsize>)>,
     /// The relay's limits (`None`: no relay).
     relay: Option<RelayConfig>,
+    /// Where frames for users of other servers go (set once the cluster
+    /// is joined; empty for a server alone).
+    across: Arc<OnceLock<Recipient<RelayAcross>>>,
 }
 
 /// What one session may send the server, proven (keepalives every sixth
@@ -190,7 +194,15 @@ impl UdpGatewayActor {
             directory,
             handshakes: None,
             relay: None,
+            across: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Where frames for users online through another server of the
+    /// cluster go, once the cluster is joined.
+    pub fn with_cluster_slot(mut self, across: Arc<OnceLock<Recipient<RelayAcross>>>) -> Self {
+        self.across = across;
+        self
     }
 
     /// End-to-end frames between Pigeon users are relayed, within
@@ -243,6 +255,7 @@ impl Actor for UdpGatewayActor {
             self.stats.clone(),
             limiter,
             relay,
+            self.across.clone(),
         );
         ctx.spawn(receive.into_actor(self).map(|(), _, ctx| ctx.stop()));
         debug!(local = %self.sender.local_addr(), "gateway started");
@@ -265,6 +278,7 @@ async fn receive_loop(
     stats: Arc<GatewayStats>,
     mut limiter: Limiters,
     mut relay: Option<(Relay, Arc<Directory>)>,
+    across: Arc<OnceLock<Recipient<RelayAcross>>>,
 ) {
     let mut drop_log = LogLimit::default();
     loop {
@@ -343,8 +357,25 @@ async fn receive_loop(
                     }
                     None => Err(RelayDrop::NotASession),
                 };
+                let decided = match decided {
+                    Ok(Hop::Remote(server)) => match across.get() {
+                        Some(cluster) => {
+                            stats.relayed.fetch_add(1, Ordering::Relaxed);
+                            cluster.do_send(RelayAcross {
+                                server,
+                                to: request.to.clone(),
+                                secure: request.secure.clone(),
+                            });
+                            Ok(None)
+                        }
+                        None => Err(RelayDrop::NoSuchPeer),
+                    },
+                    Ok(Hop::Local(to)) => Ok(Some(to)),
+                    Err(why) => Err(why),
+                };
                 match decided {
-                    Ok(to) => {
+                    Ok(None) => {}
+                    Ok(Some(to)) => {
                         let bytes = Datagram::Relayed(request.secure).to_bytes();
                         match socket.send_to(&bytes, to).await {
                             Ok(_) => {
