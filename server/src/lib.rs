@@ -7,7 +7,9 @@
 //! socket-free [`roster`]), and [`tcp_roster_actor`] serves roster
 //! snapshots from the [`directory`] the roster writes through to; a
 //! fourth, [`metrics_actor`], serves their counters ([`metrics`]) when
-//! asked to. [`server`] binds and wires them.
+//! asked to; with `--cluster`, [`cluster_actor`] shares the roster with
+//! other servers through Redis ([`cluster`] has the text and keys).
+//! [`server`] binds and wires them.
 
 pub mod cluster;
 pub mod cluster_actor;
