@@ -212,3 +212,57 @@ fn a_name_registered_through_one_server_cannot_be_taken_through_another() -> any
     client("alice", &at_b, mine.path())?;
     Ok(())
 }
+
+#[test]
+fn servers_carry_on_through_a_redis_restart() -> anyhow::Result<()> {
+    let Some(mut redis) = integration::redis::PrivateRedis::start()? else {
+        return Ok(());
+    };
+    let url = redis.url();
+    let namespace = fresh_namespace("restart");
+    let data = tempfile::tempdir()?;
+    let (_a, at_a) = cluster_server(&url, &namespace, "a")?;
+    let (_b, at_b) = cluster_server(&url, &namespace, "b")?;
+    let mut alice = client("alice", &at_a, data.path())?;
+    let mut bob = client("bob", &at_b, data.path())?;
+    let mut dave = client("dave", &at_b, data.path())?;
+    shows(&mut alice, "online bob ")?;
+    shows(&mut alice, "online dave ")?;
+    // Redis goes away, and comes back empty; dave leaves meanwhile.
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    dave.send("/quit")?;
+    dave.wait_exit(WAIT)?;
+    redis.restart()?;
+    let back = Instant::now();
+    // Each server shares its users again, finds that dave left, and the
+    // log carries on: a new user through b is seen through a.
+    shows(&mut alice, "offline dave")?;
+    eprintln!(
+        "Redis restarted: a user who left meanwhile was seen gone after {:?}",
+        back.elapsed()
+    );
+    let mut carol = client("carol", &at_b, data.path())?;
+    shows(&mut alice, "online carol ")?;
+    shows(&mut carol, "online alice ")?;
+    anyhow::ensure!(
+        !alice.seen.iter().any(|l| l == "offline bob"),
+        "bob never left: {:?}",
+        alice.seen
+    );
+    say(&mut alice, &mut carol, "after the restart")?;
+    say(&mut bob, &mut alice, "still here")?;
+    // A server that joins after the restart finds everyone: the others
+    // wrote their users back.
+    let (_c, at_c) = cluster_server(&url, &namespace, "c")?;
+    let mut erin = client("erin", &at_c, data.path())?;
+    for other in ["alice", "bob", "carol"] {
+        shows(&mut erin, &format!("online {other} "))?;
+    }
+    anyhow::ensure!(
+        !erin.seen.iter().any(|l| l.starts_with("online dave ")),
+        "{:?}",
+        erin.seen
+    );
+    Ok(())
+}

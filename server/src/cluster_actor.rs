@@ -14,7 +14,7 @@ use actix::prelude::*;
 use pigeon_shared::{
     Datagram, LogLimit, PeerAddr, PublicKey, Relay, RosterChange, Secure, SessionToken, UserName,
 };
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 use tracing::{debug, info, warn};
 
@@ -140,6 +140,12 @@ pub enum FromCluster {
     Gone { server: String },
     /// A name was registered through another server.
     Registered { name: UserName, key: PublicKey },
+    /// Redis lost what this server shared (it restarted): share every
+    /// user online here, and every name registered, again.
+    ShareAgain,
+    /// The users online through other servers, read afresh: any other
+    /// listed here left while Redis was away.
+    Present { names: Vec<UserName> },
 }
 
 /// An end-to-end frame for `to`, online through `server`: published to
@@ -204,9 +210,10 @@ pub struct ClusterActor {
     client: redis::Client,
     /// Where frames from other servers for users here go out.
     delivery: Option<(Addr<UdpGatewayActor>, Arc<Directory>)>,
-    connection: MultiplexedConnection,
+    /// Commands; it connects again by itself after Redis went away.
+    connection: ConnectionManager,
     /// A connection of its own for the blocking reads of the log.
-    reader: MultiplexedConnection,
+    reader: ConnectionManager,
     roster: Option<Recipient<FromCluster>>,
     stats: Arc<ClusterStats>,
     /// The last log entry read.
@@ -222,8 +229,17 @@ impl ClusterActor {
         stats: Arc<ClusterStats>,
     ) -> Result<Self, ClusterError> {
         let client = redis::Client::open(config.url.as_str())?;
-        let connection = within(client.get_multiplexed_async_connection()).await??;
-        let reader = within(client.get_multiplexed_async_connection()).await??;
+        let managed = |timeout| {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                .set_response_timeout(timeout)
+                .set_max_delay(Duration::from_secs(1))
+        };
+        let connection =
+            within(client.get_connection_manager_with_config(managed(Some(COMMAND_TIMEOUT))))
+                .await??;
+        // Its reads wait for news on purpose (bounded below).
+        let reader = within(client.get_connection_manager_with_config(managed(None))).await??;
         Ok(Self {
             config,
             client,
@@ -306,14 +322,16 @@ impl ClusterActor {
         let beat = async move {
             let started = Instant::now();
             let now = now_ms();
-            within(
+            // 1: a new field. After the first heartbeat, Redis lost it.
+            let created = within(
                 redis::cmd("HSET")
                     .arg(&servers)
                     .arg(&id)
                     .arg(now)
                     .query_async::<i64>(&mut connection),
             )
-            .await??;
+            .await??
+                == 1;
             let took = started.elapsed();
             let beats: Vec<(String, u64)> = within(
                 redis::cmd("HGETALL")
@@ -339,11 +357,18 @@ impl ClusterActor {
                     gone.push(server);
                 }
             }
-            Ok::<_, ClusterError>((took, gone))
+            Ok::<_, ClusterError>((took, gone, created))
         };
-        ctx.spawn(beat.into_actor(self).map(|result, act, _| match result {
-            Ok((took, gone)) => {
-                act.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+        ctx.spawn(beat.into_actor(self).map(|result, act, ctx| match result {
+            Ok((took, gone, created)) => {
+                let before = act.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                if created && before > 0 && act.roster.is_some() {
+                    warn!("cluster: Redis lost this server's state (restarted?): sharing its users again");
+                    act.tell_roster(FromCluster::ShareAgain);
+                    // Once the others have shared theirs again, users that
+                    // left meanwhile are found missing.
+                    ctx.run_later(act.config.timeout, |act, ctx| act.bootstrap(ctx, true));
+                }
                 act.stats.rtt_us.store(micros(took), Ordering::Relaxed);
                 for server in gone {
                     warn!(%server, "cluster: server gone (no heartbeat); its users leave");
@@ -354,8 +379,9 @@ impl ClusterActor {
         }));
     }
 
-    /// Reads what is online now, then follows the log from there.
-    fn bootstrap(&mut self, ctx: &mut Context<Self>) {
+    /// Reads what is online now, then follows the log from there (or,
+    /// `again`, already following it, tells the roster who is present).
+    fn bootstrap(&mut self, ctx: &mut Context<Self>, again: bool) {
         let mut connection = self.connection.clone();
         let users = self.config.key("users");
         let names = self.config.key("names");
@@ -391,29 +417,33 @@ impl ClusterActor {
             .await??;
             Ok::<_, ClusterError>((last_id, online, registered))
         };
-        ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
+        ctx.spawn(read.into_actor(self).map(move |result, act, ctx| match result {
             Ok((last_id, online, registered)) => {
                 for (name, key) in registered {
                     if let (Ok(name), Some(key)) = (UserName::parse(&name), PublicKey::parse(&key)) {
                         act.tell_roster(FromCluster::Registered { name, key });
                     }
                 }
-                let mut listed = 0;
+                let mut present = Vec::new();
                 for (_, value) in online {
                     if let Some((server, change)) = parse_users_value(&value) {
                         if server != act.config.server_id {
-                            listed += 1;
+                            present.push(change.name().clone());
                             act.apply(&server, Shared::Roster(change));
                         }
                     }
                 }
-                info!(users = listed, from = %last_id, "cluster: users online through other servers read");
-                act.last_id = last_id;
-                act.follow(ctx);
+                info!(users = present.len(), from = %last_id, "cluster: users online through other servers read");
+                if again {
+                    act.tell_roster(FromCluster::Present { names: present });
+                } else {
+                    act.last_id = last_id;
+                    act.follow(ctx);
+                }
             }
             Err(e) => {
                 act.failed("reading what is online", &e);
-                ctx.run_later(Duration::from_secs(1), |act, ctx| act.bootstrap(ctx));
+                ctx.run_later(Duration::from_secs(1), move |act, ctx| act.bootstrap(ctx, again));
             }
         }));
     }
@@ -607,7 +637,7 @@ impl Actor for ClusterActor {
         self.heartbeat(ctx);
         ctx.run_interval(self.config.heartbeat, |act, ctx| act.heartbeat(ctx));
         if self.roster.is_some() {
-            self.bootstrap(ctx);
+            self.bootstrap(ctx, false);
         }
         if self.delivery.is_some() {
             self.subscribe(ctx);

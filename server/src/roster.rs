@@ -579,6 +579,40 @@ impl Roster {
         self.directory.get(name)
     }
 
+    /// The users online through this server, with what the directory
+    /// lists for them, sorted by name.
+    pub fn local_users(&self) -> Vec<(UserName, DirectoryEntry)> {
+        let mut local: Vec<(UserName, DirectoryEntry)> = self
+            .users
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.directory.get(name.as_str())?)))
+            .collect();
+        local.sort_by(|a, b| a.0.cmp(&b.0));
+        local
+    }
+
+    /// The users online through other servers are `present` (read afresh
+    /// from the cluster): any other listed here left. The names that left.
+    pub fn remote_present(
+        &mut self,
+        present: &[UserName],
+        now: Instant,
+    ) -> (Vec<UserName>, Vec<RosterAction>) {
+        let present: std::collections::HashSet<&UserName> = present.iter().collect();
+        let mut missing: Vec<(UserName, Arc<str>)> = self
+            .remote
+            .iter()
+            .filter(|(name, _)| !present.contains(name))
+            .map(|(name, user)| (name.clone(), user.server.clone()))
+            .collect();
+        missing.sort();
+        let mut actions = Vec::new();
+        for (name, server) in &missing {
+            actions.extend(self.remote_left(name, server, now));
+        }
+        (missing.into_iter().map(|(name, _)| name).collect(), actions)
+    }
+
     /// Users online through other servers.
     pub fn remote_users(&self) -> &HashMap<UserName, RemoteUser> {
         &self.remote

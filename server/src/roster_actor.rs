@@ -542,6 +542,31 @@ impl Handler<FromCluster> for RosterActor {
                 self.roster.remote_registered(name, key);
                 Vec::new()
             }
+            FromCluster::ShareAgain => {
+                for (name, entry) in self.roster.local_users() {
+                    self.to_cluster(ToCluster::Joined { name, entry });
+                }
+                let registry: Vec<(UserName, pigeon_shared::PublicKey)> = self
+                    .roster
+                    .registry()
+                    .iter()
+                    .map(|(name, key)| (name.clone(), *key))
+                    .collect();
+                for (name, key) in registry {
+                    self.to_cluster(ToCluster::Registered { name, key });
+                }
+                Vec::new()
+            }
+            FromCluster::Present { names } => {
+                let (gone, actions) = self.roster.remote_present(&names, now);
+                if !gone.is_empty() {
+                    info!(
+                        users = gone.len(),
+                        "users of other servers left while Redis was away"
+                    );
+                }
+                actions
+            }
         };
         if let Some((_, stats)) = &self.cluster {
             let remote = u64::try_from(self.roster.remote_users().len()).unwrap_or(u64::MAX);

@@ -1616,3 +1616,60 @@ fn only_a_session_may_ask_for_a_meeting_with_another_and_not_too_often() {
         .meet(request, at, len, f.t0 + Duration::from_secs(1))
         .is_ok());
 }
+
+fn remote(endpoint: &str, server: &str) -> RemoteUser {
+    RemoteUser {
+        endpoint: addr(endpoint),
+        instance: Some(IID_B),
+        key: Some(PublicKey([5; 32])),
+        server: Arc::from(server),
+    }
+}
+
+#[test]
+fn users_of_other_servers_are_listed_and_hold_their_names_until_they_or_their_server_go() {
+    let mut f = fixture();
+    join_pigeon(&mut f, "alice", "10.0.0.1:5000", IID_A);
+    let before = f.roster.revision();
+    f.roster
+        .remote_joined(name("bob"), remote("10.0.0.2:5000", "b"), f.t0);
+    f.roster
+        .remote_joined(name("carol"), remote("10.0.0.3:5000", "c"), f.t0);
+    // In the roster (snapshots and deltas), one change each.
+    assert_eq!(f.roster.revision(), before + 2);
+    assert!(f.directory.get("bob").is_some());
+    assert_eq!(f.directory.home("bob").as_deref(), Some("b"));
+    // Their names and endpoints are taken here too.
+    let (decision, _) = f.roster.login(
+        pigeon_login("bob", "10.0.0.9:5000", IID_A, None),
+        sock("10.0.0.9:5000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::NameTaken));
+    let (decision, _) = f.roster.login(
+        pigeon_login("dave", "10.0.0.2:5000", IID_A, None),
+        sock("10.0.0.2:5000"),
+        f.t0,
+    );
+    assert_eq!(refusal(&decision), Some(RefuseReason::EndpointTaken));
+    // A name online here stays with its session.
+    f.roster
+        .remote_joined(name("alice"), remote("10.0.0.7:5000", "b"), f.t0);
+    assert!(f.roster.remote_users().get("alice").is_none());
+    // Only bob's own server can say he left; carol goes with hers.
+    f.roster.remote_left(&name("bob"), "c", f.t0);
+    assert!(f.directory.get("bob").is_some());
+    f.roster.remote_left(&name("bob"), "b", f.t0);
+    assert!(f.directory.get("bob").is_none());
+    let (gone, _) = f.roster.server_gone("c", f.t0);
+    assert_eq!(gone, vec![name("carol")]);
+    assert!(f.roster.remote_users().is_empty());
+    // Read afresh after Redis was away: whoever is not there left.
+    f.roster
+        .remote_joined(name("erin"), remote("10.0.0.4:5000", "b"), f.t0);
+    f.roster
+        .remote_joined(name("gus"), remote("10.0.0.5:5000", "b"), f.t0);
+    let (gone, _) = f.roster.remote_present(&[name("gus")], f.t0);
+    assert_eq!(gone, vec![name("erin")]);
+    assert_eq!(f.roster.local_users().len(), 1);
+}
