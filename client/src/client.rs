@@ -89,6 +89,9 @@ pub struct ClientConfig {
     /// Conversations never look for a direct path, and take the server's
     /// relay while there is one (load tests of the relay).
     pub relay_only: bool,
+    /// Other servers of the cluster `server` is one of: when it is lost,
+    /// the client logs in again through them in turn.
+    pub alternates: Vec<SocketAddr>,
     /// A fault-injection layer on every datagram the client sends (tests).
     #[cfg(feature = "faults")]
     pub faults: Option<Faults>,
@@ -116,6 +119,7 @@ impl ClientConfig {
             known_servers: None,
             known_peers: None,
             relay_only: false,
+            alternates: Vec::new(),
             #[cfg(feature = "faults")]
             faults: None,
         }
@@ -192,15 +196,21 @@ impl ClientHandle {
         let instance = config
             .instance
             .unwrap_or_else(|| InstanceId(rand::rng().random()));
-        let server_key = match &config.known_servers {
-            Some(path) => known_servers::lookup(path, config.server).map_err(|cause| {
-                StartError::KnownServers {
+        let pinned = |server| match &config.known_servers {
+            Some(path) => {
+                known_servers::lookup(path, server).map_err(|cause| StartError::KnownServers {
                     path: path.display().to_string(),
                     cause,
-                }
-            })?,
-            None => None,
+                })
+            }
+            None => Ok(None),
         };
+        let server_key = pinned(config.server)?;
+        let alternates = config
+            .alternates
+            .iter()
+            .map(|&server| Ok((server, pinned(server)?)))
+            .collect::<Result<Vec<_>, StartError>>()?;
         let pinned_peers = match &config.known_peers {
             Some(path) => {
                 known_servers::load_peers(path).map_err(|cause| StartError::KnownServers {
@@ -224,6 +234,7 @@ impl ClientHandle {
             nonce_seed: rand::rng().random(),
             identity: config.identity.map(Arc::new),
             server_key,
+            alternates,
             pinned_peers,
         });
         let settings = SessionSettings {

@@ -131,6 +131,8 @@ impl Args {
 struct Settings {
     name: UserName,
     server: SocketAddr,
+    /// Other servers of its cluster, tried in turn when it is lost.
+    alternates: Vec<SocketAddr>,
     bind: Option<SocketAddr>,
     history: HistoryChoice,
     bell: Option<bool>,
@@ -181,13 +183,14 @@ fn main() -> ExitCode {
             )
             .exit();
     };
-    let server = match chosen.server {
-        Some(server) => server.addr,
-        None => DEFAULT_SERVER,
+    let (server, alternates) = match chosen.server {
+        Some(server) => (server.addr, server.alternates),
+        None => (DEFAULT_SERVER, Vec::new()),
     };
     let settings = Settings {
         name,
         server,
+        alternates,
         bind: chosen.bind,
         history: chosen.history.unwrap_or(HistoryChoice::Default),
         bell: chosen.bell,
@@ -291,6 +294,7 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
         config.identity = Some(identity);
         config.known_servers = known_servers::default_path();
         config.known_peers = known_servers::default_peers_path(&settings.name);
+        config.alternates = settings.alternates.clone();
         // A person watching the screen decides when to give up; a script
         // gets the documented exit after the login attempts.
         config.keep_trying = tui;

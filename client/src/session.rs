@@ -133,6 +133,10 @@ pub struct SessionConfig {
     pub server_key: Option<PublicKey>,
     /// The peers' keys pinned before (the first key seen for each name).
     pub pinned_peers: BTreeMap<UserName, PublicKey>,
+    /// Other servers of the cluster `server` is one of, each with the key
+    /// it showed before: when the server is lost, logins go to each in
+    /// turn (and back), until one answers.
+    pub alternates: Vec<(SocketAddr, Option<PublicKey>)>,
 }
 
 /// Default wait after each login attempt: eight attempts over 13.5 s (at
@@ -376,6 +380,9 @@ pub struct Session {
     handshake: Option<(LoginHandshake, Hello)>,
     /// The server's key: pinned, or first seen in this process.
     server_key: Option<PublicKey>,
+    /// The server answered the last login again with `name-taken` while
+    /// the user was still listed through the server lost: ask it again.
+    refused_for_now: bool,
     /// The key the server seals what it sends this session with, from the
     /// token in its `Accept`.
     key: Option<SessionKey>,
@@ -457,6 +464,7 @@ impl Session {
             login_nonce,
             handshake,
             server_key,
+            refused_for_now: false,
             key: None,
             ping_nonces: VecDeque::new(),
             last_resync: None,
@@ -1383,7 +1391,30 @@ impl Session {
         delay.min(self.config.max_reconnect_delay)
     }
 
+    /// The next server of the cluster takes the place of the one that
+    /// does not answer (which goes to the back of the line).
+    fn next_server(&mut self) {
+        if self.config.alternates.is_empty() {
+            return;
+        }
+        let (server, key) = self.config.alternates.remove(0);
+        self.config
+            .alternates
+            .push((self.config.server, self.server_key));
+        tracing::info!(from = %self.config.server, to = %server, "trying another server of the cluster");
+        self.config.server = server;
+        self.server_key = key;
+        self.server = Server::Unknown;
+        self.new_round();
+    }
+
     fn reconnect_attempt(&mut self, attempt: u32, now: Instant) -> Vec<SessionOutput> {
+        // The server did not answer the last attempt: another of its
+        // cluster may. (One that answered, refusing for now, is asked
+        // again.)
+        if attempt > 0 && !std::mem::take(&mut self.refused_for_now) {
+            self.next_server();
+        }
         self.state = State::Reconnecting {
             attempt: attempt + 1,
         };
@@ -1544,6 +1575,17 @@ impl Session {
             State::LoggingIn { .. } | State::FetchingRoster { .. } | State::Reconnecting { .. }
         );
         if !waiting {
+            return Vec::new();
+        }
+        // Logging in again through another server of the cluster while
+        // the one lost still lists this user: it will not for long (the
+        // others drop the users of a server that stopped).
+        if matches!(self.state, State::Reconnecting { .. })
+            && refused.reason == RefuseReason::NameTaken
+            && !self.config.alternates.is_empty()
+        {
+            tracing::info!(server = %self.config.server, detail = %refused.detail, "still listed elsewhere; trying again");
+            self.refused_for_now = true;
             return Vec::new();
         }
         self.end_refused(refused.reason, refused.detail)

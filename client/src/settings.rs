@@ -46,6 +46,9 @@ pub struct ServerAddr {
     pub text: String,
     /// Resolved.
     pub addr: SocketAddr,
+    /// Other servers of the same cluster (`A,B,C`: B and C), tried in turn
+    /// when `addr` does not answer.
+    pub alternates: Vec<SocketAddr>,
 }
 
 impl fmt::Display for ServerAddr {
@@ -58,6 +61,22 @@ impl fmt::Display for ServerAddr {
 /// or host name alone (port 7788). A host name with both IPv4 and IPv6
 /// addresses is reached over IPv4, where a server listens by default.
 pub fn parse_server(text: &str) -> Result<ServerAddr, String> {
+    // Several servers of one cluster: the first, then the others in turn.
+    if text.contains(',') {
+        let mut parsed = text.split(',').map(parse_one_server);
+        let mut first = parsed
+            .next()
+            .unwrap_or_else(|| Err("an empty address".into()))?;
+        for other in parsed {
+            first.alternates.push(other?.addr);
+        }
+        first.text = text.trim().to_owned();
+        return Ok(first);
+    }
+    parse_one_server(text)
+}
+
+fn parse_one_server(text: &str) -> Result<ServerAddr, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err(
@@ -68,12 +87,14 @@ pub fn parse_server(text: &str) -> Result<ServerAddr, String> {
         return Ok(ServerAddr {
             text: text.to_owned(),
             addr,
+            alternates: Vec::new(),
         });
     }
     if let Ok(ip) = text.parse::<std::net::IpAddr>() {
         return Ok(ServerAddr {
             text: text.to_owned(),
             addr: SocketAddr::new(ip, DEFAULT_SERVER_PORT),
+            alternates: Vec::new(),
         });
     }
     let (host, port) = match text.rsplit_once(':') {
@@ -105,6 +126,7 @@ pub fn parse_server(text: &str) -> Result<ServerAddr, String> {
     Ok(ServerAddr {
         text: text.to_owned(),
         addr,
+        alternates: Vec::new(),
     })
 }
 

@@ -72,24 +72,32 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A server of the cluster in `namespace`, known as `id`: it and its UDP
 /// address.
 fn cluster_server(url: &str, namespace: &str, id: &str) -> anyhow::Result<(Proc, String)> {
-    let mut server = Proc::spawn(
+    cluster_server_with(url, namespace, id, &[])
+}
+
+/// [`cluster_server`], with `more` arguments.
+fn cluster_server_with(
+    url: &str,
+    namespace: &str,
+    id: &str,
+    more: &[&str],
+) -> anyhow::Result<(Proc, String)> {
+    let mut command = std::process::Command::new(binary("pigeon-server")?);
+    command.args(more);
+    command.args([
+        "--udp",
+        "127.0.0.1:0",
+        "--ephemeral",
+        "--cluster",
+        url,
+        "--cluster-namespace",
+        namespace,
+        "--server-id",
         id,
-        "pigeon-server",
-        &[
-            "--udp",
-            "127.0.0.1:0",
-            "--ephemeral",
-            "--cluster",
-            url,
-            "--cluster-namespace",
-            namespace,
-            "--server-id",
-            id,
-            "--cluster-timeout",
-            "2",
-        ],
-        "info",
-    )?;
+        "--cluster-timeout",
+        "2",
+    ]);
+    let mut server = Proc::start(id, command, "info")?;
     let line = server.expect_prefix("listening ", WAIT)?;
     anyhow::ensure!(line.ends_with(&format!(" server-id={id}")), "{line}");
     let udp = udp_of(&line)?;
@@ -264,5 +272,39 @@ fn servers_carry_on_through_a_redis_restart() -> anyhow::Result<()> {
         "{:?}",
         erin.seen
     );
+    Ok(())
+}
+
+#[test]
+fn clients_of_a_server_that_dies_log_in_again_through_another_and_chat_on() -> anyhow::Result<()> {
+    let Some(url) = redis_url() else {
+        return Ok(());
+    };
+    let namespace = fresh_namespace("rehome");
+    let data = tempfile::tempdir()?;
+    // Keepalives every half second: a client finds its server lost in
+    // about two.
+    let fast = ["--liveness-timeout", "3"];
+    let (a, at_a) = cluster_server_with(&url, &namespace, "a", &fast)?;
+    let (_b, at_b) = cluster_server_with(&url, &namespace, "b", &fast)?;
+    let mut alice = client("alice", &format!("{at_a},{at_b}"), data.path())?;
+    let mut bob = client("bob", &at_b, data.path())?;
+    shows(&mut alice, "online bob ")?;
+    say(&mut alice, &mut bob, "before")?;
+    a.signal(libc::SIGKILL)?;
+    let killed = Instant::now();
+    // The conversation carries on while alice finds another server.
+    say(&mut bob, &mut alice, "while a is gone")?;
+    // Through b now: she sees who logs in there, and they see her.
+    let mut carol = client("carol", &at_b, data.path())?;
+    // Only b can tell alice that carol came: she is served by b.
+    shows(&mut alice, "online carol ")?;
+    eprintln!(
+        "a server killed: its client was served by another after {:?}",
+        killed.elapsed()
+    );
+    shows(&mut carol, "online alice ")?;
+    say(&mut alice, &mut carol, "through b")?;
+    say(&mut alice, &mut bob, "after")?;
     Ok(())
 }

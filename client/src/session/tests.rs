@@ -40,7 +40,11 @@ fn to_peer(peer: &str, input: PeerInput) -> SessionOutput {
 }
 
 fn session() -> (Session, Instant) {
-    let config = SessionConfig {
+    (Session::new(config()), Instant::now())
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
         name: name("alice"),
         server: sock(SERVER),
         endpoint: addr("10.0.0.2:5000"),
@@ -55,8 +59,8 @@ fn session() -> (Session, Instant) {
         identity: None,
         server_key: None,
         pinned_peers: Default::default(),
-    };
-    (Session::new(config), Instant::now())
+        alternates: Vec::new(),
+    }
 }
 
 fn entry(n: &str, a: &str, instance: Option<InstanceId>) -> RosterEntry {
@@ -1414,4 +1418,75 @@ fn a_key_pinned_in_an_earlier_run_is_checked_against_the_first_roster() {
         new: PublicKey([7; 32]),
     }));
     assert!(s.check_send(&name("bob")).is_err());
+}
+
+/// Where the logins in `out` go.
+fn login_targets(out: &[SessionOutput]) -> Vec<SocketAddr> {
+    out.iter()
+        .filter_map(|o| match o {
+            SessionOutput::Send {
+                to,
+                datagram: Datagram::Login(_),
+            } => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lost_server_is_replaced_by_the_others_of_its_cluster_in_turn() {
+    let other = sock("10.0.0.9:7788");
+    let mut config = config();
+    config.alternates = vec![(other, None)];
+    let mut s = Session::new(config);
+    let t = Instant::now();
+    s.start(t);
+    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
+    s.roster_fetched(
+        Ok(snapshot(
+            Some(3),
+            vec![entry("alice", "10.0.0.2:5000", Some(ME))],
+        )),
+        t,
+    );
+    assert!(s.is_online());
+    let lost = t + Duration::from_secs(16);
+    for at in (2..16).step_by(2) {
+        s.timer_fired(t + Duration::from_secs(at));
+    }
+    assert!(matches!(
+        emitted(&s.timer_fired(lost)).as_slice(),
+        [ClientEvent::ServerLost { .. }]
+    ));
+    // First the same server again, then the other, then back.
+    let first = s.timer_fired(lost + Duration::from_millis(500));
+    assert_eq!(login_targets(&first), vec![sock(SERVER)]);
+    let second = s.timer_fired(lost + Duration::from_millis(1_500));
+    assert_eq!(login_targets(&second), vec![other]);
+    // The other still lists alice through the server lost: not an end,
+    // and it is asked again.
+    let refusal = Datagram::Refused(Refused {
+        reason: RefuseReason::NameTaken,
+        detail: "alice is already online (through server a)".into(),
+        nonce: Some(s.login_nonce()),
+    });
+    assert!(s
+        .datagram_received(refusal, other, lost + Duration::from_millis(1_600))
+        .is_empty());
+    assert!(!s.is_ended());
+    let third = s.timer_fired(lost + Duration::from_millis(3_500));
+    assert_eq!(login_targets(&third), vec![other]);
+    // Its answer is taken from it, and the session is online there.
+    let out = s.datagram_received(
+        pigeon_accept(&s),
+        other,
+        lost + Duration::from_millis(3_600),
+    );
+    assert!(
+        out.iter().any(
+            |o| matches!(o, SessionOutput::FetchRoster { from, .. } if from.ip() == other.ip())
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.server(), other);
 }
