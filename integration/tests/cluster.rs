@@ -308,3 +308,39 @@ fn clients_of_a_server_that_dies_log_in_again_through_another_and_chat_on() -> a
     say(&mut alice, &mut bob, "after")?;
     Ok(())
 }
+
+#[test]
+fn a_crowd_spread_over_three_servers_converges_and_chats_exactly_once() -> anyhow::Result<()> {
+    let Some(url) = redis_url() else {
+        return Ok(());
+    };
+    actix_rt::System::new().block_on(async move {
+        let config = integration::load::LoadConfig {
+            peers: 45,
+            messages: 5,
+            servers: 3,
+            redis: Some(url),
+            ceiling_receivers: 20,
+            ceiling_duration: Duration::from_millis(60),
+            phase_timeout: Duration::from_secs(60),
+            ..integration::load::LoadConfig::default()
+        };
+        let report =
+            integration::load::run(config, &mut integration::load::Quiet, None, None).await?;
+        anyhow::ensure!(report.failures.is_empty(), "{:?}", report.failures);
+        anyhow::ensure!(report.servers == 3 && report.roster_events == 45 * 44);
+        anyhow::ensure!(
+            report.messages_delivered == 225,
+            "{}",
+            report.messages_delivered
+        );
+        anyhow::ensure!(
+            (
+                report.messages_lost,
+                report.messages_duplicated,
+                report.messages_reordered
+            ) == (0, 0, 0)
+        );
+        Ok(())
+    })
+}

@@ -274,6 +274,9 @@ pub enum MeetRefusal {
     /// The peer is not online, or either side is not a synced Pigeon
     /// session with a key.
     NoSuchPeer,
+    /// The peer is online through another server of the cluster
+    /// (meetings are arranged by one server; the relay carries the chat).
+    Elsewhere,
     /// The request is smaller than its answer would be.
     Short,
     /// Over [`MEET_RATE`].
@@ -286,6 +289,7 @@ impl MeetRefusal {
         match self {
             Self::NotASession => "not-a-session",
             Self::NoSuchPeer => "no-such-peer",
+            Self::Elsewhere => "elsewhere",
             Self::Short => "short",
             Self::OverRate => "over-rate",
         }
@@ -1068,6 +1072,9 @@ impl Roster {
         }
         if peer == name {
             return Err(MeetRefusal::NoSuchPeer);
+        }
+        if self.remote.contains_key(&peer) {
+            return Err(MeetRefusal::Elsewhere);
         }
         let meeting = |user: &User| match user.session {
             Session::Pigeon {

@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 
 use crate::cluster_actor::{ClusterStats, FromCluster, ToCluster};
 use crate::roster::{
-    LeaveReason, LoginDecision, Prepared, Roster, RosterAction, RosterEvent, SessionDecision,
+    LeaveReason, LoginDecision, MeetRefusal, Prepared, Roster, RosterAction, RosterEvent,
+    SessionDecision,
 };
 use crate::store_actor::{Register, StoreActor};
 use crate::udp_gateway_actor::{
@@ -587,6 +588,10 @@ impl Handler<MeetReceived> for RosterActor {
                 self.stats.meetings.fetch_add(1, Ordering::Relaxed);
                 debug!(user = %name, %peer, "meeting arranged");
                 self.dispatch(actions, ctx);
+            }
+            Err(MeetRefusal::Elsewhere) => {
+                self.stats.meets_refused.fetch_add(1, Ordering::Relaxed);
+                debug!(user = %name, %peer, "no meeting: the peer is online through another server");
             }
             Err(why) => {
                 self.stats.meets_refused.fetch_add(1, Ordering::Relaxed);

@@ -110,6 +110,16 @@ struct Args {
     #[arg(long, value_name = "P", default_value_t = 0)]
     relayed: usize,
 
+    /// Spread the peers over K servers in this process; more than one
+    /// share the Redis at --redis as a cluster.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64), conflicts_with = "server")]
+    servers: u64,
+
+    /// The Redis a cluster of servers shares (redis://HOST:PORT or
+    /// redis+unix:///PATH; default: PIGEON_REDIS_URL).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+
     /// Seed for the choice of message targets.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -202,6 +212,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         ceiling_duration: Duration::from_millis(args.ceiling_ms),
         encrypt: !args.no_encryption,
         relayed: args.relayed,
+        servers: usize::try_from(args.servers).unwrap_or(1),
+        redis: args
+            .redis
+            .clone()
+            .or_else(|| std::env::var("PIGEON_REDIS_URL").ok()),
         ..LoadConfig::default()
     };
     eprintln!(

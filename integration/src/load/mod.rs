@@ -21,6 +21,7 @@ use actix::prelude::*;
 use anyhow::{bail, Context as _};
 use futures_util::future::join_all;
 use pigeon_client::{ClientConfig, ClientHandle};
+use pigeon_server::cluster_actor::ClusterConfig;
 use pigeon_server::rate_limit::Rate;
 use pigeon_server::{ServerConfig, ServerHandle};
 use pigeon_shared::UserName;
@@ -59,6 +60,11 @@ pub struct LoadConfig {
     /// How many peers (after the seed-era ones) never look for a direct
     /// path: their conversations stay on the server's relay.
     pub relayed: usize,
+    /// In-process servers the peers are spread over (more than one: a
+    /// cluster over the Redis at `redis`).
+    pub servers: usize,
+    /// The Redis a cluster of servers shares.
+    pub redis: Option<String>,
 }
 
 impl Default for LoadConfig {
@@ -75,6 +81,8 @@ impl Default for LoadConfig {
             phase_timeout: Duration::from_secs(120),
             encrypt: true,
             relayed: 0,
+            servers: 1,
+            redis: None,
         }
     }
 }
@@ -83,6 +91,9 @@ impl Default for LoadConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub peers: usize,
+    /// Servers the peers were spread over (in-process; a cluster if more
+    /// than one).
+    pub servers: usize,
     pub legacy_peers: usize,
     pub messages_per_peer: usize,
     pub profile: &'static str,
@@ -233,9 +244,13 @@ struct Crowd {
 
 /// The peers' configurations, made before the storm: a client has its key
 /// (and so its key pair) before it logs in.
-fn crowd_configs(config: &LoadConfig, server: SocketAddr) -> anyhow::Result<Vec<ClientConfig>> {
+fn crowd_configs(config: &LoadConfig, servers: &[SocketAddr]) -> anyhow::Result<Vec<ClientConfig>> {
     (0..config.peers)
         .map(|index| {
+            let server = servers
+                .get(index % servers.len().max(1))
+                .copied()
+                .context("no server")?;
             let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
             // The first `legacy` peers speak the seed's protocol only; the
             // `relayed` after them keep to the relay.
@@ -372,11 +387,25 @@ pub async fn run(
     let naive_floor_s = naive_datagrams / ceiling_rate;
     info!(ceiling = ceiling_rate, naive_floor_s, "ceiling measured");
 
-    // The server: in this process, sized for the crowd, unless given.
-    let server = match config.server {
-        Some(_) => None,
-        None => {
+    // The servers: in this process, sized for the crowd, unless given;
+    // several share a Redis as a cluster.
+    let namespace = format!("load-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let mut servers = Vec::new();
+    for index in 0..config.servers.max(1) {
+        if config.server.is_some() {
+            break;
+        }
+        {
             let mut server_config = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+            if config.servers > 1 {
+                let url = config
+                    .redis
+                    .clone()
+                    .context("several servers share a Redis: give --redis URL")?;
+                let mut cluster = ClusterConfig::new(url, format!("s{index}"));
+                cluster.namespace = namespace.clone();
+                server_config.cluster = Some(cluster);
+            }
             server_config.max_users = n + 16;
             server_config.max_users_per_host = n + 16;
             // Every peer is on this one host: the host's budget must cover a
@@ -386,19 +415,27 @@ pub async fn run(
             // ... and its share of roster connections a storm of all of them
             // fetching at once.
             server_config.tcp.max_per_host = server_config.tcp.max_per_host.max(n + 16);
-            Some(ServerHandle::start(server_config).await?)
+            servers.push(ServerHandle::start(server_config).await?);
         }
+    }
+    let server_addrs: Vec<SocketAddr> = match config.server {
+        Some(addr) => vec![addr],
+        None => servers.iter().map(ServerHandle::udp_addr).collect(),
     };
-    let server_addr = match (&server, config.server) {
-        (Some(server), _) => server.udp_addr(),
-        (None, Some(addr)) => addr,
-        (None, None) => unreachable!("one of the two is set above"),
+    let in_process = !servers.is_empty();
+    let sent = |servers: &[ServerHandle]| servers.iter().map(|s| s.stats().sent).sum::<u64>();
+    let relayed = |servers: &[ServerHandle]| servers.iter().map(|s| s.stats().relayed).sum::<u64>();
+    let online = |servers: &[ServerHandle]| {
+        servers
+            .iter()
+            .map(ServerHandle::online_count)
+            .sum::<usize>()
     };
-    let sent_before = server.as_ref().map(|s| s.stats().sent);
+    let sent_before = in_process.then(|| sent(&servers));
 
     // Phase 1: the login storm.
     let progress = Arc::new(Progress::new());
-    let configs = crowd_configs(&config, server_addr)?;
+    let configs = crowd_configs(&config, &server_addrs)?;
     watcher.phase("login storm", n as u64);
     let storm_start = Instant::now();
     let crowd = start_crowd(configs, config.arbiters, &progress).await?;
@@ -422,10 +459,7 @@ pub async fn run(
     let converge_s = storm_start.elapsed().as_secs_f64();
     let heap_at_convergence = heap_bytes.map(|read| read() as u64);
     let peak_heap_in_storm = peak_heap.map(|read| read() as u64);
-    let server_datagrams = match (&server, sent_before) {
-        (Some(server), Some(before)) => Some(server.stats().sent - before),
-        _ => None,
-    };
+    let server_datagrams = sent_before.map(|before| sent(&servers) - before);
     let refused = progress.refused.load(Ordering::Relaxed);
     if refused > 0 {
         failures.push(format!("{refused} peers could not log in"));
@@ -469,7 +503,7 @@ pub async fn run(
             *seq += 1;
         }
     }
-    let relayed_before = server.as_ref().map(|s| s.stats().relayed);
+    let relayed_before = in_process.then(|| relayed(&servers));
     let chat_start = Instant::now();
     let mut send_errors = 0u64;
     // Sends go out in waves, each message stamped just before it leaves.
@@ -499,10 +533,7 @@ pub async fn run(
     })
     .await;
     let chat_s = chat_start.elapsed().as_secs_f64();
-    let relayed_frames = match (&server, relayed_before) {
-        (Some(server), Some(before)) => server.stats().relayed - before,
-        _ => 0,
-    };
+    let relayed_frames = relayed_before.map_or(0, |before| relayed(&servers) - before);
     let handshakes: u64 = crowd
         .handles
         .iter()
@@ -536,27 +567,24 @@ pub async fn run(
     // Phase 3: the logout storm.
     watcher.phase("logout storm", n as u64);
     let logout_start = Instant::now();
-    let sent_before_logout = server.as_ref().map(|s| s.stats().sent);
+    let sent_before_logout = in_process.then(|| sent(&servers));
     for handle in &crowd.handles {
         handle.logout();
     }
     let logged_out = wait_until(config.phase_timeout, watcher, || {
         let done = progress.logged_out.load(Ordering::Relaxed);
-        let empty = server.as_ref().is_none_or(|s| s.online_count() == 0);
+        let empty = online(&servers) == 0;
         (done as u64, done == n && empty)
     })
     .await;
     let logout_s = logout_start.elapsed().as_secs_f64();
-    let logout_server_datagrams = match (&server, sent_before_logout) {
-        (Some(server), Some(before)) => Some(server.stats().sent - before),
-        _ => None,
-    };
+    let logout_server_datagrams = sent_before_logout.map(|before| sent(&servers) - before);
     if !logged_out {
         failures.push(format!(
             "{} of {n} peers logged out within {:?}; {} still in the server's roster",
             progress.logged_out.load(Ordering::Relaxed),
             config.phase_timeout,
-            server.as_ref().map_or(0, |s| s.online_count())
+            online(&servers)
         ));
     }
     let lost_server = progress.server_lost.load(Ordering::Relaxed);
@@ -565,13 +593,14 @@ pub async fn run(
             "{lost_server} peers lost their server during the run"
         ));
     }
-    if let Some(server) = server {
+    for server in servers {
         server.shutdown().await;
     }
 
     let server_datagrams_per_s = server_datagrams.map(|d| d as f64 / converge_s);
     Ok(LoadReport {
         peers: n,
+        servers: server_addrs.len(),
         legacy_peers: config.legacy,
         messages_per_peer: config.messages,
         profile: profile(),
