@@ -106,9 +106,20 @@ fn cluster_server_with(
 
 /// `name` in plain mode on `server`, logged in, its data in `data`.
 fn client(name: &str, server: &str, data: &std::path::Path) -> anyhow::Result<Proc> {
+    client_with(name, server, data, &[])
+}
+
+/// [`client`], with `more` arguments.
+fn client_with(
+    name: &str,
+    server: &str,
+    data: &std::path::Path,
+    more: &[&str],
+) -> anyhow::Result<Proc> {
     let mut command = std::process::Command::new(binary("pigeon")?);
     command.env(DATA_HOME_VARIABLE, data);
     command.args(["--name", name, "--server", server]);
+    command.args(more);
     let mut client = Proc::start(name, command, "warn")?;
     client.expect_prefix("ready ", WAIT)?;
     Ok(client)
@@ -343,4 +354,50 @@ fn a_crowd_spread_over_three_servers_converges_and_chats_exactly_once() -> anyho
         );
         Ok(())
     })
+}
+
+#[test]
+fn an_offline_message_handed_to_one_server_is_delivered_through_another() -> anyhow::Result<()> {
+    let Some(url) = redis_url() else {
+        return Ok(());
+    };
+    let namespace = fresh_namespace("mail");
+    let data = tempfile::tempdir()?;
+    let (_a, at_a) = cluster_server(&url, &namespace, "a")?;
+    let (_c, at_c) = cluster_server(&url, &namespace, "c")?;
+    // bob registers his name through c, and leaves.
+    let mut bob = client("bob", &at_c, data.path())?;
+    bob.send("/quit")?;
+    bob.wait_exit(WAIT)?;
+    // alice, through a, writes to him: kept, sealed to his key.
+    let mut alice = client_with("alice", &at_a, data.path(), &["--verbose"])?;
+    let text = "kept for you across servers";
+    let started = Instant::now();
+    loop {
+        alice.send(&format!("/msg bob {text}"))?;
+        // bob's registration reaches the cluster's registry as he logs in;
+        // until then he is nobody a message can be sealed to.
+        match alice.expect("sent or refused", Duration::from_secs(5), |l| {
+            l.starts_with("sent bob ")
+        }) {
+            Ok(_) => break,
+            Err(e) if started.elapsed() > WAIT => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    let sent = alice
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("sent bob "))
+        .cloned()
+        .unwrap_or_default();
+    let id = sent.trim_start_matches("sent bob ").to_owned();
+    alice.expect("stored", WAIT, |l| l == format!("stored bob {id}"))?;
+    // bob comes back through c: the message, once; alice hears so.
+    let mut bob = client("bob", &at_c, data.path())?;
+    let got = bob.expect_prefix("msg alice ", WAIT)?;
+    anyhow::ensure!(got.ends_with(&format!(" {text}")), "{got}");
+    alice.expect("delivered", WAIT, |l| l == format!("delivered bob {id}"))?;
+    Ok(())
 }

@@ -13,7 +13,8 @@
 //!
 //! A `<change>` is a roster change as a `delta` writes it (`+name;endpoint;
 //! iid[;key]`, `-name;endpoint`), `=name;key` for a registration, or
-//! `!server` for a server found gone (its users left with it).
+//! `!server` for a server found gone (its users left with it), or `@name`:
+//! something waits in `name`'s mailbox (its server tells it).
 
 use pigeon_shared::{PublicKey, RosterChange, UserName};
 
@@ -26,6 +27,8 @@ pub enum Shared {
     Registered { name: UserName, key: PublicKey },
     /// A server was found gone: every user online through it left.
     Gone { server: String },
+    /// Something waits in this user's mailbox.
+    Mail { name: UserName },
 }
 
 impl Shared {
@@ -35,6 +38,7 @@ impl Shared {
             Self::Roster(change) => change.to_string(),
             Self::Registered { name, key } => format!("={name};{key}"),
             Self::Gone { server } => format!("!{server}"),
+            Self::Mail { name } => format!("@{name}"),
         }
     }
 
@@ -46,6 +50,9 @@ impl Shared {
                 name: UserName::parse(name).ok()?,
                 key: PublicKey::parse(key)?,
             });
+        }
+        if let Some(name) = text.strip_prefix('@') {
+            return UserName::parse(name).ok().map(|name| Self::Mail { name });
         }
         if let Some(server) = text.strip_prefix('!') {
             return crate::cluster_actor::valid_server_id(server).then(|| Self::Gone {
@@ -115,6 +122,7 @@ mod tests {
             Shared::Gone {
                 server: "s-0123456789ab".into(),
             },
+            Shared::Mail { name: name("bob") },
         ] {
             assert_eq!(Shared::decode(&shared.encode()), Some(shared));
         }

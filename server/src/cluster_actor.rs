@@ -140,6 +140,9 @@ pub enum FromCluster {
     Gone { server: String },
     /// A name was registered through another server.
     Registered { name: UserName, key: PublicKey },
+    /// Something waits in the mailbox of `name` (told through whichever
+    /// server it is online through).
+    Mail { name: UserName },
     /// Redis lost what this server shared (it restarted): share every
     /// user online here, and every name registered, again.
     ShareAgain,
@@ -174,6 +177,9 @@ pub enum ToCluster {
     Registered {
         name: UserName,
         key: PublicKey,
+    },
+    Mail {
+        name: UserName,
     },
 }
 
@@ -535,6 +541,7 @@ impl ClusterActor {
             },
             Shared::Registered { name, key } => FromCluster::Registered { name, key },
             Shared::Gone { server } => FromCluster::Gone { server },
+            Shared::Mail { name } => FromCluster::Mail { name },
         };
         self.tell_roster(news);
     }
@@ -590,6 +597,22 @@ impl ClusterActor {
                             .arg(change.to_string())
                             .arg(LOG_LENGTH)
                             .invoke_async::<String>(&mut connection),
+                    )
+                    .await??;
+                }
+                ToCluster::Mail { name } => {
+                    within(
+                        redis::cmd("XADD")
+                            .arg(&log)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(LOG_LENGTH)
+                            .arg("*")
+                            .arg("s")
+                            .arg(&id)
+                            .arg("c")
+                            .arg(Shared::Mail { name }.encode())
+                            .query_async::<String>(&mut connection),
                     )
                     .await??;
                 }

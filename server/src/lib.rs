@@ -21,6 +21,7 @@ pub mod relay;
 pub mod roster;
 pub mod roster_actor;
 pub mod server;
+pub mod shared_mail;
 pub mod store;
 pub mod store_actor;
 pub mod tcp_roster_actor;

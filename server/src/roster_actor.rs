@@ -23,7 +23,7 @@ use crate::roster::{
     LeaveReason, LoginDecision, MeetRefusal, Prepared, Roster, RosterAction, RosterEvent,
     SessionDecision,
 };
-use crate::store_actor::{Register, StoreActor};
+use crate::store_actor::{HasMail, Register, StoreActor};
 use crate::udp_gateway_actor::{
     BroadcastDatagram, BroadcastSealedDatagram, SendDatagram, UdpGatewayActor,
 };
@@ -242,6 +242,21 @@ impl RosterActor {
     pub fn with_cluster(mut self, cluster: Recipient<ToCluster>, stats: Arc<ClusterStats>) -> Self {
         self.cluster = Some((cluster, stats));
         self
+    }
+
+    /// Asks the store whether mail waits for `name`; if so, it is told.
+    fn ask_mail(&mut self, name: UserName, ctx: &mut Context<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let asked = store.send(HasMail { name: name.clone() });
+        ctx.spawn(asked.into_actor(self).map(move |waits, act, ctx| {
+            if waits.unwrap_or(false) {
+                let notice = act.roster.mail_notice(name.as_str());
+                act.mail_waiting.insert(name);
+                act.dispatch(notice.into_iter().collect(), ctx);
+            }
+        }));
     }
 
     fn to_cluster(&self, change: ToCluster) {
@@ -543,6 +558,13 @@ impl Handler<FromCluster> for RosterActor {
                 self.roster.remote_registered(name, key);
                 Vec::new()
             }
+            FromCluster::Mail { name } => {
+                let notice = self.roster.mail_notice(name.as_str());
+                if notice.is_some() {
+                    self.mail_waiting.insert(name);
+                }
+                notice.into_iter().collect()
+            }
             FromCluster::ShareAgain => {
                 for (name, entry) in self.roster.local_users() {
                     self.to_cluster(ToCluster::Joined { name, entry });
@@ -612,6 +634,9 @@ impl Handler<RosterFetched> for RosterActor {
             debug!(user = %msg.name, revision = msg.revision, catch_up = actions.len(), "roster fetched");
             if self.mail_waiting.contains(&msg.name) {
                 actions.extend(self.roster.mail_notice(msg.name.as_str()));
+            } else if self.cluster.is_some() {
+                // Mail may have been left for it through another server.
+                self.ask_mail(msg.name.clone(), ctx);
             }
         } else {
             debug!(user = %msg.name, ?decision, "roster fetched by an unknown session");
@@ -632,6 +657,12 @@ impl Handler<NotifyMail> for RosterActor {
             .iter()
             .filter_map(|name| self.roster.mail_notice(name.as_str()))
             .collect();
+        // Users online through other servers are told by theirs.
+        for name in &msg.names {
+            if self.roster.remote_users().contains_key(name) {
+                self.to_cluster(ToCluster::Mail { name: name.clone() });
+            }
+        }
         self.mail_waiting.extend(msg.names);
         self.dispatch(actions, ctx);
     }

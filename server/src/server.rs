@@ -27,6 +27,7 @@ use crate::roster::{
     DEFAULT_MAX_DELTA_DELAY, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST, DEFAULT_RELAY_RATE,
 };
 use crate::roster_actor::{OnlineUsers, RosterActor, RosterStats, StopRoster, Subscribe};
+use crate::shared_mail::SharedMail;
 use crate::store::MailLimits;
 use crate::store::{Store, StoreChoice, StoreError};
 use crate::store_actor::StoreActor;
@@ -281,12 +282,25 @@ impl BoundServer {
         // `--ephemeral`): registrations and the mailboxes.
         let mail_limits = config.mail_limits;
         let cell = Mutex::new(Some(store));
+        // In a cluster the mailboxes are in the Redis all its servers share.
+        let shared_mail = match &config.cluster {
+            Some(cluster) => Some((
+                redis::Client::open(cluster.url.as_str()).map_err(|e| {
+                    io::Error::other(format!("cannot join the cluster at {}: {e}", cluster.url))
+                })?,
+                cluster.namespace.clone(),
+            )),
+            None => None,
+        };
         let store_actor = SyncArbiter::start(1, move || {
             let store = cell
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
-            StoreActor::new(store, mail_limits)
+            let shared = shared_mail
+                .clone()
+                .map(|(client, namespace)| SharedMail::new(client, namespace));
+            StoreActor::new(store, mail_limits).with_shared_mail(shared)
         });
         let directory = Arc::new(Directory::default());
         let stats = Arc::new(GatewayStats::default());

@@ -1,12 +1,14 @@
 //! `StoreActor`: the server's durable state (registered names, the
 //! mailboxes) in its [`Store`], on a thread of its own, so that the roster
-//! and the TCP service never wait for the disk.
+//! and the TCP service never wait for the disk. In a cluster the mailboxes
+//! are the ones all its servers share ([`SharedMail`]).
 
 use actix::prelude::*;
-use pigeon_shared::mailbox::{MailAnswer, MailRequest, MAX_FETCH_ITEMS};
+use pigeon_shared::mailbox::{Mail, MailAnswer, MailRequest, Receipt, MAX_FETCH_ITEMS};
 use pigeon_shared::{LogLimit, PublicKey, UserName};
 use tracing::{info, warn};
 
+use crate::shared_mail::SharedMail;
 use crate::store::{now_ms, Deposited, Letter, MailLimits, Store};
 
 /// `name` (an online session that proved its key) asks its mailbox.
@@ -41,25 +43,135 @@ pub struct StoreActor {
     /// `None` only if a second thread were started for the actor: the
     /// store has one connection, and one thread.
     store: Option<Store>,
+    /// The cluster's mailboxes, which take the place of the store's.
+    shared: Option<SharedMail>,
     limits: MailLimits,
     error_log: LogLimit,
+}
+
+/// Where mailboxes are kept: this server's store, or the cluster's.
+trait Mailboxes {
+    fn key_of(&mut self, name: &str) -> Result<Option<PublicKey>, String>;
+    fn deposit(
+        &mut self,
+        letter: &Letter<'_>,
+        limits: &MailLimits,
+        now: u64,
+    ) -> Result<Deposited, String>;
+    fn fetch(
+        &mut self,
+        name: &UserName,
+        max: usize,
+    ) -> Result<(Vec<Mail>, Vec<Receipt>, bool), String>;
+    fn acknowledge(
+        &mut self,
+        name: &UserName,
+        mail: &[u64],
+        receipts: &[u64],
+        limits: &MailLimits,
+        now: u64,
+    ) -> Result<Vec<UserName>, String>;
+    fn has_mail(&mut self, name: &UserName) -> Result<bool, String>;
+}
+
+impl Mailboxes for &Store {
+    fn key_of(&mut self, name: &str) -> Result<Option<PublicKey>, String> {
+        Store::key_of(self, name).map_err(|e| e.to_string())
+    }
+    fn deposit(
+        &mut self,
+        letter: &Letter<'_>,
+        limits: &MailLimits,
+        now: u64,
+    ) -> Result<Deposited, String> {
+        Store::deposit(self, letter, limits, now).map_err(|e| e.to_string())
+    }
+    fn fetch(
+        &mut self,
+        name: &UserName,
+        max: usize,
+    ) -> Result<(Vec<Mail>, Vec<Receipt>, bool), String> {
+        Store::mailbox(self, name, max).map_err(|e| e.to_string())
+    }
+    fn acknowledge(
+        &mut self,
+        name: &UserName,
+        mail: &[u64],
+        receipts: &[u64],
+        limits: &MailLimits,
+        now: u64,
+    ) -> Result<Vec<UserName>, String> {
+        Store::acknowledge(self, name, mail, receipts, limits, now).map_err(|e| e.to_string())
+    }
+    fn has_mail(&mut self, name: &UserName) -> Result<bool, String> {
+        Store::has_mail(self, name).map_err(|e| e.to_string())
+    }
+}
+
+impl Mailboxes for &mut SharedMail {
+    fn key_of(&mut self, name: &str) -> Result<Option<PublicKey>, String> {
+        SharedMail::key_of(self, name).map_err(|e| e.to_string())
+    }
+    fn deposit(
+        &mut self,
+        letter: &Letter<'_>,
+        limits: &MailLimits,
+        now: u64,
+    ) -> Result<Deposited, String> {
+        SharedMail::deposit(self, letter, limits, now).map_err(|e| e.to_string())
+    }
+    fn fetch(
+        &mut self,
+        name: &UserName,
+        max: usize,
+    ) -> Result<(Vec<Mail>, Vec<Receipt>, bool), String> {
+        SharedMail::mailbox(self, name, max).map_err(|e| e.to_string())
+    }
+    fn acknowledge(
+        &mut self,
+        name: &UserName,
+        mail: &[u64],
+        receipts: &[u64],
+        limits: &MailLimits,
+        _now: u64,
+    ) -> Result<Vec<UserName>, String> {
+        SharedMail::acknowledge(self, name, mail, receipts, limits).map_err(|e| e.to_string())
+    }
+    fn has_mail(&mut self, name: &UserName) -> Result<bool, String> {
+        SharedMail::has_mail(self, name).map_err(|e| e.to_string())
+    }
+}
+
+/// Whether anything waits for `name` (a user logging in through this
+/// server, which may not have heard of it).
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct HasMail {
+    pub name: UserName,
 }
 
 impl StoreActor {
     pub fn new(store: Option<Store>, limits: MailLimits) -> Self {
         Self {
             store,
+            shared: None,
             limits,
             error_log: LogLimit::default(),
         }
     }
 
+    /// The mailboxes are the cluster's, in `shared`.
+    pub fn with_shared_mail(mut self, shared: Option<SharedMail>) -> Self {
+        self.shared = shared;
+        self
+    }
+
     fn mailbox(
-        &self,
-        store: &Store,
+        limits: &MailLimits,
+        mut store: impl Mailboxes,
         name: &UserName,
         request: MailRequest,
-    ) -> Result<MailDone, crate::store::StoreError> {
+    ) -> Result<MailDone, String> {
         let now = now_ms();
         let mut notify = Vec::new();
         let mut emptied = Vec::new();
@@ -85,7 +197,7 @@ impl StoreActor {
                     id,
                     sealed: &sealed,
                 };
-                match store.deposit(&letter, &self.limits, now)? {
+                match store.deposit(&letter, limits, now)? {
                     Deposited::Stored(serial) => {
                         info!(from = %name, %to, serial, bytes = sealed.len(), "offline message stored");
                         notify.push(to);
@@ -99,7 +211,7 @@ impl StoreActor {
                 }
             }
             MailRequest::Fetch => {
-                let (mail, receipts, more) = store.mailbox(name, MAX_FETCH_ITEMS)?;
+                let (mail, receipts, more) = store.fetch(name, MAX_FETCH_ITEMS)?;
                 MailAnswer::Box {
                     mail,
                     receipts,
@@ -107,7 +219,7 @@ impl StoreActor {
                 }
             }
             MailRequest::Ack { mail, receipts } => {
-                notify = store.acknowledge(name, &mail, &receipts, &self.limits, now)?;
+                notify = store.acknowledge(name, &mail, &receipts, limits, now)?;
                 if !mail.is_empty() {
                     info!(user = %name, delivered = mail.len(), "offline messages delivered");
                 }
@@ -129,9 +241,10 @@ impl Handler<Mailbox> for StoreActor {
     type Result = MessageResult<Mailbox>;
 
     fn handle(&mut self, msg: Mailbox, _: &mut SyncContext<Self>) -> Self::Result {
-        let done = match &self.store {
-            Some(store) => self.mailbox(store, &msg.name, msg.request),
-            None => Ok(MailDone {
+        let done = match (&mut self.shared, &self.store) {
+            (Some(shared), _) => Self::mailbox(&self.limits, shared, &msg.name, msg.request),
+            (None, Some(store)) => Self::mailbox(&self.limits, store, &msg.name, msg.request),
+            (None, None) => Ok(MailDone {
                 answer: None,
                 notify: Vec::new(),
                 emptied: Vec::new(),
@@ -152,6 +265,24 @@ impl Handler<Mailbox> for StoreActor {
 
 impl Actor for StoreActor {
     type Context = SyncContext<Self>;
+}
+
+impl Handler<HasMail> for StoreActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: HasMail, _: &mut SyncContext<Self>) -> bool {
+        let found = match (&mut self.shared, &self.store) {
+            (Some(shared), _) => shared.has_mail(&msg.name).map_err(|e| e.to_string()),
+            (None, Some(store)) => store.has_mail(&msg.name).map_err(|e| e.to_string()),
+            (None, None) => Ok(false),
+        };
+        found.unwrap_or_else(|e| {
+            if let Some(held_back) = self.error_log.allow(std::time::Instant::now()) {
+                warn!(user = %msg.name, error = %e, held_back, "cannot tell whether mail waits");
+            }
+            false
+        })
+    }
 }
 
 impl Handler<Register> for StoreActor {
