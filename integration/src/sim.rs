@@ -738,7 +738,10 @@ impl Sim {
                         self.transmit(from, to, &sealed(key, &datagram));
                     }
                 }
-                RosterAction::Publish(_) | RosterAction::Register { .. } => {}
+                // One server: no other to tell.
+                RosterAction::Publish(_)
+                | RosterAction::Register { .. }
+                | RosterAction::PunchElsewhere { .. } => {}
             }
         }
     }

@@ -100,6 +100,7 @@ fn cluster_server_with(
     let mut server = Proc::start(id, command, "info")?;
     let line = server.expect_prefix("listening ", WAIT)?;
     anyhow::ensure!(line.ends_with(&format!(" server-id={id}")), "{line}");
+    server.seen.push(line.clone());
     let udp = udp_of(&line)?;
     Ok((server, udp))
 }
@@ -150,7 +151,7 @@ fn three_servers_share_their_users_and_everyone_chats_with_everyone() -> anyhow:
     };
     let namespace = fresh_namespace("three");
     let data = tempfile::tempdir()?;
-    let (_a, at_a) = cluster_server(&url, &namespace, "a")?;
+    let (a, at_a) = cluster_server_with(&url, &namespace, "a", &["--metrics", "127.0.0.1:0"])?;
     let (_b, at_b) = cluster_server(&url, &namespace, "b")?;
     let (_c, at_c) = cluster_server(&url, &namespace, "c")?;
     let mut alice = client("alice", &at_a, data.path())?;
@@ -171,6 +172,19 @@ fn three_servers_share_their_users_and_everyone_chats_with_everyone() -> anyhow:
     say(&mut bob, &mut carol, "from b to c")?;
     say(&mut carol, &mut alice, "from c to a")?;
     say(&mut alice, &mut carol, "from a to c")?;
+    // Server a lists the two users of the others, and arranged alice's
+    // meeting with bob (passed on to b; carol's with alice came from c).
+    let figures = metrics(&a)?;
+    anyhow::ensure!(
+        figures.contains("\npigeon_cluster_remote_users 2\n"),
+        "{figures}"
+    );
+    let meetings = figures
+        .lines()
+        .find_map(|l| l.strip_prefix("pigeon_meetings_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    anyhow::ensure!(meetings >= 1, "{figures}");
     // Leaving through one server is seen through the others.
     carol.send("/quit")?;
     carol.wait_exit(WAIT)?;
@@ -400,4 +414,26 @@ fn an_offline_message_handed_to_one_server_is_delivered_through_another() -> any
     anyhow::ensure!(got.ends_with(&format!(" {text}")), "{got}");
     alice.expect("delivered", WAIT, |l| l == format!("delivered bob {id}"))?;
     Ok(())
+}
+
+/// The metrics `server` (started with `--metrics`) serves.
+fn metrics(server: &Proc) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let addr = server
+        .seen
+        .iter()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("metrics="))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no metrics= in {:?}", server.seen))?;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
 }

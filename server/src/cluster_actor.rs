@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{gone_servers, parse_users_value, users_value, Shared};
 use crate::directory::{Directory, DirectoryEntry};
-use crate::roster::RemoteUser;
+use crate::roster::{RemotePunch, RemoteUser};
 use crate::udp_gateway_actor::{SendDatagram, UdpGatewayActor};
 
 /// Default for [`ClusterConfig::heartbeat`].
@@ -143,6 +143,8 @@ pub enum FromCluster {
     /// Something waits in the mailbox of `name` (told through whichever
     /// server it is online through).
     Mail { name: UserName },
+    /// Another server arranged a meeting for a user online here.
+    Punch(RemotePunch),
     /// Redis lost what this server shared (it restarted): share every
     /// user online here, and every name registered, again.
     ShareAgain,
@@ -180,6 +182,11 @@ pub enum ToCluster {
     },
     Mail {
         name: UserName,
+    },
+    /// A meeting for a user of `server`.
+    Punch {
+        server: Arc<str>,
+        punch: RemotePunch,
     },
 }
 
@@ -281,13 +288,19 @@ impl ClusterActor {
         format!("{}:relay:{server}", self.config.namespace)
     }
 
+    fn punch_channel(&self, server: &str) -> String {
+        format!("{}:punch:{server}", self.config.namespace)
+    }
+
     /// Listens for frames other servers relay to this one's users.
     fn subscribe(&mut self, ctx: &mut Context<Self>) {
         let client = self.client.clone();
         let channel = self.relay_channel(&self.config.server_id);
+        let punches = self.punch_channel(&self.config.server_id);
         let subscribed = async move {
             let mut pubsub = within(client.get_async_pubsub()).await??;
             within(pubsub.subscribe(&channel)).await??;
+            within(pubsub.subscribe(&punches)).await??;
             Ok::<_, ClusterError>(pubsub)
         };
         ctx.spawn(
@@ -553,8 +566,21 @@ impl ClusterActor {
         let users = self.config.key("users");
         let names = self.config.key("names");
         let log = self.config.key("log");
+        let punches = match &change {
+            ToCluster::Punch { server, .. } => self.punch_channel(server),
+            _ => String::new(),
+        };
         let write = async move {
             match change {
+                ToCluster::Punch { punch, .. } => {
+                    within(
+                        redis::cmd("PUBLISH")
+                            .arg(&punches)
+                            .arg(punch.encode())
+                            .query_async::<i64>(&mut connection),
+                    )
+                    .await??;
+                }
                 ToCluster::Joined { name, entry } => {
                     let change = RosterChange::Joined {
                         name: name.clone(),
@@ -703,6 +729,16 @@ impl Handler<RelayAcross> for ClusterActor {
 
 impl StreamHandler<redis::Msg> for ClusterActor {
     fn handle(&mut self, msg: redis::Msg, _: &mut Context<Self>) {
+        if msg.get_channel_name() == self.punch_channel(&self.config.server_id) {
+            match std::str::from_utf8(msg.get_payload_bytes())
+                .ok()
+                .and_then(RemotePunch::decode)
+            {
+                Some(punch) => self.tell_roster(FromCluster::Punch(punch)),
+                None => debug!("cluster: a meeting from another server does not read"),
+            }
+            return;
+        }
         let Some((gateway, directory)) = &self.delivery else {
             return;
         };

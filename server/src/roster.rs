@@ -274,9 +274,6 @@ pub enum MeetRefusal {
     /// The peer is not online, or either side is not a synced Pigeon
     /// session with a key.
     NoSuchPeer,
-    /// The peer is online through another server of the cluster
-    /// (meetings are arranged by one server; the relay carries the chat).
-    Elsewhere,
     /// The request is smaller than its answer would be.
     Short,
     /// Over [`MEET_RATE`].
@@ -289,7 +286,6 @@ impl MeetRefusal {
         match self {
             Self::NotASession => "not-a-session",
             Self::NoSuchPeer => "no-such-peer",
-            Self::Elsewhere => "elsewhere",
             Self::Short => "short",
             Self::OverRate => "over-rate",
         }
@@ -326,6 +322,38 @@ pub enum RosterAction {
     Publish(RosterEvent),
     /// Keep, durably, that `name` is registered to `key`.
     Register { name: UserName, key: PublicKey },
+    /// Have the cluster's `server` tell its user `punch.to` where to probe.
+    PunchElsewhere {
+        server: Arc<str>,
+        punch: RemotePunch,
+    },
+}
+
+/// A meeting arranged by one server of a cluster for a user of another:
+/// `to` is to probe `peer` at `endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePunch {
+    pub to: UserName,
+    pub peer: UserName,
+    pub endpoint: PeerAddr,
+}
+
+impl RemotePunch {
+    /// As published to the other server: `<to> <peer> <endpoint>`.
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.to, self.peer, self.endpoint)
+    }
+
+    /// What [`RemotePunch::encode`] wrote, or `None`.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let punch = Self {
+            to: UserName::parse(parts.next()?).ok()?,
+            peer: UserName::parse(parts.next()?).ok()?,
+            endpoint: PeerAddr::parse(parts.next()?).ok()?,
+        };
+        parts.next().is_none().then_some(punch)
+    }
 }
 
 /// A change to who is online, published to subscribing actors.
@@ -1073,24 +1101,30 @@ impl Roster {
         if peer == name {
             return Err(MeetRefusal::NoSuchPeer);
         }
-        if self.remote.contains_key(&peer) {
-            return Err(MeetRefusal::Elsewhere);
-        }
         let meeting = |user: &User| match user.session {
             Session::Pigeon {
                 key: Some(key),
                 client_key: Some(_),
                 ..
-            } if user.synced => Some((key, user.endpoint, user.local)),
+            } if user.synced => Some((Some(key), user.endpoint, user.local)),
             _ => None,
         };
+        // A peer online through another server is told by that server
+        // (its local endpoint stays there).
+        let elsewhere = self
+            .remote
+            .get(&peer)
+            .filter(|user| user.key.is_some())
+            .map(|user| (None, user.endpoint, None));
         let (Some(asker), Some(asked)) = (
             self.users.get(&name).and_then(meeting),
-            self.users.get(&peer).and_then(meeting),
+            self.users.get(&peer).and_then(meeting).or(elsewhere),
         ) else {
             return Err(MeetRefusal::NoSuchPeer);
         };
-        let (asker_key, asker_at, asker_local) = asker;
+        let (Some(asker_key), asker_at, asker_local) = asker else {
+            return Err(MeetRefusal::NoSuchPeer);
+        };
         let (asked_key, asked_at, asked_local) = asked;
         let shared = asker_at.canonical_ip() == asked_at.canonical_ip();
         let to_asker = Datagram::Punch(Punch {
@@ -1108,23 +1142,55 @@ impl Roster {
         if !within {
             return Err(MeetRefusal::OverRate);
         }
-        let to_asked = Datagram::Punch(Punch {
-            peer: name,
-            endpoint: asker_at,
-            local: asker_local.filter(|_| shared),
-        });
-        Ok(vec![
-            RosterAction::SendSealed {
-                to: asker_at.socket_addr(),
-                datagram: to_asker,
-                key: Some(asker_key),
-            },
-            RosterAction::SendSealed {
+        let to_asker = RosterAction::SendSealed {
+            to: asker_at.socket_addr(),
+            datagram: to_asker,
+            key: Some(asker_key),
+        };
+        let to_asked = match (asked_key, self.remote.get(&peer)) {
+            (Some(key), _) => RosterAction::SendSealed {
                 to: asked_at.socket_addr(),
-                datagram: to_asked,
-                key: Some(asked_key),
+                datagram: Datagram::Punch(Punch {
+                    peer: name,
+                    endpoint: asker_at,
+                    local: asker_local.filter(|_| shared),
+                }),
+                key: Some(key),
             },
-        ])
+            (None, Some(remote)) => RosterAction::PunchElsewhere {
+                server: remote.server.clone(),
+                punch: RemotePunch {
+                    to: peer,
+                    peer: name,
+                    endpoint: asker_at,
+                },
+            },
+            (None, None) => return Err(MeetRefusal::NoSuchPeer),
+        };
+        Ok(vec![to_asker, to_asked])
+    }
+
+    /// Another server of the cluster arranged a meeting of one of its
+    /// users with `punch.to`, online here: told where to probe (if it is
+    /// a synced Pigeon session with a key).
+    pub fn punch_from_elsewhere(&self, punch: RemotePunch) -> Option<RosterAction> {
+        let user = self.users.get(&punch.to)?;
+        match user.session {
+            Session::Pigeon {
+                key: Some(key),
+                client_key: Some(_),
+                ..
+            } if user.synced => Some(RosterAction::SendSealed {
+                to: user.endpoint.socket_addr(),
+                datagram: Datagram::Punch(Punch {
+                    peer: punch.peer,
+                    endpoint: punch.endpoint,
+                    local: None,
+                }),
+                key: Some(key),
+            }),
+            _ => None,
+        }
     }
 
     /// A Pigeon client fetched the Pigeon roster at `revision`, asking with

@@ -20,8 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster_actor::{ClusterStats, FromCluster, ToCluster};
 use crate::roster::{
-    LeaveReason, LoginDecision, MeetRefusal, Prepared, Roster, RosterAction, RosterEvent,
-    SessionDecision,
+    LeaveReason, LoginDecision, Prepared, Roster, RosterAction, RosterEvent, SessionDecision,
 };
 use crate::store_actor::{HasMail, Register, StoreActor};
 use crate::udp_gateway_actor::{
@@ -326,6 +325,9 @@ impl RosterActor {
                 RosterAction::BroadcastSealed { to, datagram } => self
                     .gateway
                     .do_send(BroadcastSealedDatagram { to, datagram }),
+                RosterAction::PunchElsewhere { server, punch } => {
+                    self.to_cluster(ToCluster::Punch { server, punch });
+                }
                 RosterAction::Register { name, key } => {
                     info!(user = %name, key = %key.fingerprint(), "name registered to its key");
                     self.to_cluster(ToCluster::Registered {
@@ -558,6 +560,13 @@ impl Handler<FromCluster> for RosterActor {
                 self.roster.remote_registered(name, key);
                 Vec::new()
             }
+            FromCluster::Punch(punch) => {
+                debug!(user = %punch.to, peer = %punch.peer, "meeting arranged through another server");
+                self.roster
+                    .punch_from_elsewhere(punch)
+                    .into_iter()
+                    .collect()
+            }
             FromCluster::Mail { name } => {
                 let notice = self.roster.mail_notice(name.as_str());
                 if notice.is_some() {
@@ -610,10 +619,6 @@ impl Handler<MeetReceived> for RosterActor {
                 self.stats.meetings.fetch_add(1, Ordering::Relaxed);
                 debug!(user = %name, %peer, "meeting arranged");
                 self.dispatch(actions, ctx);
-            }
-            Err(MeetRefusal::Elsewhere) => {
-                self.stats.meets_refused.fetch_add(1, Ordering::Relaxed);
-                debug!(user = %name, %peer, "no meeting: the peer is online through another server");
             }
             Err(why) => {
                 self.stats.meets_refused.fetch_add(1, Ordering::Relaxed);

@@ -1673,3 +1673,65 @@ fn users_of_other_servers_are_listed_and_hold_their_names_until_they_or_their_se
     assert_eq!(gone, vec![name("erin")]);
     assert_eq!(f.roster.local_users().len(), 1);
 }
+
+#[test]
+fn a_meeting_with_a_user_of_another_server_is_passed_on_to_it() {
+    let mut f = fixture();
+    let alice = join_keyed(&mut f, "alice", "10.1.0.2:5000", "198.18.0.10:5000");
+    f.roster
+        .remote_joined(name("bob"), remote("198.18.0.11:5000", "b"), f.t0);
+    let (request, len) = meet("alice", alice, "bob");
+    let actions = f
+        .roster
+        .meet(request, sock("198.18.0.10:5000"), len, f.t0)
+        .unwrap();
+    assert_eq!(
+        punches(&actions),
+        vec![(
+            sock("198.18.0.10:5000"),
+            Punch {
+                peer: name("bob"),
+                endpoint: addr("198.18.0.11:5000"),
+                local: None,
+            }
+        )]
+    );
+    let across = RemotePunch {
+        to: name("bob"),
+        peer: name("alice"),
+        endpoint: addr("198.18.0.10:5000"),
+    };
+    assert!(actions.contains(&RosterAction::PunchElsewhere {
+        server: Arc::from("b"),
+        punch: across.clone(),
+    }));
+    assert_eq!(RemotePunch::decode(&across.encode()), Some(across));
+    assert_eq!(RemotePunch::decode("bob alice"), None);
+    // On bob's server: bob, a synced session with a key, is told.
+    let mut g = fixture();
+    join_keyed(&mut g, "bob", "10.2.0.2:5000", "198.18.0.11:5000");
+    let told = g.roster.punch_from_elsewhere(RemotePunch {
+        to: name("bob"),
+        peer: name("alice"),
+        endpoint: addr("198.18.0.10:5000"),
+    });
+    assert_eq!(
+        punches(&told.into_iter().collect::<Vec<_>>()),
+        vec![(
+            sock("198.18.0.11:5000"),
+            Punch {
+                peer: name("alice"),
+                endpoint: addr("198.18.0.10:5000"),
+                local: None,
+            }
+        )]
+    );
+    assert!(g
+        .roster
+        .punch_from_elsewhere(RemotePunch {
+            to: name("nobody"),
+            peer: name("alice"),
+            endpoint: addr("198.18.0.10:5000"),
+        })
+        .is_none());
+}
