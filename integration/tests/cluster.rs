@@ -335,7 +335,8 @@ fn clients_of_a_server_that_dies_log_in_again_through_another_and_chat_on() -> a
 }
 
 #[test]
-fn a_crowd_spread_over_three_servers_converges_and_chats_exactly_once() -> anyhow::Result<()> {
+fn a_crowd_spread_over_three_servers_converges_chats_exactly_once_and_moves_when_one_vanishes(
+) -> anyhow::Result<()> {
     let Some(url) = redis_url() else {
         return Ok(());
     };
@@ -354,6 +355,13 @@ fn a_crowd_spread_over_three_servers_converges_and_chats_exactly_once() -> anyho
             integration::load::run(config, &mut integration::load::Quiet, None, None).await?;
         anyhow::ensure!(report.failures.is_empty(), "{:?}", report.failures);
         anyhow::ensure!(report.servers == 3 && report.roster_events == 45 * 44);
+        // One server vanished after the chat; its 15 peers moved.
+        anyhow::ensure!(
+            report.rehomed_peers == 15 && report.rehome_s.is_some(),
+            "{} {:?}",
+            report.rehomed_peers,
+            report.rehome_s
+        );
         anyhow::ensure!(
             report.messages_delivered == 225,
             "{}",

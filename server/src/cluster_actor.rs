@@ -163,6 +163,14 @@ pub struct RelayAcross {
     pub secure: Secure,
 }
 
+/// This server stops: with `leave`, it says so first (its users leave
+/// every roster at once); without, it just goes quiet, as a crash would.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StopCluster {
+    pub leave: bool,
+}
+
 /// What the roster tells the cluster: its own users' comings and goings
 /// and registrations.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
@@ -766,6 +774,39 @@ impl StreamHandler<redis::Msg> for ClusterActor {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         warn!("cluster: the subscription to relayed frames ended; subscribing again");
         ctx.run_later(Duration::from_secs(1), |act, ctx| act.subscribe(ctx));
+    }
+}
+
+impl Handler<StopCluster> for ClusterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: StopCluster, _: &mut Context<Self>) -> Self::Result {
+        let mut connection = self.connection.clone();
+        let (servers, users, log) = (
+            self.config.key("servers"),
+            self.config.key("users"),
+            self.config.key("log"),
+        );
+        let id = self.config.server_id.clone();
+        let leave = async move {
+            if msg.leave {
+                // Declared gone by itself, now: its heartbeat is older
+                // than any cutoff.
+                let _ = within(
+                    redis::Script::new(GONE_SCRIPT)
+                        .key(&servers)
+                        .key(&users)
+                        .key(&log)
+                        .arg(&id)
+                        .arg(&id)
+                        .arg(u64::MAX)
+                        .arg(LOG_LENGTH)
+                        .invoke_async::<i64>(&mut connection),
+                )
+                .await;
+            }
+        };
+        Box::pin(leave.into_actor(self).map(|(), _, ctx| ctx.stop()))
     }
 }
 

@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::info;
 
-use crate::cluster_actor::{ClusterActor, ClusterConfig, ClusterStats};
+use crate::cluster_actor::{ClusterActor, ClusterConfig, ClusterStats, StopCluster};
 use crate::directory::Directory;
 use crate::handshake_actor::HandshakeActor;
 use crate::metrics::{Rates, ServerMetrics};
@@ -568,6 +568,11 @@ impl ServerHandle {
         // so a new server can bind the same ports at once. The roster goes
         // first: its goodbye reaches the gateway before the gateway stops.
         let _ = self.tcp.send(StopTcpRoster).await;
+        // A server leaving its cluster says so (its users leave every
+        // roster at once); one vanishing goes quiet, and is found gone.
+        if let Some((cluster, _)) = &self.cluster {
+            let _ = cluster.send(StopCluster { leave: announce }).await;
+        }
         if let Some((metrics, _)) = &self.metrics {
             let _ = metrics.send(StopMetrics).await;
         }

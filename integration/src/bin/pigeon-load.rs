@@ -325,6 +325,14 @@ fn print_table(r: &LoadReport) {
                 r.latency_p50_us, r.latency_p99_us, r.latency_max_us
             ),
         ),
+        ("servers", r.servers.to_string()),
+        (
+            "peers of a vanished server served again",
+            match r.rehome_s {
+                Some(s) => format!("{} in {s:.3} s", r.rehomed_peers),
+                None => "-".to_owned(),
+            },
+        ),
         ("logout storm", format!("{:.3} s", r.logout_s)),
         (
             "server datagrams in logout storm",

@@ -33,6 +33,13 @@ use tracing::info;
 use self::ceiling::Ceiling;
 use self::sink::{message_text, peer_name, Progress, Received, SinkActor, TakeReceived};
 
+/// With several servers: how long one stays silent before the others
+/// take it for gone.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// With several servers: their liveness timeout (a client takes its
+/// server for lost after 4/3 of it).
+const CLUSTER_LIVENESS: Duration = Duration::from_secs(6);
+
 /// What a load run is told.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -138,6 +145,11 @@ pub struct LoadReport {
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
     pub latency_max_us: u64,
+    /// With several servers: one is made to vanish after the chat; the
+    /// peers it served, and the time until all of them were logged in
+    /// again through the others.
+    pub rehomed_peers: usize,
+    pub rehome_s: Option<f64>,
     /// Time until every peer logged out and the server's roster was empty.
     pub logout_s: f64,
     /// Datagrams the server sent during the logout storm.
@@ -252,6 +264,11 @@ fn crowd_configs(config: &LoadConfig, servers: &[SocketAddr]) -> anyhow::Result<
                 .copied()
                 .context("no server")?;
             let mut client = ClientConfig::new(UserName::parse(&peer_name(index))?, server);
+            // Every other server of the cluster, in turn after its own.
+            let count = servers.len();
+            client.alternates = (1..count)
+                .filter_map(|step| servers.get((index + step) % count).copied())
+                .collect();
             // The first `legacy` peers speak the seed's protocol only; the
             // `relayed` after them keep to the relay.
             client.plain_protocol = index < config.legacy;
@@ -404,7 +421,11 @@ pub async fn run(
                     .context("several servers share a Redis: give --redis URL")?;
                 let mut cluster = ClusterConfig::new(url, format!("s{index}"));
                 cluster.namespace = namespace.clone();
+                cluster.timeout = CLUSTER_TIMEOUT;
+                cluster.heartbeat = CLUSTER_TIMEOUT / 5;
                 server_config.cluster = Some(cluster);
+                // Clients find a vanished server within 4/3 of this.
+                server_config.liveness_timeout = CLUSTER_LIVENESS;
             }
             server_config.max_users = n + 16;
             server_config.max_users_per_host = n + 16;
@@ -564,6 +585,33 @@ pub async fn run(
         failures.push(format!("{failed} messages reported failed"));
     }
 
+    // With several servers: one vanishes (as a crash would); the peers it
+    // served log in again through the others.
+    let lost_before = progress.server_lost.load(Ordering::Relaxed);
+    let (mut rehomed_peers, mut rehome_s) = (0, None);
+    if servers.len() > 1 {
+        rehomed_peers = (0..n).filter(|i| i % servers.len() == 0).count();
+        watcher.phase("server killed, peers moving", rehomed_peers as u64);
+        let before = progress.reconnected.load(Ordering::Relaxed);
+        let killed = servers.remove(0);
+        let kill_start = Instant::now();
+        killed.vanish().await;
+        let moved = wait_until(config.phase_timeout, watcher, || {
+            let done = progress.reconnected.load(Ordering::Relaxed) - before;
+            (done as u64, done >= rehomed_peers)
+        })
+        .await;
+        if moved {
+            rehome_s = Some(kill_start.elapsed().as_secs_f64());
+        } else {
+            failures.push(format!(
+                "only {} of the {rehomed_peers} peers of the vanished server logged in again within {:?}",
+                progress.reconnected.load(Ordering::Relaxed) - before,
+                config.phase_timeout
+            ));
+        }
+    }
+
     // Phase 3: the logout storm.
     watcher.phase("logout storm", n as u64);
     let logout_start = Instant::now();
@@ -587,7 +635,10 @@ pub async fn run(
             online(&servers)
         ));
     }
-    let lost_server = progress.server_lost.load(Ordering::Relaxed);
+    // Those of the vanished server lost it, as they should have.
+    let lost_server = lost_before
+        + (progress.server_lost.load(Ordering::Relaxed) - lost_before)
+            .saturating_sub(rehomed_peers);
     if lost_server > 0 {
         failures.push(format!(
             "{lost_server} peers lost their server during the run"
@@ -631,6 +682,8 @@ pub async fn run(
         latency_p50_us: percentile(&latencies, 50.0),
         latency_p99_us: percentile(&latencies, 99.0),
         latency_max_us: latencies.last().copied().map_or(0, u64::from),
+        rehomed_peers,
+        rehome_s,
         logout_s,
         logout_server_datagrams,
         server_bytes_per_user,

@@ -32,6 +32,8 @@ pub struct Progress {
     pub refused: AtomicUsize,
     /// Peers that lost their server at some point.
     pub server_lost: AtomicUsize,
+    /// Peers that logged in again after losing their server.
+    pub reconnected: AtomicUsize,
 }
 
 impl Progress {
@@ -47,6 +49,7 @@ impl Progress {
             logged_out: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             server_lost: AtomicUsize::new(0),
+            reconnected: AtomicUsize::new(0),
         }
     }
 
@@ -254,8 +257,10 @@ impl SinkActor {
             ClientEvent::NotStored { .. } => {
                 progress.failed.fetch_add(1, Ordering::Relaxed);
             }
+            ClientEvent::Reconnected { .. } => {
+                progress.reconnected.fetch_add(1, Ordering::Relaxed);
+            }
             ClientEvent::Connecting { .. }
-            | ClientEvent::Reconnected { .. }
             | ClientEvent::Path { .. }
             | ClientEvent::KeyChanged { .. }
             | ClientEvent::OfflineMessage { .. }
