@@ -603,16 +603,7 @@ impl ClusterActor {
                         .arg(name.as_str())
                         .arg(users_value(&id, &change))
                         .ignore()
-                        .cmd("XADD")
-                        .arg(&log)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(LOG_LENGTH)
-                        .arg("*")
-                        .arg("s")
-                        .arg(&id)
-                        .arg("c")
-                        .arg(change.to_string())
+                        .add_command(append(&log, &id, &change.to_string()))
                         .ignore();
                     within(pipe.query_async::<()>(&mut connection)).await??;
                 }
@@ -635,20 +626,9 @@ impl ClusterActor {
                     .await??;
                 }
                 ToCluster::Mail { name } => {
-                    within(
-                        redis::cmd("XADD")
-                            .arg(&log)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(LOG_LENGTH)
-                            .arg("*")
-                            .arg("s")
-                            .arg(&id)
-                            .arg("c")
-                            .arg(Shared::Mail { name }.encode())
-                            .query_async::<String>(&mut connection),
-                    )
-                    .await??;
+                    let change = Shared::Mail { name }.encode();
+                    within(append(&log, &id, &change).query_async::<String>(&mut connection))
+                        .await??;
                 }
                 ToCluster::Registered { name, key } => {
                     let shared = Shared::Registered {
@@ -662,16 +642,7 @@ impl ClusterActor {
                         .arg(name.as_str())
                         .arg(key.to_string())
                         .ignore()
-                        .cmd("XADD")
-                        .arg(&log)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(LOG_LENGTH)
-                        .arg("*")
-                        .arg("s")
-                        .arg(&id)
-                        .arg("c")
-                        .arg(shared.encode())
+                        .add_command(append(&log, &id, &shared.encode()))
                         .ignore();
                     within(pipe.query_async::<()>(&mut connection)).await??;
                 }
@@ -857,6 +828,21 @@ impl Handler<RoundTrip> for ClusterActor {
             Ok(took)
         })
     }
+}
+
+/// Appends `change`, written by server `id`, to the shared `log`.
+fn append(log: &str, id: &str, change: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(log)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(LOG_LENGTH)
+        .arg("*")
+        .arg("s")
+        .arg(id)
+        .arg("c")
+        .arg(change);
+    cmd
 }
 
 /// `future`, or a timeout after [`COMMAND_TIMEOUT`].

@@ -38,6 +38,17 @@ redis.call('PEXPIRE', KEYS[2], ARGV[10])
 return {serial, 0}
 ";
 
+/// A message's hash, as read.
+type Fields = std::collections::HashMap<String, Vec<u8>>;
+
+/// A field of a message's hash, as text.
+fn text_of(fields: &Fields, field: &str) -> Option<String> {
+    fields
+        .get(field)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .map(str::to_owned)
+}
+
 /// Why the shared mailboxes did not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the cluster's mailboxes (Redis): {0}")]
@@ -165,14 +176,8 @@ impl SharedMail {
         let mut mail = Vec::new();
         for serial in serials {
             let record = self.key(&format!("mail:{serial}"));
-            let fields: std::collections::HashMap<String, Vec<u8>> =
-                self.with(|c, _| redis::cmd("HGETALL").arg(&record).query(c))?;
-            let text = |field: &str| {
-                fields
-                    .get(field)
-                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                    .map(str::to_owned)
-            };
+            let fields: Fields = self.with(|c, _| redis::cmd("HGETALL").arg(&record).query(c))?;
+            let text = |field: &str| text_of(&fields, field);
             let parsed = (
                 text("from").and_then(|from| UserName::parse(&from).ok()),
                 text("key").as_deref().and_then(PublicKey::parse),
@@ -234,14 +239,8 @@ impl SharedMail {
             if taken != 1 {
                 continue;
             }
-            let fields: std::collections::HashMap<String, Vec<u8>> =
-                self.with(|c, _| redis::cmd("HGETALL").arg(&record).query(c))?;
-            let text = |field: &str| {
-                fields
-                    .get(field)
-                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                    .map(str::to_owned)
-            };
+            let fields: Fields = self.with(|c, _| redis::cmd("HGETALL").arg(&record).query(c))?;
+            let text = |field: &str| text_of(&fields, field);
             let size = fields.get("sealed").map_or(0, Vec::len);
             let (Some(sender), Some(id)) = (
                 text("from").and_then(|from| UserName::parse(&from).ok()),
