@@ -318,8 +318,22 @@ fn clients_of_a_server_that_dies_log_in_again_through_another_and_chat_on() -> a
     say(&mut alice, &mut bob, "before")?;
     a.signal(libc::SIGKILL)?;
     let killed = Instant::now();
-    // The conversation carries on while alice finds another server.
-    say(&mut bob, &mut alice, "while a is gone")?;
+    // The conversation carries on while alice finds another server: every
+    // message once, in order.
+    for i in 0..5 {
+        bob.send(&format!("/msg alice while a is gone {i}"))?;
+        alice.send(&format!("/msg bob back while a is gone {i}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for (who, text) in [
+        (&mut alice, "while a is gone"),
+        (&mut bob, "back while a is gone"),
+    ] {
+        for i in 0..5 {
+            let line = who.expect("the next message", WAIT, |l| l.starts_with("msg "))?;
+            anyhow::ensure!(line.ends_with(&format!(" {text} {i}")), "{line:?}");
+        }
+    }
     // Through b now: she sees who logs in there, and they see her.
     let mut carol = client("carol", &at_b, data.path())?;
     // Only b can tell alice that carol came: she is served by b.
@@ -331,6 +345,18 @@ fn clients_of_a_server_that_dies_log_in_again_through_another_and_chat_on() -> a
     shows(&mut carol, "online alice ")?;
     say(&mut alice, &mut carol, "through b")?;
     say(&mut alice, &mut bob, "after")?;
+    // Nothing was shown twice.
+    for who in [&alice, &bob] {
+        let shown: Vec<&String> = who.seen.iter().filter(|l| l.starts_with("msg ")).collect();
+        let mut texts: Vec<String> = shown
+            .iter()
+            .map(|l| l.split(' ').skip(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        let all = texts.len();
+        texts.sort();
+        texts.dedup();
+        anyhow::ensure!(texts.len() == all, "a message shown twice: {shown:?}");
+    }
     Ok(())
 }
 
