@@ -1401,7 +1401,6 @@ impl Session {
         self.config
             .alternates
             .push((self.config.server, self.server_key));
-        tracing::info!(from = %self.config.server, to = %server, "trying another server of the cluster");
         self.config.server = server;
         self.server_key = key;
         self.server = Server::Unknown;
@@ -1584,7 +1583,6 @@ impl Session {
             && refused.reason == RefuseReason::NameTaken
             && !self.config.alternates.is_empty()
         {
-            tracing::info!(server = %self.config.server, detail = %refused.detail, "still listed elsewhere; trying again");
             self.refused_for_now = true;
             return Vec::new();
         }

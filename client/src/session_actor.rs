@@ -50,6 +50,9 @@ pub struct SessionActor {
     draining: Option<HashSet<UserName>>,
     stats: Arc<ClientStats>,
     drop_log: LogLimit,
+    /// The server the session logs in through (it may move to another of
+    /// its cluster).
+    server: SocketAddr,
 }
 
 /// Where a conversation is.
@@ -198,6 +201,7 @@ impl SessionActor {
         settings: SessionSettings,
         stats: Arc<ClientStats>,
     ) -> Self {
+        let server = session.server();
         Self {
             session,
             sender,
@@ -210,11 +214,17 @@ impl SessionActor {
             draining: None,
             stats,
             drop_log: LogLimit::default(),
+            server,
         }
     }
 
     /// Carries out what the session decided.
     fn apply(&mut self, outputs: Vec<SessionOutput>, ctx: &mut Context<Self>) {
+        let server = self.session.server();
+        if server != self.server {
+            info!(from = %self.server, to = %server, "logging in through another server of the cluster");
+            self.server = server;
+        }
         let mut events = Vec::new();
         for output in outputs {
             match output {
