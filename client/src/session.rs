@@ -1345,13 +1345,20 @@ impl Session {
         if next >= self.config.login_timeouts.len() && !self.config.keep_trying {
             self.state = State::Ended;
             self.deadline = None;
+            let also = match self.config.alternates.len() {
+                0 => String::new(),
+                1 => " and 1 other server".to_owned(),
+                others => format!(" and {others} other servers"),
+            };
             let reason = format!(
-                "{why}: gave up after {next} login attempt{} to {}",
+                "{why}: gave up after {next} login attempt{} to {}{also}",
                 if next == 1 { "" } else { "s" },
                 self.config.server
             );
             return vec![SessionOutput::Emit(ClientEvent::LoginFailed { reason })];
         }
+        // Another server of the cluster may answer where this one did not.
+        self.next_server();
         self.state = State::LoggingIn {
             attempt: next,
             reconnect: false,

@@ -1490,3 +1490,26 @@ fn a_lost_server_is_replaced_by_the_others_of_its_cluster_in_turn() {
     );
     assert_eq!(s.server(), other);
 }
+
+#[test]
+fn a_first_login_that_gets_no_answer_tries_the_other_servers_given() {
+    let other = sock("10.0.0.9:7788");
+    let mut config = config();
+    config.alternates = vec![(other, None)];
+    let mut s = Session::new(config);
+    let t = Instant::now();
+    assert_eq!(login_targets(&s.start(t)), vec![sock(SERVER)]);
+    let out = s.timer_fired(t + Duration::from_millis(500));
+    assert_eq!(login_targets(&out), vec![other]);
+    assert!(matches!(
+        emitted(&out).as_slice(),
+        [ClientEvent::Connecting { server, attempt: 2, .. }] if *server == other
+    ));
+    // Neither answers: given up, saying so.
+    let out = s.timer_fired(t + Duration::from_millis(1_500));
+    let events = emitted(&out);
+    let [ClientEvent::LoginFailed { reason }] = events.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert!(reason.ends_with(" and 1 other server"), "{reason}");
+}
