@@ -174,11 +174,20 @@ fn three_servers_share_their_users_and_everyone_chats_with_everyone() -> anyhow:
     say(&mut alice, &mut carol, "from a to c")?;
     // Server a lists the two users of the others, and arranged alice's
     // meeting with bob (passed on to b; carol's with alice came from c).
-    let figures = metrics(&a)?;
-    anyhow::ensure!(
-        figures.contains("\npigeon_cluster_remote_users 2\n"),
-        "{figures}"
-    );
+    // (The count of servers is as of a's last heartbeat, every 0.4 s.)
+    let wanted = ["pigeon_cluster_remote_users 2", "pigeon_cluster_servers 3"];
+    let started = Instant::now();
+    let figures = loop {
+        let figures = metrics(&a)?;
+        let all = wanted.iter().all(|w| figures.contains(&format!("\n{w}\n")));
+        if all || started.elapsed() > WAIT {
+            break figures;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for wanted in wanted {
+        anyhow::ensure!(figures.contains(&format!("\n{wanted}\n")), "{figures}");
+    }
     let meetings = figures
         .lines()
         .find_map(|l| l.strip_prefix("pigeon_meetings_total "))

@@ -109,6 +109,9 @@ pub struct ClusterStats {
     pub heartbeats: AtomicU64,
     /// Commands that failed (Redis away, or too slow).
     pub errors: AtomicU64,
+    /// Servers of the cluster alive at the last heartbeat (this one
+    /// included).
+    pub servers: AtomicU64,
     /// Users online through other servers.
     pub remote_users: AtomicU64,
     /// How old the last entry read from the log was when it was read, in
@@ -367,7 +370,9 @@ impl ClusterActor {
             )
             .await??;
             let mut gone = Vec::new();
-            for server in gone_servers(&beats, &id, now, timeout_ms) {
+            let found_gone = gone_servers(&beats, &id, now, timeout_ms);
+            let alive = beats.len().saturating_sub(found_gone.len());
+            for server in found_gone {
                 let done: i64 = within(
                     redis::Script::new(GONE_SCRIPT)
                         .key(&servers)
@@ -384,10 +389,13 @@ impl ClusterActor {
                     gone.push(server);
                 }
             }
-            Ok::<_, ClusterError>((took, gone, created))
+            Ok::<_, ClusterError>((took, gone, created, alive))
         };
         ctx.spawn(beat.into_actor(self).map(|result, act, ctx| match result {
-            Ok((took, gone, created)) => {
+            Ok((took, gone, created, alive)) => {
+                act.stats
+                    .servers
+                    .store(u64::try_from(alive).unwrap_or(u64::MAX), Ordering::Relaxed);
                 let before = act.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 if created && before > 0 && act.roster.is_some() {
                     warn!("cluster: Redis lost this server's state (restarted?): sharing its users again");

@@ -163,6 +163,12 @@ impl Collector for ServerMetrics {
         if let Some(cluster) = &self.cluster {
             gauge(
                 e,
+                "pigeon_cluster_servers",
+                "Servers of the cluster alive at the last heartbeat, this one included.",
+                cluster.servers.load(Ordering::Relaxed),
+            )?;
+            gauge(
+                e,
                 "pigeon_cluster_remote_users",
                 "Users online through the other servers of the cluster.",
                 cluster.remote_users.load(Ordering::Relaxed),
