@@ -528,17 +528,14 @@ impl Roster {
         };
         self.remote.insert(name.clone(), user);
         let mut actions = Vec::new();
-        let seed_users = self.seed_addresses_except(&name);
-        if !seed_users.is_empty() {
-            actions.push(RosterAction::Broadcast {
-                to: seed_users,
-                datagram: Datagram::Login(Login {
-                    name,
-                    endpoint,
-                    pigeon: None,
-                }),
-            });
-        }
+        actions.extend(self.seed_news(
+            &name,
+            Datagram::Login(Login {
+                name: name.clone(),
+                endpoint,
+                pigeon: None,
+            }),
+        ));
         self.record(change);
         self.schedule_deltas(now, &mut actions);
         actions
@@ -566,17 +563,14 @@ impl Roster {
         self.by_endpoint.remove(&endpoint);
         self.directory.remove(name.as_str());
         let mut actions = Vec::new();
-        let seed_users = self.seed_addresses_except(name);
-        if !seed_users.is_empty() {
-            actions.push(RosterAction::Broadcast {
-                to: seed_users,
-                datagram: Datagram::Logout(Logout {
-                    name: name.clone(),
-                    endpoint,
-                    pigeon: None,
-                }),
-            });
-        }
+        actions.extend(self.seed_news(
+            name,
+            Datagram::Logout(Logout {
+                name: name.clone(),
+                endpoint,
+                pigeon: None,
+            }),
+        ));
         self.record(RosterChange::Left {
             name: name.clone(),
             endpoint,
@@ -954,17 +948,14 @@ impl Roster {
             instance: session.instance(),
             key: session.client_key(),
         };
-        let seed_users = self.seed_addresses_except(&name);
-        if !seed_users.is_empty() {
-            actions.push(RosterAction::Broadcast {
-                to: seed_users,
-                datagram: Datagram::Login(Login {
-                    name: name.clone(),
-                    endpoint,
-                    pigeon: None,
-                }),
-            });
-        }
+        actions.extend(self.seed_news(
+            &name,
+            Datagram::Login(Login {
+                name: name.clone(),
+                endpoint,
+                pigeon: None,
+            }),
+        ));
         self.record(change);
         actions.push(RosterAction::Publish(RosterEvent::Joined {
             name,
@@ -1574,17 +1565,14 @@ impl Roster {
         }
         self.directory.remove(name.as_str());
         let mut actions = Vec::with_capacity(2);
-        let seed_users = self.seed_addresses_except(name);
-        if !seed_users.is_empty() {
-            actions.push(RosterAction::Broadcast {
-                to: seed_users,
-                datagram: Datagram::Logout(Logout {
-                    name: name.clone(),
-                    endpoint,
-                    pigeon: None,
-                }),
-            });
-        }
+        actions.extend(self.seed_news(
+            name,
+            Datagram::Logout(Logout {
+                name: name.clone(),
+                endpoint,
+                pigeon: None,
+            }),
+        ));
         self.record(RosterChange::Left {
             name: name.clone(),
             endpoint,
@@ -1668,6 +1656,13 @@ impl Roster {
             tcp_port: self.config.tcp_port,
             pigeon,
         })
+    }
+
+    /// `datagram` (a plain `login` or `logout` about `name`) for every
+    /// other confirmed seed-era user, if there is one.
+    fn seed_news(&self, name: &UserName, datagram: Datagram) -> Option<RosterAction> {
+        let to = self.seed_addresses_except(name);
+        (!to.is_empty()).then_some(RosterAction::Broadcast { to, datagram })
     }
 
     fn seed_addresses_except(&self, name: &UserName) -> Vec<SocketAddr> {

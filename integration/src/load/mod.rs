@@ -408,36 +408,36 @@ pub async fn run(
     // several share a Redis as a cluster.
     let namespace = format!("load-{}-{:08x}", std::process::id(), rand::random::<u32>());
     let mut servers = Vec::new();
-    for index in 0..config.servers.max(1) {
-        if config.server.is_some() {
-            break;
+    let in_process_servers = if config.server.is_some() {
+        0
+    } else {
+        config.servers.max(1)
+    };
+    for index in 0..in_process_servers {
+        let mut server_config = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        if config.servers > 1 {
+            let url = config
+                .redis
+                .clone()
+                .context("several servers share a Redis: give --redis URL")?;
+            let mut cluster = ClusterConfig::new(url, format!("s{index}"));
+            cluster.namespace = namespace.clone();
+            cluster.timeout = CLUSTER_TIMEOUT;
+            cluster.heartbeat = CLUSTER_TIMEOUT / 5;
+            server_config.cluster = Some(cluster);
+            // Clients find a vanished server within 4/3 of this.
+            server_config.liveness_timeout = CLUSTER_LIVENESS;
         }
-        {
-            let mut server_config = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-            if config.servers > 1 {
-                let url = config
-                    .redis
-                    .clone()
-                    .context("several servers share a Redis: give --redis URL")?;
-                let mut cluster = ClusterConfig::new(url, format!("s{index}"));
-                cluster.namespace = namespace.clone();
-                cluster.timeout = CLUSTER_TIMEOUT;
-                cluster.heartbeat = CLUSTER_TIMEOUT / 5;
-                server_config.cluster = Some(cluster);
-                // Clients find a vanished server within 4/3 of this.
-                server_config.liveness_timeout = CLUSTER_LIVENESS;
-            }
-            server_config.max_users = n + 16;
-            server_config.max_users_per_host = n + 16;
-            // Every peer is on this one host: the host's budget must cover a
-            // storm of all of them.
-            server_config.rate_limits.per_host =
-                Rate::per_second(u32::try_from(n * 20).unwrap_or(u32::MAX).max(5_000));
-            // ... and its share of roster connections a storm of all of them
-            // fetching at once.
-            server_config.tcp.max_per_host = server_config.tcp.max_per_host.max(n + 16);
-            servers.push(ServerHandle::start(server_config).await?);
-        }
+        server_config.max_users = n + 16;
+        server_config.max_users_per_host = n + 16;
+        // Every peer is on this one host: the host's budget must cover a
+        // storm of all of them.
+        server_config.rate_limits.per_host =
+            Rate::per_second(u32::try_from(n * 20).unwrap_or(u32::MAX).max(5_000));
+        // ... and its share of roster connections a storm of all of them
+        // fetching at once.
+        server_config.tcp.max_per_host = server_config.tcp.max_per_host.max(n + 16);
+        servers.push(ServerHandle::start(server_config).await?);
     }
     let server_addrs: Vec<SocketAddr> = match config.server {
         Some(addr) => vec![addr],
