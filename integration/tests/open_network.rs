@@ -9,8 +9,10 @@ use integration::harness::{local_server_config, start_server, TestClient};
 use integration::process::{self, Proc};
 use integration::seed::client::SeedClient;
 use pigeon_client::roster_fetch::fetch_roster;
+use pigeon_server::roster::LeaveReason;
 use pigeon_server::ServerHandle;
 use pigeon_shared::{SessionToken, UserName};
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -141,6 +143,74 @@ async fn junk_in_a_users_name_does_not_get_it_evicted() -> anyhow::Result<()> {
     let stats = server.stats();
     assert!(stats.limited_address > 100, "{stats:?}");
     assert!(stats.authenticated > 5, "{stats:?}");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_host_cycling_through_its_ports_pushes_nobody_out() -> anyhow::Result<()> {
+    let Some(forger) = Forger::or_skip("a_host_cycling_through_its_ports_pushes_nobody_out") else {
+        return Ok(());
+    };
+    let mut config = local_server_config();
+    // Keepalives every 167 ms; a user not heard from for 1 s is evicted.
+    config.liveness_timeout = Duration::from_secs(1);
+    // The users all share 127.0.0.1 here.
+    config.max_users_per_host = 400;
+    config.tcp.max_per_host = 400;
+    let server = ServerHandle::start(config).await?;
+    let addr = server.udp_addr();
+    // 300 users online (one run of the old limiter evicted 153 of them).
+    const USERS: usize = 300;
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(TestClient::start(&format!("user{i}"), addr)?);
+    }
+    for user in &mut users {
+        tokio::time::timeout(Duration::from_secs(30), user.ready()).await??;
+    }
+    assert_eq!(server.online_count(), USERS);
+    let evicted = || server.roster_stats().left[LeaveReason::Evicted.index()].load(Relaxed);
+    // One host goes through every one of its 65,535 source ports, twice,
+    // for about three liveness timeouts.
+    let host = std::net::Ipv4Addr::new(127, 0, 0, 7);
+    let mut sent = 0u64;
+    for _round in 0..2 {
+        for port in 1..=u16::MAX {
+            forger.send((host, port).into(), addr, b"junk")?;
+            sent += 1;
+            if port % 500 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // A newcomer logs in meanwhile, and nobody was evicted.
+    let mut newcomer = TestClient::start("newcomer", addr)?;
+    tokio::time::timeout(Duration::from_secs(5), newcomer.ready()).await??;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = server.stats();
+    eprintln!(
+        "{sent} junk datagrams from one host's ports: {} users evicted of {USERS}, {} junk datagrams held back, {} keepalives passed",
+        evicted(),
+        stats.limited_address + stats.limited_host,
+        stats.authenticated
+    );
+    assert_eq!(evicted(), 0);
+    assert_eq!(server.online_count(), USERS + 1);
+    assert!(
+        stats.limited_address + stats.limited_host > sent / 2,
+        "{stats:?}"
+    );
+    for user in &mut users {
+        assert!(
+            !user
+                .drain()
+                .iter()
+                .any(|e| matches!(e, pigeon_client::ClientEvent::ServerLost { .. })),
+            "{} lost the server: {:?}",
+            user.name,
+            user.seen
+        );
+    }
     Ok(())
 }
 
