@@ -44,6 +44,7 @@ fn online_session() -> Session {
         identity: None,
         server_key: None,
         pinned_peers: Default::default(),
+        pin_on_sight: true,
         alternates: Vec::new(),
     });
     let now = Instant::now();

@@ -86,6 +86,11 @@ pub struct ClientConfig {
     /// Where peers' keys are pinned (`None`: in memory only, for as long
     /// as the client runs).
     pub known_peers: Option<PathBuf>,
+    /// Pin the key of every user the roster shows, the first time it is
+    /// seen (`false`: only once this user writes to, hears from or looks
+    /// up the name, as a crowd of simulated peers in one process does to
+    /// keep its memory).
+    pub pin_on_sight: bool,
     /// Conversations never look for a direct path, and take the server's
     /// relay while there is one (load tests of the relay).
     pub relay_only: bool,
@@ -118,6 +123,7 @@ impl ClientConfig {
             identity: Some(Identity::generate()),
             known_servers: None,
             known_peers: None,
+            pin_on_sight: true,
             relay_only: false,
             alternates: Vec::new(),
             #[cfg(feature = "faults")]
@@ -236,6 +242,7 @@ impl ClientHandle {
             server_key,
             alternates,
             pinned_peers,
+            pin_on_sight: config.pin_on_sight,
         });
         let settings = SessionSettings {
             known_servers: config.known_servers,

@@ -71,13 +71,23 @@ pub fn load_peers(path: &Path) -> io::Result<BTreeMap<UserName, PublicKey>> {
         .collect())
 }
 
-/// Pins `key` for the peer `name`: a line added to the file at `path`
-/// (made, with its folder, private, if missing).
-pub fn pin_peer(path: &Path, name: &UserName, key: PublicKey) -> io::Result<()> {
-    append_line(path, &format!("{name} {key}"))
+/// Pins each key for its peer: a line each, added to the file at `path`
+/// (made, with its folder, private, if missing); a later line for a name
+/// replaces an earlier one.
+pub fn pin_peers(path: &Path, pins: &[(UserName, PublicKey)]) -> io::Result<()> {
+    let lines: Vec<String> = pins
+        .iter()
+        .map(|(name, key)| format!("{name} {key}"))
+        .collect();
+    append_lines(path, &lines)
 }
 
 fn append_line(path: &Path, line: &str) -> io::Result<()> {
+    append_lines(path, &[line])
+}
+
+/// Appends `lines` in one write, and waits until they are on disk.
+fn append_lines(path: &Path, lines: &[impl AsRef<str>]) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         pigeon_shared::identity::create_private_dir(dir)?;
     }
@@ -89,7 +99,12 @@ fn append_line(path: &Path, line: &str) -> io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
-    writeln!(file, "{line}")?;
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line.as_ref());
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())?;
     file.sync_all()
 }
 
@@ -122,9 +137,15 @@ mod tests {
         assert!(load_peers(&path).unwrap().is_empty());
         let bob = UserName::parse("bob").unwrap();
         let carol = UserName::parse("carol").unwrap();
-        pin_peer(&path, &bob, PublicKey([1; 32])).unwrap();
-        pin_peer(&path, &carol, PublicKey([2; 32])).unwrap();
-        pin_peer(&path, &bob, PublicKey([3; 32])).unwrap();
+        pin_peers(
+            &path,
+            &[
+                (bob.clone(), PublicKey([1; 32])),
+                (carol.clone(), PublicKey([2; 32])),
+            ],
+        )
+        .unwrap();
+        pin_peers(&path, &[(bob.clone(), PublicKey([3; 32]))]).unwrap();
         let pins = load_peers(&path).unwrap();
         assert_eq!(pins.get(&bob), Some(&PublicKey([3; 32])));
         assert_eq!(pins.get(&carol), Some(&PublicKey([2; 32])));

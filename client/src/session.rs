@@ -81,6 +81,10 @@ const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// How long after the drain's deadline a logout goes on regardless.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a seed-style `Accept` waits for a Pigeon server's answer to
+/// come instead (see [`Session::hold_seed_answer`]).
+const SEED_ANSWER_GRACE: Duration = Duration::from_millis(300);
+
 /// Why a login is tried again when nothing came back.
 pub const NO_ANSWER: &str = "no answer from the server";
 
@@ -133,6 +137,9 @@ pub struct SessionConfig {
     pub server_key: Option<PublicKey>,
     /// The peers' keys pinned before (the first key seen for each name).
     pub pinned_peers: BTreeMap<UserName, PublicKey>,
+    /// Pin every key the roster shows on first sight (`false`: on first
+    /// use only; see `ClientConfig::pin_on_sight`).
+    pub pin_on_sight: bool,
     /// Other servers of the cluster `server` is one of, each with the key
     /// it showed before: when the server is lost, logins go to each in
     /// turn (and back), until one answers.
@@ -395,6 +402,9 @@ pub struct Session {
     public: Option<PeerAddr>,
     /// What conversations were last told of the relay.
     relay_told: bool,
+    /// A seed-style `Accept` held until this time, in case the server is a
+    /// Pigeon server whose answer (which proves itself) is still coming.
+    seed_answer: Option<(Accept, Instant)>,
     /// Offline messages and receipts already told (a fetch can repeat
     /// them if its acknowledgement was lost).
     mail_seen: SeenSerials,
@@ -447,7 +457,7 @@ impl Session {
             replica: Replica::new(
                 config.name.clone(),
                 me,
-                KeyPins::new(config.pinned_peers.clone()),
+                KeyPins::new(config.pinned_peers.clone(), config.pin_on_sight),
             ),
             config,
             state: State::LoggingIn {
@@ -470,6 +480,7 @@ impl Session {
             last_resync: None,
             public: None,
             relay_told: false,
+            seed_answer: None,
             mail_seen: SeenSerials::default(),
             receipts_seen: SeenSerials::default(),
         }
@@ -516,10 +527,17 @@ impl Session {
     /// When [`Session::timer_fired`] should next be called, if at all.
     pub fn deadline(&self) -> Option<Instant> {
         let watchdog = self.watchdog();
-        [self.deadline, self.next_ping, watchdog, self.drain_until]
-            .into_iter()
-            .flatten()
-            .min()
+        let seed_answer = self.seed_answer.as_ref().map(|(_, at)| *at);
+        [
+            self.deadline,
+            self.next_ping,
+            watchdog,
+            self.drain_until,
+            seed_answer,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the roster is fetched and the session is live.
@@ -825,8 +843,11 @@ impl Session {
                 pigeon: Some(ext), ..
             }) => ext.nonce == Some(self.login_nonce),
             // A seed server's answer carries nothing to check (and no
-            // Pigeon server sends one to a Pigeon client).
-            Datagram::Accept(Accept { pigeon: None, .. }) => !pigeon_server,
+            // Pigeon server sends one to a Pigeon client); a server that
+            // showed a key before is a Pigeon server.
+            Datagram::Accept(Accept { pigeon: None, .. }) => {
+                !pigeon_server && self.server_key.is_none()
+            }
             Datagram::Refused(refused) => {
                 self.config.plain_protocol || refused.nonce == Some(self.login_nonce)
             }
@@ -840,6 +861,9 @@ impl Session {
 
     fn server_datagram(&mut self, datagram: Datagram, now: Instant) -> Vec<SessionOutput> {
         match datagram {
+            Datagram::Accept(accept) if accept.pigeon.is_none() && !self.config.plain_protocol => {
+                self.hold_seed_answer(accept, now)
+            }
             Datagram::Accept(accept) => self.accepted(accept),
             Datagram::Refused(refused) => self.refused(refused),
             Datagram::Login(Login {
@@ -1099,6 +1123,11 @@ impl Session {
             return self.drained(now);
         }
         let mut out = Vec::new();
+        if self.seed_answer.as_ref().is_some_and(|(_, at)| now >= *at) {
+            if let Some((accept, _)) = self.seed_answer.take() {
+                out.extend(self.accepted(accept));
+            }
+        }
         if self.watchdog().is_some_and(|at| now >= at) {
             return self.lose_server(NO_ANSWER, false, now);
         }
@@ -1167,7 +1196,8 @@ impl Session {
     }
 
     /// This user writes to, hears from or looks up `name`: the key the
-    /// roster shows for it is pinned if it is the first used.
+    /// roster shows for it is pinned if none was (pinning on use only, the
+    /// key is pinned here).
     pub fn use_key(&mut self, name: &UserName) -> Vec<SessionOutput> {
         let mut out = Vec::new();
         if let Some(key) = self.replica.peer(name.as_str()).and_then(|peer| peer.key) {
@@ -1441,7 +1471,25 @@ impl Session {
         }
     }
 
+    /// A seed-style `Accept` to a Pigeon login: anyone on the path to
+    /// the server's host could have forged it, and a Pigeon server's own
+    /// answer (which echoes the login's nonce and proves the server's key)
+    /// may still be on its way. It is taken only if no such answer comes
+    /// within [`SEED_ANSWER_GRACE`]; a forger racing a Pigeon server
+    /// cannot make this client treat it as a seed server.
+    fn hold_seed_answer(&mut self, accept: Accept, now: Instant) -> Vec<SessionOutput> {
+        let waiting = matches!(
+            self.state,
+            State::LoggingIn { .. } | State::Reconnecting { .. }
+        );
+        if waiting && self.seed_answer.is_none() {
+            self.seed_answer = Some((accept, now + SEED_ANSWER_GRACE));
+        }
+        Vec::new()
+    }
+
     fn accepted(&mut self, accept: Accept) -> Vec<SessionOutput> {
+        self.seed_answer = None;
         let (attempt, reconnect) = match self.state {
             State::LoggingIn { attempt, reconnect } => (attempt, reconnect),
             State::Reconnecting { .. } => (0, true),

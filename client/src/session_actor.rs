@@ -226,12 +226,14 @@ impl SessionActor {
             self.server = server;
         }
         let mut events = Vec::new();
+        // Written to the file together: a first roster pins every key in it.
+        let mut pins = Vec::new();
         for output in outputs {
             match output {
                 SessionOutput::Send { to, datagram } => self.transmit(to, &datagram),
                 SessionOutput::FetchRoster { from, as_user } => self.fetch(from, as_user, ctx),
                 SessionOutput::PinServer(key) => self.pin_server(key),
-                SessionOutput::PinPeer { name, key } => self.pin_peer(&name, key),
+                SessionOutput::PinPeer { name, key } => pins.push((name, key)),
                 SessionOutput::Mailbox(request) => self.ask_mailbox(request, ctx),
                 SessionOutput::MailRefused { from } => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -268,6 +270,7 @@ impl SessionActor {
                 }
             }
         }
+        self.pin_peers(&pins);
         self.emit(events);
         self.schedule(ctx);
     }
@@ -571,11 +574,16 @@ impl SessionActor {
         }))
     }
 
-    fn pin_peer(&mut self, name: &UserName, key: PublicKey) {
-        debug!(peer = %name, key = %key.fingerprint(), "peer key pinned");
+    fn pin_peers(&mut self, pins: &[(UserName, PublicKey)]) {
+        if pins.is_empty() {
+            return;
+        }
+        for (name, key) in pins {
+            debug!(peer = %name, key = %key.fingerprint(), "peer key pinned");
+        }
         if let Some(path) = &self.settings.known_peers {
-            if let Err(e) = known_servers::pin_peer(path, name, key) {
-                warn!(path = %path.display(), error = %e, "a peer's key is pinned for this run only: cannot write it");
+            if let Err(e) = known_servers::pin_peers(path, pins) {
+                warn!(path = %path.display(), error = %e, keys = pins.len(), "peers' keys are pinned for this run only: cannot write them");
             }
         }
     }

@@ -297,6 +297,7 @@ impl Sim {
             identity: (!self.config.eat_acks).then(|| Arc::new(identity_of(&client.name))),
             server_key: None,
             pinned_peers: Default::default(),
+            pin_on_sight: true,
             alternates: Vec::new(),
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());

@@ -138,6 +138,8 @@ fn a_changed_key_is_told_and_blocks_sending_until_trusted() -> anyhow::Result<()
     let data = dir.path().join("server").display().to_string();
     let first_key = dir.path().join("erin-1.key").display().to_string();
     let second_key = dir.path().join("erin-2.key").display().to_string();
+    let frank_first = dir.path().join("frank-1.key").display().to_string();
+    let frank_second = dir.path().join("frank-2.key").display().to_string();
 
     let (mut server, udp) = start_server_on(&data, "127.0.0.1:0")?;
     let mut alice = integration::process::pigeon("alice", &udp)?;
@@ -153,15 +155,23 @@ fn a_changed_key_is_told_and_blocks_sending_until_trusted() -> anyhow::Result<()
     })?;
     erin.send("/quit")?;
     exits_with(&mut erin, 0)?;
+    // frank is only seen online: alice never writes to him.
+    let mut frank = pigeon_with_key("frank", &udp, &frank_first)?;
+    frank.expect_prefix("ready ", WAIT)?;
+    alice.expect_prefix("online frank ", WAIT)?;
+    frank.send("/quit")?;
+    exits_with(&mut frank, 0)?;
 
-    // erin's key is lost; the operator frees the name, and erin comes
-    // back with a new key.
+    // erin's and frank's keys are lost; the operator frees the names, and
+    // erin comes back with a new key.
     server.signal(libc::SIGTERM)?;
     server.wait_exit(WAIT)?;
-    let out = Command::new(binary("pigeon-server")?)
-        .args(["--data", &data, "--forget", "erin"])
-        .output()?;
-    assert!(out.status.success(), "{out:?}");
+    for name in ["erin", "frank"] {
+        let out = Command::new(binary("pigeon-server")?)
+            .args(["--data", &data, "--forget", name])
+            .output()?;
+        assert!(out.status.success(), "{out:?}");
+    }
     let (_server, _) = start_server_on(&data, &udp)?;
     let mut erin = pigeon_with_key("erin", &udp, &second_key)?;
     erin.expect_prefix("ready ", WAIT)?;
@@ -190,5 +200,13 @@ fn a_changed_key_is_told_and_blocks_sending_until_trusted() -> anyhow::Result<()
     // Her own key, with /whois alone.
     alice.send("/whois")?;
     alice.expect_prefix("key alice ", WAIT)?;
+
+    // A key only ever seen is pinned too: someone else under frank's
+    // freed name is told, and not written to.
+    let mut impostor = pigeon_with_key("frank", &udp, &frank_second)?;
+    impostor.expect_prefix("ready ", WAIT)?;
+    alice.expect_prefix("key-changed frank ", WAIT)?;
+    alice.send("/msg frank hello?")?;
+    alice.expect_stderr("/trust frank", WAIT)?;
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! `KeyPins`: the peers' keys this user has used, pinned the first time
-//! (trust on first use, like SSH's known hosts: a message sent or received,
-//! an offline message, `/whois`), and the names whose key the roster now
-//! shows different: told once, and nothing is sent to them until the user
-//! trusts the new key. Users never written to are not pinned, so a client
-//! in a crowd of thousands keeps only its contacts. Part of the replica; no
-//! I/O (the session actor keeps the file).
+//! `KeyPins`: the peers' keys, pinned the first time the roster shows them
+//! (trust on first use, like SSH's known hosts), and the names whose key
+//! the roster now shows different: told once, and nothing is sent to them
+//! until the user trusts the new key. A crowd of simulated peers pins only
+//! the keys it uses (a message sent or received, an offline message,
+//! `/whois`), so that each keeps its contacts, not everyone. Part of the
+//! replica; no I/O (the session actor keeps the file).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,8 @@ pub(crate) struct KeyPins {
     pinned: BTreeMap<UserName, PublicKey>,
     /// Names whose roster key is not the pinned one: the key shown.
     changed: BTreeMap<UserName, PublicKey>,
+    /// Pin keys on first sight, not only on first use.
+    on_sight: bool,
 }
 
 /// What is known of a user's key, for `/whois`.
@@ -45,16 +47,17 @@ impl KeyInfo {
 
 impl KeyPins {
     /// Pins known from before (the file).
-    pub(crate) fn new(pinned: BTreeMap<UserName, PublicKey>) -> Self {
+    pub(crate) fn new(pinned: BTreeMap<UserName, PublicKey>, on_sight: bool) -> Self {
         Self {
             pinned,
             changed: BTreeMap::new(),
+            on_sight,
         }
     }
 
     /// The roster shows `key` for `name` (`used`: and this user is using
-    /// it): pins it if it is the first used, says so once if it is not the
-    /// pinned one.
+    /// it): pins it if it is the first seen (or, pinning on use only, the
+    /// first used), says so once if it is not the pinned one.
     pub(crate) fn vet(
         &mut self,
         name: &UserName,
@@ -63,7 +66,7 @@ impl KeyPins {
         out: &mut Vec<SessionOutput>,
     ) {
         match self.pinned.get(name) {
-            None if used && self.pinned.len() < MAX_PINS => {
+            None if (used || self.on_sight) && self.pinned.len() < MAX_PINS => {
                 self.pinned.insert(name.clone(), key);
                 out.push(SessionOutput::PinPeer {
                     name: name.clone(),
@@ -120,7 +123,34 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_pinned_when_the_roster_first_shows_it() {
+        let mut pins = KeyPins::new(BTreeMap::new(), true);
+        let mut out = Vec::new();
+        let bob = name("bob");
+        // Never written to, only seen: pinned all the same.
+        pins.vet(&bob, PublicKey([1; 32]), false, &mut out);
+        assert!(
+            matches!(out.as_slice(), [SessionOutput::PinPeer { key, .. }] if *key == PublicKey([1; 32])),
+            "{out:?}"
+        );
+        assert_eq!(pins.pinned("bob"), Some(PublicKey([1; 32])));
+        out.clear();
+        // The name freed and taken by another key before bob was ever
+        // written to: told, and blocked.
+        pins.vet(&bob, PublicKey([2; 32]), false, &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [SessionOutput::Emit(ClientEvent::KeyChanged { .. })]
+            ),
+            "{out:?}"
+        );
+        assert!(pins.blocked("bob").is_some());
+    }
+
+    #[test]
     fn the_first_key_is_pinned_and_a_change_is_told_once_and_blocks() {
+        // Pinning on use only, as a crowd of simulated peers does.
         let mut pins = KeyPins::default();
         let mut out = Vec::new();
         let bob = name("bob");

@@ -59,6 +59,7 @@ fn config() -> SessionConfig {
         identity: None,
         server_key: None,
         pinned_peers: Default::default(),
+        pin_on_sight: true,
         alternates: Vec::new(),
     }
 }
@@ -106,6 +107,15 @@ fn seed_accept() -> Datagram {
 }
 
 /// A Pigeon server's answer to `s`'s login.
+/// A seed server's `Accept` from `source`, taken once no Pigeon answer
+/// came in its grace.
+fn seed_accepted(s: &mut Session, source: SocketAddr, t: Instant) -> Vec<SessionOutput> {
+    let held = s.datagram_received(seed_accept(), source, t);
+    assert_eq!(held, vec![], "held while a Pigeon answer may come");
+    assert_eq!(s.deadline(), Some(t + SEED_ANSWER_GRACE));
+    s.timer_fired(t + SEED_ANSWER_GRACE)
+}
+
 fn pigeon_accept(s: &Session) -> Datagram {
     Datagram::Accept(Accept {
         tcp_port: 4000,
@@ -221,7 +231,7 @@ fn a_seed_server_login_fetches_the_seed_roster_and_is_ready() {
         }]
     );
     // A seed server answers from a throwaway port.
-    let out = s.datagram_received(seed_accept(), sock("10.0.0.1:61000"), t);
+    let out = seed_accepted(&mut s, sock("10.0.0.1:61000"), t);
     assert_eq!(
         out,
         vec![SessionOutput::FetchRoster {
@@ -395,7 +405,7 @@ fn a_session_that_keeps_trying_still_takes_no_for_an_answer() {
 fn a_failed_fetch_logs_in_again() {
     let (mut s, t) = session();
     s.start(t);
-    s.datagram_received(seed_accept(), sock(SERVER), t);
+    seed_accepted(&mut s, sock(SERVER), t);
     let out = s.roster_fetched(Err("connection refused".into()), t);
     assert_eq!(sends(&out), vec![my_login(&s, None)]);
 }
@@ -472,7 +482,7 @@ fn pigeon_server_datagrams_must_come_from_the_servers_own_address() {
 fn seed_broadcasts_during_the_fetch_are_replayed_on_the_snapshot() {
     let (mut s, t) = session();
     s.start(t);
-    s.datagram_received(seed_accept(), sock(SERVER), t);
+    seed_accepted(&mut s, sock(SERVER), t);
     let carol = Datagram::Login(Login {
         name: name("carol"),
         endpoint: addr("10.0.0.4:5000"),
@@ -795,7 +805,7 @@ fn logout_gives_up_waiting_for_bye_after_its_attempts() {
 fn seed_server_logout_is_one_plain_datagram() {
     let (mut s, t) = session();
     s.start(t);
-    s.datagram_received(seed_accept(), sock(SERVER), t);
+    seed_accepted(&mut s, sock(SERVER), t);
     s.roster_fetched(Ok(snapshot(None, vec![])), t);
     let out = logout_now(&mut s, t);
     assert_eq!(
@@ -933,7 +943,7 @@ fn chats_and_acks_must_come_from_the_exact_endpoint_and_instance() {
 fn a_chat_from_a_user_of_unknown_kind_teaches_its_instance() {
     let (mut s, t) = session();
     s.start(t);
-    s.datagram_received(seed_accept(), sock(SERVER), t);
+    seed_accepted(&mut s, sock(SERVER), t);
     s.roster_fetched(
         Ok(snapshot(None, vec![entry("bob", "10.0.0.3:5000", None)])),
         t,
@@ -1198,24 +1208,15 @@ fn a_gap_is_fetched_again_at_most_once_a_second() {
 }
 
 #[test]
-fn a_forged_plain_accept_only_delays_a_login_to_a_pigeon_server() {
+fn a_forged_plain_accept_does_not_make_a_pigeon_server_a_seed_one() {
     let (mut s, t) = session();
     s.start(t);
-    // A forger answers first, as a seed server would (no nonce to check).
+    // A forger answers first, as a seed server would (no nonce to check):
+    // held, in case the real answer is still on its way.
     let out = s.datagram_received(seed_accept(), sock(SERVER), t);
-    assert_eq!(
-        out,
-        vec![SessionOutput::FetchRoster {
-            from: sock("10.0.0.1:4000"),
-            as_user: None,
-        }]
-    );
-    // The Pigeon server's real answer comes while the client fetches; the
-    // server does not give its seed-format roster to a Pigeon login's host.
-    s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
-    let out = s.roster_fetched(Err("closed without a roster".into()), t);
-    assert_eq!(sends(&out), vec![my_login(&s, None)]);
-    // The answer to the next attempt is taken for what it is.
+    assert_eq!(out, vec![]);
+    // The Pigeon server's real answer comes within the grace and is taken.
+    let t = t + Duration::from_millis(20);
     let out = s.datagram_received(pigeon_accept(&s), sock(SERVER), t);
     assert_eq!(
         out,
@@ -1224,15 +1225,41 @@ fn a_forged_plain_accept_only_delays_a_login_to_a_pigeon_server() {
             as_user: Some((name("alice"), TOKEN)),
         }]
     );
+    // The forged answer is forgotten.
+    assert_eq!(s.timer_fired(t + SEED_ANSWER_GRACE), vec![]);
     s.roster_fetched(Ok(snapshot(Some(3), vec![])), t);
     assert!(s.is_online());
-    // Sealed datagrams count from now on; plain ones do not.
+    // The session is the Pigeon server's: its sealed deltas count.
     s.datagram_received(
         delta(3, vec![joined("carol", "10.0.0.4:5000", None)]),
         sock(SERVER),
         t,
     );
     assert!(s.peer("carol").is_some());
+}
+
+#[test]
+fn a_server_whose_key_is_pinned_is_never_taken_for_a_seed_server() {
+    let pinned = Identity::from_secret([9; 32]).public();
+    let (mut s, t) = keyed_session(Some(pinned));
+    let hello = hello_in(&s.start(t));
+    // A seed-style answer, however early, is not believed at all.
+    assert_eq!(s.datagram_received(seed_accept(), sock(SERVER), t), vec![]);
+    assert_ne!(s.deadline(), Some(t + SEED_ANSWER_GRACE));
+    let later = t + SEED_ANSWER_GRACE;
+    assert!(
+        !s.timer_fired(later)
+            .iter()
+            .any(|o| matches!(o, SessionOutput::FetchRoster { .. })),
+        "no fetch from a seed answer"
+    );
+    // The pinned server's answer is.
+    let server = Identity::from_secret([9; 32]);
+    let out = s.datagram_received(keyed_accept(&s, &server, &hello), sock(SERVER), later);
+    assert!(
+        matches!(out.as_slice(), [SessionOutput::FetchRoster { .. }]),
+        "{out:?}"
+    );
 }
 
 /// A session that logs in with a key, the server's key pinned as given.
@@ -1354,15 +1381,12 @@ fn a_peers_key_is_pinned_and_a_change_blocks_sending_until_trusted() {
         sock(SERVER),
         t,
     );
-    // Seen, not yet used: nothing pinned.
-    assert!(!out
-        .iter()
-        .any(|o| matches!(o, SessionOutput::PinPeer { .. })));
-    let out = s.use_key(&name("bob"));
+    // Seen for the first time: pinned at once, before alice ever writes.
     assert!(out.contains(&SessionOutput::PinPeer {
         name: name("bob"),
         key: PublicKey([1; 32]),
     }));
+    assert!(s.use_key(&name("bob")).is_empty());
     assert!(s.check_send(&name("bob")).is_ok());
 
     // bob comes back with another key: told once, and nothing goes to him.

@@ -85,6 +85,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         identity: None,
         server_key: None,
         pinned_peers: Default::default(),
+        pin_on_sight: false,
         alternates: Vec::new(),
     });
     drop(session.start(now));

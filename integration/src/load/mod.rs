@@ -272,6 +272,9 @@ fn crowd_configs(config: &LoadConfig, servers: &[SocketAddr]) -> anyhow::Result<
             // The first `legacy` peers speak the seed's protocol only; the
             // `relayed` after them keep to the relay.
             client.plain_protocol = index < config.legacy;
+            // A crowd of thousands in one process: each peer pins only
+            // the keys it uses, not everyone's.
+            client.pin_on_sight = false;
             client.relay_only = (config.legacy..config.legacy + config.relayed).contains(&index);
             if !config.encrypt {
                 client.identity = None;
