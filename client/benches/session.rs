@@ -45,6 +45,7 @@ fn online_session() -> Session {
         server_key: None,
         pinned_peers: Default::default(),
         pin_on_sight: true,
+        mail_seen: Vec::new(),
         alternates: Vec::new(),
     });
     let now = Instant::now();

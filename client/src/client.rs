@@ -13,6 +13,8 @@ use actix::prelude::*;
 use pigeon_shared::net::faults::Faults;
 use pigeon_shared::net::{bind_udp, LocalSender, UdpSender};
 use pigeon_shared::{Identity, InstanceId, PeerAddr, UserName};
+
+use crate::mail_seen;
 use rand::Rng;
 use tokio::net::UdpSocket;
 
@@ -86,6 +88,9 @@ pub struct ClientConfig {
     /// Where peers' keys are pinned (`None`: in memory only, for as long
     /// as the client runs).
     pub known_peers: Option<PathBuf>,
+    /// Where the offline messages shown are remembered, so that a later
+    /// run does not show them again (`None`: for this run only).
+    pub mail_seen: Option<PathBuf>,
     /// Pin the key of every user the roster shows, the first time it is
     /// seen (`false`: only once this user writes to, hears from or looks
     /// up the name, as a crowd of simulated peers in one process does to
@@ -123,6 +128,7 @@ impl ClientConfig {
             identity: Some(Identity::generate()),
             known_servers: None,
             known_peers: None,
+            mail_seen: None,
             pin_on_sight: true,
             relay_only: false,
             alternates: Vec::new(),
@@ -140,6 +146,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, cause: io::Error },
     #[error("cannot read the servers' keys in {path}: {cause}")]
     KnownServers { path: String, cause: io::Error },
+    #[error("cannot read the offline messages already shown, in {path}: {cause}")]
+    MailSeen { path: String, cause: io::Error },
     #[error("no local address reaches the server {server}: {cause}")]
     NoRoute {
         server: SocketAddr,
@@ -226,6 +234,13 @@ impl ClientHandle {
             }
             None => Default::default(),
         };
+        let mail_seen = match &config.mail_seen {
+            Some(path) => mail_seen::load(path).map_err(|cause| StartError::MailSeen {
+                path: path.display().to_string(),
+                cause,
+            })?,
+            None => Vec::new(),
+        };
         let session = Session::new(SessionConfig {
             name: config.name,
             server: config.server,
@@ -243,10 +258,12 @@ impl ClientHandle {
             alternates,
             pinned_peers,
             pin_on_sight: config.pin_on_sight,
+            mail_seen,
         });
         let settings = SessionSettings {
             known_servers: config.known_servers,
             known_peers: config.known_peers,
+            mail_seen: config.mail_seen,
             fetch_timeout: config.fetch_timeout,
             delivery: config.delivery,
             idle_stop: config.idle_stop,

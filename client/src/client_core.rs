@@ -231,6 +231,7 @@ impl ClientCore {
                 | SessionOutput::PinPeer { .. }
                 | SessionOutput::Mailbox(_) => {}
                 SessionOutput::MailRefused { .. } => self.stats.refused += 1,
+                SessionOutput::MailShown(_) => {}
                 SessionOutput::Conversation { peer, input } => {
                     if input.opens() && !self.peers.contains_key(&peer) {
                         let known = self.session.peer(peer.as_str());

@@ -16,6 +16,7 @@ pub mod front_end;
 pub mod history;
 pub mod history_actor;
 pub mod known_servers;
+pub mod mail_seen;
 pub mod peer_actor;
 pub mod plain;
 pub mod plain_console_actor;

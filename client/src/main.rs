@@ -12,7 +12,6 @@ use pigeon_client::clock::SharedClock;
 use pigeon_client::front_end::{Attach, Quit};
 use pigeon_client::history::{self, History};
 use pigeon_client::history_actor::{HistoryActor, LoadSetting};
-use pigeon_client::known_servers;
 use pigeon_client::plain_console_actor::PlainConsoleActor;
 use pigeon_client::settings::{
     default_config_path, load_config, parse_server, write_config, Choices, HistoryChoice,
@@ -20,6 +19,7 @@ use pigeon_client::settings::{
 };
 use pigeon_client::tui_console_actor::{give_back_terminal, TuiConsoleActor, BELL_SETTING};
 use pigeon_client::ui::state::{Stamp, UiState};
+use pigeon_client::{known_servers, mail_seen};
 use pigeon_client::{ClientConfig, ClientEvents, ClientHandle, DEFAULT_BIND};
 use pigeon_shared::log::{init_tracing, init_tracing_to_file};
 use pigeon_shared::{Identity, UserName};
@@ -294,6 +294,7 @@ fn run(args: Args, settings: Settings, tui: bool) -> i32 {
         config.identity = Some(identity);
         config.known_servers = known_servers::default_path();
         config.known_peers = known_servers::default_peers_path(&settings.name);
+        config.mail_seen = mail_seen::default_path(&settings.name);
         config.alternates = settings.alternates.clone();
         // A person watching the screen decides when to give up; a script
         // gets the documented exit after the login attempts.

@@ -140,6 +140,9 @@ pub struct SessionConfig {
     /// Pin every key the roster shows on first sight (`false`: on first
     /// use only; see `ClientConfig::pin_on_sight`).
     pub pin_on_sight: bool,
+    /// Offline messages shown in earlier runs (their
+    /// [`offline::digest`]s): not shown again.
+    pub mail_seen: Vec<u64>,
     /// Other servers of the cluster `server` is one of, each with the key
     /// it showed before: when the server is lost, logins go to each in
     /// turn (and back), until one answers.
@@ -207,6 +210,9 @@ pub enum SessionOutput {
     /// An offline message that does not open (not sealed by the key
     /// registered to its sender, or not for this user): dropped.
     MailRefused { from: UserName },
+    /// These offline messages (their [`offline::digest`]s) were shown:
+    /// remembered for later runs before they are acknowledged.
+    MailShown(Vec<u64>),
     /// An input for the conversation with `peer`: see [`PeerInput`] for
     /// which inputs open a conversation and which only reach an open one.
     Conversation { peer: UserName, input: PeerInput },
@@ -411,7 +417,8 @@ pub struct Session {
     receipts_seen: SeenSerials,
 }
 
-/// Serials already seen: the latest [`MAX_SEEN_SERIALS`].
+/// Offline messages (by digest) or receipts (by serial) already seen: the
+/// latest [`MAX_SEEN_SERIALS`].
 #[derive(Debug, Default)]
 struct SeenSerials {
     set: std::collections::HashSet<u64>,
@@ -422,6 +429,15 @@ struct SeenSerials {
 const MAX_SEEN_SERIALS: usize = 4096;
 
 impl SeenSerials {
+    /// Seen in an earlier run, oldest first.
+    fn from(earlier: &[u64]) -> Self {
+        let mut seen = Self::default();
+        for &serial in earlier {
+            seen.insert(serial);
+        }
+        seen
+    }
+
     /// Whether `serial` is new (and now seen).
     fn insert(&mut self, serial: u64) -> bool {
         if !self.set.insert(serial) {
@@ -453,6 +469,7 @@ impl Session {
         };
         let handshake = Self::new_handshake(&config, login_nonce);
         let server_key = config.server_key;
+        let mail_seen = SeenSerials::from(&config.mail_seen);
         Self {
             replica: Replica::new(
                 config.name.clone(),
@@ -481,7 +498,7 @@ impl Session {
             public: None,
             relay_told: false,
             seed_answer: None,
-            mail_seen: SeenSerials::default(),
+            mail_seen,
             receipts_seen: SeenSerials::default(),
         }
     }
@@ -669,11 +686,14 @@ impl Session {
         };
         let mut out = Vec::new();
         let mut acked_mail = Vec::with_capacity(mail.len());
+        let mut shown = Vec::new();
         for m in mail {
             acked_mail.push(m.serial);
-            if !self.mail_seen.insert(m.serial) {
+            let digest = offline::digest(&m.sealed);
+            if !self.mail_seen.insert(digest) {
                 continue;
             }
+            shown.push(digest);
             match offline::open(&identity, &m.from, &self.config.name, &m.sealed) {
                 Ok((sender, message)) if sender == m.from_key => {
                     self.replica.pins_mut().vet(&m.from, sender, true, &mut out);
@@ -696,6 +716,9 @@ impl Session {
                     id: MessageId(r.id),
                 }));
             }
+        }
+        if !shown.is_empty() {
+            out.push(SessionOutput::MailShown(shown));
         }
         if !acked_mail.is_empty() || !acked_receipts.is_empty() {
             out.push(SessionOutput::Mailbox(MailRequest::Ack {

@@ -30,6 +30,7 @@ use crate::conversation::SendRefusal;
 use crate::conversation::{ChatLine, Conversation, DeliveryConfig};
 use crate::events::{ClientEvent, ClientEvents, MessageIds};
 use crate::known_servers;
+use crate::mail_seen;
 use crate::peer_actor::{Drain, History, Park, PeerActor, PeerIdle, PeerOutputs, Say, ToPeer};
 use crate::roster_fetch::{ask_mailbox, fetch_roster};
 use crate::session::{KeyInfo, PeerInput, SendTextError, Session, SessionOutput, TrustError};
@@ -123,6 +124,8 @@ pub struct SessionSettings {
     pub known_servers: Option<std::path::PathBuf>,
     /// Where peers' keys are pinned (`None`: nowhere on disk).
     pub known_peers: Option<std::path::PathBuf>,
+    /// Where offline messages shown are remembered (`None`: nowhere).
+    pub mail_seen: Option<std::path::PathBuf>,
     /// Time allowed for a TCP roster fetch.
     pub fetch_timeout: Duration,
     /// How conversations deliver.
@@ -235,6 +238,7 @@ impl SessionActor {
                 SessionOutput::PinServer(key) => self.pin_server(key),
                 SessionOutput::PinPeer { name, key } => pins.push((name, key)),
                 SessionOutput::Mailbox(request) => self.ask_mailbox(request, ctx),
+                SessionOutput::MailShown(digests) => self.mail_shown(&digests),
                 SessionOutput::MailRefused { from } => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     warn!(claimed = %from, "dropped an offline message: not sealed by the key registered to its sender");
@@ -572,6 +576,14 @@ impl SessionActor {
                 time,
             })
         }))
+    }
+
+    fn mail_shown(&mut self, digests: &[u64]) {
+        if let Some(path) = &self.settings.mail_seen {
+            if let Err(e) = mail_seen::record(path, digests) {
+                warn!(path = %path.display(), error = %e, "offline messages shown are remembered for this run only: cannot write them");
+            }
+        }
     }
 
     fn pin_peers(&mut self, pins: &[(UserName, PublicKey)]) {

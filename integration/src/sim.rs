@@ -298,6 +298,7 @@ impl Sim {
             server_key: None,
             pinned_peers: Default::default(),
             pin_on_sight: true,
+            mail_seen: Vec::new(),
             alternates: Vec::new(),
         };
         let mut core = ClientCore::new(config, DeliveryConfig::default());

@@ -115,6 +115,15 @@ pub fn seal(
     Ok(out)
 }
 
+/// What a sealed message is known by: no two messages share it (each is
+/// sealed with a fresh ephemeral key), whatever server keeps it.
+pub fn digest(sealed: &[u8]) -> u64 {
+    let hash = blake3::hash(sealed);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
 /// Opens a message sealed to this `recipient` by `from` for `to`: the
 /// sender's key (which the caller checks is `from`'s) and the message.
 pub fn open(

@@ -60,6 +60,7 @@ fn config() -> SessionConfig {
         server_key: None,
         pinned_peers: Default::default(),
         pin_on_sight: true,
+        mail_seen: Vec::new(),
         alternates: Vec::new(),
     }
 }
@@ -1536,4 +1537,79 @@ fn a_first_login_that_gets_no_answer_tries_the_other_servers_given() {
         panic!("{out:?}")
     };
     assert!(reason.ends_with(" and 1 other server"), "{reason}");
+}
+
+/// Offline mail from bob (key `[8; 32]`) to alice (key `[3; 32]`), kept
+/// under `serial`.
+fn mail_from_bob(serial: u64, text: &str) -> Mail {
+    let bob = Identity::from_secret([8; 32]);
+    let alice = Identity::from_secret([3; 32]);
+    let message = offline::OfflineMessage {
+        sent_at_ms: 1_700_000_000_000,
+        time: TalkTime::parse("12:00:00").unwrap(),
+        text: text.to_owned(),
+    };
+    Mail {
+        serial,
+        from: name("bob"),
+        from_key: bob.public(),
+        stored_at_ms: 0,
+        sealed: offline::seal(&bob, &name("bob"), &name("alice"), alice.public(), &message)
+            .unwrap(),
+    }
+}
+
+fn offline_texts(out: &[SessionOutput]) -> Vec<String> {
+    emitted(out)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::OfflineMessage { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_offline_message_is_shown_once_even_across_runs_and_servers() {
+    let (mut s, _) = keyed_session(None);
+    let first = mail_from_bob(1, "while you were out");
+    let second = mail_from_bob(2, "and again");
+    let out = s.mail_received(vec![first.clone()], Vec::new(), false);
+    assert_eq!(offline_texts(&out), ["while you were out"]);
+    // Remembered (for the next run) before the acknowledgement goes.
+    let digest = offline::digest(&first.sealed);
+    let shown = out
+        .iter()
+        .position(|o| *o == SessionOutput::MailShown(vec![digest]));
+    let acked = out
+        .iter()
+        .position(|o| matches!(o, SessionOutput::Mailbox(MailRequest::Ack { mail, .. }) if *mail == [1]));
+    assert!(matches!((shown, acked), (Some(a), Some(b)) if a < b), "{out:?}");
+    // The acknowledgement was lost: the same message comes again with
+    // the next one; only the next one is shown, both acknowledged.
+    let out = s.mail_received(vec![first.clone(), second.clone()], Vec::new(), false);
+    assert_eq!(offline_texts(&out), ["and again"]);
+    assert!(out.contains(&SessionOutput::Mailbox(MailRequest::Ack {
+        mail: vec![1, 2],
+        receipts: vec![],
+    })));
+
+    // The client stopped before its acknowledgement reached the server;
+    // the next run, remembering what was shown, shows it no more, even
+    // under another serial (another server of the cluster, or one that
+    // started over).
+    let (s2, _) = keyed_session(None);
+    let mut config = s2.config.clone();
+    config.mail_seen = vec![digest];
+    let mut s2 = Session::new(config);
+    let again = Mail {
+        serial: 77,
+        ..first
+    };
+    let out = s2.mail_received(vec![again, second], Vec::new(), false);
+    assert_eq!(offline_texts(&out), ["and again"]);
+    assert!(out.contains(&SessionOutput::Mailbox(MailRequest::Ack {
+        mail: vec![77, 2],
+        receipts: vec![],
+    })));
 }

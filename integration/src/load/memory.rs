@@ -86,6 +86,7 @@ pub fn measure(n: usize, heap: fn() -> usize) -> (f64, f64) {
         server_key: None,
         pinned_peers: Default::default(),
         pin_on_sight: false,
+        mail_seen: Vec::new(),
         alternates: Vec::new(),
     });
     drop(session.start(now));
