@@ -667,7 +667,10 @@ impl Sim {
         let rendered = server.directory.encode(format);
         let mut actions = Vec::new();
         if let (RosterFormat::Pigeon, Some((name, token))) = (format, &fetch.as_user) {
-            let (_, caught_up) = server.roster.synced(name, *token, rendered.revision);
+            let (_, caught_up) =
+                server
+                    .roster
+                    .synced(name, *token, rendered.revision, self.base + self.now);
             actions = caught_up;
         }
         self.server_actions(actions);
@@ -743,6 +746,7 @@ impl Sim {
                 // One server: no other to tell.
                 RosterAction::Publish(_)
                 | RosterAction::Register { .. }
+                | RosterAction::NotRegistered { .. }
                 | RosterAction::PunchElsewhere { .. } => {}
             }
         }

@@ -10,7 +10,10 @@ use clap::Parser;
 use pigeon_server::cluster_actor::{generated_server_id, valid_server_id, ClusterConfig};
 use pigeon_server::rate_limit::{Rate, DEFAULT_RATE_PER_ADDRESS, DEFAULT_RATE_PER_HOST};
 use pigeon_server::relay::{RelayConfig, DEFAULT_RELAY_GLOBAL_RATE};
-use pigeon_server::roster::{DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST, DEFAULT_RELAY_RATE};
+use pigeon_server::roster::{
+    DEFAULT_MAX_REGISTERED, DEFAULT_MAX_USERS, DEFAULT_MAX_USERS_PER_HOST,
+    DEFAULT_REGISTRATIONS_PER_HOST, DEFAULT_RELAY_RATE,
+};
 use pigeon_server::store::{MailLimits, Store, StoreChoice};
 use pigeon_server::tcp_roster_actor::TcpRosterConfig;
 use pigeon_server::{BoundServer, ServerConfig, DEFAULT_UDP_ADDR};
@@ -51,6 +54,18 @@ struct Args {
     /// [default: half of --max-users]
     #[arg(long, value_name = "N")]
     max_seed_users: Option<usize>,
+
+    /// Most names registered to keys in all; past it, new names stay
+    /// unregistered (their users chat as usual, but the name is not
+    /// theirs) until there is room.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REGISTERED)]
+    max_registered: usize,
+
+    /// New names one host may register to keys in an hour (a burst of as
+    /// many); past it, new names from it stay unregistered for now, and are
+    /// registered at a later login.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REGISTRATIONS_PER_HOST, value_parser = clap::value_parser!(u32).range(1..))]
+    registrations_per_host: u32,
 
     /// Evict a Pigeon client not heard from for this long (clients send a
     /// keepalive every sixth of it). Seed-era clients are never evicted.
@@ -219,6 +234,8 @@ fn main() -> ExitCode {
     config.max_users = args.max_users;
     config.max_users_per_host = args.max_users_per_host;
     config.max_seed_users = args.max_seed_users;
+    config.max_registered = args.max_registered;
+    config.registrations_per_host = args.registrations_per_host;
     config.liveness_timeout = Duration::from_secs_f64(args.liveness_timeout);
     config.rate_limits.per_address = Rate::per_second(args.rate_per_address);
     config.rate_limits.per_host = Rate::per_second(args.rate_per_host);

@@ -337,6 +337,12 @@ impl Collector for ServerMetrics {
         )?;
         counter(
             e,
+            "pigeon_names_unregistered",
+            "Names proved by a key but left unregistered for now: the registry held --max-registered names, or the host had registered --registrations-per-host names in the hour.",
+            load(&r.not_registered),
+        )?;
+        counter(
+            e,
             "pigeon_meetings",
             "Meetings arranged: two users told at once where to probe each other.",
             load(&r.meetings),

@@ -75,7 +75,19 @@ pub struct RosterConfig {
     /// End-to-end frames relayed per Pigeon session per second (announced
     /// in `Accept`); `None`: no relay.
     pub relay_rate: Option<u32>,
+    /// Most names registered in all; past it, new names stay unregistered
+    /// (their users chat as usual; the name is registered at a later
+    /// login once there is room).
+    pub max_registered: usize,
+    /// New names one host may register in an hour (a burst of as many,
+    /// then one every 3,600 / N seconds); past it, as above.
+    pub registrations_per_host: u32,
 }
+
+/// Default for [`RosterConfig::max_registered`].
+pub const DEFAULT_MAX_REGISTERED: usize = 1_000_000;
+/// Default for [`RosterConfig::registrations_per_host`].
+pub const DEFAULT_REGISTRATIONS_PER_HOST: u32 = 100;
 
 /// Default for [`RosterConfig::relay_rate`].
 pub const DEFAULT_RELAY_RATE: u32 = 20;
@@ -116,6 +128,8 @@ impl RosterConfig {
             delta_wait_per_recipient: DEFAULT_DELTA_WAIT_PER_RECIPIENT,
             max_delta_delay: DEFAULT_MAX_DELTA_DELAY,
             relay_rate: Some(DEFAULT_RELAY_RATE),
+            max_registered: DEFAULT_MAX_REGISTERED,
+            registrations_per_host: DEFAULT_REGISTRATIONS_PER_HOST,
         }
     }
 
@@ -243,6 +257,9 @@ pub struct Roster {
     /// Registered names and their keys: a name is registered to the key of
     /// the first session under it that proved it holds its key.
     registry: HashMap<UserName, PublicKey>,
+    /// New names each host may still register (see
+    /// [`RosterConfig::registrations_per_host`]).
+    registrations: HashMap<IpAddr, Bucket>,
     /// Users online through other servers of a cluster: listed here (in
     /// snapshots and deltas) and holding their names and endpoints, but
     /// with no session on this server.
@@ -322,6 +339,9 @@ pub enum RosterAction {
     Publish(RosterEvent),
     /// Keep, durably, that `name` is registered to `key`.
     Register { name: UserName, key: PublicKey },
+    /// A session proved its key under a free name, which stays unregistered
+    /// for now (to be logged and counted).
+    NotRegistered { name: UserName, why: NotRegistered },
     /// Have the cluster's `server` tell its user `punch.to` where to probe.
     PunchElsewhere {
         server: Arc<str>,
@@ -419,6 +439,24 @@ pub enum LoginDecision {
     },
 }
 
+/// Why a name proved under a free name was not registered (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRegistered {
+    /// As many names are registered as the server keeps.
+    RegistryFull,
+    /// The session's host registered its share of new names this hour.
+    HostRate,
+}
+
+impl NotRegistered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RegistryFull => "registry-full",
+            Self::HostRate => "host-rate",
+        }
+    }
+}
+
 /// What the roster decided about a logout, keepalive or other session
 /// datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,7 +518,41 @@ impl Roster {
             next_sweep: None,
             seed_count: 0,
             registry,
+            registrations: HashMap::new(),
             remote: HashMap::new(),
+        }
+    }
+
+    /// The rate of [`RosterConfig::registrations_per_host`].
+    fn registration_rate(&self) -> Rate {
+        let per_hour = f64::from(self.config.registrations_per_host.max(1));
+        Rate {
+            per_second: per_hour / 3600.0,
+            burst: per_hour,
+        }
+    }
+
+    /// Whether a session at `host` may register a new name at `now`
+    /// (taking one of its host's registrations if so), or why not.
+    fn may_register(&mut self, host: IpAddr, now: Instant) -> Result<(), NotRegistered> {
+        if self.registry.len() >= self.config.max_registered {
+            return Err(NotRegistered::RegistryFull);
+        }
+        let rate = self.registration_rate();
+        // Hosts whose budget is whole again are forgotten (at most one
+        // bucket per host with a user online, so this stays small).
+        if self.registrations.len() > self.config.max_users {
+            self.registrations
+                .retain(|_, bucket| !bucket.is_full(rate, now));
+        }
+        let bucket = self
+            .registrations
+            .entry(host.to_canonical())
+            .or_insert_with(|| Bucket::full(rate, now));
+        if bucket.take(rate, now) {
+            Ok(())
+        } else {
+            Err(NotRegistered::HostRate)
         }
     }
 
@@ -1194,6 +1266,7 @@ impl Roster {
         name: &UserName,
         token: SessionToken,
         revision: Revision,
+        now: Instant,
     ) -> (SessionDecision, Vec<RosterAction>) {
         self.take_up_token(name, token);
         let Some(user) = self.users.get_mut(name) else {
@@ -1217,11 +1290,19 @@ impl Roster {
         let mut registered = Vec::new();
         if let Some(client_key) = client_key {
             if !self.registry.contains_key(name) {
-                self.registry.insert(name.clone(), client_key);
-                registered.push(RosterAction::Register {
-                    name: name.clone(),
-                    key: client_key,
-                });
+                match self.may_register(to.ip(), now) {
+                    Ok(()) => {
+                        self.registry.insert(name.clone(), client_key);
+                        registered.push(RosterAction::Register {
+                            name: name.clone(),
+                            key: client_key,
+                        });
+                    }
+                    Err(why) => registered.push(RosterAction::NotRegistered {
+                        name: name.clone(),
+                        why,
+                    }),
+                }
             }
         }
         if revision >= self.revision || revision < self.recent_from {

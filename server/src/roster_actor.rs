@@ -70,6 +70,9 @@ pub struct RosterStats {
     pub ignored: [[AtomicU64; IGNORED.len()]; 2],
     /// Hosts whose roster fetch confirmed seed-style sessions.
     pub seed_confirmed: AtomicU64,
+    /// Names proved under a free name but left unregistered (the registry
+    /// full, or the host's registrations for the hour spent).
+    pub not_registered: AtomicU64,
     /// Meetings arranged: both users told where to probe the other.
     pub meetings: AtomicU64,
     /// Requests to meet not answered.
@@ -325,6 +328,12 @@ impl RosterActor {
                 RosterAction::BroadcastSealed { to, datagram } => self
                     .gateway
                     .do_send(BroadcastSealedDatagram { to, datagram }),
+                RosterAction::NotRegistered { name, why } => {
+                    self.stats.not_registered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = self.refusal_log.allow(Instant::now()) {
+                        warn!(user = %name, reason = why.as_str(), held_back, "name left unregistered for now");
+                    }
+                }
                 RosterAction::PunchElsewhere { server, punch } => {
                     self.to_cluster(ToCluster::Punch { server, punch });
                 }
@@ -634,7 +643,9 @@ impl Handler<RosterFetched> for RosterActor {
     type Result = ();
 
     fn handle(&mut self, msg: RosterFetched, ctx: &mut Context<Self>) {
-        let (decision, mut actions) = self.roster.synced(&msg.name, msg.token, msg.revision);
+        let (decision, mut actions) =
+            self.roster
+                .synced(&msg.name, msg.token, msg.revision, Instant::now());
         if decision == SessionDecision::Done {
             debug!(user = %msg.name, revision = msg.revision, catch_up = actions.len(), "roster fetched");
             if self.mail_waiting.contains(&msg.name) {

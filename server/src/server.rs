@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub max_users_per_host: usize,
     /// Most seed-era users online (`None`: half of `max_users`).
     pub max_seed_users: Option<usize>,
+    /// Most names registered in all.
+    pub max_registered: usize,
+    /// New names one host may register in an hour.
+    pub registrations_per_host: u32,
     /// How long a seed-style session waits for its host's roster fetch.
     pub seed_confirm_window: Duration,
     /// Pigeon clients not heard from for this long are evicted.
@@ -108,6 +112,8 @@ impl ServerConfig {
             max_users: DEFAULT_MAX_USERS,
             max_users_per_host: DEFAULT_MAX_USERS_PER_HOST,
             max_seed_users: None,
+            max_registered: crate::roster::DEFAULT_MAX_REGISTERED,
+            registrations_per_host: crate::roster::DEFAULT_REGISTRATIONS_PER_HOST,
             seed_confirm_window: crate::roster::DEFAULT_SEED_CONFIRM_WINDOW,
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             rate_limits: RateLimits::default(),
@@ -378,6 +384,8 @@ impl BoundServer {
         roster_config.max_users_per_host = config.max_users_per_host;
         roster_config.max_seed_users = config.max_seed_users.unwrap_or(config.max_users / 2);
         roster_config.relay_rate = config.relay.map(|relay| relay.per_session);
+        roster_config.max_registered = config.max_registered;
+        roster_config.registrations_per_host = config.registrations_per_host;
         roster_config.seed_confirm_window = config.seed_confirm_window;
         roster_config.liveness_timeout = config.liveness_timeout;
         roster_config.delta_wait_per_recipient = config.delta_wait_per_recipient;

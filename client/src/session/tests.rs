@@ -1581,10 +1581,13 @@ fn an_offline_message_is_shown_once_even_across_runs_and_servers() {
     let shown = out
         .iter()
         .position(|o| *o == SessionOutput::MailShown(vec![digest]));
-    let acked = out
-        .iter()
-        .position(|o| matches!(o, SessionOutput::Mailbox(MailRequest::Ack { mail, .. }) if *mail == [1]));
-    assert!(matches!((shown, acked), (Some(a), Some(b)) if a < b), "{out:?}");
+    let acked = out.iter().position(
+        |o| matches!(o, SessionOutput::Mailbox(MailRequest::Ack { mail, .. }) if *mail == [1]),
+    );
+    assert!(
+        matches!((shown, acked), (Some(a), Some(b)) if a < b),
+        "{out:?}"
+    );
     // The acknowledgement was lost: the same message comes again with
     // the next one; only the next one is shown, both acknowledged.
     let out = s.mail_received(vec![first.clone(), second.clone()], Vec::new(), false);

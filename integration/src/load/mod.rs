@@ -433,6 +433,8 @@ pub async fn run(
         }
         server_config.max_users = n + 16;
         server_config.max_users_per_host = n + 16;
+        // ... each registering its name.
+        server_config.registrations_per_host = u32::try_from(n + 16).unwrap_or(u32::MAX);
         // Every peer is on this one host: the host's budget must cover a
         // storm of all of them.
         server_config.rate_limits.per_host =

@@ -96,7 +96,7 @@ fn confirm_seed_hosts(f: &mut Fixture) {
 fn join_pigeon(f: &mut Fixture, n: &str, a: &str, instance: InstanceId) -> SessionToken {
     let token = join_unsynced(f, n, a, instance);
     let revision = f.roster.revision();
-    let (decision, _) = f.roster.synced(&name(n), token, revision);
+    let (decision, _) = f.roster.synced(&name(n), token, revision, f.t0);
     assert_eq!(decision, SessionDecision::Done);
     token
 }
@@ -247,7 +247,7 @@ fn deltas_go_only_to_clients_that_fetched_the_roster_and_catch_them_up() {
     f.roster.flush_deltas();
     // Her snapshot was taken at revision 1 (herself only): the two
     // changes after it come to her at once.
-    let (decision, actions) = f.roster.synced(&name("alice"), alice_token, 1);
+    let (decision, actions) = f.roster.synced(&name("alice"), alice_token, 1, f.t0);
     assert_eq!(decision, SessionDecision::Done);
     let [RosterAction::SendSealed {
         to,
@@ -268,9 +268,9 @@ fn deltas_go_only_to_clients_that_fetched_the_roster_and_catch_them_up() {
     );
     assert_eq!(f.roster.flush_deltas().len(), 1);
     // Only her token syncs her.
-    let (decision, _) = f.roster.synced(&name("alice"), SessionToken(1), 1);
+    let (decision, _) = f.roster.synced(&name("alice"), SessionToken(1), 1, f.t0);
     assert_eq!(decision, SessionDecision::BadToken);
-    let (decision, _) = f.roster.synced(&name("nobody"), alice_token, 1);
+    let (decision, _) = f.roster.synced(&name("nobody"), alice_token, 1, f.t0);
     assert_eq!(decision, SessionDecision::UnknownUser);
 }
 
@@ -1224,6 +1224,7 @@ fn a_pigeon_client_from_before_sealing_is_sent_everything_plain() {
         &name("pigeon-from-before-sealing"),
         token,
         f.roster.revision(),
+        f.t0,
     );
     assert_eq!(decision, SessionDecision::Done);
     let current = join_pigeon(&mut f, "current", "10.0.0.2:5000", IID_B);
@@ -1338,9 +1339,9 @@ fn a_name_is_registered_to_the_first_key_that_proves_itself() {
     // Not registered until the token is used (only the key's holder has
     // it): a claimed key proves nothing.
     assert_eq!(f.roster.registered("alice"), None);
-    let (decision, actions) = f
-        .roster
-        .synced(&name("alice"), outcome.token, f.roster.revision());
+    let (decision, actions) =
+        f.roster
+            .synced(&name("alice"), outcome.token, f.roster.revision(), f.t0);
     assert_eq!(decision, SessionDecision::Done);
     assert!(actions.contains(&RosterAction::Register {
         name: name("alice"),
@@ -1412,7 +1413,7 @@ fn a_forged_hello_does_not_move_a_session_off_its_key() {
         .finish(&reply_in(&actions).unwrap().1.unwrap())
         .unwrap();
     f.roster
-        .synced(&name("alice"), first.token, f.roster.revision());
+        .synced(&name("alice"), first.token, f.roster.revision(), f.t0);
     let ping = |token| Ping {
         name: name("alice"),
         token,
@@ -1471,7 +1472,7 @@ fn join_keyed(f: &mut Fixture, n: &str, claimed: &str, source: &str) -> SessionT
     let token = state.finish(&reply).unwrap().token;
     let revision = f.roster.revision();
     assert_eq!(
-        f.roster.synced(&name(n), token, revision).0,
+        f.roster.synced(&name(n), token, revision, f.t0).0,
         SessionDecision::Done
     );
     token
@@ -1734,4 +1735,50 @@ fn a_meeting_with_a_user_of_another_server_is_passed_on_to_it() {
             endpoint: addr("198.18.0.10:5000"),
         })
         .is_none());
+}
+
+#[test]
+fn one_host_registers_a_bounded_number_of_names_and_the_registry_is_bounded() {
+    let mut f = fixture_with(|config| {
+        config.registrations_per_host = 2;
+        config.max_registered = 4;
+    });
+    // Two names from one host are registered; the third is left free for
+    // now (its user is online all the same).
+    join_keyed(&mut f, "a1", "10.0.0.1:5001", "10.0.0.1:5001");
+    join_keyed(&mut f, "a2", "10.0.0.1:5002", "10.0.0.1:5002");
+    let token = join_keyed(&mut f, "a3", "10.0.0.1:5003", "10.0.0.1:5003");
+    assert!(f.roster.registered("a1").is_some());
+    assert!(f.roster.registered("a2").is_some());
+    assert_eq!(f.roster.registered("a3"), None);
+    assert!(f.roster.entry_of("a3").is_some());
+    // Another host is not held back by the first one's share.
+    join_keyed(&mut f, "b1", "10.0.0.2:5001", "10.0.0.2:5001");
+    assert!(f.roster.registered("b1").is_some());
+    // Half an hour later the first host may register one more: a3's next
+    // fetch registers it.
+    let later = f.t0 + Duration::from_secs(1800);
+    let (_, actions) = f
+        .roster
+        .synced(&name("a3"), token, f.roster.revision(), later);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, RosterAction::Register { name, .. } if name.as_str() == "a3")),
+        "{actions:?}"
+    );
+    // Four registered: the most kept. A fifth name, from a fresh host,
+    // stays free.
+    let token = join_keyed(&mut f, "c1", "10.0.0.3:5001", "10.0.0.3:5001");
+    assert_eq!(f.roster.registered("c1"), None);
+    let (_, actions) = f
+        .roster
+        .synced(&name("c1"), token, f.roster.revision(), later);
+    assert!(
+        actions.contains(&RosterAction::NotRegistered {
+            name: name("c1"),
+            why: NotRegistered::RegistryFull,
+        }),
+        "{actions:?}"
+    );
 }
