@@ -72,8 +72,13 @@ pub enum SealError {
     Inner(#[from] DecodeError),
 }
 
-/// `datagram`, sealed with `key`.
+/// `datagram`, sealed with `key`. An end-to-end frame (`Secure`,
+/// `Relayed`: binary, and authenticated by its own keys) is not a text
+/// datagram `sealed` can carry: it is returned as it is.
 pub fn seal(key: &SessionKey, datagram: &Datagram) -> Datagram {
+    if matches!(datagram, Datagram::Secure(_) | Datagram::Relayed(_)) {
+        return datagram.clone();
+    }
     let bytes = datagram.to_bytes();
     let mut inner = String::new();
     if let Ok(text) = decode_utf16le(&bytes) {

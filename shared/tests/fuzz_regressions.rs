@@ -15,6 +15,11 @@ use pigeon_shared::roster_snapshot::{decode_frame, parse_roster_request};
 use pigeon_shared::seal::{open, seal, SealError, SessionKey};
 use pigeon_shared::{Datagram, RosterSnapshot, SessionToken};
 
+mod common {
+    pub mod fuzz_checks;
+}
+use common::fuzz_checks;
+
 /// What `fuzz/fuzz_targets/decode_datagram.rs` checks.
 fn decode_datagram(data: &[u8]) {
     if let Ok(datagram) = Datagram::decode(data) {
@@ -68,6 +73,12 @@ fn open_sealed(data: &[u8]) {
         Ok(Datagram::Sealed(sealed)) => {
             let _ = open(&key, &sealed);
         }
+        Ok(datagram @ (Datagram::Secure(_) | Datagram::Relayed(_))) => {
+            assert!(
+                seal(&key, &datagram) == datagram,
+                "an end-to-end frame is not sealed"
+            );
+        }
         Ok(datagram) => {
             let Datagram::Sealed(sealed) = seal(&key, &datagram) else {
                 panic!("seal gave no sealed datagram");
@@ -97,6 +108,9 @@ fn fuzz_regressions_do_not_panic() {
             ("decode_datagram", decode_datagram as fn(&[u8])),
             ("decode_roster", decode_roster),
             ("open_sealed", open_sealed),
+            ("mailbox_text", fuzz_checks::mailbox_text),
+            ("peer_frames", fuzz_checks::peer_frames),
+            ("keyed_handshakes", fuzz_checks::keyed_handshakes),
         ] {
             if panic::catch_unwind(AssertUnwindSafe(|| check(&data))).is_err() {
                 failures.push(format!("{target} on {}", path.display()));

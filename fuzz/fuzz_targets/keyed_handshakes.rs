@@ -1,0 +1,11 @@
+//! Offline messages and login handshakes on arbitrary bytes: see
+//! `keyed_handshakes` in the shared checks.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../shared/tests/common/fuzz_checks.rs"]
+mod fuzz_checks;
+
+fuzz_target!(|data: &[u8]| fuzz_checks::keyed_handshakes(data));

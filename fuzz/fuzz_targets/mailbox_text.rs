@@ -1,0 +1,10 @@
+//! The mailbox protocol's text: see `mailbox_text` in the shared checks.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../shared/tests/common/fuzz_checks.rs"]
+mod fuzz_checks;
+
+fuzz_target!(|data: &[u8]| fuzz_checks::mailbox_text(data));

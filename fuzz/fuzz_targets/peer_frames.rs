@@ -1,0 +1,11 @@
+//! End-to-end frames from a hostile peer: see `peer_frames` in the shared
+//! checks.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../shared/tests/common/fuzz_checks.rs"]
+mod fuzz_checks;
+
+fuzz_target!(|data: &[u8]| fuzz_checks::peer_frames(data));
