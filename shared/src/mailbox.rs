@@ -221,8 +221,9 @@ impl MailAnswer {
             "stored" => Self::Stored {
                 serial: parse_decimal(rest)?,
             },
+            // One line, as written (a server never sends more).
             "full" => Self::Full {
-                detail: rest.to_owned(),
+                detail: rest.replace('\n', " "),
             },
             "done" => Self::Done,
             _ => {
