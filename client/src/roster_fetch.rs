@@ -9,6 +9,8 @@ use bytes::BytesMut;
 use pigeon_shared::mailbox::{MailAnswer, MailRequest};
 use pigeon_shared::roster_snapshot::{decode_frame, encode_roster_request, put_dotnet_string};
 use pigeon_shared::{RosterError, RosterSnapshot, SessionToken, UserName};
+
+use crate::session::MailboxAccess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,14 +50,16 @@ pub enum FetchError {
 /// Asks the mailbox at `addr` (the Pigeon roster port) as `name` with
 /// `token`.
 pub async fn ask_mailbox(
-    addr: SocketAddr,
+    access: &MailboxAccess,
     timeout: Duration,
-    name: &UserName,
-    token: SessionToken,
     request: &MailRequest,
 ) -> Result<MailAnswer, FetchError> {
+    let addr = access.addr;
     let mut bytes = Vec::new();
-    put_dotnet_string(&mut bytes, &request.to_text(name, token));
+    put_dotnet_string(
+        &mut bytes,
+        &request.to_text(&access.name, access.token, &access.key),
+    );
     let asked = exchange(addr, Some(bytes), MAX_MAIL_ANSWER_BYTES);
     let text = match tokio::time::timeout(timeout, asked).await {
         Ok(result) => result?,

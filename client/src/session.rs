@@ -324,6 +324,17 @@ pub enum Refusal {
     Inconsistent,
 }
 
+/// Where and as whom a session asks its mailbox: the server's Pigeon
+/// roster port, the session's name and token, and the key its requests are
+/// signed with.
+#[derive(Debug, Clone)]
+pub struct MailboxAccess {
+    pub addr: SocketAddr,
+    pub name: UserName,
+    pub token: SessionToken,
+    pub key: SessionKey,
+}
+
 /// What the server is, as far as this session has learnt.
 #[derive(Debug, Clone, Copy)]
 enum Server {
@@ -638,16 +649,18 @@ impl Session {
     /// Where and as whom to ask the mailbox: a Pigeon server's roster
     /// port, this user's name and session token; `None` before a Pigeon
     /// server accepted this session, or without a key.
-    pub fn mailbox_access(&self) -> Option<(SocketAddr, UserName, SessionToken)> {
+    pub fn mailbox_access(&self) -> Option<MailboxAccess> {
         self.identity()?;
+        let key = self.key?;
         match self.server {
             Server::Pigeon {
                 token, roster_port, ..
-            } => Some((
-                SocketAddr::new(self.config.server.ip(), roster_port),
-                self.config.name.clone(),
+            } => Some(MailboxAccess {
+                addr: SocketAddr::new(self.config.server.ip(), roster_port),
+                name: self.config.name.clone(),
                 token,
-            )),
+                key,
+            }),
             _ => None,
         }
     }

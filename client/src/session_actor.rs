@@ -457,11 +457,11 @@ impl SessionActor {
 
     /// Asks the server's mailbox; a fetch's answer goes to the session.
     fn ask_mailbox(&mut self, request: MailRequest, ctx: &mut Context<Self>) {
-        let Some((addr, name, token)) = self.session.mailbox_access() else {
+        let Some(access) = self.session.mailbox_access() else {
             return;
         };
         let timeout = self.settings.fetch_timeout;
-        let asked = async move { ask_mailbox(addr, timeout, &name, token, &request).await };
+        let asked = async move { ask_mailbox(&access, timeout, &request).await };
         ctx.spawn(asked.into_actor(self).map(|answer, act, ctx| match answer {
             Ok(MailAnswer::Box {
                 mail,
@@ -492,7 +492,7 @@ impl SessionActor {
         to: UserName,
         text: String,
     ) -> ResponseActFuture<Self, Result<Sent, SendTextError>> {
-        let (Some((addr, me, token)), Some(identity)) =
+        let (Some(access), Some(identity)) =
             (self.session.mailbox_access(), self.session.identity())
         else {
             return Box::pin(fut::ready(Err(SendTextError::UnknownUser(to))));
@@ -516,8 +516,8 @@ impl SessionActor {
         let sent_at_ms = u64::try_from(self.settings.clock.wall_ms()).unwrap_or(0);
         let ids = self.ids.clone();
         let lookup = {
-            let (me, request) = (me.clone(), MailRequest::Key { name: to.clone() });
-            async move { ask_mailbox(addr, timeout, &me, token, &request).await }
+            let (access, request) = (access.clone(), MailRequest::Key { name: to.clone() });
+            async move { ask_mailbox(&access, timeout, &request).await }
         };
         Box::pin(lookup.into_actor(self).map(move |answer, act, ctx| {
             let key = match answer {
@@ -540,7 +540,7 @@ impl SessionActor {
                 time: time.clone(),
                 text: text.clone(),
             };
-            let sealed = offline::seal(&identity, &me, &to, key, &message)
+            let sealed = offline::seal(&identity, &access.name, &to, key, &message)
                 .map_err(|e| SendTextError::NotKept(to.clone(), e.to_string()))?;
             let id = ids.next();
             let request = MailRequest::Deposit {
@@ -548,7 +548,7 @@ impl SessionActor {
                 id: id.0,
                 sealed,
             };
-            let deposit = async move { ask_mailbox(addr, timeout, &me, token, &request).await };
+            let deposit = async move { ask_mailbox(&access, timeout, &request).await };
             ctx.spawn(deposit.into_actor(act).map(move |answer, act, _| {
                 let not_stored = |why: String| ClientEvent::NotStored {
                     to: to.clone(),

@@ -462,3 +462,90 @@ fn a_logged_in_user_cannot_eat_a_clients_memory() -> anyhow::Result<()> {
     assert!(line.ends_with(" are you there?"), "{line}");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_mailbox_request_needs_the_sessions_key_not_just_its_token() -> anyhow::Result<()> {
+    use pigeon_client::roster_fetch::ask_mailbox;
+    use pigeon_client::session::MailboxAccess;
+    use pigeon_shared::handshake::LoginHandshake;
+    use pigeon_shared::mailbox::{MailAnswer, MailRequest};
+    use pigeon_shared::seal::SessionKey;
+    use pigeon_shared::{
+        Accept, AcceptExt, Datagram, Identity, InstanceId, Login, LoginExt, Nonce,
+    };
+
+    let server = start_server().await?;
+    // alice logs in with her key, as a Pigeon client does.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let endpoint = pigeon_shared::PeerAddr::new(socket.local_addr()?);
+    let alice = Identity::generate();
+    let name = UserName::parse("alice")?;
+    let nonce = Nonce(0x5eed);
+    let (handshake, hello) = LoginHandshake::start(&alice, &name, endpoint, nonce)?;
+    let login = Login {
+        name: name.clone(),
+        endpoint,
+        pigeon: Some(LoginExt {
+            instance: InstanceId(7),
+            token: None,
+            nonce: Some(nonce),
+            hello: Some(hello),
+            pad: 0,
+        }),
+    }
+    .padded();
+    socket
+        .send_to(&Datagram::Login(login).to_bytes(), server.udp_addr())
+        .await?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf)).await??;
+    let Ok(Datagram::Accept(Accept {
+        pigeon: Some(AcceptExt {
+            reply: Some(reply), ..
+        }),
+        ..
+    })) = Datagram::decode(buf.get(..n).unwrap_or_default())
+    else {
+        anyhow::bail!("no keyed Accept");
+    };
+    let outcome = handshake.finish(&reply)?;
+    fetch_roster(
+        server.roster_addr(),
+        Duration::from_secs(5),
+        Some((name.clone(), outcome.token)),
+    )
+    .await?;
+    let access = |key| MailboxAccess {
+        addr: server.roster_addr(),
+        name: name.clone(),
+        token: outcome.token,
+        key,
+    };
+    // With the session's key: her (empty) mailbox.
+    let answer = ask_mailbox(
+        &access(outcome.key),
+        Duration::from_secs(5),
+        &MailRequest::Fetch,
+    )
+    .await?;
+    assert!(
+        matches!(answer, MailAnswer::Box { ref mail, .. } if mail.is_empty()),
+        "{answer:?}"
+    );
+    // Someone who read her token on the path (or guessed a key from it)
+    // can no longer acknowledge, that is delete, what waits for her.
+    let refused_before = server.tcp_stats().refused.load(Relaxed);
+    let forged = MailRequest::Ack {
+        mail: vec![1, 2, 3],
+        receipts: vec![],
+    };
+    let answer = ask_mailbox(
+        &access(SessionKey::from_token(outcome.token)),
+        Duration::from_secs(5),
+        &forged,
+    )
+    .await;
+    assert!(answer.is_err(), "{answer:?}");
+    assert!(server.tcp_stats().refused.load(Relaxed) > refused_before);
+    Ok(())
+}

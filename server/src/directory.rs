@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use pigeon_shared::roster_snapshot::{encode_roster_lines, roster_line, RosterFormat};
+use pigeon_shared::seal::SessionKey;
 use pigeon_shared::{InstanceId, PeerAddr, PublicKey, Revision, SessionToken, UserName};
 
 /// The users online, readable from any thread: what TCP roster snapshots
@@ -30,12 +31,14 @@ pub struct Directory {
     revision: AtomicU64,
     /// The last snapshot rendered in each format, `[seed, pigeon]`.
     rendered: Mutex<[Option<Rendered>; 2]>,
-    /// Each Pigeon session's token: the roster goes to a Pigeon client
-    /// that names itself with it.
-    tokens: DashMap<UserName, SessionToken>,
-    /// A session's next token, offered to a client that started its
-    /// handshake over; it replaces the token once the client names it.
-    next_tokens: DashMap<UserName, SessionToken>,
+    /// Each Pigeon session's token (the roster goes to a Pigeon client
+    /// that names itself with it) and sealing key (a mailbox request must
+    /// carry its MAC).
+    tokens: DashMap<UserName, SessionSecrets>,
+    /// A session's next token and key, offered to a client that started its
+    /// handshake over; they replace the current ones once the client names
+    /// the token.
+    next_tokens: DashMap<UserName, SessionSecrets>,
     /// Pigeon sessions that proved they receive (fetched the roster with
     /// their token): only they are relayed to.
     receiving: DashMap<UserName, ()>,
@@ -70,6 +73,15 @@ pub struct DirectoryEntry {
     pub instance: Option<InstanceId>,
     /// A Pigeon client's public key, if it logged in with one.
     pub key: Option<PublicKey>,
+}
+
+/// A Pigeon session's token, and the key its sealed datagrams and mailbox
+/// requests are made with (`None`: a session without a key, which has no
+/// mailbox).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSecrets {
+    pub token: SessionToken,
+    pub key: Option<SessionKey>,
 }
 
 /// A [`DirectoryEntry`] and its roster line, `name,ip:port,iid[,key]` (`-`
@@ -169,11 +181,11 @@ impl Directory {
         &self,
         name: UserName,
         entry: DirectoryEntry,
-        token: Option<SessionToken>,
+        secrets: Option<SessionSecrets>,
     ) {
         let listing = Listing::new(&name, entry);
-        if let Some(token) = token {
-            self.tokens.insert(name.clone(), token);
+        if let Some(secrets) = secrets {
+            self.tokens.insert(name.clone(), secrets);
         }
         self.users.insert(name, listing);
     }
@@ -210,18 +222,19 @@ impl Directory {
         self.receiving.contains_key(name)
     }
 
-    /// `name`'s session may move to `token` (see [`Directory::holds`]).
-    pub(crate) fn offer_token(&self, name: &UserName, token: SessionToken) {
+    /// `name`'s session may move to these secrets (see
+    /// [`Directory::holds`]).
+    pub(crate) fn offer_token(&self, name: &UserName, secrets: SessionSecrets) {
         if self.tokens.contains_key(name) {
-            self.next_tokens.insert(name.clone(), token);
+            self.next_tokens.insert(name.clone(), secrets);
         }
     }
 
-    /// `name`'s session moved to `token`: the one before is void.
-    pub(crate) fn move_token(&self, name: &UserName, token: SessionToken) {
+    /// `name`'s session moved to these secrets: the ones before are void.
+    pub(crate) fn move_token(&self, name: &UserName, secrets: SessionSecrets) {
         self.next_tokens.remove(name);
         if let Some(mut current) = self.tokens.get_mut(name) {
-            *current = token;
+            *current = secrets;
         }
     }
 
@@ -241,8 +254,18 @@ impl Directory {
     /// Whether `name` is online with the Pigeon session `token`.
     /// (Or with the token it was offered to move to.)
     pub fn holds(&self, name: &str, token: SessionToken) -> bool {
-        self.tokens.get(name).is_some_and(|t| *t == token)
-            || self.next_tokens.get(name).is_some_and(|t| *t == token)
+        self.tokens.get(name).is_some_and(|s| s.token == token)
+            || self.next_tokens.get(name).is_some_and(|s| s.token == token)
+    }
+
+    /// The sealing key of `name`'s session whose token is `token` (or of
+    /// the one it was offered to move to), if it has one.
+    pub fn sealing_key(&self, name: &str, token: SessionToken) -> Option<SessionKey> {
+        [self.tokens.get(name), self.next_tokens.get(name)]
+            .into_iter()
+            .flatten()
+            .find(|s| s.token == token)
+            .and_then(|s| s.key)
     }
 
     /// Whether `host` sent a seed-style login within the window before

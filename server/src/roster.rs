@@ -34,7 +34,7 @@ use pigeon_shared::{Nonce, PIGEON_TAG};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::directory::{Directory, DirectoryEntry};
+use crate::directory::{Directory, DirectoryEntry, SessionSecrets};
 
 /// Limits and settings of a roster.
 #[derive(Debug, Clone)]
@@ -915,7 +915,13 @@ impl Roster {
                                     token: next_token,
                                     key: answer.key,
                                 });
-                                self.directory.offer_token(&name, next_token);
+                                self.directory.offer_token(
+                                    &name,
+                                    SessionSecrets {
+                                        token: next_token,
+                                        key: Some(answer.key),
+                                    },
+                                );
                             }
                             Err(detail) => return refused(RefuseReason::BadHandshake, detail),
                         }
@@ -1558,7 +1564,13 @@ impl Roster {
                 *key = Some(offer.key);
                 *answered = Some((offer.hello, offer.reply));
                 *rekey = None;
-                self.directory.move_token(name, offer.token);
+                self.directory.move_token(
+                    name,
+                    SessionSecrets {
+                        token: offer.token,
+                        key: Some(offer.key),
+                    },
+                );
             }
         }
     }
@@ -1610,11 +1622,11 @@ impl Roster {
             instance: session.instance(),
             key: session.client_key(),
         };
-        let token = match session {
-            Session::Pigeon { token, .. } => Some(token),
+        let secrets = match session {
+            Session::Pigeon { token, key, .. } => Some(SessionSecrets { token, key }),
             Session::Seed => None,
         };
-        self.directory.insert(name.clone(), entry, token);
+        self.directory.insert(name.clone(), entry, secrets);
         self.users.insert(
             name,
             User {

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use pigeon_shared::mailbox::{parse_mail_request, MailRequest, MAX_MAIL_REQUEST_BYTES};
+use pigeon_shared::mailbox::{
+    parse_mail_request, MailRequest, SignedMailRequest, MAX_MAIL_REQUEST_BYTES,
+};
 pub use pigeon_shared::roster_snapshot::RosterFormat;
 use pigeon_shared::roster_snapshot::{
     decode_frame, parse_roster_request, put_dotnet_string, MAX_REQUEST_BYTES,
@@ -296,10 +298,20 @@ impl Service {
                         self.hold_for_storm().await;
                         Some((name, token))
                     }
-                    Some(Request::Mail(name, token, request))
-                        if self.directory.holds(name.as_str(), token) =>
-                    {
-                        self.serve_mail(stream, peer, name, request).await;
+                    Some(Request::Mail(signed)) => {
+                        // The token names the session; only its sealing
+                        // key (which the token does not give) makes the MAC.
+                        let key = self
+                            .directory
+                            .sealing_key(signed.name.as_str(), signed.token);
+                        match key {
+                            Some(key) if signed.verify(&key) => {
+                                self.serve_mail(stream, peer, signed.name, signed.request)
+                                    .await;
+                            }
+                            Some(_) => self.refuse(peer, "a mailbox request with a wrong MAC"),
+                            None => self.refuse(peer, "not an online session with a key"),
+                        }
                         return;
                     }
                     Some(_) => {
@@ -431,7 +443,7 @@ async fn write_and_close(
 /// What a Pigeon client asks on the Pigeon port.
 enum Request {
     Roster(UserName, SessionToken),
-    Mail(UserName, SessionToken, MailRequest),
+    Mail(SignedMailRequest),
 }
 
 /// Reads a Pigeon client's request, if it sends a well-formed one in time:
@@ -445,8 +457,7 @@ async fn read_request(stream: &mut TcpStream, first: Duration, whole: Duration) 
         if let Some((text, _)) = decode_frame(&buf, MAX_MAIL_REQUEST_BYTES).ok()? {
             return match parse_roster_request(&text) {
                 Some((name, token)) => Some(Request::Roster(name, token)),
-                None => parse_mail_request(&text)
-                    .map(|(name, token, request)| Request::Mail(name, token, request)),
+                None => parse_mail_request(&text).map(Request::Mail),
             };
         }
         if buf.len() > MAX_REQUEST_BYTES {

@@ -1,19 +1,23 @@
 //! The mailbox requests a Pigeon client makes on the server's Pigeon
 //! roster port, and the server's answers: each one .NET `BinaryWriter`
 //! string of UTF-8 text, like the roster request it extends. A request
-//! names the session (only a session that proved its key can ask):
+//! names the session (only a session that proved its key can ask) and
+//! carries a MAC made with the session's sealing key, which the token does
+//! not give:
 //!
 //! ```text
-//! pigeon1 <name> <token> mail key <user>                 -> key <user> <64 hex> | unregistered <user>
-//! pigeon1 <name> <token> mail deposit <to> <id> <base64> -> stored <serial> | full <detail> | unregistered <to>
-//! pigeon1 <name> <token> mail fetch                      -> lines, then "end" (or "more")
+//! pigeon1 <name> <token> mail <mac> key <user>                 -> key <user> <64 hex> | unregistered <user>
+//! pigeon1 <name> <token> mail <mac> deposit <to> <id> <base64> -> stored <serial> | full <detail> | unregistered <to>
+//! pigeon1 <name> <token> mail <mac> fetch                      -> lines, then "end" (or "more")
 //!     mail <serial> <from> <from's key, 64 hex> <unix ms stored> <base64 sealed>
 //!     receipt <serial> <to> <id>
-//! pigeon1 <name> <token> mail ack <m|r><serial>...       -> done
+//! pigeon1 <name> <token> mail <mac> ack <m|r><serial>...       -> done
 //! ```
 //!
-//! `<id>` is the sender's number for the message, returned to it in the
-//! receipt once the recipient has the message. Nothing here does I/O.
+//! `<mac>`: 32 lowercase hex digits, the session key's MAC of the request
+//! without it (`pigeon1 <name> <token> mail <operation>`, UTF-8). `<id>` is
+//! the sender's number for the message, returned to it in the receipt once
+//! the recipient has the message. Nothing here does I/O.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -22,6 +26,7 @@ use crate::identity::PublicKey;
 use crate::ids::{parse_decimal, SessionToken};
 use crate::name::UserName;
 use crate::offline::MAX_SEALED_BYTES;
+use crate::seal::SessionKey;
 
 /// Most bytes of a mailbox request (a deposit of the largest sealed
 /// message, in base64, with room to spare).
@@ -99,9 +104,21 @@ pub enum MailAnswer {
 pub const MAIL_WORD: &str = "mail";
 
 impl MailRequest {
-    /// The whole request text, as `name` with `token`.
-    pub fn to_text(&self, name: &UserName, token: SessionToken) -> String {
-        let op = match self {
+    /// The whole request text, as `name` with `token`, signed with the
+    /// session's sealing `key`.
+    pub fn to_text(&self, name: &UserName, token: SessionToken, key: &SessionKey) -> String {
+        let op = self.op_text();
+        let mac = key.mac(unsigned_text(name, token, &op).as_bytes());
+        format!(
+            "{} {name} {token} {MAIL_WORD} {} {op}",
+            crate::PIGEON_TAG,
+            crate::datagram::hex(&mac)
+        )
+    }
+
+    /// The operation's words (the text after the MAC).
+    fn op_text(&self) -> String {
+        match self {
             Self::Key { name } => format!("key {name}"),
             Self::Deposit { to, id, sealed } => {
                 format!("deposit {to} {id} {}", BASE64.encode(sealed))
@@ -117,8 +134,7 @@ impl MailRequest {
                 }
                 text
             }
-        };
-        format!("{} {name} {token} {MAIL_WORD} {op}", crate::PIGEON_TAG)
+        }
     }
 
     /// Reads the operation (the text after `mail `).
@@ -158,16 +174,48 @@ impl MailRequest {
     }
 }
 
-/// Reads a whole mailbox request: who asks, with which token, and what.
-pub fn parse_mail_request(text: &str) -> Option<(UserName, SessionToken, MailRequest)> {
+/// What a request's MAC is made over.
+fn unsigned_text(name: &UserName, token: SessionToken, op: &str) -> String {
+    format!("{} {name} {token} {MAIL_WORD} {op}", crate::PIGEON_TAG)
+}
+
+/// A mailbox request as read: who asks, with which token, the MAC it
+/// carries, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedMailRequest {
+    pub name: UserName,
+    pub token: SessionToken,
+    pub mac: [u8; 16],
+    pub request: MailRequest,
+}
+
+impl SignedMailRequest {
+    /// Whether the session's sealing `key` made this request's MAC (over
+    /// the request as this version writes it: reading and writing agree
+    /// byte for byte).
+    pub fn verify(&self, key: &SessionKey) -> bool {
+        let unsigned = unsigned_text(&self.name, self.token, &self.request.op_text());
+        key.verify(unsigned.as_bytes(), &self.mac)
+    }
+}
+
+/// Reads a whole mailbox request.
+pub fn parse_mail_request(text: &str) -> Option<SignedMailRequest> {
     let rest = text.strip_prefix(crate::PIGEON_TAG)?.strip_prefix(' ')?;
-    let mut words = rest.splitn(4, ' ');
+    let mut words = rest.splitn(5, ' ');
     let name = UserName::parse(words.next()?).ok()?;
     let token = SessionToken::parse(words.next()?)?;
     if words.next()? != MAIL_WORD {
         return None;
     }
-    Some((name, token, MailRequest::parse(words.next()?)?))
+    let mac = crate::datagram::parse_hex_array(words.next()?)?;
+    let request = MailRequest::parse(words.next()?)?;
+    Some(SignedMailRequest {
+        name,
+        token,
+        mac,
+        request,
+    })
 }
 
 impl MailAnswer {
@@ -272,6 +320,7 @@ mod tests {
     fn requests_and_answers_read_back() {
         let me = name("alice");
         let token = SessionToken(42);
+        let key = SessionKey::from_secret(b"the session's sealing secret");
         for request in [
             MailRequest::Key { name: name("bob") },
             MailRequest::Deposit {
@@ -285,16 +334,27 @@ mod tests {
                 receipts: vec![9],
             },
         ] {
-            let text = request.to_text(&me, token);
-            let op = text
-                .strip_prefix(&format!("pigeon1 alice {token} mail "))
-                .unwrap();
-            assert_eq!(MailRequest::parse(op), Some(request.clone()));
+            let text = request.to_text(&me, token, &key);
+            let signed = parse_mail_request(&text).unwrap();
             assert_eq!(
-                parse_mail_request(&text),
-                Some((me.clone(), token, request))
+                (&signed.name, signed.token, &signed.request),
+                (&me, token, &request)
             );
+            // Made with the session's key, checked with it; not with
+            // another's, nor once anything in it changes.
+            assert!(signed.verify(&key));
+            assert!(!signed.verify(&SessionKey::from_token(token)));
+            let (_, op) = text.split_at(text.len() - request.op_text().len());
+            let mac = &text[text.len() - op.len() - 33..text.len() - op.len() - 1];
+            assert_eq!(MailRequest::parse(op), Some(request.clone()));
+            let forged = format!("pigeon1 alice {token} mail {mac} ack m1 m2 m3");
+            assert!(parse_mail_request(&forged).is_some_and(|f| !f.verify(&key)));
         }
+        // Without a MAC: not a request.
+        assert_eq!(
+            parse_mail_request(&format!("pigeon1 alice {token} mail fetch")),
+            None
+        );
         assert_eq!(MailRequest::parse("ack x1"), None);
         assert_eq!(MailRequest::parse("deposit bob 1 !!"), None);
         assert_eq!(MailRequest::parse("fetch more"), None);

@@ -52,6 +52,17 @@ impl SessionKey {
         mac.copy_from_slice(&hash.as_bytes()[..16]);
         mac
     }
+
+    /// Whether `mac` is the MAC of `bytes` (compared without an early
+    /// exit).
+    pub fn verify(&self, bytes: &[u8], mac: &[u8; 16]) -> bool {
+        let expected = self.mac(bytes);
+        expected
+            .iter()
+            .zip(mac.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
 }
 
 impl fmt::Debug for SessionKey {
@@ -104,13 +115,7 @@ pub fn seal_bytes(key: &SessionKey, inner: &[u8]) -> Bytes {
 pub fn open(key: &SessionKey, sealed: &Sealed) -> Result<Datagram, SealError> {
     let mut bytes = BytesMut::with_capacity(2 * sealed.inner.len());
     put_utf16le(&mut bytes, &sealed.inner);
-    let expected = key.mac(&bytes);
-    // Compared without an early exit.
-    let differ = expected
-        .iter()
-        .zip(sealed.mac.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if differ != 0 {
+    if !key.verify(&bytes, &sealed.mac) {
         return Err(SealError::BadMac);
     }
     match Datagram::decode(&bytes)? {

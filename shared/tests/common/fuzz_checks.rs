@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use pigeon_shared::handshake::{answer, LoginHandshake, REPLY_BYTES};
 use pigeon_shared::mailbox::{parse_mail_request, MailAnswer};
+use pigeon_shared::seal::SessionKey;
 use pigeon_shared::{
     offline, Identity, Link, LinkEvent, Nonce, PeerAddr, Secure, SessionToken, UserName,
 };
@@ -17,10 +18,14 @@ use pigeon_shared::{
 /// client's) accepts survives a round trip through `to_text`.
 pub fn mailbox_text(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Some((name, token, request)) = parse_mail_request(&text) {
-        let again = parse_mail_request(&request.to_text(&name, token));
+    if let Some(signed) = parse_mail_request(&text) {
+        let key = SessionKey::from_token(signed.token);
+        let again = parse_mail_request(&signed.request.to_text(&signed.name, signed.token, &key));
         assert!(
-            again == Some((name, token, request)),
+            again.as_ref().is_some_and(|again| again.name == signed.name
+                && again.token == signed.token
+                && again.request == signed.request
+                && again.verify(&key)),
             "a request does not survive a round trip"
         );
     }
