@@ -539,15 +539,21 @@ impl Roster {
             return Err(NotRegistered::RegistryFull);
         }
         let rate = self.registration_rate();
-        // Hosts whose budget is whole again are forgotten (at most one
-        // bucket per host with a user online, so this stays small).
+        // Hosts whose budget is whole again are forgotten; past four
+        // times the users a server takes, a host not yet listed waits.
+        let host = host.to_canonical();
         if self.registrations.len() > self.config.max_users {
             self.registrations
                 .retain(|_, bucket| !bucket.is_full(rate, now));
         }
+        if self.registrations.len() >= self.config.max_users.saturating_mul(4)
+            && !self.registrations.contains_key(&host)
+        {
+            return Err(NotRegistered::HostRate);
+        }
         let bucket = self
             .registrations
-            .entry(host.to_canonical())
+            .entry(host)
             .or_insert_with(|| Bucket::full(rate, now));
         if bucket.take(rate, now) {
             Ok(())
