@@ -52,6 +52,8 @@ const MAX_PEERS_FILE: u64 = 16 << 20;
 
 /// The peers' keys pinned in the file at `path` (none if it is missing;
 /// lines that do not read are skipped; for a name pinned twice, the last).
+/// A file grown to more than twice the lines it needs (keys trusted again
+/// add a line each) is written again with one line a name.
 pub fn load_peers(path: &Path) -> io::Result<BTreeMap<UserName, PublicKey>> {
     let file = match fs::File::open(path) {
         Ok(file) => file,
@@ -59,8 +61,8 @@ pub fn load_peers(path: &Path) -> io::Result<BTreeMap<UserName, PublicKey>> {
         Err(e) => return Err(e),
     };
     let mut text = String::new();
-    io::Read::take(file, MAX_PEERS_FILE).read_to_string(&mut text)?;
-    Ok(text
+    let read = io::Read::take(file, MAX_PEERS_FILE).read_to_string(&mut text)?;
+    let pins: BTreeMap<UserName, PublicKey> = text
         .lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
@@ -68,7 +70,21 @@ pub fn load_peers(path: &Path) -> io::Result<BTreeMap<UserName, PublicKey>> {
             let key = PublicKey::parse(words.next()?)?;
             Some((name, key))
         })
-        .collect())
+        .collect();
+    // Only a file read whole is written again (the lines past the limit
+    // would be lost).
+    let whole = u64::try_from(read).is_ok_and(|read| read < MAX_PEERS_FILE);
+    if whole && text.lines().count() > 2 * pins.len() + 64 {
+        let lines: Vec<String> = pins
+            .iter()
+            .map(|(name, key)| format!("{name} {key}"))
+            .collect();
+        let fresh = path.with_extension("new");
+        let _ = fs::remove_file(&fresh);
+        append_lines(&fresh, &lines)?;
+        fs::rename(&fresh, path)?;
+    }
+    Ok(pins)
 }
 
 /// Pins each key for its peer: a line each, added to the file at `path`
@@ -149,5 +165,29 @@ mod tests {
         let pins = load_peers(&path).unwrap();
         assert_eq!(pins.get(&bob), Some(&PublicKey([3; 32])));
         assert_eq!(pins.get(&carol), Some(&PublicKey([2; 32])));
+    }
+
+    #[test]
+    fn a_file_of_keys_trusted_again_and_again_is_written_again_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_keys").join("alice");
+        let bob = UserName::parse("bob").unwrap();
+        let carol = UserName::parse("carol").unwrap();
+        pin_peers(&path, &[(carol.clone(), PublicKey([2; 32]))]).unwrap();
+        for i in 0..200u8 {
+            pin_peers(&path, &[(bob.clone(), PublicKey([i; 32]))]).unwrap();
+        }
+        let pins = load_peers(&path).unwrap();
+        assert_eq!(pins.get(&bob), Some(&PublicKey([199; 32])));
+        assert_eq!(pins.get(&carol), Some(&PublicKey([2; 32])));
+        // Two lines now, the same keys read back, still private.
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
+        assert_eq!(load_peers(&path).unwrap(), pins);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }
