@@ -254,18 +254,25 @@ impl Directory {
     /// Whether `name` is online with the Pigeon session `token`.
     /// (Or with the token it was offered to move to.)
     pub fn holds(&self, name: &str, token: SessionToken) -> bool {
-        self.tokens.get(name).is_some_and(|s| s.token == token)
-            || self.next_tokens.get(name).is_some_and(|s| s.token == token)
+        self.secrets(name, token).is_some()
     }
 
     /// The sealing key of `name`'s session whose token is `token` (or of
     /// the one it was offered to move to), if it has one.
     pub fn sealing_key(&self, name: &str, token: SessionToken) -> Option<SessionKey> {
-        [self.tokens.get(name), self.next_tokens.get(name)]
-            .into_iter()
-            .flatten()
-            .find(|s| s.token == token)
-            .and_then(|s| s.key)
+        self.secrets(name, token)?.key
+    }
+
+    /// The secrets of `name`'s session (current or offered) whose token
+    /// is `token` (the offered ones looked up only if the current ones
+    /// are not: this is on every keepalive's path).
+    fn secrets(&self, name: &str, token: SessionToken) -> Option<SessionSecrets> {
+        let named = |secrets: &SessionSecrets| secrets.token == token;
+        self.tokens
+            .get(name)
+            .map(|s| *s)
+            .filter(named)
+            .or_else(|| self.next_tokens.get(name).map(|s| *s).filter(named))
     }
 
     /// Whether `host` sent a seed-style login within the window before

@@ -637,22 +637,7 @@ impl Roster {
         let Some(user) = self.remote.remove(name) else {
             return Vec::new();
         };
-        let endpoint = user.endpoint;
-        self.by_endpoint.remove(&endpoint);
-        self.directory.remove(name.as_str());
-        let mut actions = Vec::new();
-        actions.extend(self.seed_news(
-            name,
-            Datagram::Logout(Logout {
-                name: name.clone(),
-                endpoint,
-                pigeon: None,
-            }),
-        ));
-        self.record(RosterChange::Left {
-            name: name.clone(),
-            endpoint,
-        });
+        let mut actions = self.unlist(name, user.endpoint);
         self.schedule_deltas(now, &mut actions);
         actions
     }
@@ -1654,7 +1639,6 @@ impl Roster {
         if matches!(user.session, Session::Seed) {
             self.seed_count = self.seed_count.saturating_sub(1);
         }
-        self.by_endpoint.remove(&endpoint);
         let host = endpoint.canonical_ip();
         if let Some(count) = self.per_host.get_mut(&host) {
             *count -= 1;
@@ -1662,6 +1646,20 @@ impl Roster {
                 self.per_host.remove(&host);
             }
         }
+        let mut actions = self.unlist(name, endpoint);
+        actions.push(RosterAction::Publish(RosterEvent::Left {
+            name: name.clone(),
+            endpoint,
+            reason,
+        }));
+        actions
+    }
+
+    /// `name`, at `endpoint`, is no longer listed (a user of this server or
+    /// of another): off the endpoint index and the directory, seed-era
+    /// users told, and the change recorded for the next delta.
+    fn unlist(&mut self, name: &UserName, endpoint: PeerAddr) -> Vec<RosterAction> {
+        self.by_endpoint.remove(&endpoint);
         self.directory.remove(name.as_str());
         let mut actions = Vec::with_capacity(2);
         actions.extend(self.seed_news(
@@ -1676,11 +1674,6 @@ impl Roster {
             name: name.clone(),
             endpoint,
         });
-        actions.push(RosterAction::Publish(RosterEvent::Left {
-            name: name.clone(),
-            endpoint,
-            reason,
-        }));
         actions
     }
 

@@ -1,17 +1,96 @@
-//! The checks of the fuzz targets on keys and the mailbox, shared by the
-//! cargo-fuzz targets in `fuzz/` (which include this file) and the
-//! `fuzz_regressions` test (which replays stored inputs through them).
+//! The checks of the fuzz targets, shared by the cargo-fuzz targets in
+//! `fuzz/` (each includes this file) and the `fuzz_regressions` test
+//! (which replays stored inputs through every one).
 
 #![allow(dead_code)]
 
+use std::fmt::Debug;
 use std::time::Instant;
 
 use pigeon_shared::handshake::{answer, LoginHandshake, REPLY_BYTES};
 use pigeon_shared::mailbox::{parse_mail_request, MailAnswer};
-use pigeon_shared::seal::SessionKey;
+use pigeon_shared::roster_snapshot::{decode_frame, parse_roster_request};
+use pigeon_shared::seal::{open, seal, SealError, SessionKey};
 use pigeon_shared::{
-    offline, Identity, Link, LinkEvent, Nonce, PeerAddr, Secure, SessionToken, UserName,
+    offline, Datagram, Identity, Link, LinkEvent, Nonce, PeerAddr, RosterSnapshot, Secure,
+    SessionToken, UserName,
 };
+
+/// Every datagram `Datagram::decode` accepts survives a round trip (a
+/// delta's changes, read on demand, are read too).
+pub fn decode_datagram(data: &[u8]) {
+    if let Ok(datagram) = Datagram::decode(data) {
+        if let Datagram::Delta(delta) = &datagram {
+            for (_, change) in delta.changes() {
+                let _ = change;
+            }
+        }
+        let bytes = datagram.to_bytes();
+        match Datagram::decode(&bytes) {
+            Ok(again) if again == datagram => {}
+            again => panic!(
+                "round trip failed: its {}-byte encoding decodes as {}, not as {}",
+                bytes.len(),
+                excerpt(&again),
+                excerpt(&datagram)
+            ),
+        }
+    }
+}
+
+/// The start of a value's `Debug` text: a crasher can be 64 KiB.
+fn excerpt(value: &impl Debug) -> String {
+    const CHARS: usize = 200;
+    let text = format!("{value:?}");
+    if text.chars().count() <= CHARS {
+        text
+    } else {
+        format!("{}...", text.chars().take(CHARS).collect::<String>())
+    }
+}
+
+/// The TCP roster reader: `decode_frame` never claims more bytes than it
+/// was given, and neither the snapshot nor the request reader panics on
+/// the text it yields.
+pub fn decode_roster(data: &[u8]) {
+    if let Ok(Some((text, used))) = decode_frame(data, 1 << 20) {
+        assert!(
+            used <= data.len(),
+            "frame used {used} of {} bytes",
+            data.len()
+        );
+        let _ = RosterSnapshot::parse(&text);
+        let _ = parse_roster_request(&text);
+    }
+}
+
+/// Sealed server datagrams: a decoded `sealed` one opens or is refused;
+/// any other text datagram, sealed with a session's key, opens back to
+/// itself with that key and with no other; an end-to-end frame is left as
+/// it is.
+pub fn open_sealed(data: &[u8]) {
+    let key = SessionKey::from_token(SessionToken(0x0011_2233_4455_6677_8899_aabb_ccdd_eeff));
+    let other = SessionKey::from_token(SessionToken(1));
+    match Datagram::decode(data) {
+        Ok(Datagram::Sealed(sealed)) => {
+            let _ = open(&key, &sealed);
+        }
+        Ok(datagram @ (Datagram::Secure(_) | Datagram::Relayed(_))) => {
+            assert!(
+                seal(&key, &datagram) == datagram,
+                "an end-to-end frame is not sealed"
+            );
+        }
+        Ok(datagram) => {
+            let Datagram::Sealed(sealed) = seal(&key, &datagram) else {
+                panic!("seal gave no sealed datagram");
+            };
+            assert!(open(&key, &sealed) == Ok(datagram), "does not open");
+            assert_eq!(open(&other, &sealed), Err(SealError::BadMac));
+        }
+        Err(_) => {}
+    }
+}
 
 /// The mailbox protocol's text on the Pigeon roster port: whatever
 /// `parse_mail_request` (the server's side) or `MailAnswer::parse` (the
